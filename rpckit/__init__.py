@@ -1,0 +1,1 @@
+"""rpckit: typed, load-aware gRPC services for teams leaving JSON-over-HTTP."""
