@@ -1,1 +1,44 @@
-"""rpckit: typed, load-aware gRPC services for teams leaving JSON-over-HTTP."""
+"""rpckit: typed, load-aware gRPC services for teams leaving JSON-over-HTTP.
+
+Handlers are plain grpcio servicers; rpckit serves them with admission control,
+health, reflection, deadlines that cross hops and a graceful drain::
+
+    import rpckit
+    from myservice import Inventory
+
+    server = rpckit.Server([Inventory()])
+    server.add_port("127.0.0.1:50051")
+    with rpckit.graceful_exit([server]):
+        server.start()
+        server.wait()
+
+The implementation lives in private modules; this is the public surface.
+"""
+
+from rpckit._admission import AdmissionConfig, Criticality
+from rpckit._channel import connect
+from rpckit._config import ServerConfig, TlsConfig
+from rpckit._deadline import cancelled, time_remaining
+from rpckit._errors import ConfigError, StatusError, abort, status_details
+from rpckit._load import LOAD_METADATA_KEY, load_from_metadata
+from rpckit._server import Server, ServerState
+from rpckit._signals import graceful_exit
+
+__all__ = [
+    "LOAD_METADATA_KEY",
+    "AdmissionConfig",
+    "ConfigError",
+    "Criticality",
+    "Server",
+    "ServerConfig",
+    "ServerState",
+    "StatusError",
+    "TlsConfig",
+    "abort",
+    "cancelled",
+    "connect",
+    "graceful_exit",
+    "load_from_metadata",
+    "status_details",
+    "time_remaining",
+]

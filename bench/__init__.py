@@ -1,0 +1,1 @@
+"""rpckit benchmarks: side-by-side runs that back the README claims."""

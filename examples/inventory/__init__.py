@@ -1,0 +1,1 @@
+"""The worked example: an inventory service as plain grpcio servicers, served by rpckit."""

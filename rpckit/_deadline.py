@@ -1,0 +1,158 @@
+"""Deadlines and cancellation of the call being served, carried across hops.
+
+grpcio in Python does not propagate deadlines: a handler that calls another
+service starts a fresh call with no deadline, so the second service keeps
+working for a caller that gave up long ago. rpckit fixes this with a
+:class:`CallScope` per inbound call, held in a contextvar while the handler
+runs:
+
+* :func:`time_remaining` -- seconds left on the inbound deadline (``None``: none);
+* :func:`cancelled` -- the caller left (cancelled, deadline passed, or the
+  server is shutting down); long handlers poll it and stop early;
+* :func:`outbound_timeout` -- the timeout an outbound call should use: the
+  inbound deadline minus a margin, shortened (never lengthened) by an explicit
+  timeout. rpckit's channels apply it to every call they make.
+
+The grpc-timeout header codec (``"250m"`` <-> 0.25 s) lives here too, for the
+HTTP shim, which takes deadlines from headers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import math
+import threading
+import time
+from collections.abc import Iterator
+
+__all__ = [
+    "NO_DEADLINE_S",
+    "OUTBOUND_MARGIN_S",
+    "CallScope",
+    "call_scope",
+    "cancelled",
+    "current_scope",
+    "decode_grpc_timeout",
+    "encode_grpc_timeout",
+    "outbound_timeout",
+    "time_remaining",
+]
+
+#: grpcio reports ~9.2e18 s remaining when the caller set no deadline; anything
+#: above this many seconds (~31 years) means "no deadline".
+NO_DEADLINE_S = 1e9
+
+#: Taken off the inbound deadline for outbound calls, so the reply (and the
+#: work after it) still fits in the caller's budget. 5 ms covers a loopback or
+#: same-zone hop's response path.
+OUTBOUND_MARGIN_S = 0.005
+
+_GRPC_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
+@dataclasses.dataclass(eq=False, kw_only=True)
+class CallScope:
+    """What a handler may know about the call it serves.
+
+    ``deadline`` is on the :func:`time.monotonic` clock, ``None`` without one.
+    ``cancel_event`` is set when the caller goes away or the server stops.
+    """
+
+    method: str
+    deadline: float | None
+    cancel_event: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def time_remaining(self, now: float) -> float | None:
+        if self.deadline is None:
+            return None
+        return self.deadline - now
+
+
+_SCOPE: contextvars.ContextVar[CallScope | None] = contextvars.ContextVar(
+    "rpckit_call_scope", default=None
+)
+
+
+def deadline_from_remaining(remaining_s: float | None, now: float) -> float | None:
+    """A monotonic deadline from grpcio's ``time_remaining()`` (or ``None``)."""
+    if remaining_s is None or remaining_s > NO_DEADLINE_S or math.isinf(remaining_s):
+        return None
+    return now + remaining_s
+
+
+@contextlib.contextmanager
+def call_scope(scope: CallScope) -> Iterator[CallScope]:
+    """Make ``scope`` the current call for the duration of the block."""
+    token = _SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _SCOPE.reset(token)
+
+
+def current_scope() -> CallScope | None:
+    """The inbound call being served by this thread, if any."""
+    return _SCOPE.get()
+
+
+def time_remaining() -> float | None:
+    """Seconds left on the inbound call's deadline; ``None`` without one (or outside a call)."""
+    scope = _SCOPE.get()
+    if scope is None:
+        return None
+    return scope.time_remaining(time.monotonic())
+
+
+def cancelled() -> bool:
+    """True once the inbound call's client has gone (cancelled, timed out) or the server stops.
+
+    Handlers doing long work should check this between steps and stop early.
+    Outside a call it is always False.
+    """
+    scope = _SCOPE.get()
+    if scope is None:
+        return False
+    if scope.cancel_event.is_set():
+        return True
+    remaining = scope.time_remaining(time.monotonic())
+    return remaining is not None and remaining <= 0
+
+
+def outbound_timeout(
+    explicit: float | None, *, now: float, margin_s: float = OUTBOUND_MARGIN_S
+) -> float | None:
+    """The timeout for an outbound call made while serving the current call.
+
+    The inbound deadline minus ``margin_s`` is the ceiling; an explicit timeout
+    can only shorten it. Returns ``None`` when neither exists; ``0.0`` when the
+    budget is already spent (the call then fails DEADLINE_EXCEEDED at once).
+    """
+    scope = _SCOPE.get()
+    remaining = None if scope is None else scope.time_remaining(now)
+    if remaining is None:
+        return explicit
+    inherited = max(0.0, remaining - margin_s)
+    return inherited if explicit is None else min(explicit, inherited)
+
+
+def encode_grpc_timeout(seconds: float) -> str:
+    """Encode a timeout as the gRPC wire format (at most 8 digits and a unit)."""
+    if seconds < 0 or math.isnan(seconds):
+        raise ValueError(f"timeout must be >= 0 seconds, got {seconds!r}")
+    for unit, scale in (("n", 1e-9), ("u", 1e-6), ("m", 1e-3), ("S", 1.0), ("M", 60.0)):
+        value = math.ceil(seconds / scale)
+        if value < 100_000_000:
+            return f"{value}{unit}"
+    return f"{min(math.ceil(seconds / 3600.0), 99_999_999)}H"
+
+
+def decode_grpc_timeout(text: str) -> float:
+    """Parse a gRPC timeout (``"250m"``, ``"1S"``); ValueError naming the value if malformed."""
+    value, unit = text[:-1], text[-1:]
+    if unit not in _GRPC_TIMEOUT_UNITS or not value.isdigit() or len(value) > 8:
+        raise ValueError(
+            f"malformed grpc-timeout {text!r}: expected 1-8 digits and a unit of H, M, S, m, u, n"
+        )
+    return int(value) * _GRPC_TIMEOUT_UNITS[unit]

@@ -1,0 +1,178 @@
+"""How one call runs: the wrapper rpckit puts around every generated method handler.
+
+For each call the wrapper
+
+1. answers at once if admission control rejected the call (the executor's
+   verdict): RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED, ``grpc-retry-pushback-ms``;
+2. opens a :class:`~rpckit._deadline.CallScope` (deadline, cancellation flag set
+   by ``context.add_callback``) so handler code and outbound calls see them;
+3. maps errors: :class:`~rpckit.StatusError` becomes its status with rich
+   details; ``context.abort`` passes through; any other exception becomes
+   INTERNAL with a generic message while the traceback goes to the log;
+4. adds the load report trailer to every response, success or failure.
+
+Handlers stay plain grpcio servicers and never see any of this.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import grpc
+
+from rpckit._admission import Reason, Rejection
+from rpckit._deadline import _SCOPE, CallScope, call_scope, deadline_from_remaining
+from rpckit._errors import INTERNAL_MESSAGE, StatusError, to_grpc_status
+from rpckit._executor import current_verdict
+from rpckit._load import encode_load
+from rpckit.v1 import load_pb2
+
+__all__ = ["wrap_method_handlers"]
+
+_log = logging.getLogger("rpckit.server")
+
+PUSHBACK_METADATA_KEY = "grpc-retry-pushback-ms"
+
+_REJECTION_TEXT = {
+    Reason.QUEUE_FULL: "server overloaded: admission queue is full",
+    Reason.CODEL: "server overloaded: call waited too long in the queue (CoDel)",
+    Reason.PREEMPTED: "server overloaded: call shed for more critical traffic",
+    Reason.DEADLINE_GONE: "deadline expired before the call could start",
+    Reason.DEADLINE_SHORT: "deadline too short for this method's recent service time",
+}
+
+LoadSource = Callable[[], load_pb2.LoadReport]
+
+_BEHAVIOR_FIELDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+
+
+def wrap_method_handlers(
+    service: str,
+    handlers: Mapping[str, grpc.RpcMethodHandler],
+    *,
+    load: LoadSource | None,
+    thread_pool: concurrent.futures.ThreadPoolExecutor | None = None,
+) -> dict[str, grpc.RpcMethodHandler]:
+    """Wrap every behaviour of a service's method handlers (see the module docstring).
+
+    ``thread_pool`` routes the service's calls to that pool instead of the
+    server's executor (grpcio's ``experimental_thread_pool``; used for health).
+    """
+    wrapped = {}
+    for name, handler in handlers.items():
+        method = f"/{service}/{name}"
+        replaced = {}
+        for field in _BEHAVIOR_FIELDS:
+            behavior = getattr(handler, field)
+            if behavior is not None:
+                replaced[field] = _Behavior(
+                    method,
+                    behavior,
+                    streaming=handler.response_streaming,
+                    load=load,
+                    thread_pool=thread_pool,
+                )
+        wrapped[name] = handler._replace(**replaced)  # type: ignore[attr-defined]
+    return wrapped
+
+
+class _Behavior:
+    """A callable grpcio runs in place of the servicer method."""
+
+    def __init__(
+        self,
+        method: str,
+        behavior: Callable[..., Any],
+        *,
+        streaming: bool,
+        load: LoadSource | None,
+        thread_pool: concurrent.futures.ThreadPoolExecutor | None,
+    ) -> None:
+        self._method = method
+        self._behavior = behavior
+        self._streaming = streaming
+        self._load = load
+        if thread_pool is not None:
+            self.experimental_thread_pool = thread_pool
+        if getattr(behavior, "experimental_non_blocking", False):
+            self.experimental_non_blocking = True
+
+    def __call__(self, request: Any, context: grpc.ServicerContext, *rest: Any) -> Any:
+        verdict = current_verdict()
+        if verdict is not None:
+            self._reject(context, verdict)
+        now = time.monotonic()
+        scope = CallScope(
+            method=self._method, deadline=deadline_from_remaining(context.time_remaining(), now)
+        )
+        if not context.add_callback(scope.cancel_event.set):
+            scope.cancel_event.set()
+        if self._streaming and not rest:
+            return self._stream(request, context, scope)
+        with call_scope(scope):
+            try:
+                response = self._behavior(request, context, *rest)
+            except Exception as exc:
+                self._fail(context, exc)
+        self._add_load(context)
+        return response
+
+    def _stream(
+        self, request: Any, context: grpc.ServicerContext, scope: CallScope
+    ) -> Iterator[Any]:
+        # grpcio runs each call in a fresh contextvars.Context and iterates the
+        # responses on this same thread; set (not reset) the scope, because a
+        # generator abandoned by a cancelled call is finalised elsewhere.
+        _SCOPE.set(scope)
+        try:
+            yield from self._behavior(request, context)
+        except Exception as exc:
+            self._fail(context, exc)
+        self._add_load(context)
+
+    def _fail(self, context: grpc.ServicerContext, exc: Exception) -> None:
+        if isinstance(exc, StatusError):
+            status = to_grpc_status(exc)
+            context.abort_with_status(_StatusWithLoad(status, self._load_pair()))
+        if context.code() not in (None, grpc.StatusCode.OK):
+            # The handler called context.abort(): keep its status, add the load report.
+            self._add_load(context)
+            raise exc
+        _log.error("handler %s failed", self._method, exc_info=exc)
+        self._add_load(context)
+        context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+    def _reject(self, context: grpc.ServicerContext, rejection: Rejection[Any]) -> None:
+        trailers: list[tuple[str, str | bytes]] = [
+            (PUSHBACK_METADATA_KEY, str(rejection.pushback_ms))
+        ]
+        trailers.extend(self._load_pair())
+        context.set_trailing_metadata(tuple(trailers))
+        code = (
+            grpc.StatusCode.DEADLINE_EXCEEDED
+            if rejection.reason in (Reason.DEADLINE_GONE, Reason.DEADLINE_SHORT)
+            else grpc.StatusCode.RESOURCE_EXHAUSTED
+        )
+        context.abort(code, f"rpckit: {_REJECTION_TEXT[rejection.reason]}")
+
+    def _load_pair(self) -> list[tuple[str, str | bytes]]:
+        if self._load is None:
+            return []
+        return [encode_load(self._load())]
+
+    def _add_load(self, context: grpc.ServicerContext) -> None:
+        pair = self._load_pair()
+        if pair:
+            existing = tuple(context.trailing_metadata() or ())  # type: ignore[attr-defined]
+            context.set_trailing_metadata((*existing, *pair))
+
+
+class _StatusWithLoad(grpc.Status):
+    def __init__(self, status: grpc.Status, extra: list[tuple[str, str | bytes]]) -> None:
+        self.code = status.code
+        self.details = status.details
+        self.trailing_metadata = (*(status.trailing_metadata or ()), *extra)

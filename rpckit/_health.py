@@ -1,0 +1,115 @@
+"""``grpc.health.v1.Health``: Check, List and Watch, with a drain that ends watches.
+
+grpcio-health-checking's own servicer keeps ``Watch`` streams open until the
+client leaves, so a draining server waits its whole grace period for them.
+This one ends every open watch (after sending NOT_SERVING) when the server
+drains, and answers ``Watch`` without holding a thread (grpcio's non-blocking
+streaming behaviour).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+__all__ = ["HealthService"]
+
+_Status = health_pb2.HealthCheckResponse.ServingStatus
+_SendResponse = Callable[[health_pb2.HealthCheckResponse | None], None]
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+
+class HealthService(health_pb2_grpc.HealthServicer):
+    """Health status per service name ("" is the whole server)."""
+
+    def __init__(self, services: Iterable[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._status: dict[str, _Status] = {"": SERVING}
+        self._status.update((name, SERVING) for name in services)
+        self._watchers: dict[str, set[_SendResponse]] = {}
+        self._draining = False
+
+    def status(self, service: str = "") -> _Status | None:
+        with self._lock:
+            return self._status.get(service)
+
+    def set(self, service: str, status: _Status) -> None:
+        """Set a service's status and tell its watchers (ignored once draining)."""
+        with self._lock:
+            if self._draining:
+                return
+            self._status[service] = status
+            watchers = list(self._watchers.get(service, ()))
+        for send in watchers:
+            send(health_pb2.HealthCheckResponse(status=status))
+
+    def drain(self) -> None:
+        """Every service NOT_SERVING, for good; watchers are told."""
+        with self._lock:
+            self._draining = True
+            for name in self._status:
+                self._status[name] = NOT_SERVING
+            watchers = [(name, list(sends)) for name, sends in self._watchers.items()]
+        for _name, sends in watchers:
+            for send in sends:
+                send(health_pb2.HealthCheckResponse(status=NOT_SERVING))
+
+    def close_watches(self) -> None:
+        """End every open Watch stream (status OK) so they do not hold the server's stop."""
+        with self._lock:
+            sends = [send for group in self._watchers.values() for send in group]
+            self._watchers.clear()
+        for send in sends:
+            send(None)
+
+    def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        status = self.status(request.service)
+        if status is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.ServicerContext
+    ) -> health_pb2.HealthListResponse:
+        with self._lock:
+            statuses = dict(self._status)
+        response = health_pb2.HealthListResponse()
+        for name, status in statuses.items():
+            response.statuses[name].status = status
+        return response
+
+    def Watch(  # type: ignore[override]  # grpcio's non-blocking streaming signature
+        self,
+        request: health_pb2.HealthCheckRequest,
+        context: grpc.ServicerContext,
+        send_response_callback: _SendResponse,
+    ) -> None:
+        service = request.service
+        with self._lock:
+            status = self._status.get(service, SERVICE_UNKNOWN)
+            self._watchers.setdefault(service, set()).add(send_response_callback)
+        send_response_callback(health_pb2.HealthCheckResponse(status=status))
+
+        def forget() -> None:
+            with self._lock:
+                group = self._watchers.get(service)
+                if group is not None and send_response_callback in group:
+                    group.discard(send_response_callback)
+                else:
+                    return
+            send_response_callback(None)
+
+        if not context.add_callback(forget):
+            forget()
+
+    # grpcio: call Watch with a send_response_callback instead of iterating a generator,
+    # so an open watch holds no thread.
+    Watch.experimental_non_blocking = True  # type: ignore[attr-defined]

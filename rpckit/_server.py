@@ -1,0 +1,219 @@
+"""The rpckit server: grpcio's sync server composed with admission, health and drain.
+
+    with rpckit.Server([Inventory()]) as server:
+        port = server.add_port("127.0.0.1:0")
+        server.start()
+        server.wait()          # until stop(), e.g. from rpckit.graceful_exit
+
+Parts, each in its own module: :class:`~rpckit._executor.AdmissionExecutor`
+(OS threads behind admission control), :mod:`rpckit._handlers` (deadline
+scope, error mapping, load trailers), :class:`~rpckit._health.HealthService`,
+and grpcio-reflection. This class only wires them and owns the lifecycle:
+
+    CREATED --start()--> SERVING --stop()--> DRAINING --> STOPPING --> STOPPED
+
+``stop()`` is graceful: health turns NOT_SERVING, the server keeps serving for
+``drain_s`` so balancers move away, open health watches are ended, new calls
+are refused, and calls in flight get ``grace_s`` to finish.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import enum
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+from grpc_reflection.v1alpha import reflection
+
+from rpckit._admission import AdmissionConfig
+from rpckit._config import ServerConfig, TlsConfig
+from rpckit._executor import AdmissionExecutor
+from rpckit._handlers import wrap_method_handlers
+from rpckit._health import HealthService
+from rpckit._servicers import ServiceBinding, bind
+from rpckit.v1 import load_pb2
+
+__all__ = ["Server", "ServerState"]
+
+_log = logging.getLogger("rpckit.server")
+
+
+class ServerState(enum.Enum):
+    CREATED = "created"
+    SERVING = "serving"
+    DRAINING = "draining"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class Server:
+    """Serve grpcio servicers with rpckit's admission control, health, reflection and drain."""
+
+    def __init__(
+        self,
+        servicers: Sequence[object],
+        *,
+        config: ServerConfig | None = None,
+        admission: AdmissionConfig | None = None,
+    ) -> None:
+        self.config = config or ServerConfig()
+        self._bindings = [bind(s) for s in servicers]
+        names = [b.name for b in self._bindings]
+        if len(set(names)) != len(names):
+            raise ValueError(f"the same service is given twice: {sorted(names)}")
+        self._lock = threading.Lock()
+        self._state = ServerState.CREATED
+        self._stopped = threading.Event()
+        self._addresses: list[str] = []
+        self._side_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.config.side_threads, thread_name_prefix="rpckit-side"
+        )
+        self._executor = AdmissionExecutor(
+            threads=self.config.threads,
+            side_pool=self._side_pool,
+            admission=admission
+            or AdmissionConfig(workers=self.config.threads, queue_limit=self.config.queue_limit),
+            worker_index=self.config.worker_index,
+        )
+        self.health = HealthService(names) if self.config.health else None
+        self._grpc = grpc.server(
+            self._executor,
+            options=self.config.grpc_options(),
+            maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
+        )
+        for binding in self._bindings:
+            self._register(binding, report_load=True)
+        if self.health is not None:
+            self._register(bind(self.health), report_load=False, thread_pool=self._side_pool)
+        if self.config.reflection:
+            reflected = [*names, reflection.SERVICE_NAME]
+            if self.health is not None:
+                reflected.append("grpc.health.v1.Health")
+            self._register(bind(reflection.ReflectionServicer(reflected)), report_load=False)
+
+    @property
+    def state(self) -> ServerState:
+        return self._state
+
+    @property
+    def services(self) -> list[str]:
+        """Full names of the application services served."""
+        return [b.name for b in self._bindings]
+
+    @property
+    def addresses(self) -> list[str]:
+        """The bound ``host:port`` addresses (ports resolved when 0 was asked)."""
+        return list(self._addresses)
+
+    def load_report(self) -> load_pb2.LoadReport:
+        return self._executor.load_report()
+
+    def _register(
+        self,
+        binding: ServiceBinding,
+        *,
+        report_load: bool,
+        thread_pool: concurrent.futures.ThreadPoolExecutor | None = None,
+    ) -> None:
+        handlers = wrap_method_handlers(
+            binding.name,
+            binding.method_handlers,
+            load=self._executor.load_report if report_load else None,
+            thread_pool=thread_pool,
+        )
+        self._grpc.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(binding.name, handlers),)
+        )
+        self._grpc.add_registered_method_handlers(binding.name, handlers)
+
+    def add_port(self, address: str) -> int:
+        """Bind ``host:port`` (port 0 picks a free one); returns the port. Before start()."""
+        if self._state is not ServerState.CREATED:
+            raise RuntimeError("add_port() must be called before start()")
+        if self.config.tls is None:
+            port = self._grpc.add_insecure_port(address)
+        else:
+            port = self._grpc.add_secure_port(address, _credentials(self.config.tls))
+        if port == 0:
+            raise OSError(f"cannot bind {address}: in use, or not an address of this host")
+        host = address.rsplit(":", 1)[0]
+        self._addresses.append(f"{host}:{port}")
+        return port
+
+    def start(self) -> None:
+        with self._lock:
+            if self._state is not ServerState.CREATED:
+                raise RuntimeError(f"cannot start a server that is {self._state.value}")
+            if not self._addresses:
+                raise RuntimeError("no port bound: call add_port('HOST:PORT') before start()")
+            self._grpc.start()
+            self._state = ServerState.SERVING
+        _log.info("serving %s on %s", ", ".join(self.services), ", ".join(self._addresses))
+
+    def stop(self, *, drain_s: float | None = None, grace_s: float | None = None) -> None:
+        """Drain and stop (see the module docstring); safe to call twice or from any thread."""
+        drain = self.config.drain_s if drain_s is None else drain_s
+        grace = self.config.grace_s if grace_s is None else grace_s
+        with self._lock:
+            if self._state is ServerState.CREATED:
+                self._state = ServerState.STOPPED
+                self._shutdown_pools()
+                self._stopped.set()
+                return
+            if self._state is not ServerState.SERVING:
+                second_caller = True
+            else:
+                second_caller = False
+                self._state = ServerState.DRAINING
+        if second_caller:
+            self._stopped.wait()
+            return
+        _log.info("draining for %.1fs (health NOT_SERVING), then %.1fs grace", drain, grace)
+        if self.health is not None:
+            self.health.drain()
+        if drain > 0:
+            threading.Event().wait(drain)
+        if self.health is not None:
+            self.health.close_watches()
+        self._state = ServerState.STOPPING
+        self._grpc.stop(grace).wait()
+        self._shutdown_pools()
+        self._state = ServerState.STOPPED
+        _log.info("stopped")
+        self._stopped.set()
+
+    def _shutdown_pools(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._side_pool.shutdown(wait=True)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the server has stopped; False if ``timeout`` passed first."""
+        return self._stopped.wait(timeout)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._state is ServerState.SERVING:
+            self.stop(drain_s=0.0)
+        elif self._state is ServerState.CREATED:
+            self.stop()
+        self.wait()
+
+
+def _credentials(tls: TlsConfig) -> grpc.ServerCredentials:
+    key, cert = Path(tls.key).read_bytes(), Path(tls.cert).read_bytes()
+    ca = Path(tls.client_ca).read_bytes() if tls.client_ca is not None else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+    )
