@@ -19,7 +19,7 @@ from rpckit._admission import AdmissionConfig, Criticality
 from rpckit._channel import connect
 from rpckit._config import ServerConfig, TlsConfig
 from rpckit._deadline import cancelled, time_remaining
-from rpckit._errors import ConfigError, StatusError, abort, status_details
+from rpckit._errors import ConfigError, StatusError, abort, raise_if_cancelled, status_details
 from rpckit._load import LOAD_METADATA_KEY, load_from_metadata
 from rpckit._server import Server, ServerState
 from rpckit._signals import graceful_exit
@@ -39,6 +39,7 @@ __all__ = [
     "connect",
     "graceful_exit",
     "load_from_metadata",
+    "raise_if_cancelled",
     "status_details",
     "time_remaining",
 ]

@@ -11,6 +11,7 @@ import importlib
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,25 +59,52 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE:FACTORY",
         help="a callable (or attribute) giving a servicer or a list of servicers",
     )
-    serve.add_argument("--grpc", metavar="HOST:PORT", default="127.0.0.1:50051",
-                       help="where to listen for gRPC; port 0 picks a free port")
+    serve.add_argument(
+        "--grpc",
+        metavar="HOST:PORT",
+        default="127.0.0.1:50051",
+        help="where to listen for gRPC; port 0 picks a free port",
+    )
     serve.add_argument("--threads", type=int, default=8, help="handler threads per process")
-    serve.add_argument("--queue-limit", type=int, default=256,
-                       help="calls allowed to wait for a thread before new ones are rejected")
-    serve.add_argument("--drain", type=float, default=2.0, metavar="SECONDS",
-                       help="keep serving this long after a stop signal, with health NOT_SERVING")
-    serve.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
-                       help="then give calls in flight this long to finish")
+    serve.add_argument(
+        "--queue-limit",
+        type=int,
+        default=256,
+        help="calls allowed to wait for a thread before new ones are rejected",
+    )
+    serve.add_argument(
+        "--drain",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="keep serving this long after a stop signal, with health NOT_SERVING",
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="then give calls in flight this long to finish",
+    )
     serve.add_argument("--no-reflection", action="store_true", help="do not serve reflection")
     serve.add_argument("--no-health", action="store_true", help="do not serve grpc.health.v1")
     serve.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this cert")
     serve.add_argument("--tls-key", type=Path, metavar="PEM", help="private key for --tls-cert")
-    serve.add_argument("--tls-client-ca", type=Path, metavar="PEM",
-                       help="require client certs signed by this CA (mTLS)")
-    serve.add_argument("--max-message-mb", type=float, default=4.0,
-                       help="largest message accepted or sent, in MiB")
-    serve.add_argument("--log-level", default="INFO",
-                       choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity (stderr)")
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="PEM",
+        help="require client certs signed by this CA (mTLS)",
+    )
+    serve.add_argument(
+        "--max-message-mb", type=float, default=4.0, help="largest message accepted or sent, in MiB"
+    )
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (stderr)",
+    )
     serve.set_defaults(run=_serve)
 
     gen = verbs.add_parser(
@@ -97,10 +125,16 @@ def _parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    gen.add_argument("--check", action="store_true",
-                     help="exit 1 when generated code is stale, without writing")
-    gen.add_argument("--project", type=Path, default=Path("."), metavar="DIR",
-                     help="directory holding pyproject.toml")
+    gen.add_argument(
+        "--check", action="store_true", help="exit 1 when generated code is stale, without writing"
+    )
+    gen.add_argument(
+        "--project",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="directory holding pyproject.toml",
+    )
     gen.set_defaults(run=_gen)
     return parser
 
@@ -169,6 +203,28 @@ def load_servicers(spec: str) -> list[object]:
     return servicers
 
 
+def check_bindable(address: str) -> None:
+    """Fail early, with a plain message, when ``host:port`` cannot be bound.
+
+    grpc core would only log a cryptic line; this says what is wrong.
+    """
+    host, sep, port_text = address.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError("expected HOST:PORT with a port from 0 to 65535, e.g. 127.0.0.1:50051")
+    try:
+        infos = socket.getaddrinfo(host, int(port_text), type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise ValueError(f"cannot resolve host {host!r}") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            raise ValueError(f"cannot listen there: {exc.strerror}") from None
+
+
 def _looks_like_servicer(obj: object) -> bool:
     return any(base.__name__.endswith("Servicer") for base in type(obj).__mro__[:-1])
 
@@ -179,7 +235,8 @@ def _serve(args: argparse.Namespace) -> int:
     from rpckit._signals import graceful_exit
 
     logging.basicConfig(
-        level=args.log_level, stream=sys.stderr,
+        level=args.log_level,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
     )
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -208,8 +265,9 @@ def _serve(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
     try:
+        check_bindable(args.grpc)
         server.add_port(args.grpc)
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:
         server.stop()
         raise ConfigError(f"--grpc {args.grpc}: {exc}") from exc
     with graceful_exit([server]):

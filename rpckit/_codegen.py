@@ -130,7 +130,9 @@ def rewrite_imports(source: str, *, module: str, generated: frozenset[str]) -> s
 
     out = _FROM_IMPORT.sub(from_import, source)
     rewritten_plain = [
-        m["dotted"] for m in _PLAIN_IMPORT.finditer(out) if m["dotted"] in generated and not m["alias"]
+        m["dotted"]
+        for m in _PLAIN_IMPORT.finditer(out)
+        if m["dotted"] in generated and not m["alias"]
     ]
     out = _PLAIN_IMPORT.sub(plain_import, out)
     for dotted in rewritten_plain:
@@ -148,7 +150,9 @@ def include_paths() -> list[Path]:
     paths.append(Path(tools.origin).parent / "_proto")
     api = importlib.util.find_spec("google.api.annotations_pb2")
     if api is None or api.origin is None:
-        raise GenError("googleapis-common-protos is not installed: pip install googleapis-common-protos")
+        raise GenError(
+            "googleapis-common-protos is not installed: pip install googleapis-common-protos"
+        )
     paths.append(Path(api.origin).parents[2])
     own = _rpckit_protos()
     if own is not None:
@@ -297,7 +301,8 @@ def _existing_generated(out: Path, rendered: Mapping[str, str]) -> Iterable[Path
         p
         for d in dirs
         for p in d.iterdir()
-        if p.is_file() and p.name.endswith(_GENERATED_SUFFIXES)
+        if p.is_file()
+        and p.name.endswith(_GENERATED_SUFFIXES)
         and str(p.relative_to(out)) not in rendered
     )
 

@@ -14,6 +14,7 @@ grpcio-status; :func:`status_details` reads them back on the client.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -22,7 +23,16 @@ from google.protobuf import any_pb2, message
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
-__all__ = ["ConfigError", "StatusError", "abort", "status_details", "to_grpc_status"]
+from rpckit._deadline import current_scope
+
+__all__ = [
+    "ConfigError",
+    "StatusError",
+    "abort",
+    "raise_if_cancelled",
+    "status_details",
+    "to_grpc_status",
+]
 
 #: What the caller of a failed handler reads; the details stay in the server log.
 INTERNAL_MESSAGE = "internal error; the server logged the details"
@@ -71,6 +81,23 @@ def abort(
     raise StatusError(code, message, details=details, trailers=trailers)
 
 
+def raise_if_cancelled() -> None:
+    """Stop the current handler if its caller has gone.
+
+    Raises :class:`StatusError` with DEADLINE_EXCEEDED when the inbound deadline
+    has passed, CANCELLED when the caller cancelled (or the server is stopping).
+    Call it between steps of long work; outside a call it does nothing.
+    """
+    scope = current_scope()
+    if scope is None:
+        return
+    remaining = scope.time_remaining(time.monotonic())
+    if remaining is not None and remaining <= 0:
+        raise StatusError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed; work stopped")
+    if scope.cancel_event.is_set():
+        raise StatusError(grpc.StatusCode.CANCELLED, "caller cancelled; work stopped")
+
+
 def to_grpc_status(error: StatusError) -> grpc.Status:
     """The grpc.Status (with ``grpc-status-details-bin`` when details exist) for an error."""
     packed = []
@@ -89,7 +116,10 @@ def to_grpc_status(error: StatusError) -> grpc.Status:
 
 class _Status(grpc.Status):
     def __init__(
-        self, code: grpc.StatusCode, details: str, trailing_metadata: tuple[tuple[str, object], ...]
+        self,
+        code: grpc.StatusCode,
+        details: str,
+        trailing_metadata: tuple[tuple[str, str | bytes], ...],
     ) -> None:
         self.code = code
         self.details = details

@@ -94,7 +94,9 @@ def facts_from_submit(args: tuple[Any, ...], now_mono: float, now_wall: float) -
     try:
         rpc_event = args[1]
         details = rpc_event.call_details
-        method = details.method.decode() if isinstance(details.method, bytes) else str(details.method)
+        method = (
+            details.method.decode() if isinstance(details.method, bytes) else str(details.method)
+        )
         remaining = float(details.deadline) - now_wall
         metadata = rpc_event.invocation_metadata or ()
     except (AttributeError, IndexError, TypeError, ValueError):
@@ -140,7 +142,9 @@ class AdmissionExecutor(concurrent.futures.Executor):
             threading.Thread(target=self._work_loop, name=f"rpckit-handler-{i}", daemon=True)
             for i in range(threads)
         ]
-        self._sweeper = threading.Thread(target=self._sweep_loop, name="rpckit-sweeper", daemon=True)
+        self._sweeper = threading.Thread(
+            target=self._sweep_loop, name="rpckit-sweeper", daemon=True
+        )
         for thread in self._pool:
             thread.start()
         self._sweeper.start()
@@ -262,7 +266,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
         _local.verdict = verdict
         try:
             work.fn(*work.args, **work.kwargs)
-        except BaseException as exc:  # grpcio catches handler errors; this is grpcio failing
+        except BaseException as exc:  # noqa: BLE001 - grpcio itself failed; keep the thread alive
             _log.exception("grpcio failed running %s", work.facts.method)
             work.future.set_exception(exc)
         else:

@@ -20,7 +20,7 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -52,11 +52,11 @@ _BEHAVIOR_FIELDS = ("unary_unary", "unary_stream", "stream_unary", "stream_strea
 
 def wrap_method_handlers(
     service: str,
-    handlers: Mapping[str, grpc.RpcMethodHandler],
+    handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]],
     *,
     load: LoadSource | None,
     thread_pool: concurrent.futures.ThreadPoolExecutor | None = None,
-) -> dict[str, grpc.RpcMethodHandler]:
+) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
     """Wrap every behaviour of a service's method handlers (see the module docstring).
 
     ``thread_pool`` routes the service's calls to that pool instead of the
@@ -116,7 +116,7 @@ class _Behavior:
         with call_scope(scope):
             try:
                 response = self._behavior(request, context, *rest)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - every handler error is mapped in _fail
                 self._fail(context, exc)
         self._add_load(context)
         return response
@@ -130,7 +130,7 @@ class _Behavior:
         _SCOPE.set(scope)
         try:
             yield from self._behavior(request, context)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every handler error is mapped in _fail
             self._fail(context, exc)
         self._add_load(context)
 
@@ -138,7 +138,7 @@ class _Behavior:
         if isinstance(exc, StatusError):
             status = to_grpc_status(exc)
             context.abort_with_status(_StatusWithLoad(status, self._load_pair()))
-        if context.code() not in (None, grpc.StatusCode.OK):
+        if cast(Any, context).code() not in (None, grpc.StatusCode.OK):
             # The handler called context.abort(): keep its status, add the load report.
             self._add_load(context)
             raise exc
@@ -167,7 +167,7 @@ class _Behavior:
     def _add_load(self, context: grpc.ServicerContext) -> None:
         pair = self._load_pair()
         if pair:
-            existing = tuple(context.trailing_metadata() or ())  # type: ignore[attr-defined]
+            existing = tuple(cast(Any, context).trailing_metadata() or ())
             context.set_trailing_metadata((*existing, *pair))
 
 

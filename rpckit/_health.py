@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 __all__ = ["HealthService"]
 
-_Status = health_pb2.HealthCheckResponse.ServingStatus
+_Status = int  # health_pb2.HealthCheckResponse.ServingStatus values
 _SendResponse = Callable[[health_pb2.HealthCheckResponse | None], None]
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -25,7 +25,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
 
-class HealthService(health_pb2_grpc.HealthServicer):
+class HealthService(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
     """Health status per service name ("" is the whole server)."""
 
     def __init__(self, services: Iterable[str] = ()) -> None:
@@ -86,7 +86,7 @@ class HealthService(health_pb2_grpc.HealthServicer):
             response.statuses[name].status = status
         return response
 
-    def Watch(  # type: ignore[override]  # grpcio's non-blocking streaming signature
+    def Watch(
         self,
         request: health_pb2.HealthCheckRequest,
         context: grpc.ServicerContext,

@@ -26,6 +26,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any, cast
 
 import grpc
 from grpc_reflection.v1alpha import reflection
@@ -82,7 +83,7 @@ class Server:
         )
         self.health = HealthService(names) if self.config.health else None
         self._grpc = grpc.server(
-            self._executor,
+            cast(concurrent.futures.ThreadPoolExecutor, self._executor),  # any Executor works
             options=self.config.grpc_options(),
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
         )
@@ -129,7 +130,8 @@ class Server:
         self._grpc.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(binding.name, handlers),)
         )
-        self._grpc.add_registered_method_handlers(binding.name, handlers)
+        # Registered methods are matched in grpc core, skipping the generic lookup (grpcio >= 1.63).
+        cast(Any, self._grpc).add_registered_method_handlers(binding.name, handlers)
 
     def add_port(self, address: str) -> int:
         """Bind ``host:port`` (port 0 picks a free one); returns the port. Before start()."""

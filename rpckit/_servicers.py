@@ -29,7 +29,7 @@ class ServiceBinding:
 
     servicer: object
     service: descriptor.ServiceDescriptor
-    method_handlers: Mapping[str, grpc.RpcMethodHandler]
+    method_handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
 
     @property
     def name(self) -> str:
@@ -41,14 +41,14 @@ class _RecordingServer:
     """Stands in for grpc.Server while a generated add_*_to_server runs, to capture handlers."""
 
     def __init__(self) -> None:
-        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self.handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         self.service: str | None = None
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
         """Older generated code registers only through generic handlers; nothing to record."""
 
     def add_registered_method_handlers(
-        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
+        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
     ) -> None:
         self.service = service
         self.handlers.update(handlers)
@@ -89,7 +89,7 @@ def _find_service(module: ModuleType, name: str) -> descriptor.ServiceDescriptor
 
 def _capture(
     add: Callable[[object, Any], None], servicer: object, full_name: str
-) -> dict[str, grpc.RpcMethodHandler]:
+) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
     recorder = _RecordingServer()
     add(servicer, recorder)
     if recorder.service != full_name or not recorder.handlers:

@@ -34,7 +34,10 @@ def graceful_exit(
     *,
     signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
 ) -> Iterator[threading.Event]:
-    """Stop ``servers`` gracefully on the first of ``signals``; yields the 'stop requested' event."""
+    """Stop ``servers`` gracefully on the first of ``signals``.
+
+    Yields the event set when a stop was requested.
+    """
     requested = threading.Event()
 
     def stop_all() -> None:
