@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import signal
 import subprocess
 import time
@@ -18,7 +17,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 import rpckit
 from examples.inventory._gen.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from tests.integration.conftest import RPCKIT, ROOT, ServeProcess
+from tests.integration.conftest import ROOT, RPCKIT, ServeProcess
 
 Serve = Callable[..., ServeProcess]
 INVENTORY = "examples.inventory.server:servicers"
@@ -201,7 +200,9 @@ def test_open_health_watch_does_not_hold_the_stop(serve: Serve) -> None:
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(argv: list[str], needle: str) -> None:
-    done = subprocess.run([RPCKIT, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [RPCKIT, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -211,7 +212,7 @@ def test_bad_arguments_give_one_line_and_exit_2(argv: list[str], needle: str) ->
 @pytest.mark.parametrize("verb", [[], ["serve"], ["gen"]])
 def test_every_verb_has_help_with_an_example(verb: list[str]) -> None:
     done = subprocess.run(
-        [RPCKIT, *verb, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [RPCKIT, *verb, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0
     assert "usage: rpckit" in done.stdout
