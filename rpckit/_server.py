@@ -45,6 +45,8 @@ _log = logging.getLogger("rpckit.server")
 
 
 class ServerState(enum.Enum):
+    """Where a :class:`Server` is in its lifecycle."""
+
     CREATED = "created"
     SERVING = "serving"
     DRAINING = "draining"

@@ -1,0 +1,94 @@
+"""Deadline scope, outbound timeouts and the grpc-timeout codec."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rpckit._deadline import (
+    CallScope,
+    call_scope,
+    cancelled,
+    current_scope,
+    deadline_from_remaining,
+    decode_grpc_timeout,
+    encode_grpc_timeout,
+    outbound_timeout,
+    time_remaining,
+)
+
+
+def test_outside_a_call_nothing_is_inherited() -> None:
+    assert current_scope() is None
+    assert time_remaining() is None
+    assert cancelled() is False
+    assert outbound_timeout(None, now=100.0) is None
+    assert outbound_timeout(2.5, now=100.0) == 2.5
+
+
+def test_outbound_timeout_is_inbound_deadline_minus_margin() -> None:
+    with call_scope(CallScope(method="/a.B/C", deadline=101.0)):
+        assert outbound_timeout(None, now=100.0, margin_s=0.005) == pytest.approx(0.995)
+
+
+def test_explicit_timeout_can_only_shorten() -> None:
+    with call_scope(CallScope(method="/a.B/C", deadline=101.0)):
+        assert outbound_timeout(0.2, now=100.0, margin_s=0.0) == pytest.approx(0.2)
+        assert outbound_timeout(30.0, now=100.0, margin_s=0.0) == pytest.approx(1.0)
+
+
+def test_spent_budget_gives_zero_not_negative() -> None:
+    with call_scope(CallScope(method="/a.B/C", deadline=100.0)):
+        assert outbound_timeout(None, now=100.002, margin_s=0.005) == 0.0
+
+
+def test_scope_without_deadline_passes_explicit_through() -> None:
+    with call_scope(CallScope(method="/a.B/C", deadline=None)):
+        assert outbound_timeout(None, now=1.0) is None
+        assert outbound_timeout(3.0, now=1.0) == 3.0
+
+
+def test_cancel_event_and_scope_reset() -> None:
+    scope = CallScope(method="/a.B/C", deadline=None)
+    with call_scope(scope):
+        assert cancelled() is False
+        scope.cancel_event.set()
+        assert cancelled() is True
+    assert current_scope() is None
+
+
+def test_grpcio_no_deadline_sentinel_means_none() -> None:
+    assert deadline_from_remaining(9.2e18, now=5.0) is None
+    assert deadline_from_remaining(None, now=5.0) is None
+    assert deadline_from_remaining(0.25, now=5.0) == pytest.approx(5.25)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("250m", 0.25), ("1S", 1.0), ("2M", 120.0), ("1H", 3600.0), ("5u", 5e-6), ("7n", 7e-9)],
+)
+def test_decode_grpc_timeout(text: str, seconds: float) -> None:
+    assert decode_grpc_timeout(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "m", "10", "1.5S", "-1S", "123456789m", "10x", "1 S"])
+def test_decode_rejects_malformed_with_the_value_named(text: str) -> None:
+    with pytest.raises(ValueError, match="malformed grpc-timeout"):
+        decode_grpc_timeout(text)
+
+
+@settings(deadline=None)
+@given(st.floats(min_value=0, max_value=1e7, allow_nan=False))
+def test_encode_round_trips_never_shorter_and_within_a_unit(seconds: float) -> None:
+    text = encode_grpc_timeout(seconds)
+    assert 2 <= len(text) <= 9
+    decoded = decode_grpc_timeout(text)
+    assert decoded >= seconds - 1e-12
+    # 8 digits: a coarser unit is chosen only past 1e8 finer units, so error <= 1e-5 relative
+    assert decoded - seconds <= max(seconds * 1e-5, 1e-9) + 1e-12
+
+
+def test_encode_rejects_negative() -> None:
+    with pytest.raises(ValueError, match=">= 0"):
+        encode_grpc_timeout(-1.0)
