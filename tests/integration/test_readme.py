@@ -25,8 +25,10 @@ def test_quick_start_is_exactly_two_commands_demo_then_tests() -> None:
     assert first_block is not None
     lines = [line for line in first_block.group(1).splitlines() if line.strip()]
     assert len(lines) == 2
-    assert lines[0].startswith("python3 ") and "examples.inventory.demo" in lines[0]
-    assert lines[1].startswith("python3 ") and "pytest" in lines[1]
+    assert lines[0].startswith("python3 ")
+    assert "examples.inventory.demo" in lines[0]
+    assert lines[1].startswith("python3 ")
+    assert "pytest" in lines[1]
 
 
 def test_ten_line_server_example_serves_and_drains() -> None:
