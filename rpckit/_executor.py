@@ -130,7 +130,11 @@ class AdmissionExecutor(concurrent.futures.Executor):
         self._side_pool = side_pool
         self._clock = clock
         self._queue: AdmissionQueue[_Work] = AdmissionQueue(admission)
-        self._cond = threading.Condition()
+        # One lock, two conditions: a notify for "work is queued" must wake a
+        # handler thread, never the sweeper (which would leave the call waiting).
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._sweep_cond = threading.Condition(self._lock)
         self._in_flight = 0
         self._busy_s = 0.0
         self._util = (clock(), 0.0, 0.0)  # (sampled at, busy_s then, utilization)
@@ -171,6 +175,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
             rejections = self._queue.offer(ticket, now)
             if not any(r.ticket is ticket for r in rejections):
                 self._cond.notify()
+                self._sweep_cond.notify()
         self._reject_all(rejections)
         return future
 
@@ -178,6 +183,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
         with self._cond:
             self._shutdown = True
             self._cond.notify_all()
+            self._sweep_cond.notify_all()
         if wait:
             for thread in (*self._pool, self._sweeper):
                 thread.join()
@@ -244,10 +250,10 @@ class AdmissionExecutor(concurrent.futures.Executor):
         while True:
             with self._cond:
                 while not self._shutdown and self._queue.depth == 0:
-                    self._cond.wait()
+                    self._sweep_cond.wait()
                 if self._shutdown and self._queue.depth == 0:
                     return
-                self._cond.wait(timeout=SWEEP_INTERVAL_S)
+                self._sweep_cond.wait(timeout=SWEEP_INTERVAL_S)
                 drops = self._queue.expire(self._clock())
             self._reject_all(drops)
 

@@ -1,0 +1,106 @@
+"""Admission control and load reports on a real in-process server (127.0.0.1:0)."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import pytest
+
+import rpckit
+from examples.inventory._gen.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from rpckit.testing import running
+
+
+class Gate(inventory_pb2_grpc.InventoryServicer):
+    """GetItem('hold') blocks until the test opens the gate; anything else answers at once."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def GetItem(
+        self, request: inventory_pb2.GetItemRequest, context: grpc.ServicerContext
+    ) -> inventory_pb2.Item:
+        if request.sku == "hold":
+            self.entered.release()
+            self.open.wait(timeout=30)
+        return inventory_pb2.Item(sku=request.sku)
+
+
+def test_sequential_calls_at_low_load_are_never_shed() -> None:
+    with running([Gate()]) as live:
+        stub = inventory_pb2_grpc.InventoryStub(live.channel)
+        for i in range(300):
+            assert (
+                stub.GetItem(inventory_pb2.GetItemRequest(sku=f"s{i}"), timeout=10).sku == f"s{i}"
+            )
+
+
+def test_load_report_counts_calls_held_in_handlers() -> None:
+    gate = Gate()
+    held = 5
+    with running([gate], config=rpckit.ServerConfig(threads=8, drain_s=0)) as live:
+        stub = inventory_pb2_grpc.InventoryStub(live.channel)
+        futures = [
+            stub.GetItem.future(inventory_pb2.GetItemRequest(sku="hold"), timeout=30)
+            for _ in range(held)
+        ]
+        for _ in range(held):
+            assert gate.entered.acquire(timeout=20)
+        _, call = stub.GetItem.with_call(inventory_pb2.GetItemRequest(sku="probe"), timeout=10)
+        report = rpckit.load_from_metadata(call.trailing_metadata())
+        gate.open.set()
+        assert [f.result(timeout=30).sku for f in futures] == ["hold"] * held
+    assert report is not None
+    assert report.in_flight == held + 1  # the probe itself is running too
+    assert report.workers == 8
+    assert report.queue_depth == 0
+
+
+def test_full_queue_rejects_at_once_with_pushback() -> None:
+    gate = Gate()
+    config = rpckit.ServerConfig(threads=2, queue_limit=2, drain_s=0)
+    with running([gate], config=config) as live:
+        stub = inventory_pb2_grpc.InventoryStub(live.channel)
+        running_calls = [
+            stub.GetItem.future(inventory_pb2.GetItemRequest(sku="hold"), timeout=30)
+            for _ in range(2)
+        ]
+        for _ in range(2):
+            assert gate.entered.acquire(timeout=20)
+        queued = [
+            stub.GetItem.future(inventory_pb2.GetItemRequest(sku="hold"), timeout=30)
+            for _ in range(2)
+        ]
+        with pytest.raises(grpc.RpcError) as info:
+            stub.GetItem(inventory_pb2.GetItemRequest(sku="one-too-many"), timeout=10)
+        gate.open.set()
+        for future in running_calls:
+            assert future.result(timeout=30).sku == "hold"
+        for future in queued:  # may have been shed by CoDel while waiting: that is its job
+            shed = future.exception(timeout=30)
+            assert shed is None or shed.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    error = info.value
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "queue is full" in error.details()
+    trailers = dict(error.trailing_metadata())
+    assert int(trailers["grpc-retry-pushback-ms"]) >= 1
+    assert rpckit.load_from_metadata(error.trailing_metadata()) is not None
+
+
+def test_deadline_shorter_than_service_time_is_rejected_without_running() -> None:
+    gate = Gate()
+    with running([gate]) as live:
+        stub = inventory_pb2_grpc.InventoryStub(live.channel)
+        for _ in range(2):  # teach the server that 'hold' takes ~0.5 s
+            future = stub.GetItem.future(inventory_pb2.GetItemRequest(sku="hold"), timeout=30)
+            assert gate.entered.acquire(timeout=20)
+            threading.Timer(0.5, gate.open.set).start()
+            future.result(timeout=30)
+            gate.open.clear()
+        with pytest.raises(grpc.RpcError) as info:
+            stub.GetItem(inventory_pb2.GetItemRequest(sku="hold"), timeout=0.1)
+    assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "rpckit:" in info.value.details()  # answered by admission control, not by grpc's timer
+    assert not gate.entered.acquire(blocking=False), "the handler ran for a doomed call"
