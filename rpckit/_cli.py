@@ -7,16 +7,18 @@ and exit status 2; a verb's real work lives in its own module.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import logging
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from rpckit._config import ServerConfig, TlsConfig
 from rpckit._errors import ConfigError
 
 __all__ = ["main"]
@@ -66,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         help="where to listen for gRPC; port 0 picks a free port",
     )
     serve.add_argument("--threads", type=int, default=8, help="handler threads per process")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port (SO_REUSEPORT); the app is imported once, then forked",
+    )
     serve.add_argument(
         "--queue-limit",
         type=int,
@@ -183,6 +191,11 @@ def _gen(args: argparse.Namespace) -> int:
 
 def load_servicers(spec: str) -> list[object]:
     """Import ``module:attr`` (cwd first on sys.path); call it if callable; always a list."""
+    return make_servicers(spec, import_target(spec))
+
+
+def import_target(spec: str) -> Any:
+    """Import ``module:attr`` (cwd first on sys.path) and return the attribute."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"{spec!r} is not MODULE:FACTORY, e.g. myservice.server:servicers")
@@ -193,9 +206,13 @@ def load_servicers(spec: str) -> list[object]:
     except ImportError as exc:
         raise ConfigError(f"cannot import {module_name!r}: {exc}") from exc
     try:
-        target: Any = getattr(module, attr)
+        return getattr(module, attr)
     except AttributeError:
         raise ConfigError(f"module {module_name!r} has no attribute {attr!r}") from None
+
+
+def make_servicers(spec: str, target: Any) -> list[object]:
+    """Call the factory (unless it already is a servicer); always a list."""
     produced = target() if callable(target) and not _looks_like_servicer(target) else target
     servicers = list(produced) if isinstance(produced, (list, tuple)) else [produced]
     if not servicers:
@@ -230,7 +247,6 @@ def _looks_like_servicer(obj: object) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from rpckit._config import ServerConfig, TlsConfig
     from rpckit._server import Server
     from rpckit._signals import graceful_exit
 
@@ -259,6 +275,10 @@ def _serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers > 1:
+        return _serve_workers(args, config)
     servicers = load_servicers(args.app)
     try:
         server = Server(servicers, config=config)
@@ -275,3 +295,27 @@ def _serve(args: argparse.Namespace) -> int:
         print(json.dumps({"grpc": server.addresses[0]}), flush=True)
         server.wait()
     return 0
+
+
+def _serve_workers(args: argparse.Namespace, config: ServerConfig) -> int:
+    from rpckit._server import Server
+    from rpckit._signals import graceful_exit
+    from rpckit._workers import WorkerPlan, supervise
+
+    target = import_target(args.app)  # imported once, before fork: shared copy-on-write
+    try:
+        check_bindable(args.grpc)
+    except ValueError as exc:
+        raise ConfigError(f"--grpc {args.grpc}: {exc}") from exc
+
+    def run_worker(index: int, address: str, ready: Callable[[], None]) -> int:
+        worker_config = dataclasses.replace(config, so_reuseport=True, worker_index=index)
+        server = Server(make_servicers(args.app, target), config=worker_config)
+        server.add_port(address)
+        with graceful_exit([server]):
+            server.start()
+            ready()
+            server.wait()
+        return 0
+
+    return supervise(WorkerPlan(workers=args.workers, address=args.grpc, run_worker=run_worker))

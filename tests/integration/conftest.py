@@ -25,6 +25,7 @@ class ServeProcess:
     address: str
     stderr_path: Path
     events_path: Path
+    announcement: dict[str, object]
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.address)
@@ -80,7 +81,8 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
             proc.wait(timeout=10)
             proc.stdout.close()
             raise AssertionError(f"rpckit serve did not start:\n{stderr_path.read_text()}")
-        handle = ServeProcess(proc, json.loads(line)["grpc"], stderr_path, events_path)
+        announcement = json.loads(line)
+        handle = ServeProcess(proc, announcement["grpc"], stderr_path, events_path, announcement)
         started.append(handle)
         return handle
 

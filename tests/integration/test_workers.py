@@ -1,0 +1,111 @@
+"""`rpckit serve --workers N`: one port, N processes, supervised, drained together."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+import rpckit
+from examples.inventory._gen.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from tests.integration.conftest import ServeProcess
+
+Serve = Callable[..., ServeProcess]
+PROBE = "tests.integration.probe:servicers"
+
+
+def _children(pid: int) -> set[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return {int(p) for p in text.split()}
+
+
+def _answering_pids(address: str, connections: int = 12) -> set[int]:
+    pids = set()
+    for i in range(connections):
+        options = [("grpc.use_local_subchannel_pool", 1), ("rpckit.test.connection", i)]
+        with grpc.insecure_channel(address, options=options) as channel:
+            stub = inventory_pb2_grpc.InventoryStub(channel)
+            _, call = stub.GetItem.with_call(
+                inventory_pb2.GetItemRequest(sku="deadline"), timeout=10
+            )
+            report = rpckit.load_from_metadata(call.trailing_metadata())
+            assert report is not None
+            pids.add(report.pid)
+    return pids
+
+
+def _announced(server: ServeProcess) -> list[int]:
+    children = _children(server.proc.pid)
+    assert len(children) == 2
+    return sorted(children)
+
+
+def test_both_workers_serve_one_port_with_several_connections(serve: Serve) -> None:
+    server = serve(PROBE, "--workers", "2", "--drain", "0.2")
+    workers = _announced(server)
+    assert _answering_pids(server.address) == set(workers)
+    assert server.terminate() == 0
+
+
+def test_kill_9_of_a_worker_is_repaired(serve: Serve) -> None:
+    server = serve(PROBE, "--workers", "2", "--drain", "0.2")
+    victim, survivor = _announced(server)
+    os.kill(victim, signal.SIGKILL)
+    give_up = time.monotonic() + 30
+    while time.monotonic() < give_up:
+        now = _children(server.proc.pid)
+        if len(now) == 2 and victim not in now:
+            break
+        time.sleep(0.02)
+    replaced = _children(server.proc.pid)
+    assert survivor in replaced
+    assert victim not in replaced
+    assert len(replaced) == 2
+    give_up = time.monotonic() + 30  # the new worker serves once it has bound the port
+    while time.monotonic() < give_up and _answering_pids(server.address) != replaced:
+        time.sleep(0.05)
+    assert _answering_pids(server.address) == replaced
+    assert "died (exit -9); starting a new one" in server.stderr()
+    assert server.terminate() == 0
+
+
+def test_sigterm_drains_both_workers(serve: Serve) -> None:
+    server = serve(PROBE, "--workers", "2", "--threads", "16", "--drain", "0.5")
+    workers = _announced(server)
+    channels = [
+        grpc.insecure_channel(
+            server.address, options=[("grpc.use_local_subchannel_pool", 1), ("rpckit.test.c", i)]
+        )
+        for i in range(8)
+    ]
+    futures = [
+        inventory_pb2_grpc.InventoryStub(ch).GetItem.future(
+            inventory_pb2.GetItemRequest(sku="hold:1500"), timeout=30
+        )
+        for ch in channels
+        for _ in range(2)
+    ]
+    started = server.wait_for_events("started", len(futures))
+    assert {e["pid"] for e in started} == set(workers), "load should reach both workers"
+    server.proc.send_signal(signal.SIGTERM)
+    results = [f.result(timeout=30) for f in futures]
+    assert server.proc.wait(timeout=30) == 0
+    for ch in channels:
+        ch.close()
+    assert all(r.sku == "hold:1500" for r in results)
+    log = server.stderr()
+    for pid in workers:
+        assert f"[{pid}] stopped" in log
+
+
+def test_announcement_line_names_workers(serve: Serve) -> None:
+    server = serve(PROBE, "--workers", "2", "--drain", "0")
+    assert server.announcement["workers"] == 2
+    assert sorted(server.announcement["pids"]) == _announced(server)
+    assert json.dumps(server.announcement)
+    assert server.terminate() == 0
