@@ -11,6 +11,7 @@ our own.)
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -38,9 +39,7 @@ def decode_load(value: bytes) -> load_pb2.LoadReport | None:
     return report
 
 
-def load_from_metadata(
-    metadata: Iterable[tuple[str, str | bytes]] | None,
-) -> load_pb2.LoadReport | None:
+def load_from_metadata(metadata: Iterable[Any] | None) -> load_pb2.LoadReport | None:
     """Find and parse the load report in a call's trailing metadata, if present.
 
     Example::

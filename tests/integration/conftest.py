@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -25,7 +26,7 @@ class ServeProcess:
     address: str
     stderr_path: Path
     events_path: Path
-    announcement: dict[str, object]
+    announcement: dict[str, Any]
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.address)

@@ -71,7 +71,7 @@ def test_rich_error_details_reach_the_client(serve: Serve) -> None:
         _stub(channel).ListItems(inventory_pb2.ListItemsRequest(page_size=500), timeout=5)
     error = info.value
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "page_size" in error.details()
+    assert "page_size" in str(error.details())
     (detail,) = rpckit.status_details(error)
     bad_request = error_details_pb2.BadRequest()
     assert detail.Unpack(bad_request)
@@ -118,7 +118,7 @@ def test_raising_handler_gives_internal_without_traceback(serve: Serve) -> None:
         _stub(channel).GetItem(inventory_pb2.GetItemRequest(sku="boom"), timeout=5)
     error = info.value
     assert error.code() is grpc.StatusCode.INTERNAL
-    on_the_wire = error.details() + repr(error.trailing_metadata())
+    on_the_wire = str(error.details()) + repr(error.trailing_metadata())
     assert "SECRET-MARKER" not in on_the_wire
     assert "Traceback" not in on_the_wire
     assert server.terminate() == 0
