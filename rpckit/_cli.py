@@ -94,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="then give calls in flight this long to finish",
     )
+    serve.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics here (with --workers, worker i uses PORT+i; 0 picks)",
+    )
     serve.add_argument("--no-reflection", action="store_true", help="do not serve reflection")
     serve.add_argument("--no-health", action="store_true", help="do not serve grpc.health.v1")
     serve.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this cert")
@@ -272,6 +277,7 @@ def _serve(args: argparse.Namespace) -> int:
             health=not args.no_health,
             max_message_bytes=int(args.max_message_mb * 1024 * 1024),
             tls=tls,
+            metrics_address=args.metrics,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
@@ -292,7 +298,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--grpc {args.grpc}: {exc}") from exc
     with graceful_exit([server]):
         server.start()
-        print(json.dumps({"grpc": server.addresses[0]}), flush=True)
+        announcement = {"grpc": server.addresses[0]}
+        if server.metrics_address is not None:
+            announcement["metrics"] = server.metrics_address
+        print(json.dumps(announcement), flush=True)
         server.wait()
     return 0
 
@@ -309,7 +318,13 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig) -> int:
         raise ConfigError(f"--grpc {args.grpc}: {exc}") from exc
 
     def run_worker(index: int, address: str, ready: Callable[[], None]) -> int:
-        worker_config = dataclasses.replace(config, so_reuseport=True, worker_index=index)
+        metrics = config.metrics_address
+        if metrics is not None:
+            host, _, port = metrics.rpartition(":")
+            metrics = f"{host}:{int(port) + index if int(port) else 0}"
+        worker_config = dataclasses.replace(
+            config, so_reuseport=True, worker_index=index, metrics_address=metrics
+        )
         server = Server(make_servicers(args.app, target), config=worker_config)
         server.add_port(address)
         with graceful_exit([server]):

@@ -54,6 +54,8 @@ class ServerConfig:
         tls: serve TLS instead of plaintext.
         max_concurrent_rpcs: grpcio's own hard limit, a backstop behind admission control.
         worker_index: which process of a multi-process server this is (load reports).
+        metrics_address: serve Prometheus metrics on this ``host:port`` (port 0
+            picks one); ``None`` (the default) serves none. Needs prometheus-client.
     """
 
     threads: int = 8
@@ -71,6 +73,7 @@ class ServerConfig:
     tls: TlsConfig | None = None
     max_concurrent_rpcs: int | None = None
     worker_index: int = 0
+    metrics_address: str | None = None
 
     def __post_init__(self) -> None:
         positive = {

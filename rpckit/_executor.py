@@ -94,9 +94,12 @@ def facts_from_submit(args: tuple[Any, ...], now_mono: float, now_wall: float) -
     try:
         rpc_event = args[1]
         details = rpc_event.call_details
-        method = (
-            details.method.decode() if isinstance(details.method, bytes) else str(details.method)
-        )
+        # Registered methods arrive with an empty call_details.method; rpckit's
+        # handler wrapper (also among the arguments) knows its method.
+        method = next(
+            (a.rpckit_method for a in args if isinstance(getattr(a, "rpckit_method", None), str)),
+            None,
+        ) or (details.method.decode() if isinstance(details.method, bytes) else str(details.method))
         remaining = float(details.deadline) - now_wall
         metadata = rpc_event.invocation_metadata or ()
     except (AttributeError, IndexError, TypeError, ValueError):
@@ -124,7 +127,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
         worker_index: int = 0,
         clock: Callable[[], float] = time.monotonic,
         on_reject: Callable[[CallFacts, Rejection[Any]], None] | None = None,
-        on_done: Callable[[CallFacts, float, float], None] | None = None,
+        on_start: Callable[[CallFacts, float], None] | None = None,
     ) -> None:
         self._threads = threads
         self._side_pool = side_pool
@@ -141,7 +144,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
         self._shutdown = False
         self._worker_index = worker_index
         self._on_reject = on_reject
-        self._on_done = on_done
+        self._on_start = on_start
         self._pool = [
             threading.Thread(target=self._work_loop, name=f"rpckit-handler-{i}", daemon=True)
             for i in range(threads)
@@ -235,6 +238,8 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 continue
             work = ticket.item
             started = self._clock()
+            if self._on_start is not None:
+                self._on_start(work.facts, started - ticket.enqueued_at)
             try:
                 self._run(work, None)
             finally:
@@ -243,8 +248,6 @@ class AdmissionExecutor(concurrent.futures.Executor):
                     self._in_flight -= 1
                     self._busy_s += ended - started
                     self._queue.record_service_time(work.facts.method, ended - started, ended)
-                if self._on_done is not None:
-                    self._on_done(work.facts, started - ticket.enqueued_at, ended - started)
 
     def _sweep_loop(self) -> None:
         while True:

@@ -20,7 +20,7 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import grpc
 
@@ -46,6 +46,8 @@ _REJECTION_TEXT = {
 }
 
 LoadSource = Callable[[], load_pb2.LoadReport]
+#: Told of every finished call: (method, status code name, seconds in the handler).
+CallObserver = Callable[[str, str, float], None]
 
 _BEHAVIOR_FIELDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 
@@ -56,6 +58,7 @@ def wrap_method_handlers(
     *,
     load: LoadSource | None,
     thread_pool: concurrent.futures.ThreadPoolExecutor | None = None,
+    observer: CallObserver | None = None,
 ) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
     """Wrap every behaviour of a service's method handlers (see the module docstring).
 
@@ -75,6 +78,7 @@ def wrap_method_handlers(
                     streaming=handler.response_streaming,
                     load=load,
                     thread_pool=thread_pool,
+                    observer=observer,
                 )
         wrapped[name] = handler._replace(**replaced)  # type: ignore[attr-defined]
     return wrapped
@@ -91,11 +95,14 @@ class _Behavior:
         streaming: bool,
         load: LoadSource | None,
         thread_pool: concurrent.futures.ThreadPoolExecutor | None,
+        observer: CallObserver | None,
     ) -> None:
         self._method = method
+        self.rpckit_method = method  # read by the executor to attribute the call
         self._behavior = behavior
         self._streaming = streaming
         self._load = load
+        self._observer = observer
         if thread_pool is not None:
             self.experimental_thread_pool = thread_pool
         if getattr(behavior, "experimental_non_blocking", False):
@@ -117,8 +124,10 @@ class _Behavior:
             try:
                 response = self._behavior(request, context, *rest)
             except Exception as exc:  # noqa: BLE001 - every handler error is mapped in _fail
+                self._observe(_code_of(context, exc), now)
                 self._fail(context, exc)
         self._add_load(context)
+        self._observe("OK", now)
         return response
 
     def _stream(
@@ -128,13 +137,20 @@ class _Behavior:
         # responses on this same thread; set (not reset) the scope, because a
         # generator abandoned by a cancelled call is finalised elsewhere.
         _SCOPE.set(scope)
+        started = time.monotonic()
         try:
             yield from self._behavior(request, context)
         except Exception as exc:  # noqa: BLE001 - every handler error is mapped in _fail
+            self._observe(_code_of(context, exc), started)
             self._fail(context, exc)
         self._add_load(context)
+        self._observe("OK", started)
 
-    def _fail(self, context: grpc.ServicerContext, exc: Exception) -> None:
+    def _observe(self, code: str, started: float) -> None:
+        if self._observer is not None:
+            self._observer(self._method, code, time.monotonic() - started)
+
+    def _fail(self, context: grpc.ServicerContext, exc: Exception) -> NoReturn:
         if isinstance(exc, StatusError):
             status = to_grpc_status(exc)
             context.abort_with_status(_StatusWithLoad(status, self._load_pair()))
@@ -145,6 +161,7 @@ class _Behavior:
         _log.error("handler %s failed", self._method, exc_info=exc)
         self._add_load(context)
         context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+        raise AssertionError("unreachable: context.abort raises")
 
     def _reject(self, context: grpc.ServicerContext, rejection: Rejection[Any]) -> None:
         trailers: list[tuple[str, str | bytes]] = [
@@ -157,6 +174,7 @@ class _Behavior:
             if rejection.reason in (Reason.DEADLINE_GONE, Reason.DEADLINE_SHORT)
             else grpc.StatusCode.RESOURCE_EXHAUSTED
         )
+        self._observe(code.name, time.monotonic())
         context.abort(code, f"rpckit: {_REJECTION_TEXT[rejection.reason]}")
 
     def _load_pair(self) -> list[tuple[str, str | bytes]]:
@@ -169,6 +187,16 @@ class _Behavior:
         if pair:
             existing = tuple(cast(Any, context).trailing_metadata() or ())
             context.set_trailing_metadata((*existing, *pair))
+
+
+def _code_of(context: grpc.ServicerContext, exc: Exception) -> str:
+    """The status a failed handler ends with (see _Behavior._fail)."""
+    if isinstance(exc, StatusError):
+        return exc.code.name
+    code = cast(Any, context).code()
+    if code not in (None, grpc.StatusCode.OK):
+        return str(code.name)
+    return grpc.StatusCode.INTERNAL.name
 
 
 class _StatusWithLoad(grpc.Status):

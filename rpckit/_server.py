@@ -31,11 +31,12 @@ from typing import Any, cast
 import grpc
 from grpc_reflection.v1alpha import reflection
 
-from rpckit._admission import AdmissionConfig
+from rpckit._admission import AdmissionConfig, Rejection
 from rpckit._config import ServerConfig, TlsConfig
-from rpckit._executor import AdmissionExecutor
+from rpckit._executor import AdmissionExecutor, CallFacts
 from rpckit._handlers import wrap_method_handlers
 from rpckit._health import HealthService
+from rpckit._metrics import ServerMetrics
 from rpckit._servicers import ServiceBinding, bind
 from rpckit.v1 import load_pb2
 
@@ -82,7 +83,15 @@ class Server:
             admission=admission
             or AdmissionConfig(workers=self.config.threads, queue_limit=self.config.queue_limit),
             worker_index=self.config.worker_index,
+            on_reject=self._on_reject,
+            on_start=self._on_start,
         )
+        self.metrics = (
+            ServerMetrics(self._executor.load_report)
+            if self.config.metrics_address is not None
+            else None
+        )
+        self.metrics_address: str | None = None
         self.health = HealthService(names) if self.config.health else None
         self._grpc = grpc.server(
             cast(concurrent.futures.ThreadPoolExecutor, self._executor),  # any Executor works
@@ -128,12 +137,22 @@ class Server:
             binding.method_handlers,
             load=self._executor.load_report if report_load else None,
             thread_pool=thread_pool,
+            observer=self.metrics.call_done if self.metrics is not None else None,
         )
         self._grpc.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(binding.name, handlers),)
         )
         # Registered methods are matched in grpc core, skipping the generic lookup (grpcio >= 1.63).
         cast(Any, self._grpc).add_registered_method_handlers(binding.name, handlers)
+
+    def _on_reject(self, facts: CallFacts, rejection: Rejection[Any]) -> None:
+        _log.debug("shed %s: %s", facts.method, rejection.reason.name)
+        if self.metrics is not None:
+            self.metrics.shed(facts.method, rejection.reason.name.lower())
+
+    def _on_start(self, facts: CallFacts, waited_s: float) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_wait(facts.method, waited_s)
 
     def add_port(self, address: str) -> int:
         """Bind ``host:port`` (port 0 picks a free one); returns the port. Before start()."""
@@ -155,6 +174,8 @@ class Server:
                 raise RuntimeError(f"cannot start a server that is {self._state.value}")
             if not self._addresses:
                 raise RuntimeError("no port bound: call add_port('HOST:PORT') before start()")
+            if self.metrics is not None and self.config.metrics_address is not None:
+                self.metrics_address = self.metrics.serve(self.config.metrics_address)
             self._grpc.start()
             self._state = ServerState.SERVING
         _log.info("serving %s on %s", ", ".join(self.services), ", ".join(self._addresses))
@@ -192,6 +213,8 @@ class Server:
         self._stopped.set()
 
     def _shutdown_pools(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
         self._executor.shutdown(wait=True)
         self._side_pool.shutdown(wait=True)
 

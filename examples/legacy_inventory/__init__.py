@@ -1,0 +1,1 @@
+"""The legacy Flask inventory service that rpckit's migration example starts from."""

@@ -1,0 +1,1 @@
+"""rpckit's test suite."""

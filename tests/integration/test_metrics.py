@@ -1,0 +1,50 @@
+"""Prometheus metrics of a real server: counted calls, sheds, gauges, and the scrape endpoint."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import grpc
+import pytest
+
+import rpckit
+from examples.inventory._gen.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from examples.inventory.service import Inventory
+from rpckit.testing import running
+
+GET = "/inventory.v1.Inventory/GetItem"
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f"{k}=\"{v}\"" for k, v in sorted(labels.items()))
+    prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {prefix!r} in the scrape")
+
+
+def test_calls_are_counted_by_method_and_code_and_scraped_over_http() -> None:
+    config = rpckit.ServerConfig(drain_s=0, metrics_address="127.0.0.1:0")
+    with running([Inventory()], config=config) as live:
+        stub = inventory_pb2_grpc.InventoryStub(live.channel)
+        for _ in range(3):
+            stub.GetItem(inventory_pb2.GetItemRequest(sku="A-001"), timeout=5)
+        with pytest.raises(grpc.RpcError):
+            stub.GetItem(inventory_pb2.GetItemRequest(sku="missing"), timeout=5)
+        address = live.server.metrics_address
+        assert address is not None
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    assert _sample(text, "grpc_server_handled_total", grpc_method=GET, grpc_code="OK") == 3
+    assert _sample(text, "grpc_server_handled_total", grpc_method=GET, grpc_code="NOT_FOUND") == 1
+    assert _sample(text, "grpc_server_handling_seconds_count", grpc_method=GET) == 4
+    assert _sample(text, "rpckit_queue_wait_seconds_count", grpc_method=GET) == 4
+    assert _sample(text, "rpckit_queue_depth") == 0
+    assert _sample(text, "rpckit_in_flight") == 0
+
+
+def test_metrics_are_off_by_default() -> None:
+    with running([Inventory()]) as live:
+        assert live.server.metrics is None
+        assert live.server.metrics_address is None

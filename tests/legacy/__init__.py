@@ -1,0 +1,1 @@
+"""Contract tests of the legacy Flask inventory service (examples/legacy_inventory)."""
