@@ -133,8 +133,27 @@ def outbound_timeout(
     remaining = None if scope is None else scope.time_remaining(now)
     if remaining is None:
         return explicit
-    inherited = max(0.0, remaining - margin_s)
+    inherited = floor_to_wire_precision(max(0.0, remaining - margin_s))
     return inherited if explicit is None else min(explicit, inherited)
+
+
+def floor_to_wire_precision(seconds: float) -> float:
+    """Round a timeout *down* to what grpc core sends exactly.
+
+    grpc core rounds the grpc-timeout it sends *up* to 1 ms below 1 s, 10 ms
+    below 10 s, 100 ms below 100 s, then whole seconds -- so a timeout passed
+    as-is could reach the next hop up to 1% later than the caller's own
+    deadline. Pre-rounding down keeps the inherited deadline no later.
+    """
+    ms = math.floor(seconds * 1000)
+    steps_ms = (
+        (1_000, 1), (10_000, 10), (100_000, 100),  # 'm' in 1, 10, 100 ms units
+        (1_000_000, 1_000), (10_000_000, 10_000), (100_000_000, 100_000),  # 'S' units
+    )  # fmt: skip
+    for limit, step in steps_ms:
+        if ms < limit:
+            return (ms - ms % step) / 1000
+    return float(ms - ms % 3_600_000) / 1000  # beyond ~28 h: whole hours
 
 
 def encode_grpc_timeout(seconds: float) -> str:

@@ -14,6 +14,7 @@ from rpckit._deadline import (
     deadline_from_remaining,
     decode_grpc_timeout,
     encode_grpc_timeout,
+    floor_to_wire_precision,
     outbound_timeout,
     time_remaining,
 )
@@ -92,3 +93,51 @@ def test_encode_round_trips_never_shorter_and_within_a_unit(seconds: float) -> N
 def test_encode_rejects_negative() -> None:
     with pytest.raises(ValueError, match=">= 0"):
         encode_grpc_timeout(-1.0)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [(0.9999, 0.999), (1.993, 1.99), (9.9999, 9.99), (12.34, 12.3), (123.9, 123.0), (0.0, 0.0)],
+)
+def test_outbound_timeouts_are_floored_to_what_grpc_sends_exactly(
+    seconds: float, expected: float
+) -> None:
+    assert floor_to_wire_precision(seconds) == pytest.approx(expected)
+
+
+@settings(deadline=None)
+@given(st.floats(min_value=0.0, max_value=1e6, allow_nan=False))
+def test_wire_flooring_never_lengthens(seconds: float) -> None:
+    floored = floor_to_wire_precision(seconds)
+    assert 0.0 <= floored <= seconds
+    coarsest = 3600.0 if seconds >= 100_000 else max(0.001, seconds * 0.01)
+    assert seconds - floored <= coarsest + 1e-9
+
+
+@settings(deadline=None)
+@given(st.integers(min_value=1, max_value=50_000_000))
+def test_floored_timeouts_survive_grpc_core_encoding_exactly(ms: int) -> None:
+    """Mirror of grpc core's Timeout::FromMillis rounding (timeout_encoding.cc)."""
+
+    def core_rounds_up(millis: int) -> int:
+        def up(a: int, b: int) -> int:
+            return -(-a // b)
+
+        if millis < 1000:
+            return millis
+        if millis < 10_000 and up(millis, 10) % 100:
+            return up(millis, 10) * 10
+        if 10_000 <= millis < 100_000 and up(millis, 100) % 10:
+            return up(millis, 100) * 100
+        secs = up(millis, 1000)
+        if secs < 1000 and secs % 60:
+            return secs * 1000
+        if 1000 <= secs < 10_000 and (up(secs, 10) * 10) % 60:
+            return up(secs, 10) * 10_000
+        if 10_000 <= secs < 100_000 and (up(secs, 100) * 100) % 60:
+            return up(secs, 100) * 100_000
+        return up(secs, 60) * 60_000  # minutes (and beyond) -- coarse, but our floor is coarser
+
+    floored_ms = round(floor_to_wire_precision(ms / 1000) * 1000)
+    assert floored_ms <= ms
+    assert core_rounds_up(floored_ms) <= ms if floored_ms else True
