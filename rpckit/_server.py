@@ -23,6 +23,7 @@ import concurrent.futures
 import enum
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +44,9 @@ from rpckit.v1 import load_pb2
 __all__ = ["Server", "ServerState"]
 
 _log = logging.getLogger("rpckit.server")
+
+#: How often a waiting main thread wakes so Python signal handlers can run.
+WAKE_INTERVAL_S = 0.1
 
 
 class ServerState(enum.Enum):
@@ -219,8 +223,19 @@ class Server:
         self._side_pool.shutdown(wait=True)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the server has stopped; False if ``timeout`` passed first."""
-        return self._stopped.wait(timeout)
+        """Block until the server has stopped; False if ``timeout`` passed first.
+
+        Waits in short slices: a signal delivered to one of grpc's threads only
+        runs its Python handler once the main thread wakes up, so an endless
+        wait could leave SIGTERM unhandled.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = WAKE_INTERVAL_S if deadline is None else deadline - time.monotonic()
+            if self._stopped.wait(min(WAKE_INTERVAL_S, max(0.0, left))):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
 
     def __enter__(self) -> Server:
         return self

@@ -1,0 +1,1 @@
+"""Test-only protos and their generated code."""
