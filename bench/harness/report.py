@@ -1,0 +1,89 @@
+"""Reporting: markdown tables (pure) and a PNG of goodput and p99 latency vs offered load.
+
+matplotlib is imported lazily with the Agg backend, so nothing needs a display.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+Cell = str | int | float | None
+
+
+def format_cell(value: Cell, *, digits: int = 1) -> str:
+    """A table cell: None and NaN as '-', floats with `digits` decimals."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
+    """A GitHub-flavoured markdown table (numbers right-aligned)."""
+    if any(len(row) != len(headers) for row in rows):
+        raise ValueError("every row needs one cell per header")
+    numeric = [
+        all(isinstance(row[col], int | float) or row[col] is None for row in rows) and bool(rows)
+        for col in range(len(headers))
+    ]
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---:" if is_num else "---" for is_num in numeric) + "|",
+    ]
+    lines += ["| " + " | ".join(format_cell(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CurvePoint:
+    """One load step of one system, for the plot."""
+
+    offered_rps: float
+    goodput_rps: float
+    p99_ms: float | None  # of successful calls; None when there were none
+
+
+def plot_load_curves(
+    curves: Mapping[str, Sequence[CurvePoint]],
+    path: Path,
+    *,
+    title: str,
+    deadline_ms: float | None = None,
+    capacity_rps: float | None = None,
+) -> None:
+    """Two panels, one line per system: goodput vs offered load, p99 vs offered load."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, (goodput_axes, latency_axes) = pyplot.subplots(1, 2, figsize=(12, 4.8))
+    top = max((p.offered_rps for points in curves.values() for p in points), default=1.0)
+    goodput_axes.plot([0, top], [0, top], color="0.8", linestyle=":", label="offered")
+    for label, points in curves.items():
+        ordered = sorted(points, key=lambda point: point.offered_rps)
+        offered = [point.offered_rps for point in ordered]
+        goodput_axes.plot(offered, [p.goodput_rps for p in ordered], marker="o", label=label)
+        latency = [math.nan if p.p99_ms is None else p.p99_ms for p in ordered]
+        latency_axes.plot(offered, latency, marker="o", label=label)
+    if capacity_rps:
+        for axes in (goodput_axes, latency_axes):
+            axes.axvline(capacity_rps, color="0.6", linestyle="--", linewidth=0.8, label="1x")
+    if deadline_ms:
+        latency_axes.axhline(deadline_ms, color="tab:red", linestyle=":", label="deadline")
+    goodput_axes.set(xlabel="offered load (req/s)", ylabel="goodput (ok within deadline, req/s)")
+    goodput_axes.set_ylim(bottom=0)
+    latency_axes.set(xlabel="offered load (req/s)", ylabel="p99 latency of successful calls (ms)")
+    latency_axes.set_ylim(bottom=0)
+    for axes in (goodput_axes, latency_axes):
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    figure.suptitle(title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)

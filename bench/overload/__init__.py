@@ -1,0 +1,1 @@
+"""Overload benchmark: goodput, latency and wasted CPU of four servers past their capacity."""
