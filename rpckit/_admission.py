@@ -179,12 +179,22 @@ class AdmissionConfig:
     """CoDel interval: a queue not empty at any time for this long is standing;
     until then a call may wait this long. 100 ms: Fail at Scale."""
 
-    target_service_multiple: float = 1.0
+    target_service_multiple: float = 0.2
     """Effective target = max(codel_target_s, multiple x method service EWMA).
-    With W workers of service time S, a standing queue allowed to wait 1 x S
-    holds about one call per worker: each worker finds its next call ready the
-    moment it frees up (no idle gap, so no lost goodput), while queueing adds at
-    most one service time of latency. 0 disables scaling (fixed 5 ms target)."""
+    With W workers of service time S, a standing queue allowed to wait 0.2 x S
+    holds about W/5 calls: a worker that frees up still finds its next call
+    ready (W workers free up every S/W on average), while a refused call is
+    refused within a few ms -- measured in bench/overload, a multiple of 1.0
+    let refusals take 25+ ms and queued calls sink under LIFO. Slow methods
+    get proportionally longer targets (a 500 ms method: 100 ms). 0 disables
+    scaling (the fixed 5 ms target)."""
+
+    admit_within_allowance: bool = True
+    """Refuse a newcomer at once (``Reason.CODEL``) when the calls already queued
+    ahead of it (same or higher criticality) would keep every worker busy for
+    longer than the CoDel allowance: it would only be dropped later, after
+    waiting. Refusing on arrival keeps refusals fast, which is what lets a
+    client retry elsewhere while its deadline still allows."""
 
     service_half_life_s: float = 1.0
     """Half-life of the per-method service-time average. It is a time-decayed
@@ -349,6 +359,9 @@ class AdmissionQueue(Generic[T]):
         if reason is not None:
             dropped.append((ticket, reason))
             return self._rejections(dropped, now)
+        if self._config.admit_within_allowance and self._would_outwait(ticket, now):
+            dropped.append((ticket, Reason.CODEL))
+            return self._rejections(dropped, now)
         limit = self._config.queue_limit
         if len(self._live) >= limit:
             self._sweep_if_due(now, self.standing(now), dropped)
@@ -507,6 +520,18 @@ class AdmissionQueue(Generic[T]):
         if estimate is not None and deadline - now < estimate:
             return Reason.DEADLINE_SHORT
         return None
+
+    def _would_outwait(self, ticket: Ticket[T], now: float) -> bool:
+        """Would the calls queued ahead keep every worker busy past the newcomer's allowance?"""
+        stats = self._service.get(ticket.method)
+        if stats is None or stats.estimate <= 0.0:
+            return False
+        level = int(ticket.criticality)
+        ahead = sum(self._live_per_level[lv] for lv in _LEVELS if lv >= level)
+        if ahead == 0:
+            return False
+        allowance = self._allowance(ticket.method, level, self.standing(now))
+        return ahead * stats.estimate / self._config.workers > allowance
 
     def _doom_reason(self, ticket: Ticket[T], now: float, standing: bool) -> Reason | None:
         reason = self._deadline_reason(ticket, now)

@@ -12,15 +12,18 @@ policy: deadline checks, CoDel, adaptive LIFO, criticality, a hard bound):
   longer finish in time, so under overload clients get a fast rejection
   instead of a timeout.
 
-A rejected call is not dropped silently: it still runs through grpcio, on a
-small side pool, with a *verdict* that makes rpckit's handler wrapper answer
-RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED (with ``grpc-retry-pushback-ms``)
-without calling the handler. Health checks use the same side pool.
+A rejected call is answered at once, on whichever thread decided it:
+RESOURCE_EXHAUSTED (or DEADLINE_EXCEEDED when the deadline is the reason) with
+``grpc-retry-pushback-ms`` and the load report, without reading its request or
+taking a handler thread (see :mod:`rpckit._grpc_internals`). Refusing must cost
+far less than serving, or overload turns into a backlog inside grpcio where no
+policy can see it. Should grpcio's internals ever differ, the call instead runs
+on a small side pool with a *verdict* that makes rpckit's handler wrapper
+refuse it.
 
 Per-call facts (method, deadline, criticality) are read from the arguments
-grpcio passes to ``submit`` -- grpcio's private calling convention, pinned by
-the grpcio version range and checked by the integration tests. When they
-cannot be read the call is admitted with no deadline.
+grpcio passes to ``submit``. When they cannot be read the call is admitted
+with no deadline.
 """
 
 from __future__ import annotations
@@ -34,15 +37,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import grpc
+
 from rpckit._admission import (
     AdmissionConfig,
     AdmissionQueue,
     Criticality,
+    Reason,
     Rejection,
     Ticket,
     parse_criticality,
 )
 from rpckit._deadline import NO_DEADLINE_S
+from rpckit._grpc_internals import abort_queued, read_call
+from rpckit._load import encode_load
 from rpckit.v1 import load_pb2
 
 __all__ = ["AdmissionExecutor", "CallFacts", "Verdict", "current_verdict"]
@@ -89,30 +97,42 @@ def current_verdict() -> Rejection[Any] | None:
     return verdict
 
 
+PUSHBACK_METADATA_KEY = "grpc-retry-pushback-ms"
+
+_REJECTION_TEXT = {
+    Reason.QUEUE_FULL: "server overloaded: admission queue is full",
+    Reason.CODEL: "server overloaded: call waited too long in the queue (CoDel)",
+    Reason.PREEMPTED: "server overloaded: call shed for more critical traffic",
+    Reason.DEADLINE_GONE: "deadline expired before the call could start",
+    Reason.DEADLINE_SHORT: "deadline too short for this method's recent service time",
+}
+
+
+def rejection_status(rejection: Rejection[Any]) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a rejected call is answered with."""
+    code = (
+        grpc.StatusCode.DEADLINE_EXCEEDED
+        if rejection.reason in (Reason.DEADLINE_GONE, Reason.DEADLINE_SHORT)
+        else grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
+    return code, f"rpckit: {_REJECTION_TEXT[rejection.reason]}"
+
+
 def facts_from_submit(args: tuple[Any, ...], now_mono: float, now_wall: float) -> CallFacts:
     """Read method, deadline and criticality from grpcio's ``submit`` arguments."""
-    try:
-        rpc_event = args[1]
-        details = rpc_event.call_details
-        # Registered methods arrive with an empty call_details.method; rpckit's
-        # handler wrapper (also among the arguments) knows its method.
-        method = next(
-            (a.rpckit_method for a in args if isinstance(getattr(a, "rpckit_method", None), str)),
-            None,
-        ) or (details.method.decode() if isinstance(details.method, bytes) else str(details.method))
-        remaining = float(details.deadline) - now_wall
-        metadata = rpc_event.invocation_metadata or ()
-    except (AttributeError, IndexError, TypeError, ValueError):
+    call = read_call(args)
+    if call is None:
         return CallFacts(method="", deadline=None, criticality=Criticality.DEFAULT)
+    remaining = call.deadline_wall - now_wall
     deadline = None if remaining > NO_DEADLINE_S else now_mono + remaining
     criticality = Criticality.DEFAULT
-    for key, value in metadata:
+    for key, value in call.metadata:
         if key == CRITICALITY_METADATA_KEY:
             try:
                 criticality = parse_criticality(value if isinstance(value, str) else None)
             except ValueError:
-                _log.info("ignoring bad %s metadata %r on %s", key, value, method)
-    return CallFacts(method=method, deadline=deadline, criticality=criticality)
+                _log.info("ignoring bad %s metadata %r on %s", key, value, call.method)
+    return CallFacts(method=call.method, deadline=deadline, criticality=criticality)
 
 
 class AdmissionExecutor(concurrent.futures.Executor):
@@ -261,10 +281,18 @@ class AdmissionExecutor(concurrent.futures.Executor):
             self._reject_all(drops)
 
     def _reject_all(self, rejections: list[Rejection[_Work]]) -> None:
+        if not rejections:
+            return
+        load = encode_load(self.load_report())
         for rejection in rejections:
             work = rejection.ticket.item
             if self._on_reject is not None:
                 self._on_reject(work.facts, rejection)
+            code, details = rejection_status(rejection)
+            trailers = ((PUSHBACK_METADATA_KEY, str(rejection.pushback_ms)), load)
+            if abort_queued(work.args, code, details, trailers):
+                work.future.set_result(None)
+                continue
             try:
                 self._side_pool.submit(self._run, work, rejection)
             except RuntimeError:  # side pool already shut down: the server is gone

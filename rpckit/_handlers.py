@@ -24,26 +24,16 @@ from typing import Any, NoReturn, cast
 
 import grpc
 
-from rpckit._admission import Reason, Rejection
+from rpckit._admission import Rejection
 from rpckit._deadline import _SCOPE, CallScope, call_scope, deadline_from_remaining
 from rpckit._errors import INTERNAL_MESSAGE, StatusError, to_grpc_status
-from rpckit._executor import current_verdict
+from rpckit._executor import PUSHBACK_METADATA_KEY, current_verdict, rejection_status
 from rpckit._load import encode_load
 from rpckit.v1 import load_pb2
 
 __all__ = ["wrap_method_handlers"]
 
 _log = logging.getLogger("rpckit.server")
-
-PUSHBACK_METADATA_KEY = "grpc-retry-pushback-ms"
-
-_REJECTION_TEXT = {
-    Reason.QUEUE_FULL: "server overloaded: admission queue is full",
-    Reason.CODEL: "server overloaded: call waited too long in the queue (CoDel)",
-    Reason.PREEMPTED: "server overloaded: call shed for more critical traffic",
-    Reason.DEADLINE_GONE: "deadline expired before the call could start",
-    Reason.DEADLINE_SHORT: "deadline too short for this method's recent service time",
-}
 
 LoadSource = Callable[[], load_pb2.LoadReport]
 #: Told of every finished call: (method, status code name, seconds in the handler).
@@ -169,13 +159,8 @@ class _Behavior:
         ]
         trailers.extend(self._load_pair())
         context.set_trailing_metadata(tuple(trailers))
-        code = (
-            grpc.StatusCode.DEADLINE_EXCEEDED
-            if rejection.reason in (Reason.DEADLINE_GONE, Reason.DEADLINE_SHORT)
-            else grpc.StatusCode.RESOURCE_EXHAUSTED
-        )
-        self._observe(code.name, time.monotonic())
-        context.abort(code, f"rpckit: {_REJECTION_TEXT[rejection.reason]}")
+        code, details = rejection_status(rejection)
+        context.abort(code, details)
 
     def _load_pair(self) -> list[tuple[str, str | bytes]]:
         if self._load is None:

@@ -34,7 +34,7 @@ from grpc_reflection.v1alpha import reflection
 
 from rpckit._admission import AdmissionConfig, Rejection
 from rpckit._config import ServerConfig, TlsConfig
-from rpckit._executor import AdmissionExecutor, CallFacts
+from rpckit._executor import AdmissionExecutor, CallFacts, rejection_status
 from rpckit._handlers import wrap_method_handlers
 from rpckit._health import HealthService
 from rpckit._metrics import ServerMetrics
@@ -153,6 +153,7 @@ class Server:
         _log.debug("shed %s: %s", facts.method, rejection.reason.name)
         if self.metrics is not None:
             self.metrics.shed(facts.method, rejection.reason.name.lower())
+            self.metrics.call_done(facts.method, rejection_status(rejection)[0].name, 0.0)
 
     def _on_start(self, facts: CallFacts, waited_s: float) -> None:
         if self.metrics is not None:

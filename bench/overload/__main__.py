@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import sys
 import tempfile
 import time
@@ -158,6 +159,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup-s", type=float, help="override the mode's per-step warm-up")
     parser.add_argument("--measure-s", type=float, help="override the mode's measured seconds")
     parser.add_argument("--seed", type=int, default=1, help="seed of the arrival schedules (1)")
+    parser.add_argument(
+        "--rpckit-args",
+        default="",
+        metavar="ARGS",
+        help="extra flags for rpckit serve, e.g. --rpckit-args='--threads 6' (for tuning runs)",
+    )
     return parser
 
 
@@ -198,8 +205,10 @@ class OverloadBenchmark:
         deadline_s: float,
         scratch: Path,
         seed: int,
+        rpckit_args: Sequence[str] = (),
     ) -> None:
         self.generator = generator
+        self.rpckit_args = tuple(rpckit_args)
         self.plan = plan
         self.work = work
         self.deadline_s = deadline_s
@@ -380,7 +389,9 @@ class OverloadBenchmark:
     def memory(self, family: str, workers: int, capacity: float) -> dict[str, Any]:
         """PSS of one configuration after a short warm-up load."""
         spec = (
-            systems.rpckit_spec(workers) if family == "rpckit" else systems.gunicorn_spec(workers)
+            systems.rpckit_spec(workers, self.rpckit_args)
+            if family == "rpckit"
+            else systems.gunicorn_spec(workers)
         )
         entry: dict[str, Any] = {"family": family, "workers": workers, "label": spec.label}
         try:
@@ -443,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     multiples = sorted(set(args.multiples))
     if deadline_s <= 0 or not multiples or min(multiples) <= 0:
         raise SystemExit("--deadline-ms and --multiples must be > 0")
-    all_specs = systems.overload_systems()
+    all_specs = systems.overload_systems(shlex.split(args.rpckit_args))
     selected = [all_specs[name] for name in dict.fromkeys(args.systems)]
     cores = os.cpu_count() or 1
     ideal = cores * 1000 / work.cpu_ms if work.cpu_ms > 0 else 500.0
@@ -489,6 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             deadline_s=deadline_s,
             scratch=Path(scratch),
             seed=args.seed,
+            rpckit_args=tuple(shlex.split(args.rpckit_args)),
         )
         runnable = []
         stops: dict[str, Future[int | None]] = {}

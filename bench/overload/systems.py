@@ -15,7 +15,7 @@ import dataclasses
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -101,10 +101,10 @@ def grpc_plain_spec(threads: int = 32) -> SystemSpec:
     )
 
 
-def rpckit_spec(workers: int | None) -> SystemSpec:
-    """rpckit serve, single-process (workers None) or with --workers N."""
+def rpckit_spec(workers: int | None, extra_args: Sequence[str] = ()) -> SystemSpec:
+    """rpckit serve, single-process (workers None) or with --workers N (plus ``extra_args``)."""
     argv = [str(VENV_BIN / "rpckit"), "serve", "bench.overload.service:servicers"]
-    argv += ["--grpc", "127.0.0.1:0"]
+    argv += ["--grpc", "127.0.0.1:0", *extra_args]
     if workers is not None:
         argv += ["--workers", str(workers)]
     name = "rpckit" if workers is None else f"rpckit-w{workers}"
@@ -119,14 +119,16 @@ def default_gunicorn_workers() -> int:
     return (os.cpu_count() or 1) + 1
 
 
-def overload_systems() -> dict[str, SystemSpec]:
+def overload_systems(rpckit_args: Sequence[str] = ()) -> dict[str, SystemSpec]:
     """The four systems of the overload benchmark, by their --systems name."""
     cores = os.cpu_count() or 1
     return {
         "gunicorn": gunicorn_spec(default_gunicorn_workers()),
         "grpc-plain": grpc_plain_spec(32),
-        "rpckit": rpckit_spec(None),
-        "rpckit-workers": dataclasses.replace(rpckit_spec(cores), name="rpckit-workers"),
+        "rpckit": rpckit_spec(None, rpckit_args),
+        "rpckit-workers": dataclasses.replace(
+            rpckit_spec(cores, rpckit_args), name="rpckit-workers"
+        ),
     }
 
 

@@ -24,6 +24,11 @@ from rpckit._admission import (
 SHED, DEFAULT, CRIT = Criticality.SHEDDABLE, Criticality.DEFAULT, Criticality.CRITICAL
 
 
+# The model below predates refusing on arrival: it checks queueing, CoDel drops and order,
+# with a service-time target of 1x and no wait bound at offer. That rule has its own tests.
+UNBOUNDED_WAIT: dict[str, Any] = {"target_service_multiple": 1.0, "admit_within_allowance": False}
+
+
 def ticket(
     name: str,
     at: float,
@@ -227,7 +232,7 @@ def test_codel_without_standing_queue_allows_waiting_up_to_interval() -> None:
 
 
 def test_codel_target_scales_with_service_time() -> None:
-    q: AdmissionQueue[str] = AdmissionQueue()
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(**UNBOUNDED_WAIT))
     q.record_service_time("slow", 0.020, now=0.0)
     assert q.codel_target("slow") == pytest.approx(0.020)
     assert q.codel_target("fast") == 0.005
@@ -373,7 +378,9 @@ def test_service_estimate_is_a_time_decayed_mean() -> None:
 
 
 def test_pushback_is_the_drain_time_clamped() -> None:
-    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=8, queue_limit=20))
+    q: AdmissionQueue[str] = AdmissionQueue(
+        AdmissionConfig(workers=8, queue_limit=20, admit_within_allowance=False)
+    )
     assert q.pushback_ms(0.0) == 1
     q.record_service_time("m", 0.010, now=0.0)
     for i in range(16):
@@ -390,7 +397,7 @@ def test_pushback_is_the_drain_time_clamped() -> None:
 
 
 def test_structures_stay_bounded_under_sustained_overload() -> None:
-    config = AdmissionConfig(queue_limit=32, workers=2)
+    config = AdmissionConfig(queue_limit=32, workers=2, **UNBOUNDED_WAIT)
     q: AdmissionQueue[str] = AdmissionQueue(config)
     now = 0.0
     offered = accounted = 0
@@ -440,6 +447,7 @@ configs = st.builds(
     queue_limit=st.integers(1, 8),
     target_service_multiple=st.sampled_from([0.0, 1.0, 2.0]),
     sheddable_target_factor=st.sampled_from([0.5, 1.0]),
+    admit_within_allowance=st.just(False),
 )
 
 
@@ -616,7 +624,7 @@ def test_model_under_sustained_overload(seed: int) -> None:
             ops.append(("expire", dt))
         else:
             ops.append(("record", dt, rng.choice(METHODS), rng.uniform(0.0, 0.01)))
-    config = AdmissionConfig(workers=2, queue_limit=16)
+    config = AdmissionConfig(workers=2, queue_limit=16, **UNBOUNDED_WAIT)
     model = Model(AdmissionQueue(config), config)
     model.run(ops)
     assert model.taken_by_mode["fifo"] > 0
@@ -655,3 +663,44 @@ def test_property_out_of_order_stamps_never_yield_a_doomed_call(
             q.record_service_time(op[2], op[3], now)
         assert q.depth <= config.queue_limit
     assert left + q.depth == offered
+
+
+# ---------------------------------------------------------------- refusing on arrival
+
+
+def test_newcomer_refused_at_once_when_the_queue_ahead_outlasts_its_allowance() -> None:
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
+    q.record_service_time("m", 0.010, now=0.0)  # 10 ms; not standing: allowance 100 ms
+    for i in range(21):  # the 21st waits for 20 x 10 ms / 2 workers = 100 ms: still fits
+        assert q.offer(ticket(f"t{i}", 0.0), 0.0) == []
+    (refused,) = q.offer(ticket("late", 0.0), 0.0)  # 105 ms: would only be dropped later
+    assert refused.ticket.item == "late"
+    assert refused.reason is Reason.CODEL
+    assert q.depth == 21
+
+
+def test_standing_queue_shrinks_the_bound_to_the_target() -> None:
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
+    q.record_service_time("m", 0.010, now=0.0)  # target = max(5 ms, 0.2 x 10 ms) = 5 ms
+    assert q.offer(ticket("anchor", 0.0, deadline=10.0), 0.0) == []
+    now = 0.2  # the queue has not been empty for 200 ms: standing
+    assert q.standing(now)
+    # one call ahead = 5 ms of work for 2 workers: fits the 5 ms target; two do not
+    assert q.offer(ticket("a", now, deadline=10.0), now) == []
+    (refused,) = q.offer(ticket("b", now, deadline=10.0), now)
+    assert refused.ticket.item == "b"
+    assert refused.reason is Reason.CODEL
+
+
+def test_critical_newcomer_counts_only_calls_at_or_above_its_level() -> None:
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1))
+    q.record_service_time("m", 0.050, now=0.0)  # allowance 100 ms: 2 calls of 50 ms fit
+    for i in range(3):  # waits of 0, 50 and 100 ms
+        assert q.offer(ticket(f"s{i}", 0.0, crit=Criticality.SHEDDABLE), 0.0) == []
+    assert q.offer(ticket("s-late", 0.0, crit=Criticality.SHEDDABLE), 0.0) != []
+    assert q.offer(ticket("crit", 0.0, crit=Criticality.CRITICAL), 0.0) == []
+
+
+def test_no_bound_before_the_first_service_sample() -> None:
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1, queue_limit=50))
+    assert all(q.offer(ticket(f"t{i}", 0.0), 0.0) == [] for i in range(50))

@@ -1,0 +1,95 @@
+"""The grpcio internals rpckit relies on, all in one place.
+
+grpcio's sync server offers no hook between "a call arrived" and "a thread
+runs its handler", which is exactly where admission control must sit. rpckit
+uses three private details of grpcio 1.85 (the dependency is pinned to that
+minor series, and the integration tests exercise each of them):
+
+1. ``executor.submit(fn, *args)`` is called with ``args[1]`` the call's
+   ``rpc_event`` (method, deadline, metadata) and ``args[2]`` its ``_RPCState``;
+2. ``grpc._server._abort(state, call, code, details)`` ends a call with a status
+   -- used to reject a queued call without reading its request or taking a
+   handler thread, the cheapest refusal grpcio can make;
+3. a behaviour's ``experimental_thread_pool`` attribute routes its calls to
+   another pool (health checks stay answerable under overload).
+
+If the shapes ever differ, :func:`read_call` returns ``None`` and
+:func:`abort_queued` returns ``False``: rpckit then falls back to running the
+rejection through the handler wrapper, slower but correct.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+__all__ = ["SubmittedCall", "abort_queued", "read_call"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SubmittedCall:
+    """What grpcio's submit arguments say about a call."""
+
+    method: str
+    deadline_wall: float  # time.time() seconds; huge when the caller set none
+    metadata: Sequence[tuple[str, Any]]
+
+
+def read_call(args: tuple[Any, ...]) -> SubmittedCall | None:
+    """Method, deadline and metadata from grpcio's ``submit`` arguments, if recognisable.
+
+    Registered methods arrive with an empty ``call_details.method``; rpckit's
+    handler wrapper (also among the arguments) carries the method name then.
+    """
+    try:
+        rpc_event = args[1]
+        details = rpc_event.call_details
+        deadline = float(details.deadline)
+        metadata = tuple(rpc_event.invocation_metadata or ())
+        raw = details.method
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    method = next(
+        (a.rpckit_method for a in args if isinstance(getattr(a, "rpckit_method", None), str)),
+        None,
+    )
+    if method is None:
+        method = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return SubmittedCall(method=method, deadline_wall=deadline, metadata=metadata)
+
+
+def abort_queued(
+    args: tuple[Any, ...],
+    code: grpc.StatusCode,
+    details: str,
+    trailing_metadata: Sequence[tuple[str, str | bytes]],
+) -> bool:
+    """End a submitted-but-not-started call with ``code``; False if grpcio's shapes differ.
+
+    Safe from any thread, including grpcio's dispatch thread inside ``submit``:
+    it takes only the call's own condition and starts one non-blocking batch.
+    """
+    from grpc import _common as grpc_common
+    from grpc import _server as grpc_server
+
+    try:
+        rpc_event, state = args[1], args[2]
+        call = rpc_event.call
+        cy_code = grpc_common.STATUS_CODE_TO_CYGRPC_STATUS_CODE[code]
+        abort = grpc_server._abort
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return False
+    if not isinstance(state, grpc_server._RPCState):
+        return False
+    encoded = details.encode()
+    with state.condition:
+        if state.statused:
+            return True
+        state.trailing_metadata = tuple(trailing_metadata)
+        state.code = code
+        state.details = encoded
+        abort(state, call, cy_code, encoded)
+    return True
