@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import procs
+from bench.harness.health_probe import HealthProbe, HealthSummary
 from bench.harness.loadgen import LoadGenerator, Target, Work, poisson_schedule, senders_for
 from bench.harness.report import plot_load_curves
 from bench.harness.stats import (
@@ -239,8 +240,11 @@ class OverloadBenchmark:
         warmup_s: float,
         seed: int,
         channels_per_sender: int = 4,
-    ) -> tuple[StepSummary, float]:
-        """One open-loop step: the summary of its measured window, the senders' CPU seconds."""
+    ) -> tuple[StepSummary, float, HealthSummary | None]:
+        """One open-loop step: its measured window, the senders' CPU seconds, health probes.
+
+        gRPC systems get a Health/Check every 50 ms on a separate connection during the step.
+        """
         schedule = poisson_schedule(
             rate_rps=rate,
             duration_s=duration_s,
@@ -253,9 +257,15 @@ class OverloadBenchmark:
             channels_per_sender=channels_per_sender,
         )
         self.generator.prepare(target, self.work)
-        result = self.generator.run(schedule, deadline_s=self.deadline_s)
+        health: HealthSummary | None = None
+        if spec.protocol == "grpc" and spec.name.startswith("rpckit"):
+            with HealthProbe(process.address) as probe:
+                result = self.generator.run(schedule, deadline_s=self.deadline_s)
+            health = probe.summary()
+        else:
+            result = self.generator.run(schedule, deadline_s=self.deadline_s)
         summary = summarize(result.records, window_start_s=warmup_s, window_end_s=duration_s)
-        return summary, result.sender_cpu_s
+        return summary, result.sender_cpu_s, health
 
     def warm_up(
         self, spec: systems.SystemSpec, process: procs.SystemProcess, *, rate: float
@@ -295,7 +305,7 @@ class OverloadBenchmark:
                 self.notes.append("capacity ramp cut short by the time budget")
                 break
             duration = self.plan.ramp_level_s
-            summary, _ = self.fire(
+            summary, _, _ = self.fire(
                 spec,
                 process,
                 rate=rate,
@@ -343,7 +353,7 @@ class OverloadBenchmark:
             rate = multiple * capacity
             handler_before = HandlerTotals.sum_of(read_stats_dir(stats_dir))
             cpu_before = procs.tree_cpu_seconds(process.pid)
-            summary, sender_cpu_s = self.fire(
+            summary, sender_cpu_s, health = self.fire(
                 spec,
                 process,
                 rate=rate,
@@ -362,6 +372,7 @@ class OverloadBenchmark:
                 "tree_cpu_s": round(procs.tree_cpu_seconds(process.pid) - cpu_before, 3),
                 "sender_cpu_s": round(sender_cpu_s, 3),
                 "quiesced": quiesced,
+                "health": None if health is None else health.as_json(),
             }
             steps.append(step)
             wasted = handler.wasted_fraction
@@ -402,7 +413,7 @@ class OverloadBenchmark:
             return entry
         try:
             duration = self.plan.memory_warm_s
-            summary, _ = self.fire(
+            summary, _, _ = self.fire(
                 spec,
                 process,
                 rate=0.5 * capacity,

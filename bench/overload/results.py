@@ -17,6 +17,7 @@ OVERLOAD_GOODPUT_SHARE = 0.90  # goodput at 2x and 3x >= 90% of goodput at 1x
 MAX_WASTED_FRACTION = 0.02  # <= 2% of handler CPU on calls past their deadline
 MAX_REJECTION_P99_MS = 10.0
 MAX_MEMORY_RATIO = 1.6  # PSS of --workers 4 over --workers 1
+MAX_HEALTH_MS = 50.0  # health Check answers SERVING within 50 ms under 3x overload
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -89,6 +90,20 @@ def acceptance(run: Mapping[str, Any], *, system: str = "rpckit-workers") -> lis
             target=f"<= {MAX_REJECTION_P99_MS:g} ms",
             passed=(worst_rejection is None and bool(steps))
             or (worst_rejection is not None and worst_rejection <= MAX_REJECTION_P99_MS),
+        )
+    )
+    at_3x = _step_at(steps, 3.0)
+    health = None if at_3x is None else at_3x.get("health")
+    checks.append(
+        Check(
+            name="health Check at 3x: all SERVING, slowest",
+            value="-"
+            if not health or health["max_ms"] is None
+            else f"{health['serving']}/{health['probes']} SERVING, {health['max_ms']:.1f} ms",
+            target=f"<= {MAX_HEALTH_MS:g} ms",
+            passed=None
+            if not health or health["max_ms"] is None
+            else health["serving"] == health["probes"] and health["max_ms"] <= MAX_HEALTH_MS,
         )
     )
     capacity = run.get("capacity", {})
@@ -168,7 +183,14 @@ def _step_row(label: str, step: Mapping[str, Any]) -> list[Cell]:
         step["tree_cpu_s"],
         step.get("sender_cpu_s"),
         summary["send_lag_p99_ms"],
+        _health_cell(step.get("health")),
     ]
+
+
+def _health_cell(health: Mapping[str, Any] | None) -> str:
+    if not health or health.get("max_ms") is None:
+        return "-"
+    return f"{health['serving']}/{health['probes']} @ {health['max_ms']:.0f} ms"
 
 
 def render_markdown(run: Mapping[str, Any]) -> str:
@@ -228,6 +250,7 @@ def render_markdown(run: Mapping[str, Any]) -> str:
                     "tree CPU s",
                     "load-gen CPU s",
                     "send lag p99 ms",
+                    "health SERVING / max",
                 ],
                 rows,
             )

@@ -412,6 +412,7 @@ def test_acceptance_passes_and_fails_on_the_issue_targets() -> None:
         "rejection p99 (worst step)": True,
         "capacity vs gunicorn's best goodput": True,
         "PSS --workers 4 / --workers 1": True,
+        "health Check at 3x: all SERVING, slowest": None,  # a_run has no health probes
     }
     bad = {
         check.name: check.passed for check in acceptance(a_run(goodput_3x=100, memory_four=40_000))
@@ -420,6 +421,19 @@ def test_acceptance_passes_and_fails_on_the_issue_targets() -> None:
     assert bad["PSS --workers 4 / --workers 1"] is False
     missing = acceptance({"systems": [], "memory": []})
     assert all(check.passed is None for check in missing if "rejection" not in check.name)
+
+
+def test_health_check_acceptance_needs_all_serving_and_the_slowest_under_50ms() -> None:
+    def checked(health: dict[str, object]) -> bool | None:
+        run = a_run(goodput_3x=190, memory_four=30_000)
+        for entry in run["systems"]:
+            for step in entry["steps"]:
+                step["health"] = health
+        return next(c.passed for c in acceptance(run) if c.name.startswith("health Check"))
+
+    assert checked({"probes": 40, "serving": 40, "p99_ms": 12.0, "max_ms": 31.0}) is True
+    assert checked({"probes": 40, "serving": 40, "p99_ms": 12.0, "max_ms": 51.0}) is False
+    assert checked({"probes": 40, "serving": 39, "p99_ms": 12.0, "max_ms": 20.0}) is False
 
 
 def test_memory_ratio_needs_both_configurations() -> None:
@@ -440,3 +454,14 @@ def test_report_has_the_tables_and_says_what_did_not_run() -> None:
     assert "rpckit: 4 workers / 1 worker = **1.50x**" in text
     assert "| PSS --workers 4 / --workers 1 | 1.50x | <= 1.6x | PASS |" in text
     assert "- plain: not found" in text
+
+
+def test_health_probe_summary_counts_serving_and_slowest() -> None:
+    from bench.harness.health_probe import summarize_probes
+
+    summary = summarize_probes([(0.002, "SERVING"), (0.010, "SERVING"), (0.060, "UNAVAILABLE")])
+    assert (summary.probes, summary.serving, summary.max_ms) == (3, 2, 60.0)
+    assert summary.p99_ms is not None
+    assert 10.0 < summary.p99_ms <= 60.0
+    empty = summarize_probes([])
+    assert (empty.probes, empty.p99_ms, empty.max_ms) == (0, None, None)
