@@ -49,11 +49,15 @@ def _parser() -> argparse.ArgumentParser:
         help="serve grpcio servicers with health, reflection, admission control and graceful drain",
         description=(
             "Serve the servicers that FACTORY gives. On startup one JSON line with the bound "
-            'addresses is printed to stdout, e.g. {"grpc": "127.0.0.1:40123"}. SIGTERM/SIGINT '
+            'addresses is printed to stdout, e.g. {"grpc": "127.0.0.1:40123"} (with --http, also '
+            '"http"). SIGTERM/SIGINT '
             "drain gracefully: health NOT_SERVING, --drain seconds of service, then up to "
             "--grace seconds for calls in flight; exit 0."
         ),
-        epilog="example: rpckit serve examples.inventory.server:servicers --grpc 127.0.0.1:50051",
+        epilog=(
+            "example: rpckit serve examples.inventory.server:servicers --grpc 127.0.0.1:50051 "
+            "--http 127.0.0.1:8080 --http-app examples.inventory.server:legacy_http"
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     serve.add_argument(
@@ -109,6 +113,24 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="serve Prometheus metrics here (with --workers, worker i uses PORT+i; 0 picks)",
     )
+    serve.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="also serve the legacy HTTP/JSON shim here (same handlers and admission control); "
+        "port 0 picks",
+    )
+    serve.add_argument(
+        "--http-app",
+        metavar="MODULE:FACTORY",
+        help="a callable taking the rpckit Server and returning the rpckit.http.Shim to serve "
+        "with --http (fallback app, error renderer, guards); default: Shim(server=server)",
+    )
+    serve.add_argument(
+        "--http-threads",
+        type=int,
+        default=64,
+        help="HTTP request threads; calls still wait in the admission queue for --threads",
+    )
     serve.add_argument("--no-reflection", action="store_true", help="do not serve reflection")
     serve.add_argument("--no-health", action="store_true", help="do not serve grpc.health.v1")
     serve.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this cert")
@@ -159,6 +181,30 @@ def _parser() -> argparse.ArgumentParser:
         help="directory holding pyproject.toml",
     )
     gen.set_defaults(run=_gen)
+
+    openapi = verbs.add_parser(
+        "openapi",
+        help="print the OpenAPI 3 document of the legacy HTTP contract the shim serves",
+        description=(
+            "Build the shim 'rpckit serve --http' would serve for FACTORY's servicers (with "
+            "--http-app, the shim that factory returns) and print its OpenAPI 3 document as "
+            "JSON: paths from google.api.http rules, JSON shapes from the legacy profile, "
+            "success statuses and headers, the error body. Nothing is served."
+        ),
+        epilog=(
+            "example: rpckit openapi examples.inventory.server:servicers "
+            "--http-app examples.inventory.server:legacy_http --out openapi.json"
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    openapi.add_argument("app", metavar="MODULE:FACTORY", help="as for 'rpckit serve'")
+    openapi.add_argument(
+        "--http-app", metavar="MODULE:FACTORY", help="as for 'rpckit serve --http-app'"
+    )
+    openapi.add_argument("--title", default="Legacy HTTP API", help="info.title")
+    openapi.add_argument("--version", default="1.0.0", help="info.version of the API")
+    openapi.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
+    openapi.set_defaults(run=_openapi)
     return parser
 
 
@@ -309,14 +355,71 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, RuntimeError, ValueError) as exc:
         server.stop()
         raise ConfigError(f"--grpc {args.grpc}: {exc}") from exc
-    with graceful_exit([server]):
+    http = _http_server(args, server, config) if args.http is not None else None
+    with graceful_exit([server] if http is None else [server, http.drainer(config.drain_s)]):
         server.start()
         announcement = {"grpc": server.addresses[0]}
+        if http is not None:
+            announcement["http"] = http.start()
         if server.metrics_address is not None:
             announcement["metrics"] = server.metrics_address
         print(json.dumps(announcement), flush=True)
         server.wait()
+        if http is not None:
+            http.stop()
     return 0
+
+
+def _http_app(spec: str | None, server: Any) -> Any:
+    """The WSGI app ``--http`` serves: ``--http-app``'s factory(server), or Shim(server=server)."""
+    from rpckit._shim_app import Shim
+
+    try:
+        if spec is None:
+            return Shim(server=server)
+        factory = import_target(spec)
+        if not callable(factory):
+            raise ConfigError(f"--http-app {spec}: not callable")
+        return factory(server)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--http-app {spec or '(default)'}: {exc}") from exc
+
+
+def _http_server(args: argparse.Namespace, server: Any, config: ServerConfig) -> Any:
+    """The embedded HTTP server for ``--http``, bound, not started; its shim counted in --metrics.
+
+    With ``config.so_reuseport`` (``--workers``) the port is the parent's reservation,
+    shared by every worker, so it is not probed first.
+    """
+    from rpckit._http_server import HttpServer
+
+    try:
+        if args.http_threads < 1:
+            raise ConfigError(f"--http-threads must be >= 1, got {args.http_threads}")
+        try:
+            if not config.so_reuseport:
+                check_bindable(args.http)
+        except ValueError as exc:
+            raise ConfigError(f"--http {args.http}: {exc}") from exc
+        app = _http_app(args.http_app, server)
+    except ConfigError:
+        server.stop()
+        raise
+    if server.metrics is not None and hasattr(app, "traffic"):
+        server.metrics.registry.register(app.traffic)
+    http = HttpServer(
+        app,
+        args.http,
+        threads=args.http_threads,
+        grace_s=config.grace_s,
+        reuse_port=config.so_reuseport,
+    )
+    try:
+        http.bind()
+    except OSError as exc:
+        server.stop()
+        raise ConfigError(f"--http {args.http}: {exc}") from exc
+    return http
 
 
 def _serve_workers(args: argparse.Namespace, config: ServerConfig) -> int:
@@ -330,7 +433,19 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig) -> int:
     except ValueError as exc:
         raise ConfigError(f"--grpc {args.grpc}: {exc}") from exc
 
+    http_reserved = None
+    if args.http is not None:
+        from rpckit._workers import reserve_port
+
+        try:
+            check_bindable(args.http)
+            http_reserved, args.http = reserve_port(args.http)  # port 0 -> one port for all
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--http {args.http}: {exc}") from exc
+
     def run_worker(index: int, address: str, ready: Callable[[], None]) -> int:
+        if http_reserved is not None:
+            http_reserved.close()  # the parent's reservation; this worker binds its own
         metrics = config.metrics_address
         if metrics is not None:
             host, _, port = metrics.rpartition(":")
@@ -340,10 +455,61 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig) -> int:
         )
         server = Server(make_servicers(args.app, target), config=worker_config)
         server.add_port(address)
-        with graceful_exit([server]):
+        http = _http_server(args, server, worker_config) if args.http is not None else None
+        stoppers = [server] if http is None else [server, http.drainer(worker_config.drain_s)]
+        with graceful_exit(stoppers):
             server.start()
+            if http is not None:
+                http.start()
             ready()
             server.wait()
+            if http is not None:
+                http.stop()
         return 0
 
-    return supervise(WorkerPlan(workers=args.workers, address=args.grpc, run_worker=run_worker))
+    def announce(line: str) -> None:
+        announcement = json.loads(line)
+        if args.http is not None:
+            announcement["http"] = args.http
+        print(json.dumps(announcement), flush=True)
+
+    try:
+        plan = WorkerPlan(workers=args.workers, address=args.grpc, run_worker=run_worker)
+        return supervise(plan, announce=announce)
+    finally:
+        if http_reserved is not None:
+            http_reserved.close()
+
+
+# ---------------------------------------------------------------- openapi
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    from rpckit._server import Server
+    from rpckit._shim_app import Shim
+
+    servicers = load_servicers(args.app)
+    try:
+        server = Server(servicers, config=ServerConfig(health=False, reflection=False, drain_s=0))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
+    try:  # the server is never started: it only lends its servicers to the shim
+        app = _http_app(args.http_app, server)
+        if not isinstance(app, Shim):
+            raise ConfigError(
+                f"--http-app {args.http_app}: returned {type(app).__name__}, not an "
+                "rpckit.http.Shim (mount other apps as the shim's fallback)"
+            )
+        document = app.openapi(title=args.title, version=args.version)
+    finally:
+        server.stop()
+    text = json.dumps(document, indent=2) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            args.out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--out {args.out}: {exc.strerror or exc}") from exc
+        print(f"wrote {args.out}")
+    return 0

@@ -202,6 +202,36 @@ class AdmissionExecutor(concurrent.futures.Executor):
         self._reject_all(rejections)
         return future
 
+    def submit_call(
+        self, fn: Callable[[], Any], facts: CallFacts
+    ) -> concurrent.futures.Future[None]:
+        """Admit in-process work (the HTTP shim's calls) as a call with ``facts``.
+
+        Same queue, policy and handler threads as gRPC calls. ``fn`` runs on a
+        handler thread; when admission rejects it, it runs on the side pool with
+        a verdict (:func:`current_verdict`) that rpckit's handler wrapper
+        answers without calling the handler. RuntimeError after shutdown.
+        """
+        now = self._clock()
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        work = _Work(fn, (), {}, future, facts)
+        ticket = Ticket(
+            item=work,
+            method=facts.method,
+            enqueued_at=now,
+            deadline=facts.deadline,
+            criticality=facts.criticality,
+        )
+        with self._cond:
+            if self._shutdown:
+                raise RuntimeError("cannot submit to an executor that was shut down")
+            rejections = self._queue.offer(ticket, now)
+            if not any(r.ticket is ticket for r in rejections):
+                self._cond.notify()
+                self._sweep_cond.notify()
+        self._reject_all(rejections)
+        return future
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._cond:
             self._shutdown = True

@@ -20,16 +20,18 @@ are refused, and calls in flight get ``grace_s`` to finish.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import enum
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
 import grpc
+from google.protobuf import descriptor
 from grpc_reflection.v1alpha import reflection
 
 from rpckit._admission import AdmissionConfig, Rejection
@@ -41,12 +43,26 @@ from rpckit._metrics import ServerMetrics
 from rpckit._servicers import ServiceBinding, bind
 from rpckit.v1 import load_pb2
 
-__all__ = ["Server", "ServerState"]
+__all__ = ["LocalDispatch", "Server", "ServerState"]
 
 _log = logging.getLogger("rpckit.server")
 
 #: How often a waiting main thread wakes so Python signal handlers can run.
 WAKE_INTERVAL_S = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalDispatch:
+    """An rpckit server's way in for in-process calls (see :meth:`Server.local_dispatch`).
+
+    ``handlers`` are the wrapped method handlers (deadline scope, error mapping,
+    load trailers, metrics) by full method name; ``submit(fn, facts)`` runs
+    ``fn`` through the admission queue on the handler threads.
+    """
+
+    services: tuple[descriptor.ServiceDescriptor, ...]
+    handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
+    submit: Callable[[Callable[[], Any], CallFacts], concurrent.futures.Future[None]]
 
 
 class ServerState(enum.Enum):
@@ -70,7 +86,9 @@ class Server:
         admission: AdmissionConfig | None = None,
     ) -> None:
         self.config = config or ServerConfig()
+        self._servicers = tuple(servicers)
         self._bindings = [bind(s) for s in servicers]
+        self._local_handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         names = [b.name for b in self._bindings]
         if len(set(names)) != len(names):
             raise ValueError(f"the same service is given twice: {sorted(names)}")
@@ -122,6 +140,20 @@ class Server:
         return [b.name for b in self._bindings]
 
     @property
+    def servicers(self) -> tuple[object, ...]:
+        """The application servicer instances, as given."""
+        return self._servicers
+
+    def local_dispatch(self) -> LocalDispatch:
+        """How an in-process front end (the HTTP shim) runs calls like gRPC ones:
+        the wrapped handlers and the admission executor's entry point."""
+        return LocalDispatch(
+            services=tuple(b.service for b in self._bindings),
+            handlers=dict(self._local_handlers),
+            submit=self._executor.submit_call,
+        )
+
+    @property
     def addresses(self) -> list[str]:
         """The bound ``host:port`` addresses (ports resolved when 0 was asked)."""
         return list(self._addresses)
@@ -143,6 +175,8 @@ class Server:
             thread_pool=thread_pool,
             observer=self.metrics.call_done if self.metrics is not None else None,
         )
+        if report_load:  # an application service: the HTTP shim may call it in process
+            self._local_handlers.update({f"/{binding.name}/{n}": h for n, h in handlers.items()})
         self._grpc.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(binding.name, handlers),)
         )

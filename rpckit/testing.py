@@ -5,7 +5,7 @@
     def test_get_item():
         with running([Inventory()]) as live:
             stub = inventory_pb2_grpc.InventoryStub(live.channel)
-            assert stub.GetItem(GetItemRequest(sku="A-001"), timeout=5).sku == "A-001"
+            assert stub.GetItem(GetItemRequest(sku="NUT-M8"), timeout=5).sku == "NUT-M8"
 
 For multi-process or signal behaviour, start ``rpckit serve`` in a subprocess instead.
 """

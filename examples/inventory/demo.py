@@ -2,11 +2,13 @@
 
     python -m examples.inventory.demo
 
-Starts ``rpckit serve examples.inventory.server:servicers`` on a free port, then
-as a client: checks health, lists services through reflection, gets, lists
-(with paging), creates, updates and deletes items, streams low-stock items,
-gets a rich error, runs out of deadline on a slow call, reads the server's load
-report, and finally sends SIGTERM and checks the server drained and exited 0.
+Starts ``rpckit serve examples.inventory.server:servicers`` on free ports (gRPC,
+and the legacy HTTP/JSON contract through rpckit's shim), then as a client:
+checks health, lists services through reflection, gets, lists (with paging),
+creates, updates and deletes items, streams low-stock items, gets a rich error,
+runs out of deadline on a slow call, reads the server's load report, calls the
+same handlers at the old JSON URLs, and finally sends SIGTERM and checks the
+server drained and exited 0.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -26,15 +30,18 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 import rpckit
 from examples.inventory._gen.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from examples.legacy_inventory.app import DEV_API_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Writes need the legacy app's bearer token, over gRPC as over HTTP.
+AUTH = (("authorization", f"Bearer {DEV_API_TOKEN}"),)
 
 
 def say(step: str, outcome: str) -> None:
     print(f"  {step:<44} {outcome}", flush=True)
 
 
-def start_server() -> tuple[subprocess.Popen[str], str]:
+def start_server() -> tuple[subprocess.Popen[str], str, str]:
     rpckit_cli = Path(sys.executable).parent / "rpckit"
     argv = [
         str(rpckit_cli),
@@ -42,6 +49,10 @@ def start_server() -> tuple[subprocess.Popen[str], str]:
         "examples.inventory.server:servicers",
         "--grpc",
         "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--http-app",
+        "examples.inventory.server:legacy_http",
         "--drain",
         "0.5",
         "--log-level",
@@ -52,7 +63,8 @@ def start_server() -> tuple[subprocess.Popen[str], str]:
     line = proc.stdout.readline()
     if not line:
         raise SystemExit(f"server did not start (exit {proc.wait()}); see its log above")
-    return proc, json.loads(line)["grpc"]
+    announced = json.loads(line)
+    return proc, announced["grpc"], announced["http"]
 
 
 def run(address: str) -> None:
@@ -70,8 +82,8 @@ def run(address: str) -> None:
     names = [s.name for reply in replies for s in reply.list_services_response.service]
     say("reflection lists", ", ".join(sorted(names)))
 
-    item = stub.GetItem(inventory_pb2.GetItemRequest(sku="A-003"), timeout=5)
-    say("GetItem A-003", f"{item.name}: {item.quantity} in stock at {item.price_cents} cents")
+    item = stub.GetItem(inventory_pb2.GetItemRequest(sku="CLAMP-F-300"), timeout=5)
+    say("GetItem CLAMP-F-300", f"{item.name}: {item.quantity} at {item.price_cents} cents")
 
     page = stub.ListItems(inventory_pb2.ListItemsRequest(page_size=5), timeout=5)
     nxt = stub.ListItems(
@@ -83,11 +95,11 @@ def run(address: str) -> None:
     )
 
     new = inventory_pb2.Item(sku="B-100", name="Gadget", quantity=4, price_cents=1999)
-    stub.CreateItem(inventory_pb2.CreateItemRequest(item=new), timeout=5)
+    stub.CreateItem(inventory_pb2.CreateItemRequest(item=new), metadata=AUTH, timeout=5)
     new.quantity = 40
-    updated = stub.UpdateItem(inventory_pb2.UpdateItemRequest(item=new), timeout=5)
-    stub.DeleteItem(inventory_pb2.DeleteItemRequest(sku="B-100"), timeout=5)
-    say("Create, Update, Delete B-100", f"ok (quantity after update: {updated.quantity})")
+    updated = stub.UpdateItem(inventory_pb2.UpdateItemRequest(item=new), metadata=AUTH, timeout=5)
+    stub.DeleteItem(inventory_pb2.DeleteItemRequest(sku="B-100"), metadata=AUTH, timeout=5)
+    say("Create, Update, Delete B-100 (bearer token)", f"ok (quantity: {updated.quantity})")
 
     low = [
         i.sku
@@ -115,7 +127,7 @@ def run(address: str) -> None:
             "PlanRestock (needs 1 s) with 200 ms deadline", f"{err.code().name} after {took:.0f} ms"
         )
 
-    _, call = stub.GetItem.with_call(inventory_pb2.GetItemRequest(sku="A-001"), timeout=5)
+    _, call = stub.GetItem.with_call(inventory_pb2.GetItemRequest(sku="NUT-M6"), timeout=5)
     report = rpckit.load_from_metadata(call.trailing_metadata())
     if report is not None:
         say(
@@ -126,12 +138,27 @@ def run(address: str) -> None:
     channel.close()
 
 
+def http_get(http: str, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://{http}{path}", timeout=5) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def run_http(http: str) -> None:
+    for path in ("/items/TORCH-BRULEE", "/items/NOPE-1", "/healthz"):
+        status, body = http_get(http, path)
+        say(f"HTTP GET {path}", f"{status} {body.decode().strip()[:60]}")
+
+
 def main() -> int:
-    print("rpckit demo: the inventory service over gRPC")
-    proc, address = start_server()
-    say("rpckit serve examples.inventory.server:servicers", f"listening on {address}")
+    print("rpckit demo: the inventory service over gRPC, and at its legacy JSON URLs")
+    proc, address, http = start_server()
+    say("rpckit serve examples.inventory.server:servicers", f"gRPC {address}, HTTP {http}")
     try:
         run(address)
+        run_http(http)
     finally:
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)

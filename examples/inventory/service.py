@@ -1,16 +1,22 @@
-"""The Inventory servicer: plain grpcio, nothing rpckit-specific but the helpers it chooses to use.
+"""The Inventory servicer: the legacy Flask inventory app, migrated to a plain grpcio servicer.
 
-State lives in an in-memory :class:`Store` owned by the servicer instance (no
-module-level state), seeded deterministically so demos and tests see the same
-data.
+Same domain code (``examples/legacy_inventory/store.py``: seed data, validation
+rules and their messages, page tokens, restock planning), so a gRPC caller and
+a legacy HTTP caller going through :class:`rpckit.http.Shim` see the same
+items and the same errors -- byte for byte at the old URLs. The only
+HTTP-shaped thing here is the bearer-token check, which the legacy app made
+first; it is shared with the shim as a guard (see ``server.py``) so that
+order survives the migration.
+
+State lives in the :class:`~examples.legacy_inventory.store.InventoryStore`
+the servicer is given (a freshly seeded one by default): no module-level state.
 """
 
 from __future__ import annotations
 
-import base64
-import threading
+import hmac
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import grpc
 from google.protobuf import empty_pb2
@@ -18,162 +24,192 @@ from google.rpc import error_details_pb2
 
 import rpckit
 from examples.inventory._gen.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from examples.legacy_inventory.app import DEV_API_TOKEN
+from examples.legacy_inventory.store import (
+    InvalidFieldError,
+    InventoryStore,
+    Item,
+    ItemExistsError,
+    ItemNotFoundError,
+    check_item,
+    check_restock_request,
+    encode_page_token,
+    plan_restock,
+    resolve_page_request,
+)
 
-MAX_PAGE_SIZE = 100
-DEFAULT_PAGE_SIZE = 10
+__all__ = ["TOKEN_CHALLENGE", "WRITE_METHODS", "Inventory", "check_bearer_token"]
+
+#: The legacy app's 401 challenge, sent as response metadata (a header through the shim).
+TOKEN_CHALLENGE = ("www-authenticate", 'Bearer realm="inventory"')
+
+#: Methods that need the bearer token (the legacy app's writes).
+WRITE_METHODS = frozenset({"CreateItem", "UpdateItem", "DeleteItem"})
 
 
-def seed_items() -> list[inventory_pb2.Item]:
-    """Twenty deterministic items: A-001 .. A-020."""
-    items = []
-    for i in range(1, 21):
-        items.append(
-            inventory_pb2.Item(
-                sku=f"A-{i:03d}",
-                name=f"Widget {i}",
-                quantity=(i * 7) % 23,
-                price_cents=199 + i * 100,
-                tags=["widget", "even" if i % 2 == 0 else "odd"],
-            )
+def check_bearer_token(metadata: Sequence[tuple[str, str | bytes]], expected: str) -> None:
+    """Raise UNAUTHENTICATED unless ``authorization`` is ``Bearer <expected>`` (scheme any case).
+
+    The legacy app's rule, message and challenge, for gRPC callers and the shim's guard alike.
+    """
+    header = next((v for k, v in metadata if k == "authorization"), "")
+    text = header.decode("latin-1") if isinstance(header, bytes) else header
+    scheme, _, token = text.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.encode("utf-8"), expected.encode("utf-8")
+    ):
+        raise rpckit.StatusError(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "missing or invalid bearer token",
+            trailers=[TOKEN_CHALLENGE],
         )
-    return items
 
 
-class Store:
-    """A thread-safe in-memory item table, ordered by SKU."""
-
-    def __init__(self, items: list[inventory_pb2.Item] | None = None) -> None:
-        self._lock = threading.Lock()
-        self._items = {item.sku: item for item in (seed_items() if items is None else items)}
-
-    def get(self, sku: str) -> inventory_pb2.Item | None:
-        with self._lock:
-            item = self._items.get(sku)
-            return None if item is None else _copy(item)
-
-    def page(self, after: str, size: int) -> tuple[list[inventory_pb2.Item], str]:
-        with self._lock:
-            skus = sorted(s for s in self._items if s > after)
-            chosen = skus[:size]
-            more = len(skus) > size
-            return [_copy(self._items[s]) for s in chosen], (chosen[-1] if more else "")
-
-    def put(self, item: inventory_pb2.Item, *, create: bool) -> bool:
-        """Store ``item``; False if create and it exists, or update and it does not."""
-        with self._lock:
-            if (item.sku in self._items) == create:
-                return False
-            self._items[item.sku] = _copy(item)
-            return True
-
-    def delete(self, sku: str) -> bool:
-        with self._lock:
-            return self._items.pop(sku, None) is not None
-
-    def all(self) -> list[inventory_pb2.Item]:
-        with self._lock:
-            return [_copy(self._items[s]) for s in sorted(self._items)]
-
-
-def _copy(item: inventory_pb2.Item) -> inventory_pb2.Item:
-    clone = inventory_pb2.Item()
-    clone.CopyFrom(item)
-    return clone
-
-
-def _bad_request(field: str, description: str) -> rpckit.StatusError:
-    violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
+def _invalid(exc: InvalidFieldError) -> rpckit.StatusError:
+    violation = error_details_pb2.BadRequest.FieldViolation(
+        field=exc.field, description=exc.description
+    )
     return rpckit.StatusError(
         grpc.StatusCode.INVALID_ARGUMENT,
-        f"invalid {field}: {description}",
+        str(exc),
         details=[error_details_pb2.BadRequest(field_violations=[violation])],
     )
 
 
 def _not_found(sku: str) -> rpckit.StatusError:
     info = error_details_pb2.ResourceInfo(resource_type="item", resource_name=sku)
-    return rpckit.StatusError(grpc.StatusCode.NOT_FOUND, f"item {sku!r} not found", details=[info])
+    return rpckit.StatusError(grpc.StatusCode.NOT_FOUND, f"item '{sku}' not found", details=[info])
 
 
-def _validate(item: inventory_pb2.Item) -> None:
-    if not item.sku:
-        raise _bad_request("item.sku", "must not be empty")
-    if item.quantity < 0:
-        raise _bad_request("item.quantity", "must be >= 0")
-    if item.price_cents < 0:
-        raise _bad_request("item.price_cents", "must be >= 0")
+def _exists(sku: str) -> rpckit.StatusError:
+    info = error_details_pb2.ResourceInfo(resource_type="item", resource_name=sku)
+    return rpckit.StatusError(
+        grpc.StatusCode.ALREADY_EXISTS, f"item '{sku}' already exists", details=[info]
+    )
+
+
+def _to_proto(item: Item) -> inventory_pb2.Item:
+    return inventory_pb2.Item(
+        sku=item.sku,
+        name=item.name,
+        quantity=item.quantity,
+        price_cents=item.price_cents,
+        tags=list(item.tags),
+    )
+
+
+def _from_proto(item: inventory_pb2.Item) -> Item:
+    return Item(
+        sku=item.sku,
+        name=item.name,
+        quantity=item.quantity,
+        price_cents=item.price_cents,
+        tags=tuple(item.tags),
+    )
 
 
 class Inventory(inventory_pb2_grpc.InventoryServicer):
-    """inventory.v1.Inventory over a :class:`Store`."""
+    """inventory.v1.Inventory over an :class:`InventoryStore` (the legacy app's domain)."""
 
-    def __init__(self, store: Store | None = None) -> None:
-        self.store = store or Store()
+    def __init__(
+        self,
+        store: InventoryStore | None = None,
+        *,
+        api_token: str = DEV_API_TOKEN,
+        simulate_work: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = InventoryStore() if store is None else store
+        self.api_token = api_token
+        self._simulate_work = simulate_work
+
+    def _authorize(self, context: grpc.ServicerContext) -> None:
+        metadata = tuple((m[0], m[1]) for m in context.invocation_metadata())
+        check_bearer_token(metadata, self.api_token)
 
     def GetItem(
         self, request: inventory_pb2.GetItemRequest, context: grpc.ServicerContext
     ) -> inventory_pb2.Item:
-        item = self.store.get(request.sku)
-        if item is None:
-            raise _not_found(request.sku)
-        return item
+        try:
+            return _to_proto(self.store.get(request.sku))
+        except ItemNotFoundError:
+            raise _not_found(request.sku) from None
 
     def ListItems(
         self, request: inventory_pb2.ListItemsRequest, context: grpc.ServicerContext
     ) -> inventory_pb2.ListItemsResponse:
-        size = request.page_size or DEFAULT_PAGE_SIZE
-        if not 1 <= size <= MAX_PAGE_SIZE:
-            raise _bad_request("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
         try:
-            after = base64.urlsafe_b64decode(request.page_token.encode()).decode()
-        except ValueError:
-            raise _bad_request("page_token", "not a token from a previous response") from None
-        items, last = self.store.page(after, size)
-        token = base64.urlsafe_b64encode(last.encode()).decode() if last else ""
-        return inventory_pb2.ListItemsResponse(items=items, next_page_token=token)
+            after_sku, page_size = resolve_page_request(
+                page_size=request.page_size, page_token=request.page_token
+            )
+        except InvalidFieldError as exc:
+            raise _invalid(exc) from None
+        items, resume_after = self.store.page(after_sku=after_sku, page_size=page_size)
+        return inventory_pb2.ListItemsResponse(
+            items=[_to_proto(item) for item in items],
+            next_page_token=encode_page_token(resume_after) if resume_after else "",
+        )
 
     def CreateItem(
         self, request: inventory_pb2.CreateItemRequest, context: grpc.ServicerContext
     ) -> inventory_pb2.Item:
-        _validate(request.item)
-        if not self.store.put(request.item, create=True):
-            raise rpckit.StatusError(
-                grpc.StatusCode.ALREADY_EXISTS, f"item {request.item.sku!r} already exists"
-            )
-        return request.item
+        self._authorize(context)
+        item = _from_proto(request.item)
+        try:
+            check_item(item, new=True)
+            self.store.create(item)
+        except InvalidFieldError as exc:
+            raise _invalid(exc) from None
+        except ItemExistsError:
+            raise _exists(item.sku) from None
+        return _to_proto(item)
 
     def UpdateItem(
         self, request: inventory_pb2.UpdateItemRequest, context: grpc.ServicerContext
     ) -> inventory_pb2.Item:
-        _validate(request.item)
-        if not self.store.put(request.item, create=False):
-            raise _not_found(request.item.sku)
-        return request.item
+        self._authorize(context)
+        item = _from_proto(request.item)
+        try:
+            check_item(item, new=False)
+            self.store.replace(item)
+        except InvalidFieldError as exc:
+            raise _invalid(exc) from None
+        except ItemNotFoundError:
+            raise _not_found(item.sku) from None
+        return _to_proto(item)
 
     def DeleteItem(
         self, request: inventory_pb2.DeleteItemRequest, context: grpc.ServicerContext
     ) -> empty_pb2.Empty:
-        if not self.store.delete(request.sku):
-            raise _not_found(request.sku)
+        self._authorize(context)
+        try:
+            self.store.delete(request.sku)
+        except ItemNotFoundError:
+            raise _not_found(request.sku) from None
         return empty_pb2.Empty()
 
     def PlanRestock(
         self, request: inventory_pb2.PlanRestockRequest, context: grpc.ServicerContext
     ) -> inventory_pb2.PlanRestockResponse:
-        if request.work_ms_per_item < 0:
-            raise _bad_request("work_ms_per_item", "must be >= 0")
+        try:
+            check_restock_request(
+                threshold=request.threshold, work_ms_per_item=request.work_ms_per_item
+            )
+        except InvalidFieldError as exc:
+            raise _invalid(exc) from None
+        items = self.store.snapshot()
+        if request.work_ms_per_item:
+            for _ in items:
+                # The caller may have gone (deadline passed, cancelled): stop working for nobody.
+                rpckit.raise_if_cancelled()
+                self._simulate_work(request.work_ms_per_item / 1000)
         plan = inventory_pb2.PlanRestockResponse()
-        for item in self.store.all():
-            # The caller may have gone (deadline passed, cancelled): stop working for nobody.
-            rpckit.raise_if_cancelled()
-            time.sleep(request.work_ms_per_item / 1000)
-            if item.quantity < request.threshold:
-                plan.lines.add(sku=item.sku, order_quantity=request.threshold * 2 - item.quantity)
+        for line in plan_restock(items, request.threshold):
+            plan.lines.add(sku=line.sku, order_quantity=line.order_quantity)
         return plan
 
     def WatchLowStock(
         self, request: inventory_pb2.WatchLowStockRequest, context: grpc.ServicerContext
     ) -> Iterator[inventory_pb2.Item]:
-        for item in self.store.all():
+        for item in self.store.snapshot():
             if item.quantity <= request.threshold:
-                yield item
+                yield _to_proto(item)

@@ -29,7 +29,7 @@ def test_calls_are_counted_by_method_and_code_and_scraped_over_http() -> None:
     with running([Inventory()], config=config) as live:
         stub = inventory_pb2_grpc.InventoryStub(live.channel)
         for _ in range(3):
-            stub.GetItem(inventory_pb2.GetItemRequest(sku="A-001"), timeout=5)
+            stub.GetItem(inventory_pb2.GetItemRequest(sku="NUT-M8"), timeout=5)
         with pytest.raises(grpc.RpcError):
             stub.GetItem(inventory_pb2.GetItemRequest(sku="missing"), timeout=5)
         address = live.server.metrics_address

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 import rpckit
 from examples.inventory._gen.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from examples.legacy_inventory.app import DEV_API_TOKEN
 from tests.integration.conftest import ROOT, RPCKIT, ServeProcess
 
 Serve = Callable[..., ServeProcess]
@@ -54,15 +55,23 @@ def test_unary_and_streaming_calls_round_trip(serve: Serve) -> None:
     server = serve(INVENTORY)
     with server.channel() as channel:
         stub = _stub(channel)
-        item = stub.GetItem(inventory_pb2.GetItemRequest(sku="A-002"), timeout=5)
-        assert (item.sku, item.name, item.price_cents) == ("A-002", "Widget 2", 399)
+        item = stub.GetItem(inventory_pb2.GetItemRequest(sku="NUT-M8"), timeout=5)
+        assert (item.sku, item.name, item.price_cents) == ("NUT-M8", "Hex nut M8, zinc", 5)
         created = stub.CreateItem(
-            inventory_pb2.CreateItemRequest(item=inventory_pb2.Item(sku="Z-1", quantity=1)),
+            inventory_pb2.CreateItemRequest(
+                item=inventory_pb2.Item(sku="Z-1", name="Zed", quantity=1)
+            ),
+            metadata=(("authorization", f"Bearer {DEV_API_TOKEN}"),),
             timeout=5,
         )
         assert created.sku == "Z-1"
         low = list(stub.WatchLowStock(inventory_pb2.WatchLowStockRequest(threshold=1), timeout=5))
-        assert [i.sku for i in low] == ["A-010", "Z-1"]
+        assert [i.sku for i in low] == [
+            "GLOVE-NITRILE-L",
+            "SEALANT-CLEAR",
+            "TAPE-MEASURE-5M",
+            "Z-1",
+        ]
 
 
 def test_rich_error_details_reach_the_client(serve: Serve) -> None:

@@ -45,14 +45,14 @@ def _secure(address: str, pki: Path, *, client_cert: bool) -> grpc.Channel:
 
 def _get(channel: grpc.Channel) -> str:
     stub = inventory_pb2_grpc.InventoryStub(channel)
-    return stub.GetItem(inventory_pb2.GetItemRequest(sku="A-001"), timeout=10).sku
+    return stub.GetItem(inventory_pb2.GetItemRequest(sku="NUT-M8"), timeout=10).sku
 
 
 def test_tls_serves_a_client_that_trusts_the_ca(pki: Path) -> None:
     tls = rpckit.TlsConfig(cert=pki / "server.pem", key=pki / "server.key")
     with running([Inventory()], config=rpckit.ServerConfig(drain_s=0, tls=tls)) as live:
         with _secure(live.address, pki, client_cert=False) as channel:
-            assert _get(channel) == "A-001"
+            assert _get(channel) == "NUT-M8"
         with grpc.insecure_channel(live.address) as plain, pytest.raises(grpc.RpcError) as info:
             _get(plain)
     assert info.value.code() is grpc.StatusCode.UNAVAILABLE
@@ -64,7 +64,7 @@ def test_mtls_requires_a_client_certificate(pki: Path) -> None:
     )
     with running([Inventory()], config=rpckit.ServerConfig(drain_s=0, tls=tls)) as live:
         with _secure(live.address, pki, client_cert=True) as channel:
-            assert _get(channel) == "A-001"
+            assert _get(channel) == "NUT-M8"
         with _secure(live.address, pki, client_cert=False) as channel, pytest.raises(grpc.RpcError):
             _get(channel)
 
@@ -82,4 +82,4 @@ def test_oversized_request_is_refused_and_server_keeps_serving() -> None:
         with pytest.raises(grpc.RpcError) as info:
             stub.CreateItem(big, timeout=10)
         assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert _get(live.channel) == "A-001"
+        assert _get(live.channel) == "NUT-M8"

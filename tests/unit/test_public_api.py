@@ -12,7 +12,7 @@ def test_all_is_sorted_and_complete() -> None:
 
     assert list(rpckit.__all__) == sorted(rpckit.__all__, key=style)
     public = {name for name in vars(rpckit) if not name.startswith("_")}
-    submodules = {"testing", "v1"}
+    submodules = {"http", "testing", "v1"}
     assert public - submodules == set(rpckit.__all__)
 
 

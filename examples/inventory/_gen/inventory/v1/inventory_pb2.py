@@ -24,51 +24,54 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from rpckit.v1 import http_pb2 as rpckit_dot_v1_dot_http__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cinventory/v1/inventory.proto\x12\x0cinventory.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1bgoogle/protobuf/empty.proto\"V\n\x04Item\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x13\n\x0bprice_cents\x18\x04 \x01(\x03\x12\x0c\n\x04tags\x18\x05 \x03(\t\"\x1d\n\x0eGetItemRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\"9\n\x10ListItemsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x11ListItemsResponse\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.inventory.v1.Item\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x11\x43reateItemRequest\x12 \n\x04item\x18\x01 \x01(\x0b\x32\x12.inventory.v1.Item\"5\n\x11UpdateItemRequest\x12 \n\x04item\x18\x01 \x01(\x0b\x32\x12.inventory.v1.Item\" \n\x11\x44\x65leteItemRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\"A\n\x12PlanRestockRequest\x12\x11\n\tthreshold\x18\x01 \x01(\x03\x12\x18\n\x10work_ms_per_item\x18\x02 \x01(\x05\"y\n\x13PlanRestockResponse\x12\x35\n\x05lines\x18\x01 \x03(\x0b\x32&.inventory.v1.PlanRestockResponse.Line\x1a+\n\x04Line\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x16\n\x0eorder_quantity\x18\x02 \x01(\x03\")\n\x14WatchLowStockRequest\x12\x11\n\tthreshold\x18\x01 \x01(\x03\x32\xa4\x05\n\tInventory\x12T\n\x07GetItem\x12\x1c.inventory.v1.GetItemRequest\x1a\x12.inventory.v1.Item\"\x17\x90\x02\x01\x82\xd3\xe4\x93\x02\x0e\x12\x0c/items/{sku}\x12_\n\tListItems\x12\x1e.inventory.v1.ListItemsRequest\x1a\x1f.inventory.v1.ListItemsResponse\"\x11\x90\x02\x01\x82\xd3\xe4\x93\x02\x08\x12\x06/items\x12W\n\nCreateItem\x12\x1f.inventory.v1.CreateItemRequest\x1a\x12.inventory.v1.Item\"\x14\x82\xd3\xe4\x93\x02\x0e\"\x06/items:\x04item\x12\x65\n\nUpdateItem\x12\x1f.inventory.v1.UpdateItemRequest\x1a\x12.inventory.v1.Item\"\"\x90\x02\x02\x82\xd3\xe4\x93\x02\x19\x1a\x11/items/{item.sku}:\x04item\x12^\n\nDeleteItem\x12\x1f.inventory.v1.DeleteItemRequest\x1a\x16.google.protobuf.Empty\"\x17\x90\x02\x02\x82\xd3\xe4\x93\x02\x0e*\x0c/items/{sku}\x12p\n\x0bPlanRestock\x12 .inventory.v1.PlanRestockRequest\x1a!.inventory.v1.PlanRestockResponse\"\x1c\x90\x02\x01\x82\xd3\xe4\x93\x02\x13\"\x0e/restock-plans:\x01*\x12N\n\rWatchLowStock\x12\".inventory.v1.WatchLowStockRequest\x1a\x12.inventory.v1.Item\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cinventory/v1/inventory.proto\x12\x0cinventory.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x14rpckit/v1/http.proto\"V\n\x04Item\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x13\n\x0bprice_cents\x18\x04 \x01(\x03\x12\x0c\n\x04tags\x18\x05 \x03(\t\"\x1d\n\x0eGetItemRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\"9\n\x10ListItemsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x11ListItemsResponse\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.inventory.v1.Item\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x11\x43reateItemRequest\x12 \n\x04item\x18\x01 \x01(\x0b\x32\x12.inventory.v1.Item\"5\n\x11UpdateItemRequest\x12 \n\x04item\x18\x01 \x01(\x0b\x32\x12.inventory.v1.Item\" \n\x11\x44\x65leteItemRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\"A\n\x12PlanRestockRequest\x12\x11\n\tthreshold\x18\x01 \x01(\x03\x12\x18\n\x10work_ms_per_item\x18\x02 \x01(\x05\"y\n\x13PlanRestockResponse\x12\x35\n\x05lines\x18\x01 \x03(\x0b\x32&.inventory.v1.PlanRestockResponse.Line\x1a+\n\x04Line\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x16\n\x0eorder_quantity\x18\x02 \x01(\x03\")\n\x14WatchLowStockRequest\x12\x11\n\tthreshold\x18\x01 \x01(\x03\x32\xf7\x05\n\tInventory\x12o\n\x07GetItem\x12\x1c.inventory.v1.GetItemRequest\x1a\x12.inventory.v1.Item\"2\x90\x02\x01\x82\xd3\xe4\x93\x02)\x12\x0c/items/{sku}Z\x19\x12\x11/items/{sku}/tagsb\x04tags\x12_\n\tListItems\x12\x1e.inventory.v1.ListItemsRequest\x1a\x1f.inventory.v1.ListItemsResponse\"\x11\x90\x02\x01\x82\xd3\xe4\x93\x02\x08\x12\x06/items\x12x\n\nCreateItem\x12\x1f.inventory.v1.CreateItemRequest\x1a\x12.inventory.v1.Item\"5\x82\xa8\x19\x1d\x10\xc9\x01\x1a\x18\n\x08Location\x12\x0c/items/{sku}\x82\xd3\xe4\x93\x02\x0e\"\x06/items:\x04item\x12\x65\n\nUpdateItem\x12\x1f.inventory.v1.UpdateItemRequest\x1a\x12.inventory.v1.Item\"\"\x90\x02\x02\x82\xd3\xe4\x93\x02\x19\x1a\x11/items/{item.sku}:\x04item\x12\x65\n\nDeleteItem\x12\x1f.inventory.v1.DeleteItemRequest\x1a\x16.google.protobuf.Empty\"\x1e\x90\x02\x02\x82\xa8\x19\x03\x10\xcc\x01\x82\xd3\xe4\x93\x02\x0e*\x0c/items/{sku}\x12p\n\x0bPlanRestock\x12 .inventory.v1.PlanRestockRequest\x1a!.inventory.v1.PlanRestockResponse\"\x1c\x90\x02\x01\x82\xd3\xe4\x93\x02\x13\"\x0e/restock-plans:\x01*\x12N\n\rWatchLowStock\x12\".inventory.v1.WatchLowStockRequest\x1a\x12.inventory.v1.Item\"\x03\x90\x02\x01\x30\x01\x1a\x0e\x82\xa8\x19\n\n\x04(\x02\x30\x01(\x80\x80\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'inventory.v1.inventory_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_INVENTORY']._loaded_options = None
+  _globals['_INVENTORY']._serialized_options = b'\202\250\031\n\n\004(\0020\001(\200\200\004'
   _globals['_INVENTORY'].methods_by_name['GetItem']._loaded_options = None
-  _globals['_INVENTORY'].methods_by_name['GetItem']._serialized_options = b'\220\002\001\202\323\344\223\002\016\022\014/items/{sku}'
+  _globals['_INVENTORY'].methods_by_name['GetItem']._serialized_options = b'\220\002\001\202\323\344\223\002)\022\014/items/{sku}Z\031\022\021/items/{sku}/tagsb\004tags'
   _globals['_INVENTORY'].methods_by_name['ListItems']._loaded_options = None
   _globals['_INVENTORY'].methods_by_name['ListItems']._serialized_options = b'\220\002\001\202\323\344\223\002\010\022\006/items'
   _globals['_INVENTORY'].methods_by_name['CreateItem']._loaded_options = None
-  _globals['_INVENTORY'].methods_by_name['CreateItem']._serialized_options = b'\202\323\344\223\002\016\"\006/items:\004item'
+  _globals['_INVENTORY'].methods_by_name['CreateItem']._serialized_options = b'\202\250\031\035\020\311\001\032\030\n\010Location\022\014/items/{sku}\202\323\344\223\002\016\"\006/items:\004item'
   _globals['_INVENTORY'].methods_by_name['UpdateItem']._loaded_options = None
   _globals['_INVENTORY'].methods_by_name['UpdateItem']._serialized_options = b'\220\002\002\202\323\344\223\002\031\032\021/items/{item.sku}:\004item'
   _globals['_INVENTORY'].methods_by_name['DeleteItem']._loaded_options = None
-  _globals['_INVENTORY'].methods_by_name['DeleteItem']._serialized_options = b'\220\002\002\202\323\344\223\002\016*\014/items/{sku}'
+  _globals['_INVENTORY'].methods_by_name['DeleteItem']._serialized_options = b'\220\002\002\202\250\031\003\020\314\001\202\323\344\223\002\016*\014/items/{sku}'
   _globals['_INVENTORY'].methods_by_name['PlanRestock']._loaded_options = None
   _globals['_INVENTORY'].methods_by_name['PlanRestock']._serialized_options = b'\220\002\001\202\323\344\223\002\023\"\016/restock-plans:\001*'
   _globals['_INVENTORY'].methods_by_name['WatchLowStock']._loaded_options = None
   _globals['_INVENTORY'].methods_by_name['WatchLowStock']._serialized_options = b'\220\002\001'
-  _globals['_ITEM']._serialized_start=105
-  _globals['_ITEM']._serialized_end=191
-  _globals['_GETITEMREQUEST']._serialized_start=193
-  _globals['_GETITEMREQUEST']._serialized_end=222
-  _globals['_LISTITEMSREQUEST']._serialized_start=224
-  _globals['_LISTITEMSREQUEST']._serialized_end=281
-  _globals['_LISTITEMSRESPONSE']._serialized_start=283
-  _globals['_LISTITEMSRESPONSE']._serialized_end=362
-  _globals['_CREATEITEMREQUEST']._serialized_start=364
-  _globals['_CREATEITEMREQUEST']._serialized_end=417
-  _globals['_UPDATEITEMREQUEST']._serialized_start=419
-  _globals['_UPDATEITEMREQUEST']._serialized_end=472
-  _globals['_DELETEITEMREQUEST']._serialized_start=474
-  _globals['_DELETEITEMREQUEST']._serialized_end=506
-  _globals['_PLANRESTOCKREQUEST']._serialized_start=508
-  _globals['_PLANRESTOCKREQUEST']._serialized_end=573
-  _globals['_PLANRESTOCKRESPONSE']._serialized_start=575
-  _globals['_PLANRESTOCKRESPONSE']._serialized_end=696
-  _globals['_PLANRESTOCKRESPONSE_LINE']._serialized_start=653
-  _globals['_PLANRESTOCKRESPONSE_LINE']._serialized_end=696
-  _globals['_WATCHLOWSTOCKREQUEST']._serialized_start=698
-  _globals['_WATCHLOWSTOCKREQUEST']._serialized_end=739
-  _globals['_INVENTORY']._serialized_start=742
-  _globals['_INVENTORY']._serialized_end=1418
+  _globals['_ITEM']._serialized_start=127
+  _globals['_ITEM']._serialized_end=213
+  _globals['_GETITEMREQUEST']._serialized_start=215
+  _globals['_GETITEMREQUEST']._serialized_end=244
+  _globals['_LISTITEMSREQUEST']._serialized_start=246
+  _globals['_LISTITEMSREQUEST']._serialized_end=303
+  _globals['_LISTITEMSRESPONSE']._serialized_start=305
+  _globals['_LISTITEMSRESPONSE']._serialized_end=384
+  _globals['_CREATEITEMREQUEST']._serialized_start=386
+  _globals['_CREATEITEMREQUEST']._serialized_end=439
+  _globals['_UPDATEITEMREQUEST']._serialized_start=441
+  _globals['_UPDATEITEMREQUEST']._serialized_end=494
+  _globals['_DELETEITEMREQUEST']._serialized_start=496
+  _globals['_DELETEITEMREQUEST']._serialized_end=528
+  _globals['_PLANRESTOCKREQUEST']._serialized_start=530
+  _globals['_PLANRESTOCKREQUEST']._serialized_end=595
+  _globals['_PLANRESTOCKRESPONSE']._serialized_start=597
+  _globals['_PLANRESTOCKRESPONSE']._serialized_end=718
+  _globals['_PLANRESTOCKRESPONSE_LINE']._serialized_start=675
+  _globals['_PLANRESTOCKRESPONSE_LINE']._serialized_end=718
+  _globals['_WATCHLOWSTOCKREQUEST']._serialized_start=720
+  _globals['_WATCHLOWSTOCKREQUEST']._serialized_end=761
+  _globals['_INVENTORY']._serialized_start=764
+  _globals['_INVENTORY']._serialized_end=1523
 # @@protoc_insertion_point(module_scope)
