@@ -16,7 +16,7 @@ GET = "/inventory.v1.Inventory/GetItem"
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
-    wanted = ",".join(f"{k}=\"{v}\"" for k, v in sorted(labels.items()))
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
     for line in text.splitlines():
         if line.startswith(prefix):
