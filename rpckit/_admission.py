@@ -10,12 +10,17 @@ The rules (DESIGN.md, "Server" -> "Admission policy"):
 * **Deadlines.** A call whose deadline has passed is rejected
   (``DEADLINE_GONE``); so is one whose remaining time is below its method's
   recent service time, an EWMA (``DEADLINE_SHORT``): it could not finish.
-* **CoDel** (Facebook, "Fail at Scale", 2015). If the queue has not been empty
+* **CoDel** (Facebook, "Fail at Scale", 2015). If the queue has not been idle
   at any time during the last ``codel_interval_s`` it is *standing*, and a
-  queued call may wait at most the CoDel target; otherwise it may wait up to
-  the interval. Late calls are dropped (``CODEL``). The target scales with the
-  method's service time (``max(codel_target_s, target_service_multiple x
-  EWMA)``) so a 50 ms method is not held to a 5 ms budget.
+  call queued now may wait at most the CoDel target; otherwise it may wait up
+  to the interval. As in the paper, a call's allowance is fixed when it is
+  queued (``enqueue(req, timeout)``): a burst admitted into an idle queue is
+  not dropped wholesale the moment the queue turns standing. Late calls are
+  dropped (``CODEL``). The target scales with the method's service time
+  (``max(codel_target_s, target_service_multiple x EWMA)``) so a 50 ms method
+  is not held to a 5 ms budget. *Idle* means empty with no call shed for
+  overload (``CODEL``, ``QUEUE_FULL``) within the interval: a queue kept short
+  by refusing newcomers on arrival is still a standing one.
 * **Adaptive LIFO** (same paper). FIFO while there is no standing queue;
   newest first once one stands, so the calls served are the ones whose clients
   are still waiting, and the stale ones age out through CoDel.
@@ -29,17 +34,16 @@ Every rejection carries a pushback (``grpc-retry-pushback-ms``): the time the
 workers need to drain the current queue, from the service-time EWMAs.
 
 Cost. Calls sit in one deque per criticality (arrival order, for FIFO/LIFO),
-one deque per (criticality, method) (arrival order, for CoDel: within one such
-deque every call has the same allowance, so the oldest is the first to expire)
-and one deadline heap per method (earliest deadline first). A call removed
+one CoDel heap (earliest expiry first: each call's enqueue time plus its
+allowance) and one deadline heap per method (earliest deadline first). A call removed
 through one structure is marked dead and skipped lazily by the others, and the
 structures are compacted after every ``queue_limit`` removals.
 
 * ``take`` looks only at the calls it would run (dropping doomed ones on the
   way): amortised O(1) plus O(1) per call dropped.
-* The sweep (``expire``, and ``offer`` on a full queue) visits the head of each
-  deque and heap, O(k) for k (criticality, method) pairs with queued calls,
-  plus O(log n) per call dropped. It is skipped entirely until the earliest
+* The sweep (``expire``, and ``offer`` on a full queue) visits the head of
+  each heap, O(m) for m methods with queued calls, plus O(log n) per call
+  dropped. It is skipped entirely until the earliest
   moment any queued call could become doomed (a conservative "next due" time
   kept up to date by offers and service-time samples), so calling ``expire``
   every millisecond costs next to nothing while nothing is due.
@@ -176,7 +180,7 @@ class AdmissionConfig:
     5 ms: Fail at Scale."""
 
     codel_interval_s: float = 0.100
-    """CoDel interval: a queue not empty at any time for this long is standing;
+    """CoDel interval: a queue not idle at any time for this long is standing;
     until then a call may wait this long. 100 ms: Fail at Scale."""
 
     target_service_multiple: float = 0.2
@@ -263,11 +267,12 @@ class Rejection(Generic[T]):
 class _Entry(Generic[T]):
     """A ticket's place in the queue; ``live`` turns False when it leaves by any path."""
 
-    __slots__ = ("live", "seq", "ticket")
+    __slots__ = ("expires_at", "live", "seq", "ticket")
 
-    def __init__(self, ticket: Ticket[T], seq: int) -> None:
+    def __init__(self, ticket: Ticket[T], seq: int, expires_at: float) -> None:
         self.ticket = ticket
         self.seq = seq
+        self.expires_at = expires_at  # CoDel: enqueue time + the allowance given then
         self.live = True
 
 
@@ -317,23 +322,24 @@ class AdmissionQueue(Generic[T]):
 
     def __init__(self, config: AdmissionConfig | None = None) -> None:
         self._config = config if config is not None else AdmissionConfig()
+        self._workers = self._config.workers
         self._next_seq = 0
         self._live: dict[Ticket[T], _Entry[T]] = {}
         self._live_per_level = [0] * len(Criticality)
         self._queued_per_method: dict[str, int] = {}
         # Arrival order per criticality: FIFO takes from the left, LIFO from the right.
         self._order: list[deque[_Entry[T]]] = [deque() for _ in Criticality]
-        # Arrival order per (criticality, method): one CoDel allowance per deque.
-        self._codel: dict[tuple[int, str], deque[_Entry[T]]] = {}
+        # Min-heap of (expires_at, seq, entry): the CoDel expiry order.
+        self._codel: list[tuple[float, int, _Entry[T]]] = []
         # Min-heaps of (deadline, seq, entry) per method, for the deadline sweep.
         self._deadlines: dict[str, list[tuple[float, int, _Entry[T]]]] = {}
         self._service: dict[str, _ServiceTime] = {}
         self._last_empty: float | None = None
+        self._last_shed = -math.inf  # last CODEL or QUEUE_FULL rejection
         self._removed_since_compact = 0
-        # The sweep is skipped while now < _sweep_due and standing == _swept_standing.
-        # _sweep_due is never later than the earliest time a queued call becomes doomed.
+        # The sweep is skipped while now < _sweep_due, which is never later than
+        # the earliest time a queued call becomes doomed.
         self._sweep_due = -math.inf
-        self._swept_standing = False
 
     @property
     def config(self) -> AdmissionConfig:
@@ -358,20 +364,21 @@ class AdmissionQueue(Generic[T]):
         reason = self._deadline_reason(ticket, now)
         if reason is not None:
             dropped.append((ticket, reason))
+            self._after_change(now)
             return self._rejections(dropped, now)
         if self._config.admit_within_allowance and self._would_outwait(ticket, now):
-            dropped.append((ticket, Reason.CODEL))
+            self._shed(dropped, ticket, Reason.CODEL, now)
             return self._rejections(dropped, now)
         limit = self._config.queue_limit
         if len(self._live) >= limit:
-            self._sweep_if_due(now, self.standing(now), dropped)
+            self._sweep_if_due(now, dropped)
         if len(self._live) >= limit:
             victim = self._preemption_victim(ticket.criticality)
             if victim is None:
-                dropped.append((ticket, Reason.QUEUE_FULL))
+                self._shed(dropped, ticket, Reason.QUEUE_FULL, now)
                 self._after_change(now)
                 return self._rejections(dropped, now)
-            dropped.append((victim, Reason.PREEMPTED))
+            self._shed(dropped, victim, Reason.PREEMPTED, now)
         self._add(ticket, now)
         self._after_change(now)
         return self._rejections(dropped, now)
@@ -393,9 +400,11 @@ class AdmissionQueue(Generic[T]):
             level = next(c for c in _LEVELS_HIGH_TO_LOW if self._live_per_level[c])
             entry = self._pop_live(level, newest=standing)
             self._remove(entry)
-            reason = self._doom_reason(entry.ticket, now, standing)
+            reason = self._doom_reason(entry, now)
             if reason is None:
                 chosen = entry.ticket
+            elif reason is Reason.CODEL:
+                self._shed(dropped, entry.ticket, reason, now)
             else:
                 dropped.append((entry.ticket, reason))
         self._after_change(now)
@@ -407,7 +416,7 @@ class AdmissionQueue(Generic[T]):
         Cheap to call often: it returns at once while no queued call can be due.
         """
         dropped: _Dropped[T] = []
-        self._sweep_if_due(now, self.standing(now), dropped)
+        self._sweep_if_due(now, dropped)
         self._after_change(now)
         return self._rejections(dropped, now)
 
@@ -420,10 +429,11 @@ class AdmissionQueue(Generic[T]):
             self._service[method] = _ServiceTime(seconds, now)
         else:
             stats.add(seconds, now, self._config.service_half_life_s)
-        if method in self._queued_per_method:
-            # The method's allowance and deadline margin changed: its queued calls
-            # may now be due earlier than the sweep planned for.
-            self._sweep_due = min(self._sweep_due, self._method_due(method))
+        heap = self._deadlines.get(method)
+        if heap:
+            # The method's deadline margin changed: its queued calls may now be
+            # due earlier than the sweep planned for.
+            self._sweep_due = min(self._sweep_due, self._deadline_due(heap[0][2].ticket))
 
     # ------------------------------------------------------------ observations
 
@@ -463,35 +473,50 @@ class AdmissionQueue(Generic[T]):
         return target
 
     @property
+    def workers(self) -> int:
+        """Handlers the queue feeds now (``config.workers`` until :meth:`set_workers`)."""
+        return self._workers
+
+    def set_workers(self, workers: int) -> None:
+        """The adapter's concurrency limit changed: drain estimates use ``workers`` from now."""
+        _check_int("workers", workers, low=1)
+        self._workers = workers
+
+    @property
     def depth(self) -> int:
         """Queued calls (not counting running ones)."""
         return len(self._live)
 
     def standing(self, now: float) -> bool:
-        """True when the queue has not been empty at any time in the last ``codel_interval_s``."""
-        return (
-            bool(self._live)
-            and self._last_empty is not None
-            and now - self._last_empty > self._config.codel_interval_s
-        )
+        """True when the queue has not been idle at any time in the last ``codel_interval_s``.
+
+        Idle: empty, with no call shed for overload within the interval. A
+        queue that is empty only because newcomers are being refused on
+        arrival is still standing, so the next newcomer gets the short target.
+        """
+        interval = self._config.codel_interval_s
+        if not self._live and now - self._last_shed > interval:
+            return False
+        return self._last_empty is not None and now - self._last_empty > interval
 
     def codel_load(self, now: float) -> int:
         """CoDel pressure for the load report, 0-100.
 
-        0 when there is no standing queue. Otherwise 1-100: the largest share of
-        its CoDel allowance that any queued call has used so far, in percent;
-        100 means calls are reaching the allowance and being dropped.
+        0 when there is no standing queue. Otherwise 1-100: the share of its
+        CoDel allowance used so far by the queued call closest to its limit, in
+        percent; 100 means calls are reaching the allowance and being dropped.
         """
         if not self.standing(now):
             return 0
-        worst = 0.0
-        for (level, method), fifo in self._codel.items():
-            while fifo and not fifo[0].live:
-                fifo.popleft()
-            if fifo:
-                allowance = self._allowance(method, level, True)
-                worst = max(worst, (now - fifo[0].ticket.enqueued_at) / allowance)
-        return min(100, max(1, round(100.0 * worst)))
+        heap = self._codel
+        while heap and not heap[0][2].live:
+            heapq.heappop(heap)
+        if not heap:
+            return 1
+        entry = heap[0][2]
+        enqueued_at = entry.ticket.enqueued_at
+        used = (now - enqueued_at) / max(entry.expires_at - enqueued_at, 1e-9)
+        return min(100, max(1, round(100.0 * used)))
 
     def pushback_ms(self, now: float) -> int:
         """Suggested client back-off: time for the workers to drain the queue, 1 ms..max.
@@ -505,7 +530,7 @@ class AdmissionQueue(Generic[T]):
         for method, count in self._queued_per_method.items():
             estimate = self.service_estimate(method)
             work_s += count * (config.codel_target_s if estimate is None else estimate)
-        drain_ms = math.ceil(1000.0 * work_s / config.workers)
+        drain_ms = math.ceil(1000.0 * work_s / self._workers)
         return min(config.pushback_max_ms, max(1, drain_ms))
 
     # ------------------------------------------------------------ internals
@@ -531,36 +556,30 @@ class AdmissionQueue(Generic[T]):
         if ahead == 0:
             return False
         allowance = self._allowance(ticket.method, level, self.standing(now))
-        return ahead * stats.estimate / self._config.workers > allowance
+        return ahead * stats.estimate / self._workers > allowance
 
-    def _doom_reason(self, ticket: Ticket[T], now: float, standing: bool) -> Reason | None:
-        reason = self._deadline_reason(ticket, now)
+    def _doom_reason(self, entry: _Entry[T], now: float) -> Reason | None:
+        reason = self._deadline_reason(entry.ticket, now)
         if reason is not None:
             return reason
-        allowance = self._allowance(ticket.method, ticket.criticality, standing)
-        if now - ticket.enqueued_at > allowance:
+        if now > entry.expires_at:
             return Reason.CODEL
         return None
 
-    def _sweep_if_due(self, now: float, standing: bool, dropped: _Dropped[T]) -> None:
-        if now >= self._sweep_due or standing != self._swept_standing:
-            self._sweep(now, standing, dropped)
+    def _sweep_if_due(self, now: float, dropped: _Dropped[T]) -> None:
+        if now >= self._sweep_due:
+            self._sweep(now, dropped)
 
-    def _sweep(self, now: float, standing: bool, dropped: _Dropped[T]) -> None:
+    def _sweep(self, now: float, dropped: _Dropped[T]) -> None:
         """Drop every call whose deadline is gone/too short or that outwaited CoDel.
 
         Deadlines: per method, the earliest deadline is the first to become too
         short for that method's EWMA, so each heap is popped until its top is
-        fine. CoDel: within a (criticality, method) deque all calls share one
-        allowance and arrive in order, so each deque is popped from the oldest
-        until one is young enough. (If the adapter stamps ``enqueued_at``
-        slightly out of arrival order, an expired call can hide behind a younger
-        one until that one leaves; ``take`` checks every call it returns.)
+        fine. CoDel: the expiry heap is popped until its top has time left.
         Records when the next sweep can first find something to drop.
         """
-        due = min(self._sweep_deadlines(now, dropped), self._sweep_codel(now, standing, dropped))
+        due = min(self._sweep_deadlines(now, dropped), self._sweep_codel(now, dropped))
         self._sweep_due = due - _DUE_SLACK_S
-        self._swept_standing = standing
 
     def _sweep_deadlines(self, now: float, dropped: _Dropped[T]) -> float:
         """Drop calls whose deadline is gone or too short; return the next deadline due time."""
@@ -587,48 +606,25 @@ class AdmissionQueue(Generic[T]):
                 del self._deadlines[method]
         return due
 
-    def _sweep_codel(self, now: float, standing: bool, dropped: _Dropped[T]) -> float:
+    def _sweep_codel(self, now: float, dropped: _Dropped[T]) -> float:
         """Drop calls that outwaited CoDel; return the next CoDel due time."""
-        due = math.inf
-        for key in list(self._codel):
-            level, method = key
-            fifo = self._codel[key]
-            allowance = self._allowance(method, level, standing)
-            while fifo:
-                entry = fifo[0]
-                if entry.live:
-                    enqueued_at = entry.ticket.enqueued_at
-                    if now - enqueued_at <= allowance:
-                        due = min(due, enqueued_at + allowance)
-                        break
-                    self._remove(entry)
-                    dropped.append((entry.ticket, Reason.CODEL))
-                fifo.popleft()
-            if not fifo:
-                del self._codel[key]
-        return due
+        heap = self._codel
+        while heap:
+            expires_at, _, entry = heap[0]
+            if entry.live:
+                if now <= expires_at:
+                    return expires_at
+                self._remove(entry)
+                self._shed(dropped, entry.ticket, Reason.CODEL, now)
+            heapq.heappop(heap)
+        return math.inf
 
-    def _entry_due(self, ticket: Ticket[T]) -> float:
-        """Earliest time the ticket can be doomed, under the standing state of the last sweep."""
-        method = ticket.method
-        due = ticket.enqueued_at + self._allowance(method, ticket.criticality, self._swept_standing)
-        if ticket.deadline is not None:
-            stats = self._service.get(method)
-            deadline_due = ticket.deadline - (0.0 if stats is None else stats.estimate)
-            due = min(due, deadline_due)
-        return due - _DUE_SLACK_S
-
-    def _method_due(self, method: str) -> float:
-        """Earliest due time among the method's oldest call per criticality and its deadline."""
-        due = math.inf
-        for level in _LEVELS:
-            fifo = self._codel.get((level, method))
-            if fifo:
-                due = min(due, self._entry_due(fifo[0].ticket))
-        heap = self._deadlines.get(method)
-        if heap:
-            due = min(due, self._entry_due(heap[0][2].ticket))
-        return due
+    def _deadline_due(self, ticket: Ticket[T]) -> float:
+        """When the ticket's deadline leaves less than its method's service EWMA."""
+        if ticket.deadline is None:
+            return math.inf
+        stats = self._service.get(ticket.method)
+        return ticket.deadline - (0.0 if stats is None else stats.estimate) - _DUE_SLACK_S
 
     def _preemption_victim(self, newcomer: Criticality) -> Ticket[T] | None:
         """Evict the oldest call of the lowest criticality below ``newcomer``, if any.
@@ -652,27 +648,31 @@ class AdmissionQueue(Generic[T]):
             if entry.live:
                 return entry
 
+    def _idle(self, now: float) -> bool:
+        """Empty, and nothing shed for overload within the CoDel interval."""
+        return not self._live and now - self._last_shed > self._config.codel_interval_s
+
     def _add(self, ticket: Ticket[T], now: float) -> None:
-        if not self._live:
-            self._last_empty = now  # empty until this instant
-        entry = _Entry(ticket, self._next_seq)
-        self._next_seq += 1
+        if self._idle(now):
+            self._last_empty = now  # idle until this instant
         level = int(ticket.criticality)
         method = ticket.method
+        allowance = self._allowance(method, level, self.standing(now))
+        entry = _Entry(ticket, self._next_seq, ticket.enqueued_at + allowance)
+        self._next_seq += 1
         self._live[ticket] = entry
         self._live_per_level[level] += 1
         self._queued_per_method[method] = self._queued_per_method.get(method, 0) + 1
         self._order[level].append(entry)
-        fifo = self._codel.get((level, method))
-        if fifo is None:
-            fifo = self._codel[(level, method)] = deque()
-        fifo.append(entry)
+        heapq.heappush(self._codel, (entry.expires_at, entry.seq, entry))
+        due = entry.expires_at - _DUE_SLACK_S
         if ticket.deadline is not None:
             heap = self._deadlines.get(method)
             if heap is None:
                 heap = self._deadlines[method] = []
             heapq.heappush(heap, (ticket.deadline, entry.seq, entry))
-        self._sweep_due = min(self._sweep_due, self._entry_due(ticket))
+            due = min(due, self._deadline_due(ticket))
+        self._sweep_due = min(self._sweep_due, due)
 
     def _remove(self, entry: _Entry[T]) -> None:
         ticket = entry.ticket
@@ -687,7 +687,7 @@ class AdmissionQueue(Generic[T]):
         self._removed_since_compact += 1
 
     def _after_change(self, now: float) -> None:
-        if not self._live:
+        if self._idle(now):
             self._last_empty = now
         if self._removed_since_compact >= self._config.queue_limit:
             self._compact()
@@ -695,12 +695,8 @@ class AdmissionQueue(Generic[T]):
     def _compact(self) -> None:
         """Drop dead entries everywhere: O(stored), once per ``queue_limit`` removals."""
         self._order = [deque(e for e in order if e.live) for order in self._order]
-        codel: dict[tuple[int, str], deque[_Entry[T]]] = {}
-        for key, fifo in self._codel.items():
-            alive = deque(e for e in fifo if e.live)
-            if alive:
-                codel[key] = alive
-        self._codel = codel
+        self._codel = [item for item in self._codel if item[2].live]
+        heapq.heapify(self._codel)
         deadlines: dict[str, list[tuple[float, int, _Entry[T]]]] = {}
         for method, heap in self._deadlines.items():
             alive_heap = [item for item in heap if item[2].live]
@@ -714,9 +710,14 @@ class AdmissionQueue(Generic[T]):
         """Entries held by all structures, dead ones included (tests check the bound)."""
         return (
             sum(len(order) for order in self._order)
-            + sum(len(fifo) for fifo in self._codel.values())
+            + len(self._codel)
             + sum(len(heap) for heap in self._deadlines.values())
         )
+
+    def _shed(self, dropped: _Dropped[T], ticket: Ticket[T], reason: Reason, now: float) -> None:
+        """Drop a call for overload: the queue is not idle, however short it is kept."""
+        dropped.append((ticket, reason))
+        self._last_shed = now
 
     def _rejections(self, dropped: _Dropped[T], now: float) -> list[Rejection[T]]:
         if not dropped:

@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--threads", type=int, default=8, help="handler threads per process")
     serve.add_argument(
+        "--fixed-threads",
+        action="store_true",
+        help="run all --threads at once; by default admission runs fewer while CPU-bound "
+        "handlers make grpc's dispatch thread wait for the GIL (rpckit._concurrency)",
+    )
+    serve.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -326,6 +332,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         config = ServerConfig(
             threads=args.threads,
+            adaptive_concurrency=not args.fixed_threads,
             queue_limit=args.queue_limit,
             drain_s=args.drain,
             grace_s=args.grace,

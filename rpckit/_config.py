@@ -36,6 +36,9 @@ class ServerConfig:
             Python at a time; a few more threads cover handlers waiting on I/O.
             Measured on 2 cores: more threads only lengthen queues (DESIGN.md).
             Scale with processes (``workers``), not threads.
+        adaptive_concurrency: run fewer than ``threads`` handlers at once while
+            CPU-bound handlers make grpc's dispatch thread wait for the GIL
+            (:mod:`rpckit._concurrency`); False runs all threads.
         queue_limit: calls admitted to wait for a thread; beyond it calls are
             rejected at once (RESOURCE_EXHAUSTED with pushback).
         side_threads: threads answering health checks and rejections, so those
@@ -59,6 +62,7 @@ class ServerConfig:
     """
 
     threads: int = 8
+    adaptive_concurrency: bool = True
     queue_limit: int = 256
     side_threads: int = 2
     drain_s: float = 2.0

@@ -48,6 +48,7 @@ from rpckit._admission import (
     Ticket,
     parse_criticality,
 )
+from rpckit._concurrency import ConcurrencyConfig, ConcurrencyLimit
 from rpckit._deadline import NO_DEADLINE_S
 from rpckit._grpc_internals import abort_queued, read_call
 from rpckit._load import encode_load
@@ -62,6 +63,10 @@ CRITICALITY_METADATA_KEY = "rpckit-criticality"
 #: How often waiting calls are re-checked. 5 ms keeps rejections within a few
 #: ms of becoming certain without burning a core on wake-ups.
 SWEEP_INTERVAL_S = 0.005
+
+#: The dispatch-lag probe sleeps this long and measures how late it wakes with
+#: the GIL (see _concurrency). It runs only while calls are queued or running.
+PROBE_SLEEP_S = 0.005
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +153,10 @@ class AdmissionExecutor(concurrent.futures.Executor):
         clock: Callable[[], float] = time.monotonic,
         on_reject: Callable[[CallFacts, Rejection[Any]], None] | None = None,
         on_start: Callable[[CallFacts, float], None] | None = None,
+        concurrency: ConcurrencyConfig | None = None,
     ) -> None:
+        """``concurrency``: adapt how many of the threads may run at once to the
+        dispatch lag (:mod:`rpckit._concurrency`); ``None`` runs all of them."""
         self._threads = threads
         self._side_pool = side_pool
         self._clock = clock
@@ -158,6 +166,10 @@ class AdmissionExecutor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._sweep_cond = threading.Condition(self._lock)
+        self._probe_cond = threading.Condition(self._lock)
+        self._limit = (
+            None if concurrency is None else ConcurrencyLimit(threads, clock(), concurrency)
+        )
         self._in_flight = 0
         self._busy_s = 0.0
         self._util = (clock(), 0.0, 0.0)  # (sampled at, busy_s then, utilization)
@@ -172,9 +184,14 @@ class AdmissionExecutor(concurrent.futures.Executor):
         self._sweeper = threading.Thread(
             target=self._sweep_loop, name="rpckit-sweeper", daemon=True
         )
+        self._probe = threading.Thread(
+            target=self._probe_loop, name="rpckit-lag-probe", daemon=True
+        )
         for thread in self._pool:
             thread.start()
         self._sweeper.start()
+        if self._limit is not None:
+            self._probe.start()
 
     # -- concurrent.futures.Executor
 
@@ -197,8 +214,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 raise RuntimeError("cannot submit to an executor that was shut down")
             rejections = self._queue.offer(ticket, now)
             if not any(r.ticket is ticket for r in rejections):
-                self._cond.notify()
-                self._sweep_cond.notify()
+                self._notify_queued()
         self._reject_all(rejections)
         return future
 
@@ -227,8 +243,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 raise RuntimeError("cannot submit to an executor that was shut down")
             rejections = self._queue.offer(ticket, now)
             if not any(r.ticket is ticket for r in rejections):
-                self._cond.notify()
-                self._sweep_cond.notify()
+                self._notify_queued()
         self._reject_all(rejections)
         return future
 
@@ -237,9 +252,12 @@ class AdmissionExecutor(concurrent.futures.Executor):
             self._shutdown = True
             self._cond.notify_all()
             self._sweep_cond.notify_all()
+            self._probe_cond.notify_all()
         if wait:
             for thread in (*self._pool, self._sweeper):
                 thread.join()
+            if self._limit is not None:
+                self._probe.join()
 
     # -- load
 
@@ -251,12 +269,19 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 queue_depth=self._queue.depth,
                 in_flight=self._in_flight,
                 workers=self._threads,
+                concurrency_limit=self._running_limit(),
                 utilization=self._utilization(now),
                 codel_load=self._queue.codel_load(now),
                 pid=os.getpid(),
                 worker_index=self._worker_index,
                 monotonic_ms=int(now * 1000),
             )
+
+    @property
+    def concurrency_limit(self) -> int:
+        """Handlers allowed to run at once now (the thread count unless adaptive)."""
+        with self._cond:
+            return self._threads if self._limit is None else self._limit.limit
 
     def pushback_ms(self) -> int:
         with self._cond:
@@ -273,10 +298,22 @@ class AdmissionExecutor(concurrent.futures.Executor):
 
     # -- threads
 
+    def _notify_queued(self) -> None:
+        """A call was queued (lock held): wake a handler, the sweeper and the probe."""
+        if self._in_flight < self._running_limit():
+            self._cond.notify()
+        self._sweep_cond.notify()
+        self._probe_cond.notify()
+
+    def _running_limit(self) -> int:
+        return self._threads if self._limit is None else self._limit.limit
+
     def _work_loop(self) -> None:
         while True:
             with self._cond:
-                while not self._shutdown and self._queue.depth == 0:
+                while not self._shutdown and (
+                    self._queue.depth == 0 or self._in_flight >= self._running_limit()
+                ):
                     self._cond.wait()
                 if self._shutdown and self._queue.depth == 0:
                     return
@@ -309,6 +346,26 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 self._sweep_cond.wait(timeout=SWEEP_INTERVAL_S)
                 drops = self._queue.expire(self._clock())
             self._reject_all(drops)
+
+    def _probe_loop(self) -> None:
+        """Measure the dispatch lag while there is work, and adapt the limit to it."""
+        limit = self._limit
+        assert limit is not None
+        while True:
+            with self._cond:
+                while not self._shutdown and self._in_flight == 0 and self._queue.depth == 0:
+                    self._probe_cond.wait()
+                if self._shutdown:
+                    return
+            started = self._clock()
+            time.sleep(PROBE_SLEEP_S)
+            now = self._clock()
+            with self._cond:
+                saturated = self._queue.depth > 0 and self._in_flight >= limit.limit
+                if limit.observe(now - started - PROBE_SLEEP_S, saturated=saturated, now=now):
+                    self._queue.set_workers(limit.limit)
+                    self._cond.notify_all()
+                    _log.debug("concurrency limit now %d of %d", limit.limit, self._threads)
 
     def _reject_all(self, rejections: list[Rejection[_Work]]) -> None:
         if not rejections:

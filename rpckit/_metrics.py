@@ -11,7 +11,7 @@ go-grpc-prometheus where one exists:
 | ``grpc_server_handling_seconds`` | histogram | ``grpc_method`` |
 | ``rpckit_queue_wait_seconds`` | histogram | ``grpc_method`` |
 | ``rpckit_shed_total`` | counter | ``grpc_method``, ``reason`` |
-| ``rpckit_queue_depth``, ``rpckit_in_flight`` | gauge | |
+| ``rpckit_queue_depth``, ``rpckit_in_flight``, ``rpckit_concurrency_limit`` | gauge | |
 | ``rpckit_utilization``, ``rpckit_codel_load`` | gauge | |
 
 prometheus-client is an optional dependency (``pip install rpckit[metrics]``).
@@ -67,6 +67,11 @@ class ServerMetrics:
         for name, doc, field in (
             ("rpckit_queue_depth", "Calls waiting for a handler thread.", "queue_depth"),
             ("rpckit_in_flight", "Calls running in handlers.", "in_flight"),
+            (
+                "rpckit_concurrency_limit",
+                "Handlers allowed to run at once (adapts to GIL contention).",
+                "concurrency_limit",
+            ),
             ("rpckit_utilization", "Busy share of handler threads, last second.", "utilization"),
             ("rpckit_codel_load", "CoDel pressure, 0 to 100.", "codel_load"),
         ):

@@ -35,6 +35,7 @@ from google.protobuf import descriptor
 from grpc_reflection.v1alpha import reflection
 
 from rpckit._admission import AdmissionConfig, Rejection
+from rpckit._concurrency import ConcurrencyConfig
 from rpckit._config import ServerConfig, TlsConfig
 from rpckit._executor import AdmissionExecutor, CallFacts, rejection_status
 from rpckit._handlers import wrap_method_handlers
@@ -107,6 +108,7 @@ class Server:
             worker_index=self.config.worker_index,
             on_reject=self._on_reject,
             on_start=self._on_start,
+            concurrency=ConcurrencyConfig() if self.config.adaptive_concurrency else None,
         )
         self.metrics = (
             ServerMetrics(self._executor.load_report)

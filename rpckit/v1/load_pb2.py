@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14rpckit/v1/load.proto\x12\trpckit.v1\"\xa7\x01\n\nLoadReport\x12\x13\n\x0bqueue_depth\x18\x01 \x01(\r\x12\x11\n\tin_flight\x18\x02 \x01(\r\x12\x0f\n\x07workers\x18\x03 \x01(\r\x12\x13\n\x0butilization\x18\x04 \x01(\x02\x12\x12\n\ncodel_load\x18\x05 \x01(\r\x12\x0b\n\x03pid\x18\x06 \x01(\r\x12\x14\n\x0cworker_index\x18\x07 \x01(\r\x12\x14\n\x0cmonotonic_ms\x18\x08 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14rpckit/v1/load.proto\x12\trpckit.v1\"\xc2\x01\n\nLoadReport\x12\x13\n\x0bqueue_depth\x18\x01 \x01(\r\x12\x11\n\tin_flight\x18\x02 \x01(\r\x12\x0f\n\x07workers\x18\x03 \x01(\r\x12\x13\n\x0butilization\x18\x04 \x01(\x02\x12\x12\n\ncodel_load\x18\x05 \x01(\r\x12\x0b\n\x03pid\x18\x06 \x01(\r\x12\x14\n\x0cworker_index\x18\x07 \x01(\r\x12\x14\n\x0cmonotonic_ms\x18\x08 \x01(\x04\x12\x19\n\x11\x63oncurrency_limit\x18\t \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rpckit.v1.load_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LOADREPORT']._serialized_start=36
-  _globals['_LOADREPORT']._serialized_end=203
+  _globals['_LOADREPORT']._serialized_end=230
 # @@protoc_insertion_point(module_scope)

@@ -30,6 +30,7 @@ class LoadReport(_message.Message):
     PID_FIELD_NUMBER: _builtins.int
     WORKER_INDEX_FIELD_NUMBER: _builtins.int
     MONOTONIC_MS_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
     queue_depth: _builtins.int
     """Calls admitted and waiting for a worker thread."""
     in_flight: _builtins.int
@@ -45,6 +46,10 @@ class LoadReport(_message.Message):
     worker_index: _builtins.int
     monotonic_ms: _builtins.int
     """When the report was taken, in the server's monotonic milliseconds."""
+    concurrency_limit: _builtins.int
+    """Handlers allowed to run at once now: `workers`, or fewer while CPU-bound
+    handlers keep grpc's dispatch thread waiting for the GIL.
+    """
     def __init__(
         self,
         *,
@@ -56,10 +61,11 @@ class LoadReport(_message.Message):
         pid: _builtins.int = ...,
         worker_index: _builtins.int = ...,
         monotonic_ms: _builtins.int = ...,
+        concurrency_limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["codel_load", b"codel_load", "in_flight", b"in_flight", "monotonic_ms", b"monotonic_ms", "pid", b"pid", "queue_depth", b"queue_depth", "utilization", b"utilization", "worker_index", b"worker_index", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["codel_load", b"codel_load", "concurrency_limit", b"concurrency_limit", "in_flight", b"in_flight", "monotonic_ms", b"monotonic_ms", "pid", b"pid", "queue_depth", b"queue_depth", "utilization", b"utilization", "worker_index", b"worker_index", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

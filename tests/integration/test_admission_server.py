@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import grpc
@@ -107,3 +108,65 @@ def test_deadline_shorter_than_service_time_is_rejected_without_running() -> Non
         info.value.details()
     )  # answered by admission control, not by grpc's timer
     assert not gate.entered.acquire(blocking=False), "the handler ran for a doomed call"
+
+
+class Burner(inventory_pb2_grpc.InventoryServicer):
+    """GetItem burns 20 ms of CPU holding the GIL, like a handler parsing or rendering."""
+
+    def GetItem(
+        self, request: inventory_pb2.GetItemRequest, context: grpc.ServicerContext
+    ) -> inventory_pb2.Item:
+        end = time.thread_time() + 0.020
+        while time.thread_time() < end:
+            sum(range(200))
+        return inventory_pb2.Item(sku=request.sku)
+
+
+def lowest_limit_under_cpu_load(config: rpckit.ServerConfig, *, calls: int) -> int:
+    """Drive 12 callers at a CPU-bound handler; the lowest concurrency limit reported."""
+    lowest = [config.threads]
+    unexpected: list[str] = []  # failures other than shedding (threads cannot assert)
+    stop = threading.Event()
+    with running([Burner()], config=config) as live:
+        stub = inventory_pb2_grpc.InventoryStub(live.channel)
+        per_caller = calls // 12
+
+        def caller() -> None:
+            for _ in range(per_caller):
+                if stop.is_set():
+                    return
+                try:
+                    _, call = stub.GetItem.with_call(
+                        inventory_pb2.GetItemRequest(sku="x"), timeout=10
+                    )
+                except grpc.RpcError as exc:  # shedding is fine here; the limit is the point
+                    if exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        unexpected.append(f"{exc.code()}: {exc.details()}")
+                    continue
+                report = rpckit.load_from_metadata(call.trailing_metadata())
+                if report is None:
+                    unexpected.append("no load report")
+                    continue
+                lowest[0] = min(lowest[0], report.concurrency_limit)
+                if report.concurrency_limit < config.threads:
+                    stop.set()
+
+        callers = [threading.Thread(target=caller) for _ in range(12)]
+        for thread in callers:
+            thread.start()
+        for thread in callers:
+            thread.join(timeout=120)
+        assert not any(thread.is_alive() for thread in callers)
+    assert unexpected == []
+    return lowest[0]
+
+
+def test_cpu_bound_handlers_lower_the_concurrency_limit() -> None:
+    """Eight threads burning CPU keep grpc's dispatcher waiting for the GIL: fewer may run."""
+    config = rpckit.ServerConfig(threads=8, drain_s=0)
+    assert lowest_limit_under_cpu_load(config, calls=3000) < 8
+
+
+def test_fixed_threads_run_them_all() -> None:
+    config = rpckit.ServerConfig(threads=8, drain_s=0, adaptive_concurrency=False)
+    assert lowest_limit_under_cpu_load(config, calls=240) == 8

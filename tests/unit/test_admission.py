@@ -167,31 +167,37 @@ def test_lifo_once_the_queue_has_stood_then_fifo_again() -> None:
     assert q.standing(0.105)
     taken, dropped = take_all(q, 0.105)
     assert taken == ["c", "b", "a"]  # newest first
-    assert reasons(dropped) == {"old": Reason.CODEL}  # waited 105 ms > 5 ms target
-    # The queue emptied at 0.105: the next calls are served in order again.
-    q.offer(ticket("x", 0.110), 0.110)
-    q.offer(ticket("y", 0.111), 0.111)
-    assert not q.standing(0.112)
-    assert take_all(q, 0.112) == (["x", "y"], [])
+    assert reasons(dropped) == {"old": Reason.CODEL}  # waited 105 ms > its 100 ms
+    # Empty, but it shed at 0.105: not idle, so a newcomer still meets a standing queue.
+    q.offer(ticket("w", 0.150), 0.150)
+    assert q.standing(0.150)
+    assert take_all(q, 0.150) == (["w"], [])
+    # Empty with nothing shed for an interval: idle, the next calls are served in order again.
+    q.offer(ticket("x", 0.210), 0.210)
+    q.offer(ticket("y", 0.211), 0.211)
+    assert not q.standing(0.212)
+    assert take_all(q, 0.212) == (["x", "y"], [])
 
 
-def test_last_empty_is_tracked_on_every_path() -> None:
+def test_idle_is_tracked_on_every_path() -> None:
     q: AdmissionQueue[str] = AdmissionQueue()
     q.offer(ticket("a", 0.0, deadline=0.05), 0.0)
     assert q.expire(0.06)[0].reason is Reason.DEADLINE_GONE  # emptied by expire at 0.06
-    q.offer(ticket("b", 0.1), 0.1)
+    q.offer(ticket("b", 0.1), 0.1)  # a deadline is the caller's limit, not overload: idle
     q.offer(ticket("c", 0.2), 0.2)
-    assert not q.standing(0.199)  # empty at 0.1 (the offer found it empty)
+    assert not q.standing(0.199)  # idle at 0.1 (the offer found it empty)
     assert q.standing(0.201)
     t, dropped = q.take(0.201)  # newest first; b is left for the sweep
     assert (t and t.item, dropped) == ("c", [])
     assert q.depth == 1
     assert q.standing(0.201)
-    assert reasons(q.expire(0.201)) == {"b": Reason.CODEL}  # waited 101 ms > target
-    assert not q.standing(0.201)  # emptied by take
-    q.offer(ticket("d", 0.25), 0.25)
-    assert not q.standing(0.349)
-    assert q.standing(0.351)
+    assert reasons(q.expire(0.201)) == {"b": Reason.CODEL}  # waited 101 ms > its 100 ms
+    assert q.standing(0.201)  # empty, but it shed: not idle
+    assert q.standing(0.301)
+    assert not q.standing(0.302)  # empty and nothing shed for an interval
+    q.offer(ticket("d", 0.35), 0.35)
+    assert not q.standing(0.449)
+    assert q.standing(0.451)
 
 
 def test_higher_criticality_served_first() -> None:
@@ -210,14 +216,27 @@ def test_higher_criticality_served_first() -> None:
 def test_codel_standing_queue_drops_calls_older_than_target() -> None:
     q: AdmissionQueue[str] = AdmissionQueue()
     q.offer(ticket("anchor", 0.0), 0.0)
-    q.offer(ticket("stale", 0.095), 0.095)  # will have waited 8 ms
-    q.offer(ticket("fresh", 0.101), 0.101)  # will have waited 2 ms
-    assert q.standing(0.103)
-    dropped = q.expire(0.103)
+    assert q.standing(0.101)
+    q.offer(ticket("stale", 0.101), 0.101)  # will have waited 6.5 ms
+    q.offer(ticket("fresh", 0.107), 0.107)  # will have waited 0.5 ms
+    dropped = q.expire(0.1075)
     assert reasons(dropped) == {"anchor": Reason.CODEL, "stale": Reason.CODEL}
-    assert all(r.ticket.item != "fresh" for r in dropped)
-    t, dropped = q.take(0.103)
+    t, dropped = q.take(0.1075)
     assert (t and t.item, dropped) == ("fresh", [])
+
+
+def test_codel_allowance_is_fixed_when_a_call_is_queued() -> None:
+    """Fail at Scale's enqueue(req, timeout): a burst queued while idle keeps its interval."""
+    q: AdmissionQueue[str] = AdmissionQueue()
+    q.offer(ticket("anchor", 0.0), 0.0)
+    for i in range(3):  # queued before the queue stands: 100 ms each
+        q.offer(ticket(f"burst{i}", 0.05), 0.05)
+    assert q.standing(0.101)
+    q.offer(ticket("late", 0.101), 0.101)  # queued into a standing queue: 5 ms
+    assert reasons(q.expire(0.107)) == {"anchor": Reason.CODEL, "late": Reason.CODEL}
+    assert q.depth == 3  # the burst has waited 57 ms of its 100
+    assert q.expire(0.1495) == []
+    assert set(reasons(q.expire(0.1505))) == {"burst0", "burst1", "burst2"}
 
 
 def test_codel_without_standing_queue_allows_waiting_up_to_interval() -> None:
@@ -237,11 +256,11 @@ def test_codel_target_scales_with_service_time() -> None:
     assert q.codel_target("slow") == pytest.approx(0.020)
     assert q.codel_target("fast") == 0.005
     q.offer(ticket("anchor", 0.0, method="slow"), 0.0)
-    q.offer(ticket("slow-15ms", 0.100, method="slow"), 0.100)
-    q.offer(ticket("fast-15ms", 0.100, method="fast"), 0.100)
-    dropped = q.expire(0.115)
+    q.offer(ticket("slow-15ms", 0.101, method="slow"), 0.101)  # standing from here on
+    q.offer(ticket("fast-15ms", 0.101, method="fast"), 0.101)
+    dropped = q.expire(0.116)
     assert reasons(dropped) == {"anchor": Reason.CODEL, "fast-15ms": Reason.CODEL}
-    t, _ = q.take(0.115)
+    t, _ = q.take(0.116)
     assert t is not None
     assert t.item == "slow-15ms"
 
@@ -261,12 +280,12 @@ def test_codel_load_measures_use_of_the_allowance() -> None:
     q: AdmissionQueue[str] = AdmissionQueue()
     assert q.codel_load(0.0) == 0  # empty
     q.offer(ticket("anchor", 0.0), 0.0)
-    q.offer(ticket("young", 0.099), 0.099)
     assert q.codel_load(0.099) == 0  # not standing
-    q.expire(0.1001)  # drops the anchor (waited > target once standing)
+    q.offer(ticket("young", 0.101), 0.101)  # standing: 5 ms
+    q.expire(0.1011)  # drops the anchor (waited > its 100 ms)
     assert q.depth == 1
-    assert q.codel_load(0.1015) == 50  # young waited 2.5 ms of its 5 ms
-    assert q.codel_load(0.1039) == 98
+    assert q.codel_load(0.1035) == 50  # young waited 2.5 ms of its 5 ms
+    assert q.codel_load(0.1059) == 98
     assert q.codel_load(0.120) == 100  # clamped: it is due to be dropped
 
 
@@ -460,6 +479,9 @@ class Model:
         self.queued: dict[Ticket[int], int] = {}  # ticket -> arrival index
         self.outcome: dict[int, str] = {}  # item -> "taken" / "rejected"
         self.last_empty: float | None = None
+        self.last_shed = -math.inf  # last overload rejection (CODEL, QUEUE_FULL, PREEMPTED)
+        self.shed_now = False  # the current operation shed a call for overload
+        self.allow: dict[Ticket[int], float] = {}  # CoDel allowance, fixed when queued
         self.offered = 0
         self.taken_by_mode = {"fifo": 0, "lifo": 0}
 
@@ -473,27 +495,31 @@ class Model:
             return max(c.codel_interval_s, target)
         return target * (c.sheddable_target_factor if t.criticality is SHED else 1.0)
 
-    def runnable(self, t: Ticket[int], now: float, standing: bool) -> bool:
+    def standing(self, now: float) -> bool:
+        interval = self.config.codel_interval_s
+        if not self.queued and now - self.last_shed > interval:
+            return False  # idle
+        return self.last_empty is not None and now - self.last_empty > interval
+
+    def runnable(self, t: Ticket[int], now: float) -> bool:
         estimate = self.q.service_estimate(t.method) or 0.0
         deadline_ok = t.deadline is None or (t.deadline > now and t.deadline - now >= estimate)
-        return deadline_ok and now - t.enqueued_at <= self.allowance(t, standing)
+        return deadline_ok and now <= t.enqueued_at + self.allow[t]
 
     def leave(self, t: Ticket[int], how: str) -> None:
         assert t.item not in self.outcome, f"ticket {t.item} left twice"
         self.outcome[t.item] = how
         self.queued.pop(t, None)
 
-    def reject_all(
-        self, rejected: list[Rejection[int]], now: float, standing: bool, *, swept: bool
-    ) -> None:
+    def reject_all(self, rejected: list[Rejection[int]], now: float) -> None:
         for r in rejected:
             self.leave(r.ticket, "rejected")
+            if r.reason in (Reason.CODEL, Reason.QUEUE_FULL, Reason.PREEMPTED):
+                self.shed_now = True
         for r in rejected:
-            self.check_rejection(r, now, standing, swept=swept)
+            self.check_rejection(r, now)
 
-    def check_rejection(
-        self, r: Rejection[int], now: float, standing: bool, *, swept: bool
-    ) -> None:
+    def check_rejection(self, r: Rejection[int], now: float) -> None:
         t = r.ticket
         assert 1 <= r.pushback_ms <= self.config.pushback_max_ms
         estimate = self.q.service_estimate(t.method)
@@ -505,33 +531,29 @@ class Model:
             assert estimate is not None
             assert t.deadline - now < estimate
         elif r.reason is Reason.CODEL:
-            assert now - t.enqueued_at > self.allowance(t, standing)
-            # A sweep drops everything of the same method, no more critical and no younger.
-            for other in self.queued if swept else ():
-                if other.method == t.method and other.criticality <= t.criticality:
-                    assert other.item > t.item
+            assert t in self.allow, "refused on arrival, but the model disables that"
+            assert now > t.enqueued_at + self.allow[t]
 
     def run(self, ops: list[tuple[Any, ...]]) -> None:
         q, now = self.q, 0.0
         for op in ops:
             now += op[1]
-            standing = (
-                bool(self.queued)
-                and self.last_empty is not None
-                and now - self.last_empty > self.config.codel_interval_s
-            )
+            standing = self.standing(now)
             assert q.standing(now) == standing
+            self.shed_now = False
             if op[0] == "offer":
                 self.offer(op, now, standing)
             elif op[0] == "take":
                 self.take(now, standing)
             elif op[0] == "expire":
-                self.reject_all(q.expire(now), now, standing, swept=True)
+                self.reject_all(q.expire(now), now)
                 for t in self.queued:  # the sweep left only runnable calls
-                    assert self.runnable(t, now, standing)
+                    assert self.runnable(t, now)
             else:
                 q.record_service_time(op[2], op[3], now)
-            if not self.queued:
+            if self.shed_now:
+                self.last_shed = now
+            if not self.queued and now - self.last_shed > self.config.codel_interval_s:
                 self.last_empty = now
             assert q.depth == len(self.queued) <= self.config.queue_limit
             assert (q.codel_load(now) == 0) == (not q.standing(now))
@@ -551,11 +573,16 @@ class Model:
         self.offered += 1
         was_full = len(self.queued) >= self.config.queue_limit
         before = list(self.queued)
+        self.allow[t] = self.allowance(t, standing)
         rejected = self.q.offer(t, now)
         self.queued[t] = t.item
-        self.reject_all(rejected, now, standing, swept=True)
-        if not any(o in self.queued for o in before):
-            self.last_empty = now  # empty before the newcomer, or emptied to make room for it
+        self.reject_all(rejected, now)
+        shed_for_room = any(
+            r.ticket is not t and r.reason in (Reason.CODEL, Reason.PREEMPTED) for r in rejected
+        )
+        idle = not shed_for_room and now - self.last_shed > self.config.codel_interval_s
+        if idle and not any(o in self.queued for o in before):
+            self.last_empty = now  # idle before the newcomer, or emptied to make room for it
         by_reason = {r.ticket.item: r.reason for r in rejected}
         estimate = self.q.service_estimate(method)
         if deadline is not None and deadline <= now:
@@ -581,7 +608,7 @@ class Model:
 
     def take(self, now: float, standing: bool) -> None:
         t, rejected = self.q.take(now)
-        self.reject_all(rejected, now, standing, swept=False)
+        self.reject_all(rejected, now)
         for r in rejected:  # take drops only the candidates it looked at
             assert r.reason not in (Reason.PREEMPTED, Reason.QUEUE_FULL)
         if t is None:
@@ -589,7 +616,7 @@ class Model:
             return
         assert t in self.queued
         assert t.deadline is None or t.deadline > now
-        assert self.runnable(t, now, standing)
+        assert self.runnable(t, now)
         self.leave(t, "taken")
         assert all(o.criticality <= t.criticality for o in self.queued)
         same_level = [o.item for o in self.queued if o.criticality == t.criticality]
@@ -643,11 +670,13 @@ def test_property_out_of_order_stamps_never_yield_a_doomed_call(
     """The adapter may stamp enqueued_at a little before it gets the lock."""
     q: AdmissionQueue[int] = AdmissionQueue(config)
     now, offered, left = 0.0, 0, 0
+    allowance: dict[int, float] = {}  # fixed when queued
     for op, lag in zip(ops, lags, strict=False):
         now += op[1]
         standing = q.standing(now)
         if op[0] == "offer":
             deadline = None if op[4] is None else now + op[4]
+            allowance[offered] = q.allowance(op[3], op[2], standing=standing)
             left += len(q.offer(Ticket(offered, op[3], now - lag, deadline, op[2]), now))
             offered += 1
         elif op[0] in ("take", "expire"):
@@ -656,9 +685,7 @@ def test_property_out_of_order_stamps_never_yield_a_doomed_call(
             if t is not None:
                 estimate = q.service_estimate(t.method) or 0.0
                 assert t.deadline is None or (t.deadline > now and t.deadline - now >= estimate)
-                assert now - t.enqueued_at <= q.allowance(
-                    t.method, t.criticality, standing=standing
-                )
+                assert now <= t.enqueued_at + allowance[t.item]
         else:
             q.record_service_time(op[2], op[3], now)
         assert q.depth <= config.queue_limit
