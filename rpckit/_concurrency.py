@@ -22,8 +22,13 @@ event). AIMD, evaluated once per window:
 I/O-bound handlers (which release the GIL while they wait) never raise the lag,
 so they keep every thread; CPU-bound ones settle where the dispatcher still
 answers within a couple of milliseconds. The lag also rises when other
-processes take the CPU; ``min_limit`` bounds how far that can throttle a
-process. Pure policy: the caller passes samples and ``now``.
+processes take the CPU, and the limit then shrinks too, on purpose: a process
+short of CPU that keeps every handler running descheduled GIL holders and
+starves its dispatcher worse (measured with a CPU hog beside bench/overload at
+3x: with the limit held at 8, refusals took 90-160 ms and goodput collapsed;
+with it lowered, the server kept refusing within ~20 ms). ``min_limit`` bounds
+how far that can throttle a process. Pure policy: the caller passes samples
+and ``now``.
 """
 
 from __future__ import annotations
