@@ -16,7 +16,8 @@ The implementation lives in private modules; this is the public surface.
 """
 
 from rpckit._admission import AdmissionConfig, Criticality
-from rpckit._balancer import BackendStatus, BalancedChannel, BalancedChannelConfig, ConnectionStatus
+from rpckit._balancer import BalancedChannel
+from rpckit._balancer_config import BackendStatus, BalancedChannelConfig, ConnectionStatus
 from rpckit._channel import connect
 from rpckit._config import ServerConfig, TlsConfig
 from rpckit._deadline import cancelled, time_remaining

@@ -71,7 +71,7 @@ class BackendLoad:
     Created when discovery adds the backend (``now`` stamps the initial
     estimate, which decays like any other so a new backend gets tried). The
     adapter calls :meth:`start` when a call is sent and exactly one of
-    :meth:`finish` or :meth:`abandon` when it ends.
+    :meth:`finish`, :meth:`reject` or :meth:`abandon` when it ends.
     """
 
     __slots__ = (
@@ -147,6 +147,27 @@ class BackendLoad:
     def abandon(self) -> None:
         """A call ended without a latency sample worth learning from (e.g. caller cancelled)."""
         self._end_call("abandon")
+
+    def reject(self, wait_s: float, now: float) -> None:
+        """A call ended refused by the backend's admission control, which said its queue
+        needs ``wait_s`` seconds to drain (``grpc-retry-pushback-ms``).
+
+        A refusal takes a millisecond, but it must not make the backend look fast:
+        that would send more calls to a backend that is shedding them. Nor may the
+        estimate keep decaying while the backend refuses, which ends the same way
+        (the idle decay is there to try again a backend not heard from for a
+        while; this one just said it is busy). So the estimate returns to its
+        value before idle decay, or to ``wait_s`` if that is more, and its decay
+        starts over: a refusal never makes a backend cheaper, and one that keeps
+        refusing keeps the estimate its last reply gave it (its reported queue
+        depth steers calls away). Not a latency sample: the first real reply
+        still replaces the prior.
+        """
+        if not math.isfinite(wait_s) or wait_s < 0:
+            raise ValueError(f"wait_s must be finite and >= 0, got {wait_s!r}")
+        self._end_call("reject")
+        self._latency_s = max(self._latency_s, wait_s)
+        self._stamp = now
 
     def report(self, queue_depth: int, now: float) -> None:
         """The server reported (``rpckit-load-bin``) ``queue_depth`` calls waiting in its queue."""

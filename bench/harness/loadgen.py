@@ -10,6 +10,10 @@ scheduled time *without waiting for replies* (open loop), with a per-request dea
   socket timeouts = what is left of the deadline; the deadline is also sent as the header
   ``X-Request-Deadline`` (epoch milliseconds).
 
+Other clients (e.g. one that balances over many backends) plug in with
+`LoadGenerator.prepare_client(factory)`: each sender calls the picklable ``factory()`` and drives
+the `Client` it returns the same way.
+
 Latency is measured from the *scheduled* start (see `stats`). Everything is bounded: the
 schedule by duration and count, every wait by a timeout, and targets must be loopback.
 
@@ -36,7 +40,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -185,6 +189,16 @@ class LoadGenerator:
             conn.send(("prepare", target, work))
         self.niceness = max(self._collect("ready", timeout_s=CONNECT_TIMEOUT_S + 5))
 
+    def prepare_client(self, factory: ClientFactory) -> None:
+        """Give every sender its own client, ``factory()`` called in the sender process.
+
+        For load that `Target` does not describe (e.g. a client-side load balancer over
+        many backends); `run` then drives these clients like the built-in ones.
+        """
+        for conn in self._conns:
+            conn.send(("prepare_client", factory))
+        self.niceness = max(self._collect("ready", timeout_s=CONNECT_TIMEOUT_S + 5))
+
     def run(self, schedule: Sequence[float], *, deadline_s: float) -> RunResult:
         """Fire `schedule` (offsets in s from a common start); one record per arrival."""
         if deadline_s <= 0:
@@ -237,15 +251,23 @@ class LoadGenerator:
 # ---------------------------------------------------------------- sender side
 
 
-class _Client(Protocol):
+class Client(Protocol):
+    """What a sender drives: `fire` each call at its time (never waiting for the reply), then
+    `wait_all` for the records of every call fired since the last `wait_all` (bounded)."""
+
     def fire(self, scheduled_s: float, due: float, deadline_s: float) -> None: ...
     def wait_all(self, until: float) -> list[RawRecord]: ...
     def close(self) -> None: ...
 
 
+# Makes a Client inside a sender process. It crosses to the spawned senders by pickling: a
+# module-level function, a functools.partial of one, or an instance of a module-level class.
+ClientFactory = Callable[[], Client]
+
+
 def _sender_main(conn: multiprocessing.connection.Connection) -> None:
     """Sender process: prepare / run / close commands from the parent, until close or EOF."""
-    client: _Client | None = None
+    client: Client | None = None
     # Not permitted (no root/CAP_SYS_NICE): run at normal priority; the niceness is reported.
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, 0, SENDER_NICENESS)
@@ -271,6 +293,16 @@ def _sender_main(conn: multiprocessing.connection.Connection) -> None:
                     conn.send(("failed", f"cannot connect to {message[1].address}: {exc!r}"))
                 else:
                     conn.send(("ready", niceness))
+            elif message[0] == "prepare_client":
+                if client is not None:
+                    client.close()
+                    client = None
+                try:
+                    client = message[1]()
+                except Exception as exc:
+                    conn.send(("failed", f"cannot make a client with {message[1]!r}: {exc!r}"))
+                else:
+                    conn.send(("ready", niceness))
             elif message[0] == "run":
                 if client is None:
                     conn.send(("failed", "run before prepare"))
@@ -284,14 +316,14 @@ def _sender_main(conn: multiprocessing.connection.Connection) -> None:
             client.close()
 
 
-def _make_client(target: Target, work: Work) -> _Client:
+def _make_client(target: Target, work: Work) -> Client:
     if target.protocol == "grpc":
         return _GrpcClient(target, work)
     return _HttpClient(target, work)
 
 
 def _fire_schedule(
-    client: _Client, schedule: Sequence[float], start_at: float, deadline_s: float
+    client: Client, schedule: Sequence[float], start_at: float, deadline_s: float
 ) -> list[RawRecord]:
     for scheduled_s in schedule:
         due = start_at + scheduled_s
@@ -303,7 +335,7 @@ def _fire_schedule(
     return client.wait_all(until=last_due + deadline_s + REPLY_GRACE_S)
 
 
-class _Outstanding:
+class Outstanding:
     """Counts calls in flight; `wait_zero` blocks (bounded) until all have reported."""
 
     def __init__(self) -> None:
@@ -361,7 +393,7 @@ class _GrpcClient:
         )
         self._next = 0
         self._records: list[RawRecord] = []
-        self._outstanding = _Outstanding()
+        self._outstanding = Outstanding()
 
     def fire(self, scheduled_s: float, due: float, deadline_s: float) -> None:
         now = time.monotonic()
@@ -425,7 +457,7 @@ class _HttpClient:
         self._idle = 0
         self._threads: list[threading.Thread] = []
         self._records: list[RawRecord] = []
-        self._outstanding = _Outstanding()
+        self._outstanding = Outstanding()
         # Open a few connections up front so the first arrivals do not all pay for a connect.
         self._prewarm = [self._connect(CONNECT_TIMEOUT_S) for _ in range(4)]
 

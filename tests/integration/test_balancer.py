@@ -26,8 +26,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 import rpckit
 from examples.inventory._gen.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from rpckit import AdmissionConfig
-from rpckit._balancer import BalancedChannel, BalancedChannelConfig
+from rpckit import AdmissionConfig, BalancedChannel, BalancedChannelConfig
 from rpckit._p2c import PickerConfig
 from rpckit.testing import RunningServer, running
 from tests.integration.balancer_app import BalancerProbe, Failure
@@ -343,6 +342,29 @@ def test_retries_only_when_safe_and_on_another_backend() -> None:
             assert future.result(timeout=10).name == went_to[sku][1]
     assert all(len(v) == 2 and v[0] != v[1] for v in went_to.values())
     assert balancer_threads() == []
+
+
+def test_a_backend_refusing_every_call_is_avoided_not_sought() -> None:
+    # Admission refusals come back in a millisecond; learnt as latency they made a shedding
+    # backend the cheapest one, so it drew every first attempt (and the retry budget).
+    shed = Failure(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "rpckit: server overloaded: queued too long", 50
+    )
+    shedding, serving = BalancerProbe("shedding", failures={"GetItem": shed}), BalancerProbe("ok")
+    config = dataclasses.replace(FAST, outlier=None)  # refusals are not faults anyway
+    with (
+        probes(shedding, serving) as live,
+        BalancedChannel([s.address for s in live], config=config) as ch,
+    ):
+        stub = inventory_pb2_grpc.InventoryStub(ch)
+        wait_for(lambda: all(b.serving for b in ch.backends()), "both backends serving")
+        calls, end = 0, time.monotonic() + 3.0  # 3 decay times of FAST's picker
+        while time.monotonic() < end:
+            assert stub.GetItem(GetItem(sku="hold:5"), timeout=10).name == "ok"
+            calls += 1
+    # Probed again only as its estimate decays (then refused: +50 ms), about once a second.
+    assert shedding.calls["GetItem"] <= 10, (shedding.calls, calls)
+    assert calls > 50  # nearly every call went straight to the serving backend
 
 
 def test_with_every_backend_failing_attempts_stay_within_the_retry_budget() -> None:

@@ -335,3 +335,42 @@ def test_simulation_forgives_a_one_off_spike() -> None:
     )
     total = sum(sent.values())
     assert 0.2 < sent[0] / total < 0.3
+
+
+# ---------------------------------------------------------------- admission refusals
+
+
+def test_a_refusal_never_makes_a_backend_cheaper() -> None:
+    load = load_with(0.020, now=0.0)
+    assert load.latency_at(5.0) < 0.020  # idle decay, so a quiet backend gets tried again
+    load.start(5.0)
+    load.reject(0.001, 5.0)  # ...but this one answered "busy": the decay is undone
+    assert load.latency_at(5.0) == pytest.approx(0.020)
+    assert load.outstanding == 0
+    for second in range(6, 60):  # a backend that keeps refusing keeps its estimate
+        load.start(float(second))
+        load.reject(0.001, float(second))
+    assert load.latency_at(59.0) == pytest.approx(0.020)
+    load.start(60.0)
+    load.reject(0.250, 60.0)  # a long queue: at least the time it needs to drain
+    assert load.latency_at(60.0) == pytest.approx(0.250)
+
+
+def test_a_refusal_is_not_a_sample_the_first_reply_still_replaces_the_prior() -> None:
+    load = BackendLoad(0.0, CONFIG)
+    load.start(0.0)
+    load.reject(0.100, 0.0)
+    assert load.latency == pytest.approx(0.100)
+    load.start(0.0)
+    load.finish(0.005, 0.0)
+    assert load.latency == pytest.approx(0.005)
+
+
+def test_reject_checks_its_arguments() -> None:
+    load = BackendLoad(0.0, CONFIG)
+    with pytest.raises(ValueError, match="reject"):
+        load.reject(0.0, 0.0)  # nothing outstanding
+    load.start(0.0)
+    with pytest.raises(ValueError, match="wait_s"):
+        load.reject(-1.0, 0.0)
+    assert load.outstanding == 1

@@ -1,0 +1,1 @@
+"""bench/balance: rpckit's P2C client against grpcio's round_robin and random picks."""

@@ -1,0 +1,452 @@
+"""python -m bench.balance: rpckit's P2C client vs grpcio's round_robin vs random, one slow backend.
+
+Starts N rpckit backends whose handler only sleeps (one of them 10x longer), offers the same
+open-loop Poisson load (a share of the backends' capacity) through each policy in turn from
+several sender processes, and reports per policy goodput, latency percentiles, deadline misses
+and the share of calls each backend got, with the issue's acceptance checks. Writes
+results.md, results.json and balance.png into --out; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import random
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.balance import results
+from bench.balance.clients import POLICIES, ClientSpec
+from bench.balance.plot import plot_balance
+from bench.balance.service import SLOWDOWN_ENV
+from bench.harness import procs
+from bench.harness.loadgen import LoadGenerator, poisson_schedule
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+DEFAULT_OUT = Path("bench/balance/results")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Plan:
+    """Durations of one mode. The backends get backend_warmup_s of load first (their first
+    calls are slow); then each policy runs warmup_s (unmeasured, its clients learn the
+    backends) and measure_s, at the same rate."""
+
+    backend_warmup_s: float
+    warmup_s: float
+    measure_s: float
+    max_requests: int = 400_000
+
+    def __post_init__(self) -> None:
+        durations = (self.backend_warmup_s, self.warmup_s, self.measure_s)
+        if min(durations) <= 0 or self.max_requests < 1:
+            raise ValueError("durations must be > 0 and max_requests >= 1")
+
+
+# Quick: a smoke test under a minute; 8 s is too short for P2C's latency estimates (10 s
+# decay) to forget the start-up of its client, so its numbers are not the acceptance run's.
+QUICK = Plan(backend_warmup_s=2.0, warmup_s=8.0, measure_s=6.0)
+# Full: ~4 minutes. A new BalancedChannel redials its second connection to each
+# single-process backend (worker_redials) in its first seconds; 30 s lets the latency
+# peaks of that start-up decay out of P2C's estimates before measuring.
+FULL = Plan(backend_warmup_s=5.0, warmup_s=30.0, measure_s=40.0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.balance",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "example:\n"
+            "  python -m bench.balance --quick --out /tmp/balance\n"
+            f"  python -m bench.balance            # full mode, ~4 min, into {DEFAULT_OUT}"
+        ),
+    )
+    parser.add_argument("--quick", action="store_true", help="short runs: under a minute")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"where results.md, results.json, balance.png go ({DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--policies",
+        nargs="+",
+        choices=POLICIES,
+        default=list(POLICIES),
+        metavar="NAME",
+        help=f"policies to run, in order ({', '.join(POLICIES)})",
+    )
+    parser.add_argument("--backends", type=int, default=10, help="backend processes (10)")
+    parser.add_argument("--slow-backend", type=int, default=0, help="index of the slow one (0)")
+    parser.add_argument(
+        "--slow-factor", type=float, default=10.0, help="how much slower it is (10)"
+    )
+    parser.add_argument("--service-ms", type=float, default=10.0, help="handler sleep (10)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="handler threads per backend (1; see results.md)"
+    )
+    parser.add_argument(
+        "--load", type=float, default=0.5, help="offered load as a share of capacity (0.5)"
+    )
+    parser.add_argument("--deadline-ms", type=float, default=500.0, help="client deadline (500)")
+    parser.add_argument("--senders", type=int, default=4, help="sender processes (4)")
+    parser.add_argument("--warmup-s", type=float, help="override the mode's warm-up per policy")
+    parser.add_argument(
+        "--backend-warmup-s", type=float, help="override the mode's backend warm-up (once)"
+    )
+    parser.add_argument("--measure-s", type=float, help="override the mode's measured seconds")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the arrival schedule (1)")
+    parser.add_argument(
+        "--findings",
+        type=Path,
+        metavar="FILE",
+        help="markdown bullets (one per line) to print under Findings in results.md",
+    )
+    parser.add_argument(
+        "--rpckit-args",
+        default="",
+        metavar="ARGS",
+        help="extra flags for every backend's rpckit serve, e.g. --rpckit-args='--queue-limit 64'",
+    )
+    return parser
+
+
+def machine_description() -> dict[str, Any]:
+    cpu_model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "-"
+
+    return {
+        "cpu_model": cpu_model,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        **{name: version(name) for name in ("grpcio", "protobuf")},
+    }
+
+
+def backend_argv(threads: int, extra: Sequence[str]) -> list[str]:
+    return [
+        str(VENV_BIN / "rpckit"),
+        "serve",
+        "bench.balance.service:servicers",
+        "--grpc",
+        "127.0.0.1:0",
+        "--threads",
+        str(threads),
+        "--drain",
+        "0.2",
+        "--grace",
+        "2",
+        "--log-level",
+        "WARNING",
+        *extra,
+    ]
+
+
+def start_backends(
+    args: argparse.Namespace, log_dir: Path, extra: Sequence[str]
+) -> list[procs.SystemProcess]:
+    """Start every backend (in parallel: each imports grpc for about a second of CPU)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+
+    def start(index: int) -> procs.SystemProcess:
+        slowdown = args.slow_factor if index == args.slow_backend else 1.0
+        return procs.SystemProcess(
+            f"backend-{index}",
+            backend_argv(args.threads, extra),
+            ready=procs.json_line_address,
+            log_dir=log_dir,
+            env={**env, SLOWDOWN_ENV: repr(slowdown)},
+            cwd=REPO_ROOT,
+            ready_timeout_s=60.0,
+        )
+
+    with ThreadPoolExecutor(max_workers=args.backends) as pool:
+        futures = [pool.submit(start, index) for index in range(args.backends)]
+        started: list[procs.SystemProcess] = []
+        failure: BaseException | None = None
+        for future in futures:
+            try:
+                started.append(future.result())
+            except BaseException as exc:
+                failure = failure or exc
+        if failure is not None:
+            stop_backends(started)
+            raise failure
+    return started
+
+
+def stop_backends(backends: Sequence[procs.SystemProcess]) -> list[int | None]:
+    with ThreadPoolExecutor(max_workers=max(1, len(backends))) as pool:
+        return list(pool.map(lambda backend: backend.stop(timeout_s=15), backends))
+
+
+def backends_cpu_s(backends: Sequence[procs.SystemProcess]) -> float:
+    return sum(procs.tree_cpu_seconds(backend.pid) for backend in backends)
+
+
+def read_findings(path: Path | None) -> list[str]:
+    """The findings file's bullets: a line starting "- " starts one, other lines continue it."""
+    if path is None:
+        return []
+    findings: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        text = line.strip()
+        if text.startswith("- ") or (text and not findings):
+            findings.append(text.removeprefix("- "))
+        elif text:
+            findings[-1] += " " + text
+    return findings
+
+
+def machine_busy_cpu_s() -> float:
+    """CPU seconds the whole machine spent busy (not idle or waiting for I/O) since boot."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    assert fields[0] == "cpu", "/proc/stat starts with the all-CPU line"
+    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    plan = dataclasses.replace(
+        plan,
+        warmup_s=plan.warmup_s if args.warmup_s is None else args.warmup_s,
+        measure_s=plan.measure_s if args.measure_s is None else args.measure_s,
+        backend_warmup_s=plan.backend_warmup_s
+        if args.backend_warmup_s is None
+        else args.backend_warmup_s,
+    )
+    if args.backends < 2 or not 0 <= args.slow_backend < args.backends:
+        raise SystemExit("need --backends >= 2 and 0 <= --slow-backend < --backends")
+    if args.threads < 1 or args.senders < 1 or args.service_ms <= 0 or args.slow_factor <= 0:
+        raise SystemExit("--threads, --senders, --service-ms and --slow-factor must be > 0")
+    if args.load <= 0 or args.deadline_ms <= 0:
+        raise SystemExit("--load and --deadline-ms must be > 0")
+    service_s = [
+        args.service_ms / 1000 * (args.slow_factor if i == args.slow_backend else 1.0)
+        for i in range(args.backends)
+    ]
+    capacity = results.nominal_capacity([args.threads] * args.backends, service_s)
+    rate = args.load * capacity
+    deadline_s = args.deadline_ms / 1000
+    extra = shlex.split(args.rpckit_args)
+    started = time.monotonic()
+    run: dict[str, Any] = {
+        "benchmark": "balance",
+        "mode": "quick" if args.quick else "full",
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": shlex.join(["python", "-m", "bench.balance", *(argv or sys.argv[1:])]),
+        "machine": machine_description(),
+        "config": {
+            "backends": args.backends,
+            "slow_backend": args.slow_backend,
+            "slow_factor": args.slow_factor,
+            "service_ms": args.service_ms,
+            "threads": args.threads,
+            "load": args.load,
+            "deadline_ms": args.deadline_ms,
+            "senders": args.senders,
+            "backend_warmup_s": plan.backend_warmup_s,
+            "warmup_s": plan.warmup_s,
+            "measure_s": plan.measure_s,
+            "seed": args.seed,
+            "rpckit_args": extra,
+            "backend_argv": backend_argv(args.threads, extra),
+        },
+        "capacity_rps": capacity,
+        "rate_rps": rate,
+        "policies": [],
+        "notes": [],
+        "findings": read_findings(args.findings),
+    }
+    procs.progress(
+        f"balance benchmark, {run['mode']} mode: {args.backends} backends x {args.threads} "
+        f"thread(s), capacity {capacity:.0f}/s, offering {rate:.0f}/s from {args.senders} "
+        f"senders, policies: {', '.join(args.policies)}"
+    )
+    warmup = poisson_schedule(
+        rate_rps=rate,
+        duration_s=plan.warmup_s,
+        max_requests=plan.max_requests,
+        rng=random.Random(args.seed - 1),
+    )
+    measured = poisson_schedule(
+        rate_rps=rate,
+        duration_s=plan.measure_s,
+        max_requests=plan.max_requests,
+        rng=random.Random(args.seed),
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-balance-") as scratch:
+        log_dir = Path(scratch) / "logs"
+        procs.progress(f"starting {args.backends} backends")
+        backends = start_backends(args, log_dir, extra)
+        try:
+            addresses = tuple(backend.address for backend in backends)
+            backend_of_pid = {
+                pid: index
+                for index, backend in enumerate(backends)
+                for pid in procs.process_tree(backend.pid)
+            }
+            run["config"]["addresses"] = list(addresses)
+            procs.progress(f"backends ready: {', '.join(addresses)}")
+            with LoadGenerator(senders=args.senders) as generator:
+                procs.progress(f"backend warm-up: {plan.backend_warmup_s:g} s, random picks")
+                generator.prepare_client(
+                    ClientSpec(policy="random", addresses=addresses, wait_ms=args.service_ms)
+                )
+                generator.run(
+                    poisson_schedule(
+                        rate_rps=rate,
+                        duration_s=plan.backend_warmup_s,
+                        max_requests=plan.max_requests,
+                        rng=random.Random(args.seed - 2),
+                    ),
+                    deadline_s=deadline_s,
+                )
+                for policy in args.policies:
+                    entry: dict[str, Any] = {
+                        "policy": policy,
+                        "label": results.POLICY_LABELS[policy],
+                    }
+                    run["policies"].append(entry)
+                    try:
+                        run_policy(
+                            entry,
+                            generator,
+                            ClientSpec(
+                                policy=policy,
+                                addresses=addresses,
+                                wait_ms=args.service_ms,
+                                seed=args.seed,
+                            ),
+                            warmup=warmup,
+                            measured=measured,
+                            plan=plan,
+                            deadline_s=deadline_s,
+                            backends=backends,
+                            backend_of_pid=backend_of_pid,
+                            slow=args.slow_backend,
+                        )
+                    except (RuntimeError, TimeoutError) as exc:
+                        entry["note"] = f"failed: {str(exc)[:300]}"
+                        procs.progress(f"{policy}: {entry['note']}")
+                    other = (entry.get("cpu") or {}).get("other_cores")
+                    if other is not None and other > 0.1:
+                        run["notes"].append(
+                            f"{policy}: other processes used {other:.2f} cores during the "
+                            "measured window (the machine was not quiet)"
+                        )
+                    lag = (entry.get("summary") or {}).get("send_lag_p99_ms")
+                    if lag is not None and lag > 10:
+                        run["notes"].append(
+                            f"{policy}: sender lag p99 {lag:.0f} ms (the senders were short of "
+                            "CPU; OK-call latencies include it)"
+                        )
+                run["config"]["sender_niceness"] = generator.niceness
+        finally:
+            procs.progress("stopping the backends")
+            codes = stop_backends(backends)
+            bad = [f"#{i}: {code}" for i, code in enumerate(codes) if code != 0]
+            if bad:
+                run["notes"].append(f"backends that did not exit 0 on SIGTERM: {', '.join(bad)}")
+    run["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    run["elapsed_s"] = round(time.monotonic() - started, 1)
+    run["acceptance"] = [dataclasses.asdict(check) for check in results.acceptance(run)]
+    run["plot"] = "balance.png"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    markdown = results.render_markdown(run)
+    (args.out / "results.md").write_text(markdown, encoding="utf-8")
+    plot_balance(run, args.out / "balance.png")
+    procs.progress(
+        f"done in {run['elapsed_s']} s: {args.out}/results.md, results.json, balance.png"
+    )
+    print(markdown)
+    return 0
+
+
+def run_policy(
+    entry: dict[str, Any],
+    generator: LoadGenerator,
+    spec: ClientSpec,
+    *,
+    warmup: Sequence[float],
+    measured: Sequence[float],
+    plan: Plan,
+    deadline_s: float,
+    backends: Sequence[procs.SystemProcess],
+    backend_of_pid: dict[int, int],
+    slow: int,
+) -> None:
+    """Warm up, then measure one policy; fill ``entry``."""
+    procs.progress(f"{spec.policy}: connecting {generator.senders} senders")
+    generator.prepare_client(spec)
+    procs.progress(f"{spec.policy}: warm-up {plan.warmup_s:g} s ({len(warmup)} calls)")
+    generator.run(warmup, deadline_s=deadline_s)
+    cpu_before, busy_before = backends_cpu_s(backends), machine_busy_cpu_s()
+    procs.progress(f"{spec.policy}: measuring {plan.measure_s:g} s ({len(measured)} calls)")
+    result = generator.run(measured, deadline_s=deadline_s)
+    backend_cpu = backends_cpu_s(backends) - cpu_before
+    busy = machine_busy_cpu_s() - busy_before
+    summary = results.summarize_policy(
+        result.records,
+        window_s=plan.measure_s,
+        backend_of_pid=backend_of_pid,
+        backends=len(backends),
+        slow=slow,
+    )
+    entry["summary"] = summary
+    entry["cpu"] = {
+        "backends_s": round(backend_cpu, 2),
+        "senders_s": round(result.sender_cpu_s, 2),
+        "cores_used": round((backend_cpu + result.sender_cpu_s) / plan.measure_s, 2),
+        # Everything else the machine ran meanwhile (this runner, other work on the box).
+        "other_cores": round(
+            max(0.0, busy - backend_cpu - result.sender_cpu_s) / plan.measure_s, 2
+        ),
+    }
+    share = summary["slow_share"]
+    procs.progress(
+        f"{spec.policy}: goodput {summary['goodput_rps']:.1f}/s of {summary['offered_rps']:.1f}"
+        f"/s, p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, p99.9 "
+        f"{summary['p999_ms']} ms, misses {summary['misses']}, slow backend "
+        f"{'-' if share is None else f'{share:.2%}'}, sender lag p99 "
+        f"{summary['send_lag_p99_ms']} ms, CPU {entry['cpu']['cores_used']} cores "
+        f"(+ {entry['cpu']['other_cores']} other)"
+    )
+    time.sleep(0.5)  # let the backends' queues empty before the next policy
+
+
+if __name__ == "__main__":
+    sys.exit(main())

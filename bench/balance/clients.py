@@ -1,0 +1,170 @@
+"""The three ways bench/balance spreads calls over the backends, as load-generator clients.
+
+Each sender process makes one `PolicyClient` from a picklable `ClientSpec`
+(`bench.harness.loadgen.LoadGenerator.prepare_client`):
+
+- ``p2c``: one ``rpckit.BalancedChannel`` over all the backends (its default config);
+- ``round_robin``: one plain grpc channel to ``ipv4:127.0.0.1:p1,127.0.0.1:p2,...`` with the
+  service config ``{"loadBalancingConfig": [{"round_robin": {}}]}`` (grpc core's own policy);
+- ``random``: one grpc channel per backend, one picked uniformly at random per call.
+
+Calls are ``.future()`` calls fired on schedule (open loop), with the time left of the
+deadline as their timeout, like the harness's own gRPC client. Each record carries the pid of
+the backend that answered: from the reply, or from the rpckit load report
+(``rpckit-load-bin``) that an rpckit server puts on its errors too; 0 when nobody answered
+(the client's own timeout, a connection error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import random
+import time
+from typing import Any, Literal
+
+from bench.harness.loadgen import (
+    CONNECT_TIMEOUT_S,
+    WORK_METHOD,
+    Outstanding,
+    RawRecord,
+    check_loopback,
+)
+from bench.harness.stats import Outcome, classify_grpc
+
+Policy = Literal["p2c", "round_robin", "random"]
+POLICIES: tuple[Policy, ...] = ("p2c", "round_robin", "random")
+
+ROUND_ROBIN_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClientSpec:
+    """What a sender needs to build its client; calling it builds one (in the sender)."""
+
+    policy: Policy
+    addresses: tuple[str, ...]  # loopback HOST:PORT of every backend
+    wait_ms: float  # asked of each call (the backends multiply it by their slowdown)
+    payload_bytes: int = 16
+    seed: int = 0  # of the random policy's picks
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown policy {self.policy!r}")
+        if not self.addresses:
+            raise ValueError("need at least one backend address")
+        for address in self.addresses:
+            check_loopback(address)
+
+    def __call__(self) -> PolicyClient:
+        return PolicyClient(self)
+
+
+def round_robin_target(addresses: tuple[str, ...]) -> str:
+    """grpc's target naming every backend (``ipv4:`` takes a comma-separated address list)."""
+    return "ipv4:" + ",".join(addresses)
+
+
+class PolicyClient:
+    """One sender's client for one policy (see the module docstring)."""
+
+    def __init__(self, spec: ClientSpec) -> None:
+        import grpc
+
+        import rpckit
+        from bench._gen.benchwork.v1 import work_pb2
+
+        self._grpc = grpc
+        self._load_from_metadata = rpckit.load_from_metadata
+        self._rng = random.Random(spec.seed)
+        self._closables: list[Any] = []
+        serializer = work_pb2.DoRequest.SerializeToString
+        deserializer = work_pb2.DoResponse.FromString
+        channels: list[grpc.Channel]
+        if spec.policy == "p2c":
+            balanced = rpckit.BalancedChannel(list(spec.addresses))
+            self._closables.append(balanced)
+            _wait_all_serving(balanced, len(spec.addresses))
+            channels = [balanced]
+        elif spec.policy == "round_robin":
+            channels = [
+                grpc.insecure_channel(
+                    round_robin_target(spec.addresses),
+                    options=[("grpc.service_config", ROUND_ROBIN_SERVICE_CONFIG)],
+                )
+            ]
+        else:
+            channels = [grpc.insecure_channel(address) for address in spec.addresses]
+        if spec.policy != "p2c":
+            self._closables += channels
+            for channel in channels:
+                grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
+        self._calls = [
+            channel.unary_unary(
+                WORK_METHOD, request_serializer=serializer, response_deserializer=deserializer
+            )
+            for channel in channels
+        ]
+        self._request = work_pb2.DoRequest(
+            cpu_ms=0, wait_ms=spec.wait_ms, payload=b"x" * spec.payload_bytes
+        )
+        self._records: list[RawRecord] = []
+        self._outstanding = Outstanding()
+
+    def fire(self, scheduled_s: float, due: float, deadline_s: float) -> None:
+        now = time.monotonic()
+        remaining = due + deadline_s - now
+        if remaining <= 0:
+            self._records.append(
+                (scheduled_s, now - due, Outcome.DEADLINE.value, "not sent", 0, now - due)
+            )
+            return
+        call = self._calls[0] if len(self._calls) == 1 else self._rng.choice(self._calls)
+        self._outstanding.add()
+        try:
+            future = call.future(self._request, timeout=remaining)
+        except BaseException:
+            self._outstanding.done()
+            raise
+        future.add_done_callback(
+            functools.partial(self._on_done, scheduled_s, due, deadline_s, now - due)
+        )
+
+    def _on_done(
+        self, scheduled_s: float, due: float, deadline_s: float, lag: float, future: Any
+    ) -> None:
+        try:
+            latency = time.monotonic() - due
+            code = future.code()
+            outcome, code_name = classify_grpc(code.name, latency, deadline_s)
+            if code is self._grpc.StatusCode.OK:
+                pid = int(future.result().pid)
+            else:
+                report = self._load_from_metadata(future.trailing_metadata())
+                pid = int(report.pid) if report is not None else 0
+            self._records.append((scheduled_s, latency, outcome.value, code_name, pid, lag))
+        finally:
+            self._outstanding.done()
+
+    def wait_all(self, until: float) -> list[RawRecord]:
+        left = self._outstanding.wait_zero(until)
+        records, self._records = self._records, []
+        if left:  # cannot happen with timeouts set, but never lose a request silently
+            records += [(0.0, 0.0, Outcome.ERROR.value, "no reply", 0, 0.0)] * left
+        return records
+
+    def close(self) -> None:
+        for closable in self._closables:
+            closable.close()
+
+
+def _wait_all_serving(channel: Any, backends: int) -> None:
+    """Until the balanced channel sees every backend SERVING (bounded), like channel_ready."""
+    give_up_at = time.monotonic() + CONNECT_TIMEOUT_S
+    while time.monotonic() < give_up_at:
+        statuses = channel.backends()
+        if len(statuses) == backends and all(status.serving for status in statuses):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"not every backend was SERVING within {CONNECT_TIMEOUT_S:g} s")
