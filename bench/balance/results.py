@@ -152,20 +152,42 @@ def acceptance(run: Mapping[str, Any]) -> list[Check]:
     p2c = _policy(run, "p2c")
     rr = _policy(run, "round_robin")
     checks: list[Check] = []
-    p2c_p99 = None if p2c is None else p2c["p99_ms"]
-    rr_p99 = None if rr is None else rr["p99_ms"]
-    if p2c_p99 is None or rr_p99 is None or rr_p99 <= 0:
-        checks.append(
-            Check(name="P2C p99 / round_robin p99", value="-", target="<= 0.2", passed=None)
-        )
+    # The tail a caller sees: p99 over all calls, a call that failed or came late counting as
+    # slower than the deadline. Over OK calls only, a policy that fails its slow calls (round
+    # robin sends the slow backend more than it can take; admission refuses the rest) would
+    # look faster than one that serves them: survivorship. Both are shown; the first decides.
+    deadline_ms = float(run["config"]["deadline_ms"])
+    name = "P2C p99 / round_robin p99 (all calls)"
+    if p2c is None or rr is None or p2c.get("sent", 0) == 0 or rr.get("sent", 0) == 0:
+        checks.append(Check(name=name, value="-", target=f"<= {MAX_P99_RATIO:g}", passed=None))
     else:
-        ratio = p2c_p99 / rr_p99
+        p2c_all, rr_all = p2c["p99_all_ms"], rr["p99_all_ms"]
+        # None: beyond the deadline. P2C's then cannot be bounded; round_robin's is > deadline.
+        p2c_text = f"> {deadline_ms:g}" if p2c_all is None else f"{p2c_all:.1f}"
+        rr_text = f"> {deadline_ms:g}" if rr_all is None else f"{rr_all:.1f}"
+        if p2c_all is None:
+            passed, ratio_text = False, "?"
+        else:
+            ratio = p2c_all / (deadline_ms if rr_all is None else rr_all)
+            passed = ratio <= MAX_P99_RATIO
+            ratio_text = f"{'< ' if rr_all is None else ''}{ratio:.2f}"
         checks.append(
             Check(
-                name="P2C p99 / round_robin p99",
-                value=f"{p2c_p99:.1f} / {rr_p99:.1f} ms = {ratio:.2f}",
+                name=name,
+                value=f"{p2c_text} / {rr_text} ms = {ratio_text}",
                 target=f"<= {MAX_P99_RATIO:g}",
-                passed=ratio <= MAX_P99_RATIO,
+                passed=passed,
+            )
+        )
+    p2c_p99 = None if p2c is None else p2c["p99_ms"]
+    rr_p99 = None if rr is None else rr["p99_ms"]
+    if p2c_p99 is not None and rr_p99 is not None and rr_p99 > 0:
+        checks.append(
+            Check(
+                name="P2C p99 / round_robin p99 (OK calls only; see above)",
+                value=f"{p2c_p99:.1f} / {rr_p99:.1f} ms = {p2c_p99 / rr_p99:.2f}",
+                target="(information)",
+                passed=None,
             )
         )
     if p2c is None or p2c["miss_fraction"] is None:
