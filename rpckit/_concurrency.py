@@ -27,7 +27,7 @@ short of CPU that keeps every handler running descheduled GIL holders and
 starves its dispatcher worse (measured with a CPU hog beside bench/overload at
 3x: with the limit held at 8, refusals took 90-160 ms and goodput collapsed;
 with it lowered, the server kept refusing within ~20 ms). ``min_limit`` bounds
-how far that can throttle a process. Pure policy: the caller passes samples
+how far either can throttle a process. Pure policy: the caller passes samples
 and ``now``.
 """
 
@@ -65,8 +65,9 @@ class ConcurrencyConfig:
     """Multiplicative decrease on a lagging window."""
 
     min_limit: int = 2
-    """Never fewer handlers than this (the lag also rises when other processes
-    take the CPU, which fewer handlers cannot cure)."""
+    """Never fewer handlers than this (capped by the thread count): the lag also
+    rises with the dispatch thread's own work and with other processes' CPU use,
+    which fewer handlers cannot fully cure."""
 
     def __post_init__(self) -> None:
         for name in ("target_lag_s", "window_s"):

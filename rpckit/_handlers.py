@@ -9,7 +9,9 @@ For each call the wrapper
 3. maps errors: :class:`~rpckit.StatusError` becomes its status with rich
    details; ``context.abort`` passes through; any other exception becomes
    INTERNAL with a generic message while the traceback goes to the log;
-4. adds the load report trailer to every response, success or failure.
+4. adds the load report trailer to every response, success or failure
+   (unless the context says ``wants_load_report = False``: the HTTP shim's,
+   whose callers never see trailers).
 
 Handlers stay plain grpcio servicers and never see any of this.
 """
@@ -143,7 +145,7 @@ class _Behavior:
     def _fail(self, context: grpc.ServicerContext, exc: Exception) -> NoReturn:
         if isinstance(exc, StatusError):
             status = to_grpc_status(exc)
-            context.abort_with_status(_StatusWithLoad(status, self._load_pair()))
+            context.abort_with_status(_StatusWithLoad(status, self._load_pair(context)))
         if cast(Any, context).code() not in (None, grpc.StatusCode.OK):
             # The handler called context.abort(): keep its status, add the load report.
             self._add_load(context)
@@ -157,18 +159,18 @@ class _Behavior:
         trailers: list[tuple[str, str | bytes]] = [
             (PUSHBACK_METADATA_KEY, str(rejection.pushback_ms))
         ]
-        trailers.extend(self._load_pair())
+        trailers.extend(self._load_pair(context))
         context.set_trailing_metadata(tuple(trailers))
         code, details = rejection_status(rejection)
         context.abort(code, details)
 
-    def _load_pair(self) -> list[tuple[str, str | bytes]]:
-        if self._load is None:
+    def _load_pair(self, context: grpc.ServicerContext) -> list[tuple[str, str | bytes]]:
+        if self._load is None or not getattr(context, "wants_load_report", True):
             return []
         return [encode_load(self._load())]
 
     def _add_load(self, context: grpc.ServicerContext) -> None:
-        pair = self._load_pair()
+        pair = self._load_pair(context)
         if pair:
             existing = tuple(cast(Any, context).trailing_metadata() or ())
             context.set_trailing_metadata((*existing, *pair))

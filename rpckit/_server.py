@@ -58,12 +58,15 @@ class LocalDispatch:
 
     ``handlers`` are the wrapped method handlers (deadline scope, error mapping,
     load trailers, metrics) by full method name; ``submit(fn, facts)`` runs
-    ``fn`` through the admission queue on the handler threads.
+    ``fn`` through the admission queue on the handler threads; ``run_now(fn,
+    facts)`` runs it in the caller's thread when admission would start it at
+    once (a free slot, nothing queued) and says whether it did.
     """
 
     services: tuple[descriptor.ServiceDescriptor, ...]
     handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
     submit: Callable[[Callable[[], Any], CallFacts], concurrent.futures.Future[None]]
+    run_now: Callable[[Callable[[], Any], CallFacts], bool] | None = None
 
 
 class ServerState(enum.Enum):
@@ -153,6 +156,7 @@ class Server:
             services=tuple(b.service for b in self._bindings),
             handlers=dict(self._local_handlers),
             submit=self._executor.submit_call,
+            run_now=self._executor.run_now,
         )
 
     @property

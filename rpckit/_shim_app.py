@@ -42,6 +42,7 @@ from google.protobuf.message import Message
 
 from rpckit._errors import INTERNAL_MESSAGE, StatusError, to_grpc_status
 from rpckit._handlers import wrap_method_handlers
+from rpckit._http_turns import OUTSIDE_TURN_ENVIRON_KEY, OutsideTurn, QuickCalls
 from rpckit._jsonmap import LegacyProfile, dumps, field_to_obj, message_to_obj
 from rpckit._routes import (
     Match,
@@ -173,6 +174,10 @@ class Shim:
         on_shadow: told of every shadow comparison (also logged and counted).
     """
 
+    #: Handlers, guards and the fallback run outside the embedded server's turn
+    #: (:mod:`rpckit._http_turns`), so ``rpckit serve --http`` serves it with turns.
+    yields_turns = True
+
     def __init__(
         self,
         services: Sequence[object] = (),
@@ -216,6 +221,13 @@ class Shim:
         }
         self._default_profile = LegacyProfile()
         self.traffic = TrafficCounters(max_callers=self.config.max_callers)
+        self._guard_times = QuickCalls(clock=clock)  # guard run times, by route
+        self._fallback_times = QuickCalls(clock=clock)  # fallback run times, by path prefix
+        #: (metadata key, environ key) of each forwarded header.
+        self._forwarded = tuple(
+            (name, "CONTENT_TYPE" if name == "content-type" else _environ_key(name))
+            for name in self.config.forward_headers
+        )
 
     def _source(
         self,
@@ -229,7 +241,12 @@ class Shim:
             if services:
                 raise TypeError("with server=, the services are the server's; drop services=")
             dispatch = server.local_dispatch()
-            invoker = LocalInvoker(dispatch.handlers, submit=dispatch.submit, clock=self._clock)
+            invoker = LocalInvoker(
+                dispatch.handlers,
+                submit=dispatch.submit,
+                run_now=getattr(dispatch, "run_now", None),
+                clock=self._clock,
+            )
             return list(dispatch.services), invoker
         if channel is not None:
             found = [_service_descriptor(s) for s in services]
@@ -318,7 +335,8 @@ class Shim:
             )
             return start_response(status, headers, exc_info)
 
-        return self.fallback(environ, counting_start)
+        with self._fallback_times.run(_fallback_key(environ), _outside(environ)):
+            return self.fallback(environ, counting_start)
 
     def _serve(self, environ: WSGIEnvironment, method: str, caller: str) -> _Served:
         """The answer (None: pass to the fallback) and the (route, served_by) labels."""
@@ -471,7 +489,8 @@ class Shim:
         try:
             metadata = self._metadata(environ)
             if settings.guard is not None:
-                self._run_guard(settings, route, metadata)
+                with self._guard_times.run(route_key(route), _outside(environ)):
+                    self._run_guard(settings, route, metadata)
             timeout = deadline_from_headers(
                 _text(environ.get("HTTP_X_REQUEST_TIMEOUT")),
                 _text(environ.get("HTTP_GRPC_TIMEOUT")),
@@ -484,7 +503,12 @@ class Shim:
             return self._error(error, profile)
         assert self._invoker is not None  # routes exist only with a source of calls
         outcome = self._invoker.call(
-            route, request, metadata=metadata, deadline=deadline, peer=_peer(environ)
+            route,
+            request,
+            metadata=metadata,
+            deadline=deadline,
+            peer=_peer(environ),
+            outside_turn=_outside(environ),
         )
         headers = self._headers_from_metadata(outcome)
         if not outcome.ok:
@@ -598,12 +622,7 @@ class Shim:
 
     def _metadata(self, environ: WSGIEnvironment) -> tuple[tuple[str, str], ...]:
         pairs = []
-        for name in self.config.forward_headers:
-            key = (
-                "CONTENT_TYPE"
-                if name == "content-type"
-                else "HTTP_" + name.upper().replace("-", "_")
-            )
+        for name, key in self._forwarded:
             value = environ.get(key)
             if isinstance(value, str) and value.isascii() and value.isprintable():
                 pairs.append((name, value))
@@ -640,6 +659,11 @@ def _service_descriptor(service: object) -> descriptor.ServiceDescriptor:
             ) from None
         return found
     return bind(service).service
+
+
+def _environ_key(header: str) -> str:
+    """Where WSGI puts a request header: ``x-request-id`` -> ``HTTP_X_REQUEST_ID``."""
+    return "HTTP_" + header.upper().replace("-", "_")
 
 
 def _text(value: object) -> str | None:
@@ -687,6 +711,29 @@ def _with_body(environ: WSGIEnvironment, body: bytes) -> WSGIEnvironment:
     return copy
 
 
+def _outside(environ: WSGIEnvironment) -> OutsideTurn | None:
+    """The HTTP server's way out of the request's turn, if it gave one (:mod:`rpckit._http_turns`).
+
+    Taken around what may block -- the fallback app always; handlers, proxied
+    calls and guards unless they have been quick lately -- so a request
+    waiting on I/O does not hold up the others.
+    """
+    outside: OutsideTurn | None = environ.get(OUTSIDE_TURN_ENVIRON_KEY)
+    return outside
+
+
+def _fallback_key(environ: WSGIEnvironment) -> str:
+    """What kind of fallback request this is, for its run time: method and first segment."""
+    path = str(environ.get("PATH_INFO") or "/")
+    return f"{environ.get('REQUEST_METHOD')} /{path[1:].split('/', 1)[0][:64]}"
+
+
+def _outside_turn(environ: WSGIEnvironment) -> contextlib.AbstractContextManager[Any]:
+    """``with _outside_turn(environ):`` runs without the request's turn (if any)."""
+    outside = _outside(environ)
+    return contextlib.nullcontext() if outside is None else outside()
+
+
 def _capture(app: WSGIApplication, environ: WSGIEnvironment) -> CapturedResponse:
     """Call a WSGI app and hold its whole answer in memory."""
     started: list[Any] = []
@@ -698,13 +745,14 @@ def _capture(app: WSGIApplication, environ: WSGIEnvironment) -> CapturedResponse
         started[:] = [status, list(headers)]
         return written.append
 
-    result = app(environ, start_response)
-    try:
-        chunks = [*written, *result]
-    finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
+    with _outside_turn(environ):
+        result = app(environ, start_response)
+        try:
+            chunks = [*written, *result]
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
     if not started:
         raise RuntimeError("the fallback app returned without calling start_response")
     status = int(str(started[0]).split(" ", 1)[0])

@@ -8,9 +8,18 @@ response or the status, and the metadata):
   calling (WSGI) thread, inside rpckit's handler wrapper (deadline scope,
   cancellation, StatusError mapping, INTERNAL without traceback) -- exactly what
   a gRPC call gets, minus the network;
-* :class:`LocalInvoker` with a server's submitter: the same, but the call
-  waits in the server's admission queue and runs on its handler threads, so
-  overload sheds HTTP calls like gRPC ones (RESOURCE_EXHAUSTED, pushback);
+* :class:`LocalInvoker` with a server's submitter: the same, but through the
+  server's admission control, so overload sheds HTTP calls like gRPC ones
+  (RESOURCE_EXHAUSTED, pushback). When admission would start the call at once
+  (a handler slot free, nothing queued, deadline longer than the method's
+  service time) it runs in the WSGI thread, counted in the server's slots and
+  load like any call (``run_now``): a thread handoff there and back costs more
+  than most handlers. Otherwise it waits in the admission queue and runs on a
+  handler thread; the WSGI thread answers at the deadline (504) if it must.
+  A call run in the WSGI thread, like one run without a submitter, answers
+  when its handler returns: past its deadline that is a 504, and the handler
+  sees the deadline (``time_remaining()``, ``rpckit.cancelled()``, outbound
+  calls inherit it) so it can stop early;
 * :class:`ChannelInvoker`: a real gRPC call over any ``grpc.Channel`` (a plain
   channel, ``rpckit.connect``, or a balanced channel): proxy mode.
 
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -37,6 +47,7 @@ from google.rpc import status_pb2
 from rpckit._admission import Criticality, parse_criticality
 from rpckit._errors import INTERNAL_MESSAGE
 from rpckit._executor import CRITICALITY_METADATA_KEY, CallFacts
+from rpckit._http_turns import OutsideTurn, QuickCalls
 from rpckit._routes import Route
 
 __all__ = [
@@ -44,6 +55,7 @@ __all__ = [
     "ChannelInvoker",
     "Invoker",
     "LocalInvoker",
+    "RunNow",
     "ShimServicerContext",
     "Submit",
 ]
@@ -56,6 +68,8 @@ Metadata = tuple[tuple[str, str | bytes], ...]
 
 #: Runs ``fn`` under admission control as a call with ``facts``; the future ends when it did.
 Submit = Callable[[Callable[[], None], CallFacts], "concurrent.futures.Future[None]"]
+#: Runs ``fn`` in the calling thread if admission would start it at once; False: it did not.
+RunNow = Callable[[Callable[[], None], CallFacts], bool]
 
 _Metadatum = collections.namedtuple("_Metadatum", ("key", "value"))
 
@@ -98,7 +112,10 @@ class Invoker:
         metadata: Sequence[tuple[str, str]],
         deadline: float | None,
         peer: str,
+        outside_turn: OutsideTurn | None = None,
     ) -> CallOutcome:
+        """``outside_turn``: the embedded HTTP server's way out of the request's turn
+        (:mod:`rpckit._http_turns`), to wait or run slow handlers in."""
         raise NotImplementedError
 
 
@@ -108,6 +125,9 @@ class _Aborted(Exception):  # noqa: N818 - the handler aborted the call; not an 
 
 class ShimServicerContext(grpc.ServicerContext):
     """The ``grpc.ServicerContext`` a handler sees when called by the HTTP shim."""
+
+    #: No load-report trailer (rpckit's handler wrapper): nothing reads it over HTTP.
+    wants_load_report = False
 
     def __init__(
         self,
@@ -241,7 +261,9 @@ class LocalInvoker(Invoker):
 
     ``handlers`` are wrapped method handlers keyed by full method name
     (``/inventory.v1.Inventory/GetItem``); ``submit`` (a server's admission
-    executor) runs them on handler threads, or None runs them in the caller's thread.
+    executor) runs them on handler threads, or None runs them in the caller's
+    thread. With ``submit``, ``run_now`` (the same executor's) first tries to
+    run a call in the caller's thread, admitted at once.
     """
 
     def __init__(
@@ -250,10 +272,15 @@ class LocalInvoker(Invoker):
         *,
         submit: Submit | None,
         clock: Callable[[], float],
+        run_now: RunNow | None = None,
     ) -> None:
+        if run_now is not None and submit is None:
+            raise TypeError("run_now needs the submit of the same executor")
         self._handlers = dict(handlers)
         self._submit = submit
+        self._run_now = run_now
         self._clock = clock
+        self._quick = QuickCalls(clock=clock)  # handler run times, by method
 
     def call(
         self,
@@ -263,6 +290,7 @@ class LocalInvoker(Invoker):
         metadata: Sequence[tuple[str, str]],
         deadline: float | None,
         peer: str,
+        outside_turn: OutsideTurn | None = None,
     ) -> CallOutcome:
         handler = self._handlers.get(route.grpc_method)
         behavior = None if handler is None else handler.unary_unary
@@ -275,30 +303,42 @@ class LocalInvoker(Invoker):
                 None, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline expired before the call started"
             )
         context = ShimServicerContext(metadata, deadline=deadline, clock=self._clock, peer=peer)
-        run = _InProcessCall(route.grpc_method, behavior, request, context)
-        if self._submit is None:
-            run()
-        else:
-            failed = self._through_admission(run, metadata=metadata, deadline=deadline)
-            if failed is not None:
-                return failed
+        run = _InProcessCall(route.grpc_method, behavior, request, context, self._clock)
+        facts = None
+        if self._submit is not None:
+            facts = CallFacts(
+                method=run.method, deadline=deadline, criticality=criticality_of(metadata)
+            )
+        # Quick lately: run inside the request's turn if it can start at once; else
+        # (slow, unknown, or it must queue) step out of the turn for it.
+        quick = outside_turn is not None and self._quick.is_quick(run.method)
+        failed = None
+        if not (quick and self._run_here(run, facts)):
+            with outside_turn() if outside_turn is not None else contextlib.nullcontext():
+                if not self._run_here(run, facts):
+                    assert facts is not None
+                    failed = self._through_admission(run, facts)
+        if run.seconds is not None:  # the handler finished (not still running past a 504)
+            self._quick.record(run.method, run.seconds)
+        if failed is not None:
+            return failed
         if deadline is not None and self._clock() > deadline and context.code() is None:
             context.cancel()
             return CallOutcome(None, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
         return context.outcome(run.response)
 
-    def _through_admission(
-        self,
-        run: _InProcessCall,
-        *,
-        metadata: Sequence[tuple[str, str]],
-        deadline: float | None,
-    ) -> CallOutcome | None:
+    def _run_here(self, run: _InProcessCall, facts: CallFacts | None) -> bool:
+        """Run in this thread: without a submitter, or when admission starts it at once."""
+        if self._submit is None:
+            run()
+            return True
+        assert facts is not None
+        return self._run_now is not None and self._run_now(run, facts)
+
+    def _through_admission(self, run: _InProcessCall, facts: CallFacts) -> CallOutcome | None:
         """Run ``run`` via the server's admission queue; an outcome if it did not finish."""
         assert self._submit is not None
-        facts = CallFacts(
-            method=run.method, deadline=deadline, criticality=criticality_of(metadata)
-        )
+        deadline = facts.deadline
         try:
             future = self._submit(run, facts)
         except RuntimeError:  # the executor was shut down: the server is stopping
@@ -323,16 +363,20 @@ class _InProcessCall:
         behavior: Callable[[Any, grpc.ServicerContext], Any],
         request: Message,
         context: ShimServicerContext,
+        clock: Callable[[], float],
     ) -> None:
         self.method = method
         self.context = context
         self.ran = False
+        self.seconds: float | None = None  # how long the handler ran, once it returned
         self.response: Message | None = None
         self._behavior = behavior
         self._request = request
+        self._clock = clock
 
     def __call__(self) -> None:
         self.ran = True
+        started = self._clock()
         try:
             self.response = self._behavior(self._request, self.context)
         except _Aborted:
@@ -341,6 +385,8 @@ class _InProcessCall:
             _log.exception("calling %s in process failed", self.method)
             self.context.set_code(grpc.StatusCode.INTERNAL)
             self.context.set_details(INTERNAL_MESSAGE)
+        finally:
+            self.seconds = self._clock() - started
 
 
 class ChannelInvoker(Invoker):
@@ -373,12 +419,14 @@ class ChannelInvoker(Invoker):
         metadata: Sequence[tuple[str, str]],
         deadline: float | None,
         peer: str,
+        outside_turn: OutsideTurn | None = None,
     ) -> CallOutcome:
         timeout = None if deadline is None else max(0.0, deadline - self._clock())
         try:
-            response, call = self._callable(route).with_call(
-                request, timeout=timeout, metadata=tuple(metadata)
-            )
+            with outside_turn() if outside_turn is not None else contextlib.nullcontext():
+                response, call = self._callable(route).with_call(
+                    request, timeout=timeout, metadata=tuple(metadata)
+                )
         except grpc.RpcError as error:
             if not isinstance(error, grpc.Call):
                 return CallOutcome(None, grpc.StatusCode.UNKNOWN, str(error))

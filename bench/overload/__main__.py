@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=(
             "example:\n"
             "  python -m bench.overload --quick --systems gunicorn grpc-plain\n"
-            "  python -m bench.overload --out bench/results/overload   # full mode, ~10 min\n"
+            "  python -m bench.overload --out bench/overload/results   # full mode, ~10 min\n"
             f"systems: {', '.join(names)}"
         ),
     )
@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path("bench/results/overload"),
+        default=Path("bench/overload/results"),
         help="where results.md, results.json, overload.png go",
     )
     parser.add_argument("--payload-bytes", type=int, default=16, help="echoed payload (16)")

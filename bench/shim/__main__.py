@@ -1,17 +1,23 @@
 """python -m bench.shim: the legacy inventory's endpoints through rpckit's HTTP shim vs Flask.
 
-Systems, each confined to the same CPU set (``--server-cpus``, via taskset):
+Systems, each confined to the same CPU set (``--server-cpus``, via taskset) and run as one
+process per CPU of that set (N):
 
 - ``rpckit-shim``: ``rpckit serve examples.inventory.server:servicers --http ... --http-app
-  examples.inventory.server:legacy_http`` -- the migrated handlers behind the shim on the
-  embedded cheroot server, through the admission queue (Flask only for ``/healthz``);
+  examples.inventory.server:legacy_http`` (``--workers N`` when N > 1) -- the migrated
+  handlers behind the shim on the embedded cheroot server, through admission control
+  (Flask only for ``/healthz``);
+- ``rpckit-shim-inline``: the same shim calling the servicer without admission control;
 - ``gunicorn-gevent``: the legacy Flask app under ``gunicorn -k gevent -w N``;
 - ``gunicorn-gthread``: the same under ``gunicorn -k gthread -w N --threads 8``.
 
 First every distinct request of the mix (``bench/shim/mix.py``) is sent once to each fresh
 system and the answers compared byte for byte (the shim must reproduce Flask). Then, per
-concurrency level, a closed-loop run (``bench/shim/load.py``, senders pinned to
-``--client-cpus``) measures throughput, p50 and p99 latency and server CPU per request.
+concurrency level, closed-loop runs (``bench/shim/load.py``, senders pinned to
+``--client-cpus``) measure throughput, p50 and p99 latency and server CPU per request:
+``--rounds`` rounds over all systems, in alternating order, each measuring
+``--measure / --rounds`` seconds, so that a slow spell of a shared machine weighs on
+every system alike.
 Writes results.md, results.json and shim.png into --out; progress goes to stderr.
 """
 
@@ -32,7 +38,7 @@ from typing import Any
 from bench.harness import procs
 from bench.harness.report import markdown_table
 from bench.harness.stats import percentile
-from bench.shim.load import fetch, run_closed_loop
+from bench.shim.load import LoadResult, fetch, run_closed_loop
 from bench.shim.mix import distinct_requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +77,7 @@ def _gunicorn_ready(stdout: str, stderr: str) -> str | None:
 def systems(workers: int, threads: int, rpckit_args: tuple[str, ...]) -> list[System]:
     flask = "examples.legacy_inventory.app:create_app()"
     gunicorn = (str(VENV_BIN / "gunicorn"), "-b", "127.0.0.1:0", "-w", str(workers))
+    processes = ("--workers", str(workers)) if workers > 1 else ()
     rpckit = (
         str(VENV_BIN / "rpckit"),
         "serve",
@@ -83,18 +90,19 @@ def systems(workers: int, threads: int, rpckit_args: tuple[str, ...]) -> list[Sy
         str(threads),
         "--log-level",
         "WARNING",
+        *processes,
         *rpckit_args,
     )
     return [
         System(
             "rpckit-shim",
-            f"rpckit serve --http (admission, {threads} handler threads)",
+            f"rpckit serve --http --workers {workers} (admission, {threads} handler slots)",
             (*rpckit, "--http-app", "examples.inventory.server:legacy_http"),
             _http_from_json_line,
         ),
         System(
             "rpckit-shim-inline",
-            "rpckit serve --http, handlers in the HTTP threads (no admission)",
+            f"rpckit serve --http --workers {workers}, no admission control",
             (*rpckit, "--http-app", "bench.shim.apps:inline_http"),
             _http_from_json_line,
         ),
@@ -142,7 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,8,32", help="connections per run")
     parser.add_argument("--senders", type=int, default=2)
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--measure", type=float, default=10.0)
+    parser.add_argument("--measure", type=float, default=10.0, help="seconds per row")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="split each row's measurement into rounds over all systems, in alternating order",
+    )
     parser.add_argument("--threads", type=int, default=8, help="rpckit handler threads")
     parser.add_argument("--quick", action="store_true", help="1 s runs at 1 and 8 connections")
     parser.add_argument(
@@ -155,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.warmup, args.measure, args.concurrency = 0.5, 1.0, "1,8"
+        args.warmup, args.measure, args.concurrency, args.rounds = 0.5, 1.0, "1,8", 1
     levels = [int(c) for c in args.concurrency.split(",")]
     server_cpus = args.server_cpus
     workers = len(os.sched_getaffinity(0) & _cpu_set(server_cpus)) or 1
@@ -167,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
 
     addresses: dict[str, str] = {}
     runs: dict[str, list[dict[str, Any]]] = {}
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
     identity: list[dict[str, Any]] = []
     # The byte-for-byte check needs every system up at once, on fresh stores.
     started = [
@@ -183,30 +199,29 @@ def main(argv: list[str] | None = None) -> int:
         procs.progress(
             f"identical answers: {sum(r['identical'] for r in identity)}/{len(identity)}"
         )
-        for system in started:
-            runs[system.name] = []
-            for connections in levels:
-                procs.wait_idle(system.pid, max_cpu_share=0.05, window_s=0.2, timeout_s=10)
-                cpu_before = procs.tree_cpu_seconds(system.pid)
-                result = run_closed_loop(
-                    system.address,
-                    connections=connections,
-                    senders=min(args.senders, connections),
-                    warmup_s=args.warmup,
-                    measure_s=args.measure,
-                    seed=connections,
-                    cpus=client_cpus,
-                )
-                cpu = procs.tree_cpu_seconds(system.pid) - cpu_before
-                total = result.completed or 1
-                row = {
-                    "connections": connections,
-                    "throughput_rps": round(result.throughput_rps, 1),
-                    "p50_ms": _ms(percentile(result.latencies_s, 50)),
-                    "p99_ms": _ms(percentile(result.latencies_s, 99)),
-                    "server_cpu_ms_per_request": round(cpu * 1000 / total, 3),
-                    "unexpected": result.unexpected,
-                }
+        runs = {system.name: [] for system in started}
+        for connections in levels:
+            # Every system is measured at this level in each round, in alternating order,
+            # so a slow spell of the machine weighs on all systems alike.
+            parts: dict[str, list[tuple[LoadResult, float]]] = {s.name: [] for s in started}
+            for round_index in range(args.rounds):
+                order = started if round_index % 2 == 0 else started[::-1]
+                for system in order:
+                    procs.wait_idle(system.pid, max_cpu_share=0.05, window_s=0.2, timeout_s=10)
+                    cpu_before = procs.tree_cpu_seconds(system.pid)
+                    result = run_closed_loop(
+                        system.address,
+                        connections=connections,
+                        senders=min(args.senders, connections),
+                        warmup_s=args.warmup,
+                        measure_s=args.measure / args.rounds,
+                        seed=connections * 100 + round_index,
+                        cpus=client_cpus,
+                    )
+                    cpu = procs.tree_cpu_seconds(system.pid) - cpu_before
+                    parts[system.name].append((result, cpu))
+            for system in started:
+                row = _row(connections, parts[system.name])
                 runs[system.name].append(row)
                 procs.progress(f"{system.name} c={connections}: {row}")
     finally:
@@ -222,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         "client_cpus": args.client_cpus,
         "warmup_s": args.warmup,
         "measure_s": args.measure,
+        "rounds": args.rounds,
         "rpckit_args": args.rpckit_args,
         "labels": {s.name: s.label for s in chosen},
         "identity": identity,
@@ -232,6 +248,26 @@ def main(argv: list[str] | None = None) -> int:
     _plot(run, args.out / "shim.png")
     procs.progress(f"wrote {args.out}/results.md, results.json, shim.png (server logs: {logs})")
     return 0
+
+
+def _row(connections: int, parts: list[tuple[LoadResult, float]]) -> dict[str, Any]:
+    """One table row from a system's rounds at one level: (result, server CPU seconds) each."""
+    completed = sum(result.completed for result, _ in parts)
+    window_s = sum(result.window_s for result, _ in parts)
+    latencies = [lat for result, _ in parts for lat in result.latencies_s]
+    unexpected: dict[str, int] = {}
+    for result, _ in parts:
+        for what, count in result.unexpected.items():
+            unexpected[what] = unexpected.get(what, 0) + count
+    cpu = sum(cpu for _, cpu in parts)
+    return {
+        "connections": connections,
+        "throughput_rps": round(completed / window_s, 1),
+        "p50_ms": _ms(percentile(latencies, 50)),
+        "p99_ms": _ms(percentile(latencies, 99)),
+        "server_cpu_ms_per_request": round(cpu * 1000 / (completed or 1), 3),
+        "unexpected": unexpected,
+    }
 
 
 def _cpu_set(text: str) -> set[int]:
@@ -245,6 +281,15 @@ def _cpu_set(text: str) -> set[int]:
     return cpus
 
 
+def _rounds_note(rounds: int) -> str:
+    if rounds <= 1:
+        return ""
+    return (
+        f" in {rounds} rounds (each level measured on every system per round, the order"
+        " reversed every other round, so the machine's slow spells weigh on all alike)"
+    )
+
+
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
 
@@ -254,7 +299,8 @@ def render(run: dict[str, Any]) -> str:
     lines = [
         "# bench/shim: the legacy inventory endpoints, rpckit's shim vs Flask under gunicorn\n",
         f"Servers on CPUs `{run['server_cpus']}`, load senders on `{run['client_cpus']}`; "
-        f"closed loop, {run['warmup_s']} s warm-up, {run['measure_s']} s measured per row.\n",
+        f"closed loop, {run['warmup_s']} s warm-up, {run['measure_s']} s measured per row"
+        f"{_rounds_note(run.get('rounds', 1))}.\n",
     ]
     same = sum(r["identical"] for r in run["identity"])
     lines.append(

@@ -40,9 +40,17 @@ def test_a_lagging_dispatcher_shrinks_the_limit_multiplicatively_to_the_floor() 
 
 
 def test_small_limits_still_shrink_by_one() -> None:
-    limit = ConcurrencyLimit(3, 0.0)
-    feed(limit, 0.010, saturated=True, start=0.0, windows=1)
+    limit = ConcurrencyLimit(3, 0.0, ConcurrencyConfig(min_limit=1))
+    now = feed(limit, 0.010, saturated=True, start=0.0, windows=1)
     assert limit.limit == 2  # floor(3 x 0.75) = 2
+    feed(limit, 0.010, saturated=True, start=now, windows=1)
+    assert limit.limit == 1
+
+
+def test_the_floor_is_capped_by_the_threads() -> None:
+    limit = ConcurrencyLimit(2, 0.0)  # min_limit 2 = 2 threads: nothing to shrink
+    feed(limit, 0.010, saturated=True, start=0.0, windows=3)
+    assert limit.limit == 2
 
 
 def test_a_quick_dispatcher_grows_the_limit_by_one_only_when_calls_wait() -> None:
@@ -126,7 +134,7 @@ def test_the_limit_stays_within_its_bounds(threads: int, samples: list[tuple[flo
 def test_a_seeded_load_settles_between_the_floor_and_the_threads() -> None:
     """A toy GIL: the lag grows with the running limit; the limit settles where it is ~target."""
     rng = random.Random(7)
-    limit = ConcurrencyLimit(16, 0.0)
+    limit = ConcurrencyLimit(16, 0.0, ConcurrencyConfig(min_limit=1))
     now, seen = 0.0, []
     for _ in range(4000):
         now += 0.002

@@ -1,0 +1,227 @@
+"""Turns: the embedded HTTP server's request threads do their CPU work one at a time, in order.
+
+Under the GIL only one thread runs Python at a time anyway, but *which* one
+is left to the GIL, and it is not fair: a thread that releases it for a
+quick system call usually takes it straight back, and the others wait for
+the switch interval, again and again. With 32 busy connections on one core
+(bench/shim) a request's own 0.3 ms of work then took 10-20 ms to get done
+for one request in ten, and p99 latency was twice gevent's, whose event loop
+serves ready connections first come, first served.
+
+So each request takes a *turn* (:class:`Turns`) before the server reads it
+and gives it back once the response is sent: turns are handed over in
+arrival order, one holder at a time, so requests run to completion in
+order, as on an event loop. Two things keep a turn from holding up the
+others when the holder waits instead of computing:
+
+* code that may block -- servicer handlers, guards, the fallback Flask app --
+  runs *outside* the turn: the WSGI app calls the context manager it finds
+  under :data:`OUTSIDE_TURN_ENVIRON_KEY` in the environ around it, and takes
+  a new turn afterwards, at the head of the line (it waited once already). Only apps that say they
+  do this (:func:`yields_turns`: ``rpckit.http.Shim``) are served with turns.
+  Stepping out and back costs two hand-overs (two thread switches), more
+  than a typical handler, so calls that have been quick lately
+  (:class:`QuickCalls`: under :data:`QUICK_CALL_S`) stay inside;
+* a lease: once a holder has kept the turn ``lease_s``, the next in line
+  gets a turn too (the holder goes on without one), so a slow client or an
+  unexpected wait delays the line at most that long.
+
+Threads here wait on their own lock, handed over explicitly: no thread wakes
+to find the turn taken.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = [
+    "OUTSIDE_TURN_ENVIRON_KEY",
+    "QUICK_CALL_S",
+    "OutsideTurn",
+    "QuickCalls",
+    "TurnHold",
+    "Turns",
+    "yields_turns",
+]
+
+#: WSGI environ key of a context manager factory: code run inside it runs without
+#: the request's turn (present only when the server serves the app with turns).
+OUTSIDE_TURN_ENVIRON_KEY = "rpckit.outside_turn"
+
+
+#: What the environ holds under that key: ``with outside(): ...``.
+OutsideTurn = Callable[[], contextlib.AbstractContextManager[Any]]
+
+#: A call whose recent run time (wall clock) is below this stays inside the turn.
+#: Stepping out and back costs ~20-40 us of thread switches on one core
+#: (bench/shim), as much as a quick handler; a call that waits instead of
+#: computing is soon over this and runs outside from then on, and the lease
+#: bounds what its slow calls cost until then.
+QUICK_CALL_S = 0.001
+
+#: Weight of the newest sample in a call's run-time average.
+_QUICK_ALPHA = 0.2
+
+
+def yields_turns(app: object) -> bool:
+    """Whether a WSGI app runs code that may block outside its turn (``app.yields_turns``)."""
+    return getattr(app, "yields_turns", False) is True
+
+
+class _Waiter:
+    __slots__ = ("lock",)
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()  # released by the hand-over
+
+
+class Turns:
+    """Turns handed out in arrival order, one holder at a time, with a lease (module docstring)."""
+
+    def __init__(self, *, lease_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if not lease_s > 0:
+            raise ValueError(f"Turns lease_s must be > 0, got {lease_s!r}")
+        self.lease_s = lease_s
+        self._clock = clock
+        self._mutex = threading.Lock()
+        self._holder: object | None = None  # the current holder's token
+        self._since = 0.0  # when it got the turn
+        self._line: collections.deque[_Waiter] = collections.deque()
+        self.expired = 0  # leases that ran out (holders that kept the turn too long)
+
+    def acquire(self, *, first: bool = False) -> object:
+        """Wait for a turn; returns the token to :meth:`release` it with.
+
+        ``first``: go to the head of the line, for a request coming back from
+        outside its turn (it had waited its turn already).
+        """
+        with self._mutex:
+            if self._holder is None:
+                token = object()
+                self._holder, self._since = token, self._clock()
+                return token
+            waiter = _Waiter()
+            if first:
+                self._line.appendleft(waiter)
+            else:
+                self._line.append(waiter)
+        try:
+            while True:
+                with self._mutex:
+                    if self._holder is waiter:
+                        return waiter
+                    wait_s = self._since + self.lease_s - self._clock()
+                    if wait_s <= 0:  # the holder outstayed its lease: the line moves on
+                        self.expired += 1
+                        self._hand_over()
+                        if self._holder is waiter:
+                            return waiter
+                        wait_s = self.lease_s
+                if waiter.lock.acquire(timeout=wait_s):
+                    return waiter  # handed over (only a hand-over releases this lock)
+        except BaseException:  # interrupted while waiting: leave the line, pass the turn on
+            with self._mutex:
+                if self._holder is waiter:
+                    self._hand_over()
+                else:
+                    self._line.remove(waiter)
+            raise
+
+    def release(self, token: object) -> None:
+        """Give the turn back (or nothing, if its lease ran out and it was handed on)."""
+        with self._mutex:
+            if self._holder is token:
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        """The next in line holds the turn now (mutex held)."""
+        if self._line:
+            waiter = self._line.popleft()
+            self._holder, self._since = waiter, self._clock()
+            waiter.lock.release()
+        else:
+            self._holder = None
+
+    def hold(self) -> TurnHold:
+        """Take a turn for one request (see :class:`TurnHold`)."""
+        return TurnHold(self)
+
+
+class TurnHold:
+    """One request's turn: taken now, given back by :meth:`release`; :meth:`outside` steps out."""
+
+    __slots__ = ("_token", "_turns")
+
+    def __init__(self, turns: Turns) -> None:
+        self._turns = turns
+        self._token: object | None = turns.acquire()
+
+    def release(self) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            self._turns.release(token)
+
+    @contextlib.contextmanager
+    def outside(self) -> Iterator[None]:
+        """Run the body without the turn (it may block); then wait for a turn at the head
+        of the line (this request had waited its turn once already)."""
+        token, self._token = self._token, None
+        if token is None:  # already outside (nested): nothing to give back
+            yield
+            return
+        self._turns.release(token)
+        try:
+            yield
+        finally:
+            self._token = self._turns.acquire(first=True)
+
+
+class QuickCalls:
+    """Recent run time per kind of call, to run quick ones inside the turn (module docstring).
+
+    ``with quick.run(key, outside):`` runs its body inside the turn when calls
+    of ``key`` have been quick (an average under ``quick_s``), else within
+    ``outside()``; without ``outside`` (no turns) it only measures. A key
+    not seen yet runs outside. Averages are per instance, updated without a
+    lock (a lost sample under a race only delays the average a little).
+    """
+
+    def __init__(
+        self,
+        *,
+        quick_s: float = QUICK_CALL_S,
+        max_keys: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._quick_s = quick_s
+        self._max_keys = max_keys
+        self._clock = clock
+        self._average: dict[str, float] = {}
+
+    def is_quick(self, key: str) -> bool:
+        average = self._average.get(key)
+        return average is not None and average < self._quick_s
+
+    def record(self, key: str, seconds: float) -> None:
+        if key not in self._average and len(self._average) >= self._max_keys:
+            return  # bounded memory: further kinds of call stay unknown (run outside)
+        average = self._average.get(key)
+        self._average[key] = (
+            seconds if average is None else average + _QUICK_ALPHA * (seconds - average)
+        )
+
+    @contextlib.contextmanager
+    def run(self, key: str, outside: OutsideTurn | None) -> Iterator[None]:
+        started = self._clock()
+        step_out = outside is not None and not self.is_quick(key)
+        with outside() if step_out and outside is not None else contextlib.nullcontext():
+            try:
+                yield
+            finally:
+                self.record(key, self._clock() - started)  # before a new turn is taken

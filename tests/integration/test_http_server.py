@@ -1,0 +1,254 @@
+"""The embedded HTTP server (rpckit.http.HttpServer on cheroot, tuned) on 127.0.0.1:0: keep-alive
+connections served by lingering threads, one write per small response, streaming intact, many
+keep-alive clients, turns in arrival order with a way out for code that blocks, prompt stop."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import pytest
+
+from rpckit._http_turns import OUTSIDE_TURN_ENVIRON_KEY
+from rpckit.http import HttpServer
+
+Environ = dict[str, Any]
+
+
+def hello(environ: Environ, start_response: Any) -> list[bytes]:
+    body = environ.get("PATH_INFO", "/").encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+@contextmanager
+def serving(app: Any, **options: Any) -> Iterator[tuple[str, int]]:
+    server = HttpServer(app, "127.0.0.1:0", **options)
+    address = server.start()
+    host, port = address.rsplit(":", 1)
+    try:
+        yield host, int(port)
+    finally:
+        server.stop()
+
+
+def get(
+    connection: http.client.HTTPConnection, path: str, method: str = "GET"
+) -> http.client.HTTPResponse:
+    connection.request(method, path)
+    reply = connection.getresponse()
+    reply.read()
+    return reply
+
+
+def test_one_keep_alive_connection_serves_many_requests() -> None:
+    with serving(hello, threads=4) as (host, port):
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+        for i in range(50):
+            reply = get(connection, f"/r{i}")
+            assert reply.status == 200
+            assert not reply.will_close
+        sock = connection.sock
+        time.sleep(0.2)  # past the linger: the connection goes back to the selector
+        reply = get(connection, "/after-idle")
+        assert reply.status == 200
+        assert connection.sock is sock  # the same connection all along
+        connection.close()
+
+
+def test_many_keep_alive_clients_keep_their_connections() -> None:
+    """cheroot's own limit (10) would close each further client's connection every time."""
+    with serving(hello, threads=8) as (host, port):
+        connections = [http.client.HTTPConnection(host, port, timeout=10) for _ in range(24)]
+        for _ in range(3):
+            for connection in connections:
+                reply = get(connection, "/")
+                assert reply.status == 200
+                assert reply.getheader("Connection") != "close"
+        for connection in connections:
+            connection.close()
+
+
+def test_pipelined_requests_are_answered_in_order() -> None:
+    with serving(hello, threads=2) as (host, port), socket.create_connection((host, port)) as sock:
+        sock.settimeout(10)
+        sock.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while received.count(b"HTTP/1.1 200") < 2 or not received.endswith(b"/two"):
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+        assert received.index(b"/one") < received.index(b"/two")
+
+
+def test_requests_split_across_segments_and_long_headers() -> None:
+    def echo_header(environ: Environ, start_response: Any) -> list[bytes]:
+        body = environ.get("HTTP_X_LONG", "").encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    long_value = "v" * 20_000  # more than the read buffer
+    with (
+        serving(echo_header, threads=2) as (host, port),
+        socket.create_connection((host, port)) as sock,
+    ):
+        sock.settimeout(10)
+        for piece in (b"GET /split HT", b"TP/1.1\r\nHo", b"st: x\r\nX-Long: ", long_value.encode()):
+            sock.sendall(piece)
+            time.sleep(0.02)
+        sock.sendall(b"\r\n\r\n")
+        received = b""
+        while not received.endswith(long_value.encode()):
+            chunk = sock.recv(65536)
+            assert chunk, received[:200]
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_head_and_empty_responses_are_complete() -> None:
+    def empty(environ: Environ, start_response: Any) -> list[bytes]:
+        start_response("204 No Content", [])
+        return []
+
+    with serving(empty, threads=2) as (host, port):
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+        assert get(connection, "/").status == 204
+        assert get(connection, "/", method="HEAD").status == 204
+        assert get(connection, "/again").status == 204  # the connection is still usable
+        connection.close()
+    with serving(hello, threads=2) as (host, port):
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+        head = get(connection, "/abc", method="HEAD")
+        assert (head.status, head.getheader("Content-Length")) == (200, "4")
+        assert get(connection, "/next").status == 200
+        connection.close()
+
+
+def test_a_streamed_body_leaves_chunk_by_chunk() -> None:
+    first_read = threading.Event()
+
+    def stream(environ: Environ, start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"first"
+        assert first_read.wait(timeout=10), "the first chunk never reached the client"
+        yield b"second"
+
+    with serving(stream, threads=2) as (host, port):
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+        connection.request("GET", "/")
+        reply = connection.getresponse()
+        assert reply.getheader("Transfer-Encoding") == "chunked"
+        assert reply.read1(5) == b"first"  # while the app still waits
+        first_read.set()
+        assert reply.read() == b"second"
+        connection.close()
+
+
+def test_responses_carry_a_current_date() -> None:
+    with serving(hello, threads=2) as (host, port):
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+        date = get(connection, "/").getheader("Date")
+        connection.close()
+    assert date is not None
+    assert abs(parsedate_to_datetime(date).timestamp() - time.time()) < 5
+
+
+class TurnAware:
+    """A WSGI app that yields its turn around /slow, and blocks inside it on /stuck."""
+
+    yields_turns = True
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.saw_key: list[bool] = []
+
+    def __call__(self, environ: Environ, start_response: Any) -> list[bytes]:
+        outside = environ.get(OUTSIDE_TURN_ENVIRON_KEY)
+        self.saw_key.append(outside is not None)
+        path = environ["PATH_INFO"]
+        if path == "/slow":
+            assert outside is not None
+            with outside():
+                self.entered.set()
+                self.release.wait(timeout=20)
+        elif path == "/stuck":
+            self.entered.set()
+            self.release.wait(timeout=20)  # blocks while holding the turn
+        return hello(environ, start_response)
+
+
+def fetch(host: str, port: int, path: str) -> tuple[int, float]:
+    started = time.monotonic()
+    connection = http.client.HTTPConnection(host, port, timeout=20)
+    try:
+        return get(connection, path).status, time.monotonic() - started
+    finally:
+        connection.close()
+
+
+def test_only_apps_that_yield_turns_get_them() -> None:
+    app = TurnAware()
+    with serving(app, threads=2) as (host, port):
+        assert fetch(host, port, "/")[0] == 200
+    seen_by_plain: list[bool] = []
+
+    def plain(environ: Environ, start_response: Any) -> list[bytes]:
+        seen_by_plain.append(OUTSIDE_TURN_ENVIRON_KEY in environ)
+        return hello(environ, start_response)
+
+    with serving(plain, threads=2) as (host, port):
+        assert fetch(host, port, "/")[0] == 200
+    with serving(app, threads=2, turn_lease_s=None) as (host, port):
+        assert fetch(host, port, "/")[0] == 200
+    assert app.saw_key == [True, False]
+    assert seen_by_plain == [False]
+
+
+@pytest.mark.parametrize("path", ["/slow", "/stuck"])
+def test_a_request_that_waits_does_not_hold_up_the_others(path: str) -> None:
+    """Outside its turn it costs the others nothing; stuck inside, at most the lease."""
+    app = TurnAware()
+    with serving(app, threads=4, turn_lease_s=0.2) as (host, port):
+        waiting = threading.Thread(target=fetch, args=(host, port, path))
+        waiting.start()
+        assert app.entered.wait(timeout=10)
+        status, took = fetch(host, port, "/quick")
+        app.release.set()
+        waiting.join(timeout=20)
+    assert status == 200
+    assert took < (0.15 if path == "/slow" else 2.0)
+
+
+def test_a_client_that_connects_and_waits_does_not_hold_up_the_others() -> None:
+    app = TurnAware()
+    with (
+        serving(app, threads=4, turn_lease_s=1.0) as (host, port),
+        socket.create_connection((host, port)),
+    ):
+        time.sleep(0.1)  # a request thread now waits on the silent connection
+        status, took = fetch(host, port, "/quick")
+    assert status == 200
+    assert took < 0.5
+
+
+def test_stop_is_prompt_with_lingering_connections() -> None:
+    server = HttpServer(hello, "127.0.0.1:0", threads=4, grace_s=5)
+    host, port = server.start().rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    assert get(connection, "/").status == 200  # its thread now lingers on the connection
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 2.0
+    connection.close()
+
+
+def test_linger_is_validated() -> None:
+    with pytest.raises(ValueError, match="linger_s"):
+        HttpServer(hello, "127.0.0.1:0", linger_s=-1)

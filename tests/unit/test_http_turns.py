@@ -1,0 +1,190 @@
+"""Turns (rpckit._http_turns): first come, first served, one holder, a lease; QuickCalls."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from rpckit._http_turns import QuickCalls, TurnHold, Turns, yields_turns
+
+
+def wait_until_waiting(turns: Turns, count: int) -> None:
+    give_up = time.monotonic() + 10
+    while len(turns._line) != count:
+        assert time.monotonic() < give_up, "the thread never queued"
+        time.sleep(0.001)
+
+
+def queue_up(turns: Turns, order: list[str], name: str, *, first: bool = False) -> threading.Thread:
+    """A thread that waits for a turn, notes its name, and gives the turn back."""
+
+    def take() -> None:
+        token = turns.acquire(first=first)
+        order.append(name)
+        turns.release(token)
+
+    waiting = len(turns._line)
+    thread = threading.Thread(target=take)
+    thread.start()
+    wait_until_waiting(turns, waiting + 1)
+    return thread
+
+
+def test_an_idle_turn_is_taken_at_once_and_given_back() -> None:
+    turns = Turns(lease_s=1.0)
+    token = turns.acquire()
+    assert turns._holder is token
+    turns.release(token)
+    assert turns._holder is None
+    turns.release(token)  # twice: nothing happens
+
+
+def test_turns_are_handed_over_in_arrival_order() -> None:
+    turns = Turns(lease_s=10.0)
+    held = turns.acquire()
+    order: list[str] = []
+    threads = [queue_up(turns, order, name) for name in ("a", "b", "c")]
+    threads.append(queue_up(turns, order, "back again", first=True))
+    turns.release(held)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert order == ["back again", "a", "b", "c"]
+    assert turns._holder is None
+    assert turns.expired == 0
+
+
+def test_a_holder_past_its_lease_lets_the_next_one_in_once() -> None:
+    turns = Turns(lease_s=0.05)
+    stuck = turns.acquire()
+    order: list[str] = []
+    first, second = queue_up(turns, order, "first"), queue_up(turns, order, "second")
+    first.join(timeout=10)
+    second.join(timeout=10)
+    assert order == ["first", "second"]  # the line moved on without the stuck holder
+    assert turns.expired == 1
+    assert turns._holder is None
+    late = turns.acquire()
+    turns.release(stuck)  # the stuck holder finishes: it no longer holds anything
+    assert turns._holder is late
+    turns.release(late)
+
+
+def test_a_lease_counts_from_when_the_turn_was_taken_not_from_when_one_queued() -> None:
+    turns = Turns(lease_s=0.2)
+    holder = turns.acquire()
+    order: list[str] = []
+    thread = queue_up(turns, order, "waiter")
+    time.sleep(0.1)
+    turns.release(holder)  # within the lease: a hand-over, not an expiry
+    thread.join(timeout=10)
+    assert order == ["waiter"]
+    assert turns.expired == 0
+
+
+def test_a_turn_hold_steps_outside_and_comes_back_first() -> None:
+    turns = Turns(lease_s=10.0)
+    hold = TurnHold(turns)
+    order: list[str] = []
+    stepped_out = threading.Event()
+    back = threading.Event()
+
+    def request() -> None:
+        with hold.outside():
+            stepped_out.set()
+            back.wait(timeout=10)
+        order.append("came back")
+        hold.release()
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    assert stepped_out.wait(timeout=10)
+    assert turns._holder is None  # free while the request is outside
+    other = turns.acquire()
+    waiter = queue_up(turns, order, "newcomer")
+    back.set()
+    wait_until_waiting(turns, 2)
+    turns.release(other)
+    thread.join(timeout=10)
+    waiter.join(timeout=10)
+    assert order == ["came back", "newcomer"]
+
+
+def test_nested_outside_gives_back_nothing_twice() -> None:
+    turns = Turns(lease_s=10.0)
+    hold = TurnHold(turns)
+    with hold.outside(), hold.outside():
+        assert turns._holder is None
+    assert turns._holder is not None
+    hold.release()
+    assert turns._holder is None
+
+
+def test_lease_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="lease_s"):
+        Turns(lease_s=0)
+
+
+def test_apps_opt_in() -> None:
+    class Yielding:
+        yields_turns = True
+
+    assert yields_turns(Yielding())
+    assert not yields_turns(object())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_quick_calls_run_inside_slow_and_unknown_ones_outside() -> None:
+    clock = Clock()
+    quick = QuickCalls(quick_s=0.001, clock=clock)
+    outside_entered: list[str] = []
+
+    def outside_for(key: str) -> contextlib.AbstractContextManager[None]:
+        @contextlib.contextmanager
+        def step_out() -> Iterator[None]:
+            outside_entered.append(key)
+            yield
+
+        return step_out()
+
+    def call(key: str, seconds: float) -> None:
+        with quick.run(key, lambda: outside_for(key)):
+            clock.now += seconds
+
+    call("fast", 0.0001)  # unknown: outside, measured
+    call("fast", 0.0001)  # known quick: inside
+    call("slow", 0.01)
+    call("slow", 0.01)
+    assert outside_entered == ["fast", "slow", "slow"]
+    assert quick.is_quick("fast")
+    assert not quick.is_quick("slow")
+    for _ in range(20):  # a quick call that turns slow is soon run outside
+        call("fast", 0.01)
+    assert not quick.is_quick("fast")
+
+
+def test_quick_calls_without_turns_only_measure() -> None:
+    clock = Clock()
+    quick = QuickCalls(clock=clock)
+    with quick.run("k", None):
+        clock.now += 0.0001
+    assert quick.is_quick("k")
+
+
+def test_quick_calls_keep_a_bounded_number_of_keys() -> None:
+    quick = QuickCalls(max_keys=2)
+    for key in ("a", "b", "c"):
+        quick.record(key, 0.0)
+    assert quick.is_quick("a")
+    assert quick.is_quick("b")
+    assert not quick.is_quick("c")
