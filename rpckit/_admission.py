@@ -472,11 +472,6 @@ class AdmissionQueue(Generic[T]):
             return target * config.sheddable_target_factor
         return target
 
-    @property
-    def workers(self) -> int:
-        """Handlers the queue feeds now (``config.workers`` until :meth:`set_workers`)."""
-        return self._workers
-
     def set_workers(self, workers: int) -> None:
         """The adapter's concurrency limit changed: drain estimates use ``workers`` from now."""
         _check_int("workers", workers, low=1)

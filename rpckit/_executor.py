@@ -325,12 +325,6 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 monotonic_ms=int(now * 1000),
             )
 
-    @property
-    def concurrency_limit(self) -> int:
-        """Handlers allowed to run at once now (the thread count unless adaptive)."""
-        with self._cond:
-            return self._threads if self._limit is None else self._limit.limit
-
     def pushback_ms(self) -> int:
         with self._cond:
             return self._queue.pushback_ms(self._clock())

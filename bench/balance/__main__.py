@@ -14,7 +14,6 @@ import dataclasses
 import datetime
 import json
 import os
-import platform
 import random
 import shlex
 import sys
@@ -22,7 +21,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -123,31 +121,6 @@ def _parser() -> argparse.ArgumentParser:
         help="extra flags for every backend's rpckit serve, e.g. --rpckit-args='--queue-limit 64'",
     )
     return parser
-
-
-def machine_description() -> dict[str, Any]:
-    cpu_model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-
-    def version(package: str) -> str:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return "-"
-
-    return {
-        "cpu_model": cpu_model,
-        "cores": os.cpu_count(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        **{name: version(name) for name in ("grpcio", "protobuf")},
-    }
 
 
 def backend_argv(threads: int, extra: Sequence[str]) -> list[str]:
@@ -267,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mode": "quick" if args.quick else "full",
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": shlex.join(["python", "-m", "bench.balance", *(argv or sys.argv[1:])]),
-        "machine": machine_description(),
+        "machine": procs.machine_description(("grpcio", "protobuf")),
         "config": {
             "backends": args.backends,
             "slow_backend": args.slow_backend,

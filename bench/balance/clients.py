@@ -148,11 +148,7 @@ class PolicyClient:
             self._outstanding.done()
 
     def wait_all(self, until: float) -> list[RawRecord]:
-        left = self._outstanding.wait_zero(until)
-        records, self._records = self._records, []
-        if left:  # cannot happen with timeouts set, but never lose a request silently
-            records += [(0.0, 0.0, Outcome.ERROR.value, "no reply", 0, 0.0)] * left
-        return records
+        return self._outstanding.collect(self._records, until)
 
     def close(self) -> None:
         for closable in self._closables:

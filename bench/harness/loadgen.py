@@ -361,6 +361,15 @@ class Outstanding:
                 self._cond.wait(left)
             return self._count
 
+    def collect(self, records: list[RawRecord], until: float) -> list[RawRecord]:
+        """Wait (until ``until``) for the calls in flight, then move every record out of
+        ``records``; a call that never reported (cannot happen with timeouts set) becomes an
+        error record, so no request is lost silently."""
+        left = self.wait_zero(until)
+        taken = records.copy()
+        del records[: len(taken)]  # a straggler's record appended meanwhile stays for later
+        return taken + [(0.0, 0.0, Outcome.ERROR.value, "no reply", 0, 0.0)] * left
+
 
 class _GrpcClient:
     def __init__(self, target: Target, work: Work) -> None:
@@ -424,11 +433,7 @@ class _GrpcClient:
             self._outstanding.done()
 
     def wait_all(self, until: float) -> list[RawRecord]:
-        left = self._outstanding.wait_zero(until)
-        records, self._records = self._records, []
-        if left:  # cannot happen with timeouts set, but never lose a request silently
-            records += [(0.0, 0.0, Outcome.ERROR.value, "no reply", 0, 0.0)] * left
-        return records
+        return self._outstanding.collect(self._records, until)
 
     def close(self) -> None:
         for channel in self._channels:
@@ -554,11 +559,7 @@ class _HttpClient:
         self._records.append((scheduled_s, time.monotonic() - due, outcome.value, code, pid, lag))
 
     def wait_all(self, until: float) -> list[RawRecord]:
-        left = self._outstanding.wait_zero(until)
-        records, self._records = self._records, []
-        if left:
-            records += [(0.0, 0.0, Outcome.ERROR.value, "no reply", 0, 0.0)] * left
-        return records
+        return self._outstanding.collect(self._records, until)
 
     def close(self) -> None:
         for _ in self._threads:

@@ -14,14 +14,17 @@ import dataclasses
 import http.client
 import json
 import os
+import platform
 import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 # Readiness: given (stdout so far, stderr so far), the address once ready, else None.
 ReadyCheck = Callable[[str, str], str | None]
@@ -274,3 +277,29 @@ class SystemProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def machine_description(packages: Sequence[str]) -> dict[str, Any]:
+    """The machine and software a run measured: CPU model, cores, kernel, Python, ``packages``."""
+    cpu_model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "-"
+
+    return {
+        "cpu_model": cpu_model,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        **{name: version(name) for name in packages},
+    }
