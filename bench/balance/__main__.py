@@ -1,7 +1,7 @@
 """python -m bench.balance: rpckit's P2C client vs grpcio's round_robin vs random, one slow backend.
 
 Starts N rpckit backends whose handler only sleeps (one of them 10x longer), offers the same
-open-loop Poisson load (a share of the backends' capacity) through each policy in turn from
+open-loop Poisson load (a share of the measured capacity) through each policy in turn from
 several sender processes, and reports per policy goodput, latency percentiles, deadline misses
 and the share of calls each backend got, with the issue's acceptance checks. Writes
 results.md, results.json and balance.png into --out; progress goes to stderr.
@@ -34,6 +34,9 @@ from bench.harness.loadgen import LoadGenerator, poisson_schedule
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 DEFAULT_OUT = Path("bench/balance/results")
+#: The backends' warm-up and the calibration run at this rate (or at --load x the backends'
+#: thread capacity when that is lower).
+CALIBRATION_RPS = 300.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -45,21 +48,22 @@ class Plan:
     backend_warmup_s: float
     warmup_s: float
     measure_s: float
+    calibrate_s: float
     max_requests: int = 400_000
 
     def __post_init__(self) -> None:
-        durations = (self.backend_warmup_s, self.warmup_s, self.measure_s)
+        durations = (self.backend_warmup_s, self.warmup_s, self.measure_s, self.calibrate_s)
         if min(durations) <= 0 or self.max_requests < 1:
             raise ValueError("durations must be > 0 and max_requests >= 1")
 
 
 # Quick: a smoke test under a minute; 8 s is too short for P2C's latency estimates (10 s
 # decay) to forget the start-up of its client, so its numbers are not the acceptance run's.
-QUICK = Plan(backend_warmup_s=2.0, warmup_s=8.0, measure_s=6.0)
+QUICK = Plan(backend_warmup_s=2.0, warmup_s=8.0, measure_s=6.0, calibrate_s=4.0)
 # Full: ~4 minutes. A new BalancedChannel redials its second connection to each
 # single-process backend (worker_redials) in its first seconds; 30 s lets the latency
 # peaks of that start-up decay out of P2C's estimates before measuring.
-FULL = Plan(backend_warmup_s=5.0, warmup_s=30.0, measure_s=40.0)
+FULL = Plan(backend_warmup_s=5.0, warmup_s=30.0, measure_s=40.0, calibrate_s=10.0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,10 +99,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--service-ms", type=float, default=10.0, help="handler sleep (10)")
     parser.add_argument(
-        "--threads", type=int, default=1, help="handler threads per backend (1; see results.md)"
+        "--threads", type=int, default=8, help="handler threads per backend (8, rpckit's default)"
     )
     parser.add_argument(
         "--load", type=float, default=0.5, help="offered load as a share of capacity (0.5)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="offered calls per second; skips the calibration (default: --load x capacity)",
     )
     parser.add_argument("--deadline-ms", type=float, default=500.0, help="client deadline (500)")
     parser.add_argument("--senders", type=int, default=4, help="sender processes (4)")
@@ -224,14 +233,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("need --backends >= 2 and 0 <= --slow-backend < --backends")
     if args.threads < 1 or args.senders < 1 or args.service_ms <= 0 or args.slow_factor <= 0:
         raise SystemExit("--threads, --senders, --service-ms and --slow-factor must be > 0")
-    if args.load <= 0 or args.deadline_ms <= 0:
-        raise SystemExit("--load and --deadline-ms must be > 0")
+    if args.load <= 0 or args.deadline_ms <= 0 or (args.rate is not None and args.rate <= 0):
+        raise SystemExit("--load, --rate and --deadline-ms must be > 0")
     service_s = [
         args.service_ms / 1000 * (args.slow_factor if i == args.slow_backend else 1.0)
         for i in range(args.backends)
     ]
-    capacity = results.nominal_capacity([args.threads] * args.backends, service_s)
-    rate = args.load * capacity
+    thread_capacity = results.nominal_capacity([args.threads] * args.backends, service_s)
     deadline_s = args.deadline_ms / 1000
     extra = shlex.split(args.rpckit_args)
     started = time.monotonic()
@@ -257,29 +265,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rpckit_args": extra,
             "backend_argv": backend_argv(args.threads, extra),
         },
-        "capacity_rps": capacity,
-        "rate_rps": rate,
+        "capacity": {"threads_rps": thread_capacity, "calibration": None, "rps": None},
+        "rate_rps": args.rate,
         "policies": [],
         "notes": [],
         "findings": read_findings(args.findings),
     }
     procs.progress(
         f"balance benchmark, {run['mode']} mode: {args.backends} backends x {args.threads} "
-        f"thread(s), capacity {capacity:.0f}/s, offering {rate:.0f}/s from {args.senders} "
-        f"senders, policies: {', '.join(args.policies)}"
+        f"thread(s) (thread capacity {thread_capacity:.0f}/s), {args.senders} senders, "
+        f"policies: {', '.join(args.policies)}"
     )
-    warmup = poisson_schedule(
-        rate_rps=rate,
-        duration_s=plan.warmup_s,
-        max_requests=plan.max_requests,
-        rng=random.Random(args.seed - 1),
-    )
-    measured = poisson_schedule(
-        rate_rps=rate,
-        duration_s=plan.measure_s,
-        max_requests=plan.max_requests,
-        rng=random.Random(args.seed),
-    )
+    # Before the rate is known (calibration), the backends warm up at a rate they surely take.
+    provisional = args.rate or min(CALIBRATION_RPS, args.load * thread_capacity)
     with tempfile.TemporaryDirectory(prefix="bench-balance-") as scratch:
         log_dir = Path(scratch) / "logs"
         procs.progress(f"starting {args.backends} backends")
@@ -300,12 +298,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 generator.run(
                     poisson_schedule(
-                        rate_rps=rate,
+                        rate_rps=provisional,
                         duration_s=plan.backend_warmup_s,
                         max_requests=plan.max_requests,
                         rng=random.Random(args.seed - 2),
                     ),
                     deadline_s=deadline_s,
+                )
+                if args.rate is None:
+                    run["capacity"] = calibrate(
+                        generator,
+                        ClientSpec(policy="p2c", addresses=addresses, wait_ms=args.service_ms),
+                        rate_rps=provisional,
+                        seconds=plan.calibrate_s,
+                        seed=args.seed - 3,
+                        deadline_s=deadline_s,
+                        backends=backends,
+                        thread_capacity=thread_capacity,
+                    )
+                    rate = args.load * run["capacity"]["rps"]
+                else:
+                    rate = args.rate
+                run["rate_rps"] = rate
+                procs.progress(f"offering {rate:.0f} req/s to every policy")
+                warmup = poisson_schedule(
+                    rate_rps=rate,
+                    duration_s=plan.warmup_s,
+                    max_requests=plan.max_requests,
+                    rng=random.Random(args.seed - 1),
+                )
+                measured = poisson_schedule(
+                    rate_rps=rate,
+                    duration_s=plan.measure_s,
+                    max_requests=plan.max_requests,
+                    rng=random.Random(args.seed),
                 )
                 for policy in args.policies:
                     entry: dict[str, Any] = {
@@ -367,6 +393,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(markdown)
     return 0
+
+
+def calibrate(
+    generator: LoadGenerator,
+    spec: ClientSpec,
+    *,
+    rate_rps: float,
+    seconds: float,
+    seed: int,
+    deadline_s: float,
+    backends: Sequence[procs.SystemProcess],
+    thread_capacity: float,
+) -> dict[str, Any]:
+    """Measure what a call of ``spec``'s policy costs in CPU (backends + senders) and so how
+    many calls per second the machine's cores could carry; capacity is the smaller of that
+    and the backends' thread capacity."""
+    procs.progress(
+        f"calibrating: {spec.policy} at {rate_rps:.0f} req/s, {seconds:g} s to settle, "
+        f"{seconds:g} s measured"
+    )
+    generator.prepare_client(spec)
+    # A new client's first seconds cost extra (connections, health watches): not counted.
+    generator.run(
+        poisson_schedule(
+            rate_rps=rate_rps, duration_s=seconds, max_requests=400_000, rng=random.Random(seed)
+        ),
+        deadline_s=deadline_s,
+    )
+    schedule = poisson_schedule(
+        rate_rps=rate_rps, duration_s=seconds, max_requests=400_000, rng=random.Random(seed + 1)
+    )
+    cpu_before = backends_cpu_s(backends)
+    result = generator.run(schedule, deadline_s=deadline_s)
+    cpu_s = backends_cpu_s(backends) - cpu_before + result.sender_cpu_s
+    cores = os.cpu_count() or 1
+    cpu_rps = results.cpu_capacity(cpu_s, len(schedule), cores)
+    capacity = min(thread_capacity, cpu_rps)
+    procs.progress(
+        f"calibration: {1000 * cpu_s / len(schedule):.2f} ms CPU per call -> {cores} cores "
+        f"carry {cpu_rps:.0f} req/s; capacity {capacity:.0f} req/s"
+    )
+    return {
+        "threads_rps": thread_capacity,
+        "calibration": {
+            "policy": spec.policy,
+            "rate_rps": rate_rps,
+            "seconds": seconds,
+            "calls": len(schedule),
+            "cpu_s": round(cpu_s, 3),
+            "cpu_ms_per_call": round(1000 * cpu_s / len(schedule), 3),
+            "cpu_rps": round(cpu_rps, 1),
+        },
+        "rps": capacity,
+    }
 
 
 def run_policy(

@@ -76,10 +76,12 @@ def plot_balance(run: Mapping[str, Any], path: Path) -> None:
     share_axes.set(xlabel="backend", ylabel="% of calls sent", title="calls per backend")
     share_axes.grid(alpha=0.3, axis="y")
     share_axes.legend(fontsize="small")
+    calibrated = (run.get("capacity") or {}).get("calibration") is not None
+    share = f" = {config['load']:.0%} of capacity" if calibrated else ""
     figure.suptitle(
         f"{backends} backends x {config['service_ms']:g} ms (#{slow}: "
-        f"{config['service_ms'] * config['slow_factor']:g} ms), {run['rate_rps']:.0f} req/s = "
-        f"{config['load']:.0%} of capacity, deadline {deadline_ms:g} ms ({run['mode']} mode)"
+        f"{config['service_ms'] * config['slow_factor']:g} ms), {run['rate_rps']:.0f} req/s"
+        f"{share}, deadline {deadline_ms:g} ms ({run['mode']} mode)"
     )
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
