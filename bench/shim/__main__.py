@@ -294,6 +294,41 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
 
 
+SHIM = "rpckit-shim"
+BASELINES = ("gunicorn-gevent", "gunicorn-gthread")
+
+
+def acceptance(run: dict[str, Any]) -> list[list[Any]]:
+    """The issue's check per level and Flask baseline (pure): the shim's throughput >= 1.0x
+    and its p99 no worse. Rows: [check, value, target, PASS/FAIL]."""
+    rows: list[list[Any]] = []
+    shim = {step["connections"]: step for step in run["runs"].get(SHIM, [])}
+    for baseline in BASELINES:
+        for step in run["runs"].get(baseline, []):
+            mine = shim.get(step["connections"])
+            if mine is None:
+                continue
+            label = f"{step['connections']} conn. vs {run['labels'][baseline]}"
+            ratio = mine["throughput_rps"] / step["throughput_rps"]
+            rows.append(
+                [
+                    f"throughput, {label}",
+                    f"{mine['throughput_rps']:.0f} / {step['throughput_rps']:.0f} = {ratio:.2f}x",
+                    ">= 1.0x",
+                    "PASS" if ratio >= 1.0 else "FAIL",
+                ]
+            )
+            rows.append(
+                [
+                    f"p99, {label}",
+                    f"{mine['p99_ms']:.2f} vs {step['p99_ms']:.2f} ms",
+                    "no worse",
+                    "PASS" if mine["p99_ms"] <= step["p99_ms"] else "FAIL",
+                ]
+            )
+    return rows
+
+
 def render(run: dict[str, Any]) -> str:
     """The markdown report of a run (pure)."""
     lines = [
@@ -316,8 +351,8 @@ def render(run: dict[str, Any]) -> str:
                     run["labels"][name],
                     step["connections"],
                     step["throughput_rps"],
-                    step["p50_ms"],
-                    step["p99_ms"],
+                    f"{step['p50_ms']:.2f}",
+                    f"{step['p99_ms']:.2f}",
                     step["server_cpu_ms_per_request"],
                     bad,
                 ]
@@ -342,6 +377,10 @@ def render(run: dict[str, Any]) -> str:
         )
         lines.extend(notes)
         lines.append("")
+    checks = acceptance(run)
+    if checks:
+        lines.append(f"## Acceptance ({run['labels'].get(SHIM, SHIM)} against each Flask setup)\n")
+        lines.append(markdown_table(["check", "value", "target", "result"], checks))
     machine = run["machine"]
     lines.append(
         f"Machine: {machine['cpus']} CPUs, Python {machine['python']}, load average at the end "
