@@ -40,6 +40,7 @@ import random
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Protocol
@@ -113,13 +114,18 @@ class Target:
     # Cap on concurrent HTTP requests per sender (one thread + connection each); 512 covers
     # 1000 req/s x 250 ms deadlines with room for Poisson bursts.
     max_http_threads: int = 512
+    # gRPC: server processes sharing the port (SO_REUSEPORT). The kernel hashes each connection
+    # to one of them, so 4 connections land 2:2 on 2 processes only 3 times in 8 and all on one
+    # 1 time in 8; with processes > 1 a sender redials until its connections are spread evenly
+    # (by the pid in the replies), as rpckit's BalancedChannel does (worker_redials).
+    processes: int = 1
 
     def __post_init__(self) -> None:
         if self.protocol not in ("grpc", "http"):
             raise ValueError(f"unknown protocol {self.protocol!r}")
         check_loopback(self.address)
-        if self.channels_per_sender < 1 or self.max_http_threads < 1:
-            raise ValueError("channels_per_sender and max_http_threads must be >= 1")
+        if self.channels_per_sender < 1 or self.max_http_threads < 1 or self.processes < 1:
+            raise ValueError("channels_per_sender, max_http_threads and processes must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -371,6 +377,32 @@ class Outstanding:
         return taken + [(0.0, 0.0, Outcome.ERROR.value, "no reply", 0, 0.0)] * left
 
 
+#: How many connections a sender may redial to spread them over the server's processes.
+SPREAD_REDIALS = 64
+
+
+def spread_plan(pids: Sequence[int], processes: int) -> int | None:
+    """Which connection to redial so that ``pids`` (the server process behind each connection)
+    spread evenly over ``processes`` processes, or None when they already do: as many distinct
+    processes as there can be, each holding ``len(pids) // processes`` connections or one more.
+    The one to redial is a connection of the most crowded process (pure)."""
+    if processes < 1:
+        raise ValueError("processes must be >= 1")
+    if not pids:
+        return None
+    counts = Counter(pids)
+    low, extra = divmod(len(pids), processes)
+    high = low + (1 if extra else 0)
+    if (
+        len(counts) >= min(len(pids), processes)
+        and max(counts.values()) <= high
+        and min(counts.values()) >= low
+    ):
+        return None
+    crowded = max(counts, key=lambda pid: counts[pid])
+    return max(i for i, pid in enumerate(pids) if pid == crowded)
+
+
 class _GrpcClient:
     def __init__(self, target: Target, work: Work) -> None:
         import grpc
@@ -378,31 +410,57 @@ class _GrpcClient:
         from bench._gen.benchwork.v1 import work_pb2
 
         self._grpc = grpc
-        self._channels = [
-            grpc.insecure_channel(
-                target.address,
-                # A local subchannel pool (plus a distinct arg) gives each channel its own
-                # TCP connection instead of sharing one per target.
-                options=[("grpc.use_local_subchannel_pool", 1), ("bench.channel_index", index)],
-            )
-            for index in range(target.channels_per_sender)
-        ]
-        for channel in self._channels:
-            grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
-        self._calls = [
-            channel.unary_unary(
-                WORK_METHOD,
-                request_serializer=work_pb2.DoRequest.SerializeToString,
-                response_deserializer=work_pb2.DoResponse.FromString,
-            )
-            for channel in self._channels
-        ]
+        self._target = target
+        self._dials = 0
+        self._channels = [self._dial() for _ in range(target.channels_per_sender)]
+        self._calls = [self._method(channel) for channel in self._channels]
+        if target.processes > 1:
+            self._spread(target.processes)
         self._request = work_pb2.DoRequest(
             cpu_ms=work.cpu_ms, wait_ms=work.wait_ms, payload=b"x" * work.payload_bytes
         )
         self._next = 0
         self._records: list[RawRecord] = []
         self._outstanding = Outstanding()
+
+    def _dial(self) -> Any:
+        # A local subchannel pool (plus a distinct arg) gives each channel its own TCP
+        # connection instead of sharing one per target.
+        channel = self._grpc.insecure_channel(
+            self._target.address,
+            options=[("grpc.use_local_subchannel_pool", 1), ("bench.channel_index", self._dials)],
+        )
+        self._dials += 1
+        self._grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
+        return channel
+
+    def _method(self, channel: Any) -> Any:
+        from bench._gen.benchwork.v1 import work_pb2
+
+        return channel.unary_unary(
+            WORK_METHOD,
+            request_serializer=work_pb2.DoRequest.SerializeToString,
+            response_deserializer=work_pb2.DoResponse.FromString,
+        )
+
+    def _spread(self, processes: int) -> None:
+        """Redial until the connections are spread evenly over the server's processes."""
+        from bench._gen.benchwork.v1 import work_pb2
+
+        probe = work_pb2.DoRequest(cpu_ms=0, wait_ms=0)
+        pids = [call(probe, timeout=CONNECT_TIMEOUT_S).pid for call in self._calls]
+        for _ in range(SPREAD_REDIALS):
+            plan = spread_plan(pids, processes)
+            if plan is None:
+                return
+            self._channels[plan].close()
+            self._channels[plan] = self._dial()
+            self._calls[plan] = self._method(self._channels[plan])
+            pids[plan] = self._calls[plan](probe, timeout=CONNECT_TIMEOUT_S).pid
+        raise RuntimeError(
+            f"could not spread {len(pids)} connections over {processes} server processes in "
+            f"{SPREAD_REDIALS} redials (pids {sorted(pids)}): is the server running that many?"
+        )
 
     def fire(self, scheduled_s: float, due: float, deadline_s: float) -> None:
         now = time.monotonic()

@@ -228,6 +228,7 @@ class OverloadBenchmark:
             protocol=spec.protocol,
             address=process.address,
             channels_per_sender=channels_per_sender,
+            processes=spec.processes,
         )
         self.generator.prepare(target, self.work)
         health: HealthSummary | None = None

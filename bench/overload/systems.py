@@ -39,6 +39,9 @@ class SystemSpec:
     argv: tuple[str, ...]
     ready: procs.ReadyCheck
     health_path: str | None = None  # HTTP path polled after `ready` (HTTP systems)
+    # Processes accepting gRPC connections on the one port (SO_REUSEPORT): the senders spread
+    # their connections evenly over them, as rpckit's own client does.
+    processes: int = 1
 
     def missing(self) -> str | None:
         """Why this system cannot start here (its executable is missing), else None."""
@@ -110,7 +113,12 @@ def rpckit_spec(workers: int | None, extra_args: Sequence[str] = ()) -> SystemSp
     name = "rpckit" if workers is None else f"rpckit-w{workers}"
     label = "rpckit (1 process)" if workers is None else f"rpckit --workers {workers}"
     return SystemSpec(
-        name=name, label=label, protocol="grpc", argv=tuple(argv), ready=procs.json_line_address
+        name=name,
+        label=label,
+        protocol="grpc",
+        argv=tuple(argv),
+        ready=procs.json_line_address,
+        processes=workers or 1,
     )
 
 

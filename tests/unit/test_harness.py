@@ -6,6 +6,7 @@ import itertools
 import math
 import random
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from bench.harness.loadgen import (
     deal_round_robin,
     poisson_schedule,
     senders_for,
+    spread_plan,
 )
 from bench.harness.procs import (
     descendants,
@@ -115,6 +117,44 @@ def test_senders_scale_with_the_peak_rate_within_bounds() -> None:
     assert senders_for(5000, per_sender_rps=400, max_senders=2) == 2
     with pytest.raises(ValueError, match="per_sender_rps"):
         senders_for(10, per_sender_rps=0, max_senders=2)
+
+
+@pytest.mark.parametrize(
+    ("pids", "processes", "redial"),
+    [
+        ([1, 2, 1, 2], 2, None),  # 2:2
+        ([1, 1, 1, 2], 2, 2),  # 3:1 -> redial the last connection of the crowded process
+        ([1, 1, 1, 1], 2, 3),  # all on one
+        ([1, 2, 3], 2, None),  # more distinct pids than expected: each holds <= 2
+        ([7], 2, None),  # one connection cannot be spread
+        ([1, 1], 2, 1),
+        ([1, 2, 2, 3, 3, 1, 1], 3, None),  # 3:2:2 of 7
+        ([1, 2, 1, 1, 3, 1, 1], 3, 6),  # 5:1:1 of 7
+        ([5, 5, 6, 6, 6], 2, None),  # 2:3 of 5
+        ([], 2, None),
+    ],
+)
+def test_spread_plan_redials_the_crowded_process(
+    pids: list[int], processes: int, redial: int | None
+) -> None:
+    assert spread_plan(pids, processes) == redial
+
+
+def test_spread_plan_converges_by_redialing() -> None:
+    """Redialing as planned, with the kernel's hash as a seeded coin, ends balanced."""
+    rng = random.Random(3)
+    for processes, connections in ((2, 4), (2, 8), (3, 4), (4, 4)):
+        pids = [rng.randrange(processes) for _ in range(connections)]
+        for _ in range(200):
+            plan = spread_plan(pids, processes)
+            if plan is None:
+                break
+            pids[plan] = rng.randrange(processes)
+        counts = sorted(Counter(pids).values())
+        assert len(counts) == min(connections, processes)
+        assert counts[-1] - counts[0] <= 1
+    with pytest.raises(ValueError, match="processes"):
+        spread_plan([1], 0)
 
 
 def test_targets_must_be_loopback() -> None:
