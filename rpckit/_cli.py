@@ -18,8 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from rpckit._config import ServerConfig, TlsConfig
-from rpckit._errors import ConfigError
+from rpckit._config import ConfigError, ServerConfig, TlsConfig
 
 __all__ = ["main"]
 

@@ -10,7 +10,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-__all__ = ["ServerConfig", "TlsConfig"]
+__all__ = ["ConfigError", "ServerConfig", "TlsConfig"]
+
+
+class ConfigError(Exception):
+    """Configuration or command-line input that cannot work; the message says what to change.
+
+    Part of the tree in ``rpckit._errors``; it lives here because this module imports no
+    grpc, and ``rpckit serve --workers``'s supervisor must not (see ``rpckit._workers``).
+    """
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

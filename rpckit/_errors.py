@@ -3,6 +3,8 @@
     Exception
      +-- StatusError          an expected failure with a gRPC status (raise it, or call abort())
      +-- ConfigError          bad configuration or CLI input; the message says what to change
+                              (defined in rpckit._config, which imports no grpc, so that
+                              ``rpckit serve --workers``'s supervisor can raise it)
 
 Anything else a handler raises is a bug: the caller gets ``INTERNAL`` with a
 generic message, the traceback goes to the log, never onto the wire.
@@ -23,6 +25,7 @@ from google.protobuf import any_pb2, message
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
+from rpckit._config import ConfigError
 from rpckit._deadline import current_scope
 
 __all__ = [
@@ -56,10 +59,6 @@ class StatusError(Exception):
         self.message = message
         self.details = tuple(details)
         self.trailers = tuple(trailers)
-
-
-class ConfigError(Exception):
-    """Configuration or command-line input that cannot work; the message says what to change."""
 
 
 def abort(
