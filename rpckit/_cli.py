@@ -313,9 +313,6 @@ def _looks_like_servicer(obj: object) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from rpckit._server import Server
-    from rpckit._signals import graceful_exit
-
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,
@@ -350,6 +347,10 @@ def _serve(args: argparse.Namespace) -> int:
     sys.setswitchinterval(args.gil_switch_ms / 1000)
     if args.workers > 1:
         return _serve_workers(args, config)
+
+    from rpckit._server import Server
+    from rpckit._signals import graceful_exit
+
     servicers = load_servicers(args.app)
     try:
         server = Server(servicers, config=config)
@@ -429,11 +430,9 @@ def _http_server(args: argparse.Namespace, server: Any, config: ServerConfig) ->
 
 
 def _serve_workers(args: argparse.Namespace, config: ServerConfig) -> int:
-    from rpckit._server import Server
-    from rpckit._signals import graceful_exit
+    """Supervise --workers processes; this process imports neither the app nor grpc."""
     from rpckit._workers import WorkerPlan, supervise
 
-    target = import_target(args.app)  # imported once, before fork: shared copy-on-write
     try:
         check_bindable(args.grpc)
     except ValueError as exc:
@@ -449,29 +448,15 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig) -> int:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--http {args.http}: {exc}") from exc
 
+    loaded: list[Any] = []  # the app's FACTORY, once preload ran (in the zygote)
+
+    def preload() -> None:
+        loaded.append(_preload_worker(args))
+
     def run_worker(index: int, address: str, ready: Callable[[], None]) -> int:
         if http_reserved is not None:
-            http_reserved.close()  # the parent's reservation; this worker binds its own
-        metrics = config.metrics_address
-        if metrics is not None:
-            host, _, port = metrics.rpartition(":")
-            metrics = f"{host}:{int(port) + index if int(port) else 0}"
-        worker_config = dataclasses.replace(
-            config, so_reuseport=True, worker_index=index, metrics_address=metrics
-        )
-        server = Server(make_servicers(args.app, target), config=worker_config)
-        server.add_port(address)
-        http = _http_server(args, server, worker_config) if args.http is not None else None
-        stoppers = [server] if http is None else [server, http.drainer(worker_config.drain_s)]
-        with graceful_exit(stoppers):
-            server.start()
-            if http is not None:
-                http.start()
-            ready()
-            server.wait()
-            if http is not None:
-                http.stop()
-        return 0
+            http_reserved.close()  # the supervisor's reservation; this worker binds its own
+        return _run_worker(args, config, loaded[0], index=index, address=address, ready=ready)
 
     def announce(line: str) -> None:
         announcement = json.loads(line)
@@ -480,11 +465,61 @@ def _serve_workers(args: argparse.Namespace, config: ServerConfig) -> int:
         print(json.dumps(announcement), flush=True)
 
     try:
-        plan = WorkerPlan(workers=args.workers, address=args.grpc, run_worker=run_worker)
+        plan = WorkerPlan(
+            workers=args.workers, address=args.grpc, preload=preload, run_worker=run_worker
+        )
         return supervise(plan, announce=announce)
+    except OSError as exc:  # not Linux: no PR_SET_CHILD_SUBREAPER
+        raise ConfigError(f"--workers: {exc}") from exc
     finally:
         if http_reserved is not None:
             http_reserved.close()
+
+
+def _preload_worker(args: argparse.Namespace) -> Any:
+    """In the zygote: import what every worker runs, so they share it; returns the FACTORY."""
+    import rpckit._server
+    import rpckit._signals
+
+    if args.http is not None:
+        import rpckit._http_server
+        import rpckit._shim_app  # noqa: F401 - imported for the workers to share
+    return import_target(args.app)
+
+
+def _run_worker(
+    args: argparse.Namespace,
+    config: ServerConfig,
+    target: Any,
+    *,
+    index: int,
+    address: str,
+    ready: Callable[[], None],
+) -> int:
+    """One worker of --workers: its own server (and HTTP shim) on the shared ports."""
+    from rpckit._server import Server
+    from rpckit._signals import graceful_exit
+
+    metrics = config.metrics_address
+    if metrics is not None:
+        host, _, port = metrics.rpartition(":")
+        metrics = f"{host}:{int(port) + index if int(port) else 0}"
+    worker_config = dataclasses.replace(
+        config, so_reuseport=True, worker_index=index, metrics_address=metrics
+    )
+    server = Server(make_servicers(args.app, target), config=worker_config)
+    server.add_port(address)
+    http = _http_server(args, server, worker_config) if args.http is not None else None
+    stoppers = [server] if http is None else [server, http.drainer(worker_config.drain_s)]
+    with graceful_exit(stoppers):
+        server.start()
+        if http is not None:
+            http.start()
+        ready()
+        server.wait()
+        if http is not None:
+            http.stop()
+    return 0
 
 
 # ---------------------------------------------------------------- openapi

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ import grpc
 
 import rpckit
 from examples.inventory._gen.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from tests.integration.conftest import ServeProcess
+from tests.integration.conftest import ROOT, RPCKIT, ServeProcess
 
 Serve = Callable[..., ServeProcess]
 PROBE = "tests.integration.probe:servicers"
@@ -109,3 +110,59 @@ def test_announcement_line_names_workers(serve: Serve) -> None:
     assert sorted(server.announcement["pids"]) == _announced(server)
     assert json.dumps(server.announcement)
     assert server.terminate() == 0
+
+
+def _maps(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def test_supervisor_holds_neither_the_app_nor_grpc(serve: Serve) -> None:
+    # The workers come from a zygote that imported the app and exited; they were re-parented
+    # to the supervisor, which never loaded grpc (so keeps no copy of the pages they write).
+    server = serve(PROBE, "--workers", "2", "--drain", "0")
+    supervisor = server.proc.pid
+    workers = _announced(server)
+    assert sorted(server.announcement["pids"]) == workers  # the zygote is gone
+    assert all(_parent(pid) == supervisor for pid in workers)
+    assert "cygrpc" not in _maps(supervisor)
+    assert all("cygrpc" in _maps(pid) for pid in workers)
+    assert server.terminate() == 0
+
+
+def test_a_replacement_worker_imports_the_app_itself_and_serves(serve: Serve) -> None:
+    server = serve(PROBE, "--workers", "2", "--drain", "0")
+    victim, survivor = _announced(server)
+    os.kill(victim, signal.SIGKILL)
+    give_up = time.monotonic() + 30
+    while time.monotonic() < give_up and victim in _children(server.proc.pid):
+        time.sleep(0.02)
+    (replacement,) = _children(server.proc.pid) - {survivor}
+    give_up = time.monotonic() + 30
+    while time.monotonic() < give_up and _answering_pids(server.address) != {
+        survivor,
+        replacement,
+    }:
+        time.sleep(0.05)
+    assert _answering_pids(server.address) == {survivor, replacement}
+    assert "cygrpc" not in _maps(server.proc.pid)
+    assert server.terminate() == 0
+
+
+def test_an_app_that_cannot_be_imported_is_a_one_line_error() -> None:
+    done = subprocess.run(
+        [RPCKIT, "serve", "no_such_module:x", "--grpc", "127.0.0.1:0", "--workers", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "cannot import 'no_such_module'" in lines[0]
