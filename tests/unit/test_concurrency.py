@@ -144,3 +144,84 @@ def test_a_seeded_load_settles_between_the_floor_and_the_threads() -> None:
     settled = seen[len(seen) // 2 :]
     assert min(settled) >= 2
     assert max(settled) <= 4
+
+
+def runs(limit: ConcurrencyLimit, wall_s: float, cpu_s: float, count: int = 20) -> None:
+    for _ in range(count):
+        limit.observe_run(wall_s, cpu_s)
+
+
+def test_the_work_floor_keeps_enough_handlers_to_fill_a_core() -> None:
+    """5 ms of CPU in 25 ms: five handlers keep a core busy, so a lagging dispatcher
+    cannot push the limit below five."""
+    limit = ConcurrencyLimit(8, 0.0)
+    runs(limit, 0.025, 0.005)
+    now = feed(limit, 0.001, saturated=False, start=0.0, windows=1)  # learnt while quick
+    for _ in range(10):
+        runs(limit, 0.025, 0.005)
+        now = feed(limit, 0.010, saturated=True, start=now, windows=1)
+    assert limit.floor == 5
+    assert limit.limit == 5
+
+
+def test_the_work_floor_reads_a_low_quantile_so_gil_waits_do_not_raise_it() -> None:
+    """Runs that waited for the GIL look like more waiting; the low quantile ignores them."""
+    limit = ConcurrencyLimit(16, 0.0)
+    now = 0.0
+    for _ in range(10):
+        runs(limit, 0.025, 0.005, count=5)  # uncontended: ratio 5
+        runs(limit, 0.060, 0.005, count=35)  # contended: ratio 12
+        now = feed(limit, 0.002, saturated=False, start=now, windows=1)
+    assert limit.floor == 5
+
+
+def test_the_work_floor_is_held_while_the_dispatcher_lags() -> None:
+    """Under a lagging dispatcher every run waits for the GIL: those runs do not move the
+    floor, or it would climb with the contention it is meant to bound."""
+    limit = ConcurrencyLimit(16, 0.0)
+    runs(limit, 0.025, 0.005)
+    now = feed(limit, 0.001, saturated=False, start=0.0, windows=1)
+    for _ in range(20):
+        runs(limit, 0.080, 0.005)  # ratio 16
+        now = feed(limit, 0.010, saturated=True, start=now, windows=1)
+    assert (limit.floor, limit.limit) == (5, 5)
+
+
+def test_io_bound_handlers_keep_every_thread_and_cpu_bound_ones_go_to_min_limit() -> None:
+    io = ConcurrencyLimit(8, 0.0)
+    cpu = ConcurrencyLimit(8, 0.0)
+    now = 0.0
+    for _ in range(10):
+        runs(io, 0.050, 0.0)  # no measurable CPU
+        runs(cpu, 0.005, 0.005)
+        feed(io, 0.001, saturated=True, start=now, windows=1)
+        feed(io, 0.010, saturated=True, start=now + 1, windows=1)
+        feed(cpu, 0.001, saturated=False, start=now, windows=1)
+        now = feed(cpu, 0.010, saturated=True, start=now + 1, windows=1)
+    assert (io.floor, io.limit) == (8, 8)
+    assert (cpu.floor, cpu.limit) == (CONFIG.min_limit, CONFIG.min_limit)
+
+
+def test_a_rising_floor_lifts_the_limit_and_without_runs_the_floor_holds() -> None:
+    limit = ConcurrencyLimit(8, 0.0)
+    now = feed(limit, 0.010, saturated=True, start=0.0, windows=10)
+    assert limit.limit == CONFIG.min_limit  # no runs seen yet: the floor is min_limit
+    runs(limit, 0.030, 0.005)  # ratio 6
+    now = feed(limit, 0.002, saturated=False, start=now, windows=1)
+    assert limit.limit == 6
+    now = feed(limit, 0.010, saturated=True, start=now, windows=3)  # no runs: floor kept
+    assert (limit.floor, limit.limit) == (6, 6)
+
+
+def test_the_work_floor_can_be_turned_off() -> None:
+    limit = ConcurrencyLimit(8, 0.0, ConcurrencyConfig(work_floor_quantile=None))
+    now = 0.0
+    for _ in range(10):
+        runs(limit, 0.025, 0.005)
+        now = feed(limit, 0.001, saturated=False, start=now, windows=1)
+        now = feed(limit, 0.010, saturated=True, start=now, windows=1)
+    assert limit.limit == CONFIG.min_limit
+    with pytest.raises(ValueError, match="work_floor_quantile"):
+        ConcurrencyConfig(work_floor_quantile=1.0)
+    with pytest.raises(ValueError, match="finite"):
+        ConcurrencyLimit(8, 0.0).observe_run(float("nan"), 0.001)
