@@ -194,9 +194,9 @@ def test_render_markdown_has_the_tables_and_verdicts() -> None:
 
 def test_capacity_is_the_lower_of_threads_and_cpu() -> None:
     assert cpu_capacity(6.0, 3000, 2) == pytest.approx(1000.0)  # 2 ms a call, 2 cores
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cpu_s"):
         cpu_capacity(0.0, 3000, 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="calls"):
         cpu_capacity(1.0, 0, 2)
     run = _run(_summary(), None)
     text = capacity_paragraph(run)
