@@ -65,7 +65,7 @@ CRITICALITY_METADATA_KEY = "rpckit-criticality"
 SWEEP_INTERVAL_S = 0.005
 
 #: The dispatch-lag probe sleeps this long and measures how late it wakes with
-#: the GIL (see _concurrency). It runs only while calls are queued or running.
+#: the GIL (see _concurrency). It runs only while calls are queued or on handler threads.
 PROBE_SLEEP_S = 0.005
 
 
@@ -171,6 +171,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
             None if concurrency is None else ConcurrencyLimit(threads, clock(), concurrency)
         )
         self._in_flight = 0
+        self._in_flight_here = 0  # of which run_now runs in their callers' threads
         self._busy_s = 0.0
         self._util = (clock(), 0.0, 0.0)  # (sampled at, busy_s then, utilization)
         self._shutdown = False
@@ -281,6 +282,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
             ):
                 return False
             self._in_flight += 1
+            self._in_flight_here += 1
         try:
             if self._on_start is not None:
                 self._on_start(facts, 0.0)
@@ -289,6 +291,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
             ended = self._clock()
             with self._cond:
                 self._in_flight -= 1
+                self._in_flight_here -= 1
                 self._busy_s += ended - now
                 self._queue.record_service_time(facts.method, ended - now, ended)
                 if self._queue.depth:  # calls queued meanwhile: this slot is theirs now
@@ -399,7 +402,13 @@ class AdmissionExecutor(concurrent.futures.Executor):
         assert limit is not None
         while True:
             with self._cond:
-                while not self._shutdown and self._in_flight == 0 and self._queue.depth == 0:
+                # Calls run in their callers' threads (run_now) are outside the limit:
+                # no reason to measure the lag for them alone.
+                while (
+                    not self._shutdown
+                    and self._in_flight == self._in_flight_here
+                    and self._queue.depth == 0
+                ):
                     self._probe_cond.wait()
                 if self._shutdown:
                     return
