@@ -19,22 +19,6 @@ event). AIMD, evaluated once per window:
   slot: the limit grows by one, up to the thread count;
 * otherwise it holds.
 
-It never goes below the *work floor*: the handlers it takes to keep one core
-busy, ``wall time / CPU time`` of a handler run (Little's law: a handler that
-burns 5 ms of CPU in 25 ms keeps a core busy only one fifth of the time, so
-five of them are needed). Below that the process leaves its core idle while
-calls queue, and the lag -- then caused by other processes or the dispatch
-thread's own work -- cannot improve by running fewer handlers; measured in
-bench/overload (5 ms CPU + 20 ms wait, 2 processes on 2 cores, senders beside
-them), the limit sank to 2-3 and goodput to ~160/s where 5-6 handlers served
-230-270/s. The ratio is that of the window's least inflated run (the
-``work_floor_quantile``, 0 by default), rounded down: waiting for the GIL
-inflates a run's wall time (one handler too many and grpc's dispatcher falls
-behind: 7 of 8 served worse than 5 or 6 at 3x), and
-a floor fed by that would rise with the very contention it should bound; for
-the same reason the floor is learnt only in windows whose lag met the target,
-and held while the dispatcher lags.
-
 I/O-bound handlers (which release the GIL while they wait) never raise the lag,
 so they keep every thread; CPU-bound ones settle where the dispatcher still
 answers within a couple of milliseconds. The lag also rises when other
@@ -85,18 +69,7 @@ class ConcurrencyConfig:
     rises with the dispatch thread's own work and with other processes' CPU use,
     which fewer handlers cannot fully cure."""
 
-    work_floor_quantile: float | None = 0.0
-    """Quantile of the window's handler runs' ``wall / CPU`` ratios that sets the
-    work floor, rounded down (see the module docstring); 0 takes the least
-    inflated run. ``None`` turns the floor off (then only ``min_limit`` bounds
-    the limit)."""
-
     def __post_init__(self) -> None:
-        quantile = self.work_floor_quantile
-        if quantile is not None and not (not isinstance(quantile, bool) and 0.0 <= quantile < 1.0):
-            raise ValueError(
-                f"ConcurrencyConfig.work_floor_quantile must be in [0, 1) or None, got {quantile!r}"
-            )
         for name in ("target_lag_s", "window_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
@@ -126,8 +99,6 @@ class ConcurrencyLimit:
         self._window_start = now
         self._samples: list[float] = []
         self._saturated = False
-        self._floor = self._min
-        self._ratios: list[float] = []
 
     @property
     def limit(self) -> int:
@@ -137,20 +108,6 @@ class ConcurrencyLimit:
     @property
     def threads(self) -> int:
         return self._max
-
-    @property
-    def floor(self) -> int:
-        """The limit's current lower bound: ``min_limit`` or the work floor, if higher."""
-        return self._floor
-
-    def observe_run(self, wall_s: float, cpu_s: float) -> None:
-        """Feed one handler run: its wall time and its thread's CPU time (seconds)."""
-        if not (math.isfinite(wall_s) and math.isfinite(cpu_s)):
-            raise ValueError(f"run times must be finite, got {wall_s!r}, {cpu_s!r}")
-        if self._config.work_floor_quantile is None or wall_s <= 0.0:
-            return
-        # A run that used no measurable CPU counts as one that needs every thread.
-        self._ratios.append(wall_s / cpu_s if cpu_s > 0.0 else math.inf)
 
     def observe(self, lag_s: float, *, saturated: bool, now: float) -> bool:
         """Feed one dispatch-lag sample; ``saturated``: calls were waiting for a free slot.
@@ -168,28 +125,11 @@ class ConcurrencyLimit:
         p90 = samples[min(len(samples) - 1, int(0.9 * len(samples)))]
         before = self._limit
         if p90 > config.target_lag_s:
-            self._ratios.clear()  # runs that queued for the GIL: not the work's own ratio
-        else:
-            self._update_floor()
-        if p90 > config.target_lag_s:
             shrunk = min(self._limit - 1, math.floor(self._limit * config.decrease))
-            self._limit = max(self._floor, shrunk)
+            self._limit = max(self._min, shrunk)
         elif p90 < config.target_lag_s * config.increase_below and self._saturated:
             self._limit = min(self._max, self._limit + 1)
-        self._limit = max(self._limit, self._floor)
         self._samples.clear()
         self._saturated = False
         self._window_start = now
         return self._limit != before
-
-    def _update_floor(self) -> None:
-        """The work floor from this window's runs (kept from the last window when too few)."""
-        quantile = self._config.work_floor_quantile
-        ratios = self._ratios
-        if quantile is None or len(ratios) < self._config.min_samples:
-            return
-        ratios.sort()
-        low = ratios[int(quantile * len(ratios))]
-        needed = self._max if math.isinf(low) else math.floor(low + 1e-9)
-        self._floor = min(self._max, max(self._min, needed))
-        ratios.clear()

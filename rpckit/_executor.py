@@ -372,18 +372,14 @@ class AdmissionExecutor(concurrent.futures.Executor):
             started = self._clock()
             if self._on_start is not None:
                 self._on_start(work.facts, started - ticket.enqueued_at)
-            cpu_started = time.thread_time()
             try:
                 self._run(work, None)
             finally:
-                cpu_s = time.thread_time() - cpu_started
                 ended = self._clock()
                 with self._cond:
                     self._in_flight -= 1
                     self._busy_s += ended - started
                     self._queue.record_service_time(work.facts.method, ended - started, ended)
-                    if self._limit is not None:
-                        self._limit.observe_run(ended - started, cpu_s)
 
     def _sweep_loop(self) -> None:
         while True:
