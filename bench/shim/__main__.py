@@ -150,11 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,8,32", help="connections per run")
     parser.add_argument("--senders", type=int, default=2)
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--measure", type=float, default=10.0, help="seconds per row")
+    parser.add_argument("--measure", type=float, default=24.0, help="seconds per row")
     parser.add_argument(
         "--rounds",
         type=int,
-        default=2,
+        default=6,
         help="split each row's measurement into rounds over all systems, in alternating order",
     )
     parser.add_argument("--threads", type=int, default=8, help="rpckit handler threads")

@@ -13,7 +13,9 @@ so the very same tests run, unchanged, against each entry:
       ``shim-inprocess`` calls the servicer in the WSGI thread; ``shim-server`` goes
       through a real rpckit server's admission queue and handler threads;
       ``shim-proxy`` makes real gRPC calls over a plain channel to that server
-      (127.0.0.1, port 0).
+      (127.0.0.1, port 0); ``shim-proxy-balanced`` makes them through an
+      ``rpckit.BalancedChannel`` over two rpckit servers (sharing one servicer,
+      so one store).
 
 A factory takes the session's :class:`SharedBackends` (servers started once, on
 first use) and returns a new WSGI application over a freshly seeded store
@@ -37,6 +39,7 @@ from examples.inventory.server import legacy_shim
 from examples.inventory.service import Inventory
 from examples.legacy_inventory.app import create_app
 from examples.legacy_inventory.store import InventoryStore
+from rpckit import BalancedChannel
 from rpckit.http import Shim
 from rpckit.testing import RunningServer, running
 
@@ -54,6 +57,7 @@ class SharedBackends:
     def __init__(self) -> None:
         self._stack = contextlib.ExitStack()
         self._live: tuple[Inventory, RunningServer, grpc.Channel] | None = None
+        self._balanced: tuple[Inventory, BalancedChannel] | None = None
 
     def inventory_server(self) -> tuple[Inventory, RunningServer, grpc.Channel]:
         """The servicer (with a fresh store), its running server and a plain channel to it."""
@@ -65,6 +69,18 @@ class SharedBackends:
         inventory = self._live[0]
         inventory.store = InventoryStore()
         return self._live
+
+    def balanced_backends(self) -> tuple[Inventory, BalancedChannel]:
+        """One servicer (fresh store) behind two rpckit servers, and a BalancedChannel to them."""
+        if self._balanced is None:
+            inventory = Inventory()
+            first = self._stack.enter_context(running([inventory]))
+            second = self._stack.enter_context(running([inventory]))
+            channel = self._stack.enter_context(BalancedChannel([first.address, second.address]))
+            self._balanced = (inventory, channel)
+        inventory = self._balanced[0]
+        inventory.store = InventoryStore()
+        return self._balanced
 
     def close(self) -> None:
         self._stack.close()
@@ -103,6 +119,12 @@ def shim_proxy_app(backends: SharedBackends) -> Shim:
     return legacy_shim(inventory, channel=channel, services=["inventory.v1.Inventory"])
 
 
+def shim_proxy_balanced_app(backends: SharedBackends) -> Shim:
+    """(c) Proxy mode over a BalancedChannel to two rpckit servers."""
+    inventory, channel = backends.balanced_backends()
+    return legacy_shim(inventory, channel=channel, services=["inventory.v1.Inventory"])
+
+
 #: (id, factory) for every way the legacy contract is served. Ids appear in test names.
 LEGACY_APP_FACTORIES: tuple[tuple[str, LegacyAppFactory], ...] = (
     ("flask", flask_legacy_app),
@@ -110,6 +132,7 @@ LEGACY_APP_FACTORIES: tuple[tuple[str, LegacyAppFactory], ...] = (
     ("shim-inprocess", shim_inprocess_app),
     ("shim-server", shim_server_app),
     ("shim-proxy", shim_proxy_app),
+    ("shim-proxy-balanced", shim_proxy_balanced_app),
 )
 
 
