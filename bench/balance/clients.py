@@ -18,20 +18,13 @@ the backend that answered: from the reply, or from the rpckit load report
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import random
 import time
 from typing import Any, Literal
 
-from bench.harness.loadgen import (
-    CONNECT_TIMEOUT_S,
-    WORK_METHOD,
-    Outstanding,
-    RawRecord,
-    check_loopback,
-)
-from bench.harness.stats import Outcome, classify_grpc
+from bench.harness.loadgen import CONNECT_TIMEOUT_S, WORK_METHOD, FutureCalls, check_loopback
+from bench.harness.stats import Outcome
 
 Policy = Literal["p2c", "round_robin", "random"]
 POLICIES: tuple[Policy, ...] = ("p2c", "round_robin", "random")
@@ -66,7 +59,7 @@ def round_robin_target(addresses: tuple[str, ...]) -> str:
     return "ipv4:" + ",".join(addresses)
 
 
-class PolicyClient:
+class PolicyClient(FutureCalls):
     """One sender's client for one policy (see the module docstring)."""
 
     def __init__(self, spec: ClientSpec) -> None:
@@ -106,49 +99,19 @@ class PolicyClient:
             )
             for channel in channels
         ]
-        self._request = work_pb2.DoRequest(
-            cpu_ms=0, wait_ms=spec.wait_ms, payload=b"x" * spec.payload_bytes
-        )
-        self._records: list[RawRecord] = []
-        self._outstanding = Outstanding()
-
-    def fire(self, scheduled_s: float, due: float, deadline_s: float) -> None:
-        now = time.monotonic()
-        remaining = due + deadline_s - now
-        if remaining <= 0:
-            self._records.append(
-                (scheduled_s, now - due, Outcome.DEADLINE.value, "not sent", 0, now - due)
-            )
-            return
-        call = self._calls[0] if len(self._calls) == 1 else self._rng.choice(self._calls)
-        self._outstanding.add()
-        try:
-            future = call.future(self._request, timeout=remaining)
-        except BaseException:
-            self._outstanding.done()
-            raise
-        future.add_done_callback(
-            functools.partial(self._on_done, scheduled_s, due, deadline_s, now - due)
+        super().__init__(
+            work_pb2.DoRequest(cpu_ms=0, wait_ms=spec.wait_ms, payload=b"x" * spec.payload_bytes)
         )
 
-    def _on_done(
-        self, scheduled_s: float, due: float, deadline_s: float, lag: float, future: Any
-    ) -> None:
-        try:
-            latency = time.monotonic() - due
-            code = future.code()
-            outcome, code_name = classify_grpc(code.name, latency, deadline_s)
-            if code is self._grpc.StatusCode.OK:
-                pid = int(future.result().pid)
-            else:
-                report = self._load_from_metadata(future.trailing_metadata())
-                pid = int(report.pid) if report is not None else 0
-            self._records.append((scheduled_s, latency, outcome.value, code_name, pid, lag))
-        finally:
-            self._outstanding.done()
+    def _pick(self) -> Any:
+        return self._calls[0] if len(self._calls) == 1 else self._rng.choice(self._calls)
 
-    def wait_all(self, until: float) -> list[RawRecord]:
-        return self._outstanding.collect(self._records, until)
+    def _pid(self, future: Any, outcome: Outcome) -> int:
+        del outcome  # a late OK still names its backend
+        if future.code() is self._grpc.StatusCode.OK:
+            return int(future.result().pid)
+        report = self._load_from_metadata(future.trailing_metadata())
+        return int(report.pid) if report is not None else 0
 
     def close(self) -> None:
         for closable in self._closables:

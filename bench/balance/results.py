@@ -19,13 +19,12 @@ Definitions (also written into results.md):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.harness.report import Cell, format_cell, markdown_table
+from bench.harness.report import Cell, Check, format_cell, markdown_table, verdict
 from bench.harness.stats import Outcome, RequestRecord, percentile, summarize
 
 # The issue's acceptance targets.
@@ -41,16 +40,6 @@ POLICY_LABELS = {
 
 # Tail points for the plot: the latency below which all but this fraction of calls finished OK.
 TAIL_FRACTIONS = tuple(round(m * 10.0**-e, 6) for e in range(1, 5) for m in (7, 5, 3, 2, 1.5, 1))
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Check:
-    """One acceptance check: passed is None when the data to decide is missing."""
-
-    name: str
-    value: str
-    target: str
-    passed: bool | None
 
 
 def nominal_capacity(threads: Sequence[int], service_s: Sequence[float]) -> float:
@@ -271,10 +260,6 @@ def _all_calls(p99_ms: float | None, sent: int, deadline_ms: float) -> str:
     return f"> {deadline_ms:g}" if p99_ms is None else f"{p99_ms:.1f}"
 
 
-def _verdict(passed: bool | None) -> str:
-    return {True: "PASS", False: "FAIL", None: "n/a"}[passed]
-
-
 def render_markdown(run: Mapping[str, Any]) -> str:
     """results.md for a run (with its acceptance checks computed here)."""
     config = run["config"]
@@ -366,7 +351,7 @@ def render_markdown(run: Mapping[str, Any]) -> str:
     lines.append(
         markdown_table(
             ["check", "value", "target", "result"],
-            [[c.name, c.value, c.target, _verdict(c.passed)] for c in checks],
+            [[c.name, c.value, c.target, verdict(c.passed)] for c in checks],
         )
     )
     lines += [

@@ -403,12 +403,70 @@ def spread_plan(pids: Sequence[int], processes: int) -> int | None:
     return max(i for i, pid in enumerate(pids) if pid == crowded)
 
 
-class _GrpcClient:
+class FutureCalls:
+    """An open-loop gRPC client: each call fired as a grpc future on schedule, with the time
+    left of its deadline as timeout, its outcome recorded when it ends.
+
+    Subclasses say which multicallable takes the next call (``_pick``) and which server
+    process answered a call (``_pid``).
+    """
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+        self._records: list[RawRecord] = []
+        self._outstanding = Outstanding()
+
+    def _pick(self) -> Any:
+        raise NotImplementedError
+
+    def _pid(self, future: Any, outcome: Outcome) -> int:
+        raise NotImplementedError
+
+    def fire(self, scheduled_s: float, due: float, deadline_s: float) -> None:
+        now = time.monotonic()
+        remaining = due + deadline_s - now
+        if remaining <= 0:
+            self._records.append(
+                (scheduled_s, now - due, Outcome.DEADLINE.value, "not sent", 0, now - due)
+            )
+            return
+        call = self._pick()
+        self._outstanding.add()
+        try:
+            future = call.future(self._request, timeout=remaining)
+        except BaseException:
+            self._outstanding.done()
+            raise
+        future.add_done_callback(
+            functools.partial(self._on_done, scheduled_s, due, deadline_s, now - due)
+        )
+
+    def _on_done(
+        self, scheduled_s: float, due: float, deadline_s: float, lag: float, future: Any
+    ) -> None:
+        try:
+            latency = time.monotonic() - due
+            outcome, code_name = classify_grpc(future.code().name, latency, deadline_s)
+            pid = self._pid(future, outcome)
+            self._records.append((scheduled_s, latency, outcome.value, code_name, pid, lag))
+        finally:
+            self._outstanding.done()
+
+    def wait_all(self, until: float) -> list[RawRecord]:
+        return self._outstanding.collect(self._records, until)
+
+
+class _GrpcClient(FutureCalls):
     def __init__(self, target: Target, work: Work) -> None:
         import grpc
 
         from bench._gen.benchwork.v1 import work_pb2
 
+        super().__init__(
+            work_pb2.DoRequest(
+                cpu_ms=work.cpu_ms, wait_ms=work.wait_ms, payload=b"x" * work.payload_bytes
+            )
+        )
         self._grpc = grpc
         self._target = target
         self._dials = 0
@@ -416,12 +474,7 @@ class _GrpcClient:
         self._calls = [self._method(channel) for channel in self._channels]
         if target.processes > 1:
             self._spread(target.processes)
-        self._request = work_pb2.DoRequest(
-            cpu_ms=work.cpu_ms, wait_ms=work.wait_ms, payload=b"x" * work.payload_bytes
-        )
         self._next = 0
-        self._records: list[RawRecord] = []
-        self._outstanding = Outstanding()
 
     def _dial(self) -> Any:
         # A local subchannel pool (plus a distinct arg) gives each channel its own TCP
@@ -462,36 +515,13 @@ class _GrpcClient:
             f"{SPREAD_REDIALS} redials (pids {sorted(pids)}): is the server running that many?"
         )
 
-    def fire(self, scheduled_s: float, due: float, deadline_s: float) -> None:
-        now = time.monotonic()
-        remaining = due + deadline_s - now
-        if remaining <= 0:
-            self._records.append(
-                (scheduled_s, now - due, Outcome.DEADLINE.value, "not sent", 0, now - due)
-            )
-            return
+    def _pick(self) -> Any:
         call = self._calls[self._next % len(self._calls)]
         self._next += 1
-        self._outstanding.add()
-        future = call.future(self._request, timeout=remaining)
-        future.add_done_callback(
-            functools.partial(self._on_done, scheduled_s, due, deadline_s, now - due)
-        )
+        return call
 
-    def _on_done(
-        self, scheduled_s: float, due: float, deadline_s: float, lag: float, future: Any
-    ) -> None:
-        try:
-            latency = time.monotonic() - due
-            code = future.code()
-            outcome, code_name = classify_grpc(code.name, latency, deadline_s)
-            pid = future.result().pid if outcome is Outcome.OK else 0
-            self._records.append((scheduled_s, latency, outcome.value, code_name, pid, lag))
-        finally:
-            self._outstanding.done()
-
-    def wait_all(self, until: float) -> list[RawRecord]:
-        return self._outstanding.collect(self._records, until)
+    def _pid(self, future: Any, outcome: Outcome) -> int:
+        return int(future.result().pid) if outcome is Outcome.OK else 0
 
     def close(self) -> None:
         for channel in self._channels:

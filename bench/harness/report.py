@@ -13,6 +13,21 @@ from pathlib import Path
 Cell = str | int | float | None
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Check:
+    """One acceptance check: passed is None when the data to decide is missing."""
+
+    name: str
+    value: str
+    target: str
+    passed: bool | None
+
+
+def verdict(passed: bool | None) -> str:
+    """How a check's outcome reads in a table: PASS, FAIL, or n/a when undecided."""
+    return {True: "PASS", False: "FAIL", None: "n/a"}[passed]
+
+
 def format_cell(value: Cell, *, digits: int = 1) -> str:
     """A table cell: None and NaN as '-', floats with `digits` decimals."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -6,11 +6,10 @@ is produced. Nothing here does I/O.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.harness.report import Cell, CurvePoint, format_cell, markdown_table
+from bench.harness.report import Cell, Check, CurvePoint, format_cell, markdown_table, verdict
 
 # The issue's acceptance targets (full mode), for rpckit --workers cores.
 OVERLOAD_GOODPUT_SHARE = 0.90  # goodput at 2x and 3x >= 90% of goodput at 1x
@@ -18,16 +17,6 @@ MAX_WASTED_FRACTION = 0.02  # <= 2% of handler CPU on calls past their deadline
 MAX_REJECTION_P99_MS = 10.0
 MAX_MEMORY_RATIO = 1.6  # PSS of --workers 4 over --workers 1
 MAX_HEALTH_MS = 50.0  # health Check answers SERVING within 50 ms under 3x overload
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Check:
-    """One acceptance check: passed is None when the data to decide is missing."""
-
-    name: str
-    value: str
-    target: str
-    passed: bool | None
 
 
 def _steps(run: Mapping[str, Any], system: str) -> list[dict[str, Any]]:
@@ -292,7 +281,7 @@ def render_markdown(run: Mapping[str, Any]) -> str:
                         c["name"],
                         c["value"],
                         c["target"],
-                        {True: "PASS", False: "FAIL", None: "n/a"}[c["passed"]],
+                        verdict(c["passed"]),
                     ]
                     for c in checks
                 ],
