@@ -60,6 +60,8 @@ import math
 from collections import deque
 from typing import Generic, TypeVar
 
+from rpckit._validate import check_int, check_number
+
 __all__ = [
     "CRITICALITY_METADATA_KEY",
     "AdmissionConfig",
@@ -146,21 +148,6 @@ _REASON_MESSAGES = {
 }
 
 
-def _check_finite(name: str, value: float, *, low: float, strict: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"AdmissionConfig.{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value < low or (strict and value == low):
-        bound = f"> {low}" if strict else f">= {low}"
-        raise ValueError(f"AdmissionConfig.{name} must be finite and {bound}, got {value!r}")
-
-
-def _check_int(name: str, value: int, *, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"AdmissionConfig.{name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"AdmissionConfig.{name} must be >= {low}, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AdmissionConfig:
     """Parameters of :class:`AdmissionQueue`; every field is validated on construction."""
@@ -218,26 +205,40 @@ class AdmissionConfig:
     (the client still caps pushback by its own deadline and retry budget)."""
 
     def __post_init__(self) -> None:
-        _check_int("workers", self.workers, low=1)
-        _check_int("queue_limit", self.queue_limit, low=1)
-        _check_finite("codel_target_s", self.codel_target_s, low=0.0, strict=True)
-        _check_finite("codel_interval_s", self.codel_interval_s, low=0.0, strict=True)
+        check_int("AdmissionConfig", "workers", self.workers, low=1)
+        check_int("AdmissionConfig", "queue_limit", self.queue_limit, low=1)
+        check_number("AdmissionConfig", "codel_target_s", self.codel_target_s, low=0.0, strict=True)
+        check_number(
+            "AdmissionConfig", "codel_interval_s", self.codel_interval_s, low=0.0, strict=True
+        )
         if self.codel_interval_s < self.codel_target_s:
             raise ValueError(
                 f"AdmissionConfig.codel_interval_s ({self.codel_interval_s!r}) must be >= "
                 f"codel_target_s ({self.codel_target_s!r})"
             )
-        _check_finite(
-            "target_service_multiple", self.target_service_multiple, low=0.0, strict=False
+        check_number(
+            "AdmissionConfig",
+            "target_service_multiple",
+            self.target_service_multiple,
+            low=0.0,
+            strict=False,
         )
-        _check_finite("service_half_life_s", self.service_half_life_s, low=0.0, strict=True)
-        _check_finite("sheddable_target_factor", self.sheddable_target_factor, low=0.0, strict=True)
+        check_number(
+            "AdmissionConfig", "service_half_life_s", self.service_half_life_s, low=0.0, strict=True
+        )
+        check_number(
+            "AdmissionConfig",
+            "sheddable_target_factor",
+            self.sheddable_target_factor,
+            low=0.0,
+            strict=True,
+        )
         if self.sheddable_target_factor > 1.0:
             raise ValueError(
                 "AdmissionConfig.sheddable_target_factor must be <= 1 (sheddable calls may not "
                 f"wait longer than others), got {self.sheddable_target_factor!r}"
             )
-        _check_int("pushback_max_ms", self.pushback_max_ms, low=1)
+        check_int("AdmissionConfig", "pushback_max_ms", self.pushback_max_ms, low=1)
 
 
 @dataclasses.dataclass(eq=False)
@@ -474,7 +475,7 @@ class AdmissionQueue(Generic[T]):
 
     def set_workers(self, workers: int) -> None:
         """The adapter's concurrency limit changed: drain estimates use ``workers`` from now."""
-        _check_int("workers", workers, low=1)
+        check_int("AdmissionConfig", "workers", workers, low=1)
         self._workers = workers
 
     @property

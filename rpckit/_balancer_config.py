@@ -9,29 +9,14 @@ are what :meth:`~rpckit.BalancedChannel.backends` returns. No grpc import.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 from rpckit._deadline import OUTBOUND_MARGIN_S
 from rpckit._outlier import OutlierConfig
 from rpckit._p2c import PickerConfig
 from rpckit._retry import AdaptiveThrottleConfig, RetryBudgetConfig
+from rpckit._validate import check_int, check_number
 
 __all__ = ["BackendStatus", "BalancedChannelConfig", "ConnectionStatus", "is_method_path"]
-
-
-def _check_number(name: str, value: float, *, low: float, strict: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"BalancedChannelConfig.{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value < low or (strict and value == low):
-        bound = f"> {low}" if strict else f">= {low}"
-        raise ValueError(f"BalancedChannelConfig.{name} must be finite and {bound}, got {value!r}")
-
-
-def _check_int(name: str, value: int, *, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"BalancedChannelConfig.{name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"BalancedChannelConfig.{name} must be >= {low}, got {value!r}")
 
 
 def _check_type(name: str, value: object, kind: type | tuple[type, ...]) -> None:
@@ -118,9 +103,11 @@ class BalancedChannelConfig:
     those whose proto says so (for methods without a descriptor in the pool)."""
 
     def __post_init__(self) -> None:
-        _check_int("connections_per_backend", self.connections_per_backend, low=1)
-        _check_int("worker_redials", self.worker_redials, low=0)
-        _check_int("max_attempts", self.max_attempts, low=1)
+        check_int(
+            "BalancedChannelConfig", "connections_per_backend", self.connections_per_backend, low=1
+        )
+        check_int("BalancedChannelConfig", "worker_redials", self.worker_redials, low=0)
+        check_int("BalancedChannelConfig", "max_attempts", self.max_attempts, low=1)
         _check_type("retry_budget", self.retry_budget, RetryBudgetConfig)
         _check_type(
             "adaptive_throttle", self.adaptive_throttle, (AdaptiveThrottleConfig, type(None))
@@ -129,17 +116,48 @@ class BalancedChannelConfig:
         _check_type("outlier", self.outlier, (OutlierConfig, type(None)))
         _check_type("health_check", self.health_check, bool)
         _check_type("health_service", self.health_service, str)
-        _check_number("health_backoff_initial_s", self.health_backoff_initial_s, low=0, strict=True)
-        _check_number(
+        check_number(
+            "BalancedChannelConfig",
+            "health_backoff_initial_s",
+            self.health_backoff_initial_s,
+            low=0,
+            strict=True,
+        )
+        check_number(
+            "BalancedChannelConfig",
             "health_backoff_max_s",
             self.health_backoff_max_s,
             low=self.health_backoff_initial_s,
             strict=False,
         )
-        _check_number("health_check_timeout_s", self.health_check_timeout_s, low=0, strict=True)
-        _check_number("wait_for_backend_s", self.wait_for_backend_s, low=0, strict=False)
-        _check_number("resolve_interval_s", self.resolve_interval_s, low=0, strict=True)
-        _check_number("deadline_margin_s", self.deadline_margin_s, low=0, strict=False)
+        check_number(
+            "BalancedChannelConfig",
+            "health_check_timeout_s",
+            self.health_check_timeout_s,
+            low=0,
+            strict=True,
+        )
+        check_number(
+            "BalancedChannelConfig",
+            "wait_for_backend_s",
+            self.wait_for_backend_s,
+            low=0,
+            strict=False,
+        )
+        check_number(
+            "BalancedChannelConfig",
+            "resolve_interval_s",
+            self.resolve_interval_s,
+            low=0,
+            strict=True,
+        )
+        check_number(
+            "BalancedChannelConfig",
+            "deadline_margin_s",
+            self.deadline_margin_s,
+            low=0,
+            strict=False,
+        )
         if isinstance(self.idempotent_methods, str):
             raise TypeError("BalancedChannelConfig.idempotent_methods must be a set of paths")
         methods = frozenset(self.idempotent_methods)

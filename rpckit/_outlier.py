@@ -40,6 +40,8 @@ from collections import deque
 from collections.abc import Hashable, Iterable
 from typing import Generic, TypeVar
 
+from rpckit._validate import check_int
+
 __all__ = ["BackendState", "OutlierConfig", "OutlierDetector"]
 
 K = TypeVar("K", bound=Hashable)
@@ -54,13 +56,6 @@ def _check_number(name: str, value: float, *, low: float, high: float = math.inf
         raise TypeError(f"OutlierConfig.{name} must be a number, got {value!r}")
     if not (math.isfinite(value) and low <= value <= high):
         raise ValueError(f"OutlierConfig.{name} must be in [{low}, {high}], got {value!r}")
-
-
-def _check_int(name: str, value: int, *, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"OutlierConfig.{name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"OutlierConfig.{name} must be >= {low}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -114,10 +109,10 @@ class OutlierConfig:
     merely lets one more probe through."""
 
     def __post_init__(self) -> None:
-        _check_int("consecutive_failures", self.consecutive_failures, low=1)
+        check_int("OutlierConfig", "consecutive_failures", self.consecutive_failures, low=1)
         _check_number("success_rate_threshold", self.success_rate_threshold, low=0.0, high=1.0)
         _check_number("window_s", self.window_s, low=1e-9)
-        _check_int("min_window_calls", self.min_window_calls, low=1)
+        check_int("OutlierConfig", "min_window_calls", self.min_window_calls, low=1)
         _check_number("base_ejection_s", self.base_ejection_s, low=1e-9)
         _check_number("max_ejection_s", self.max_ejection_s, low=self.base_ejection_s)
         _check_number("ejection_multiplier", self.ejection_multiplier, low=1.0)

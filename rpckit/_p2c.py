@@ -30,15 +30,9 @@ import math
 import random
 from collections.abc import Sequence
 
+from rpckit._validate import check_number
+
 __all__ = ["BackendLoad", "PickerConfig", "pick"]
-
-
-def _check_number(name: str, value: float, *, low: float, strict: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"PickerConfig.{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value < low or (strict and value == low):
-        bound = f"> {low}" if strict else f">= {low}"
-        raise ValueError(f"PickerConfig.{name} must be finite and {bound}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -60,9 +54,11 @@ class PickerConfig:
     have not talked to for a while. 2 s: DESIGN.md."""
 
     def __post_init__(self) -> None:
-        _check_number("decay_s", self.decay_s, low=0.0, strict=True)
-        _check_number("initial_latency_s", self.initial_latency_s, low=0.0, strict=True)
-        _check_number("report_ttl_s", self.report_ttl_s, low=0.0, strict=False)
+        check_number("PickerConfig", "decay_s", self.decay_s, low=0.0, strict=True)
+        check_number(
+            "PickerConfig", "initial_latency_s", self.initial_latency_s, low=0.0, strict=True
+        )
+        check_number("PickerConfig", "report_ttl_s", self.report_ttl_s, low=0.0, strict=False)
 
 
 class BackendLoad:

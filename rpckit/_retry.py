@@ -26,6 +26,8 @@ import math
 import random
 from collections import deque
 
+from rpckit._validate import check_number
+
 __all__ = [
     "STATUS_CODE_NAMES",
     "AdaptiveThrottle",
@@ -59,14 +61,6 @@ STATUS_CODE_NAMES = frozenset(
     }
 )
 """gRPC status code names (``grpc.StatusCode.X.name``), as :func:`retry_decision` takes them."""
-
-
-def _check_number(owner: str, name: str, value: float, *, low: float, strict: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{owner}.{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value < low or (strict and value == low):
-        bound = f"> {low}" if strict else f">= {low}"
-        raise ValueError(f"{owner}.{name} must be finite and {bound}, got {value!r}")
 
 
 # ---------------------------------------------------------------- decision
@@ -243,9 +237,9 @@ class RetryBudgetConfig:
     """Length of the sliding window. 10 s: Finagle's budget ``ttl``."""
 
     def __post_init__(self) -> None:
-        _check_number("RetryBudgetConfig", "ratio", self.ratio, low=0.0, strict=False)
-        _check_number("RetryBudgetConfig", "min_per_s", self.min_per_s, low=0.0, strict=False)
-        _check_number("RetryBudgetConfig", "window_s", self.window_s, low=0.0, strict=True)
+        check_number("RetryBudgetConfig", "ratio", self.ratio, low=0.0, strict=False)
+        check_number("RetryBudgetConfig", "min_per_s", self.min_per_s, low=0.0, strict=False)
+        check_number("RetryBudgetConfig", "window_s", self.window_s, low=0.0, strict=True)
 
 
 _UNITS_PER_RETRY = 1_000_000
@@ -354,14 +348,14 @@ class AdaptiveThrottleConfig:
     """The history the formula counts. Two minutes: the Google SRE book."""
 
     def __post_init__(self) -> None:
-        _check_number(
+        check_number(
             "AdaptiveThrottleConfig",
             "accepts_multiplier",
             self.accepts_multiplier,
             low=0.0,
             strict=True,
         )
-        _check_number("AdaptiveThrottleConfig", "window_s", self.window_s, low=0.0, strict=True)
+        check_number("AdaptiveThrottleConfig", "window_s", self.window_s, low=0.0, strict=True)
 
 
 _THROTTLE_BUCKETS = 60
