@@ -138,22 +138,24 @@ def outbound_timeout(
 
 
 def floor_to_wire_precision(seconds: float) -> float:
-    """Round a timeout *down* to what grpc core sends exactly.
+    """Round a timeout *down* far enough that grpc core sends no more than ``seconds``.
 
     grpc core rounds the grpc-timeout it sends *up* to 1 ms below 1 s, 10 ms
-    below 10 s, 100 ms below 100 s, then whole seconds -- so a timeout passed
-    as-is could reach the next hop up to 1% later than the caller's own
-    deadline. Pre-rounding down keeps the inherited deadline no later.
+    below 10 s, 100 ms below 100 s, then whole seconds; and the time it rounds
+    is a hair above the timeout grpcio was given (measured with grpcio 1.85:
+    1.5 s arrived as 1.51 s, 1.99 s as 2.00 s), so even a timeout on the grid
+    goes up one step. Passed as-is, an inherited timeout could reach the next
+    hop up to 1% later than the caller's own deadline. So this floors to the
+    step and takes one more step off: at most two steps (2%, or 2 ms below
+    1 s) of the budget, and the inherited deadline is never later.
     """
     ms = math.floor(seconds * 1000)
     steps_ms = (
         (1_000, 1), (10_000, 10), (100_000, 100),  # 'm' in 1, 10, 100 ms units
         (1_000_000, 1_000), (10_000_000, 10_000), (100_000_000, 100_000),  # 'S' units
     )  # fmt: skip
-    for limit, step in steps_ms:
-        if ms < limit:
-            return (ms - ms % step) / 1000
-    return float(ms - ms % 3_600_000) / 1000  # beyond ~28 h: whole hours
+    step = next((step for limit, step in steps_ms if ms < limit), 3_600_000)  # then hours
+    return max(0, ms - ms % step - step) / 1000
 
 
 def encode_grpc_timeout(seconds: float) -> str:
