@@ -531,16 +531,20 @@ class AdmissionQueue(Generic[T]):
 
     # ------------------------------------------------------------ internals
 
-    def _deadline_reason(self, ticket: Ticket[T], now: float) -> Reason | None:
-        deadline = ticket.deadline
+    def deadline_reason(self, method: str, deadline: float | None, now: float) -> Reason | None:
+        """Why a call of ``method`` with ``deadline`` could not usefully start at ``now``
+        (gone, or shorter than the method's service EWMA); None if it could."""
         if deadline is None:
             return None
         if deadline <= now:
             return Reason.DEADLINE_GONE
-        estimate = self.service_estimate(ticket.method)
+        estimate = self.service_estimate(method)
         if estimate is not None and deadline - now < estimate:
             return Reason.DEADLINE_SHORT
         return None
+
+    def _deadline_reason(self, ticket: Ticket[T], now: float) -> Reason | None:
+        return self.deadline_reason(ticket.method, ticket.deadline, now)
 
     def _would_outwait(self, ticket: Ticket[T], now: float) -> bool:
         """Would the calls queued ahead keep every worker busy past the newcomer's allowance?"""

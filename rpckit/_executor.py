@@ -275,10 +275,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 self._shutdown
                 or self._queue.depth
                 or self._in_flight >= self._threads
-                or (
-                    facts.deadline is not None
-                    and facts.deadline - now <= (self._queue.service_estimate(facts.method) or 0.0)
-                )
+                or self._queue.deadline_reason(facts.method, facts.deadline, now) is not None
             ):
                 return False
             self._in_flight += 1
