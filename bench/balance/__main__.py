@@ -310,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         generator,
                         ClientSpec(policy="p2c", addresses=addresses, wait_ms=args.service_ms),
                         rate_rps=provisional,
-                        seconds=plan.calibrate_s,
+                        plan=plan,
                         seed=args.seed - 3,
                         deadline_s=deadline_s,
                         backends=backends,
@@ -400,7 +400,7 @@ def calibrate(
     spec: ClientSpec,
     *,
     rate_rps: float,
-    seconds: float,
+    plan: Plan,
     seed: int,
     deadline_s: float,
     backends: Sequence[procs.SystemProcess],
@@ -408,22 +408,25 @@ def calibrate(
 ) -> dict[str, Any]:
     """Measure what a call of ``spec``'s policy costs in CPU (backends + senders) and so how
     many calls per second the machine's cores could carry; capacity is the smaller of that
-    and the backends' thread capacity."""
+    and the backends' thread capacity. Runs ``plan.calibrate_s`` unmeasured, then as long
+    measured."""
+    seconds = plan.calibrate_s
     procs.progress(
         f"calibrating: {spec.policy} at {rate_rps:.0f} req/s, {seconds:g} s to settle, "
         f"{seconds:g} s measured"
     )
     generator.prepare_client(spec)
     # A new client's first seconds cost extra (connections, health watches): not counted.
-    generator.run(
+    settle, schedule = (
         poisson_schedule(
-            rate_rps=rate_rps, duration_s=seconds, max_requests=400_000, rng=random.Random(seed)
-        ),
-        deadline_s=deadline_s,
+            rate_rps=rate_rps,
+            duration_s=seconds,
+            max_requests=plan.max_requests,
+            rng=random.Random(seed + offset),
+        )
+        for offset in (0, 1)
     )
-    schedule = poisson_schedule(
-        rate_rps=rate_rps, duration_s=seconds, max_requests=400_000, rng=random.Random(seed + 1)
-    )
+    generator.run(settle, deadline_s=deadline_s)
     cpu_before = backends_cpu_s(backends)
     result = generator.run(schedule, deadline_s=deadline_s)
     cpu_s = backends_cpu_s(backends) - cpu_before + result.sender_cpu_s
