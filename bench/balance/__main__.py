@@ -10,6 +10,7 @@ results.md, results.json and balance.png into --out; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -30,6 +31,7 @@ from bench.balance.plot import plot_balance
 from bench.balance.service import SLOWDOWN_ENV
 from bench.harness import procs
 from bench.harness.loadgen import LoadGenerator, poisson_schedule
+from bench.harness.stats import Outcome, RequestRecord, percentile
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -42,28 +44,47 @@ CALIBRATION_RPS = 300.0
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Plan:
     """Durations of one mode. The backends get backend_warmup_s of load first (their first
-    calls are slow); then each policy runs warmup_s (unmeasured, its clients learn the
-    backends) and measure_s, at the same rate."""
+    calls are slow); then each policy's clients get warmup_s (unmeasured: they learn the
+    backends). Then ``rounds`` rounds run every policy in turn, the order reversed every
+    other round, each time lead_in_s unmeasured and measure_s / rounds measured, all at the
+    same rate and on the same arrival schedule within a round: a slow spell of the shared
+    machine then weighs on every policy alike instead of on whichever ran during it."""
 
     backend_warmup_s: float
     warmup_s: float
     measure_s: float
     calibrate_s: float
+    rounds: int = 1
+    lead_in_s: float = 1.0
     max_requests: int = 400_000
 
     def __post_init__(self) -> None:
-        durations = (self.backend_warmup_s, self.warmup_s, self.measure_s, self.calibrate_s)
-        if min(durations) <= 0 or self.max_requests < 1:
-            raise ValueError("durations must be > 0 and max_requests >= 1")
+        durations = (
+            self.backend_warmup_s,
+            self.warmup_s,
+            self.measure_s,
+            self.calibrate_s,
+            self.lead_in_s,
+        )
+        if min(durations) <= 0 or self.max_requests < 1 or self.rounds < 1:
+            raise ValueError("durations must be > 0, rounds and max_requests >= 1")
+
+    @property
+    def round_s(self) -> float:
+        """Measured seconds per policy per round."""
+        return self.measure_s / self.rounds
 
 
 # Quick: a smoke test under a minute; 8 s is too short for P2C's latency estimates (10 s
 # decay) to forget the start-up of its client, so its numbers are not the acceptance run's.
 QUICK = Plan(backend_warmup_s=2.0, warmup_s=8.0, measure_s=6.0, calibrate_s=4.0)
-# Full: ~4 minutes. A new BalancedChannel redials its second connection to each
+# Full: ~5 minutes. A new BalancedChannel redials its second connection to each
 # single-process backend (worker_redials) in its first seconds; 30 s lets the latency
-# peaks of that start-up decay out of P2C's estimates before measuring.
-FULL = Plan(backend_warmup_s=5.0, warmup_s=30.0, measure_s=40.0, calibrate_s=10.0)
+# peaks of that start-up decay out of P2C's estimates before measuring. Each round gives
+# a policy 3 s of load again before its 10 s are measured (its clients sat idle meanwhile).
+FULL = Plan(
+    backend_warmup_s=5.0, warmup_s=30.0, measure_s=40.0, calibrate_s=10.0, rounds=4, lead_in_s=3.0
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,7 +136,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backend-warmup-s", type=float, help="override the mode's backend warm-up (once)"
     )
-    parser.add_argument("--measure-s", type=float, help="override the mode's measured seconds")
+    parser.add_argument(
+        "--measure-s", type=float, help="override the mode's measured seconds per policy"
+    )
+    parser.add_argument(
+        "--rounds", type=int, help="override the mode's rounds over the policies (full: 4)"
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the arrival schedule (1)")
     parser.add_argument(
         "--findings",
@@ -218,17 +244,28 @@ def machine_busy_cpu_s() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    plan = QUICK if args.quick else FULL
-    plan = dataclasses.replace(
+def _override(plan: Plan, args: argparse.Namespace) -> Plan:
+    """The mode's plan with the command line's overrides (ValueError when invalid)."""
+    return dataclasses.replace(
         plan,
         warmup_s=plan.warmup_s if args.warmup_s is None else args.warmup_s,
         measure_s=plan.measure_s if args.measure_s is None else args.measure_s,
         backend_warmup_s=plan.backend_warmup_s
         if args.backend_warmup_s is None
         else args.backend_warmup_s,
+        rounds=plan.rounds if args.rounds is None else args.rounds,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    try:
+        plan = _override(plan, args)
+    except ValueError as exc:
+        parser.error(f"--warmup-s, --measure-s, --backend-warmup-s, --rounds: {exc}")
+
     if args.backends < 2 or not 0 <= args.slow_backend < args.backends:
         raise SystemExit("need --backends >= 2 and 0 <= --slow-backend < --backends")
     if args.threads < 1 or args.senders < 1 or args.service_ms <= 0 or args.slow_factor <= 0:
@@ -261,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "backend_warmup_s": plan.backend_warmup_s,
             "warmup_s": plan.warmup_s,
             "measure_s": plan.measure_s,
+            "rounds": plan.rounds,
+            "lead_in_s": plan.lead_in_s,
             "seed": args.seed,
             "rpckit_args": extra,
             "backend_argv": backend_argv(args.threads, extra),
@@ -291,7 +330,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             run["config"]["addresses"] = list(addresses)
             procs.progress(f"backends ready: {', '.join(addresses)}")
-            with LoadGenerator(senders=args.senders) as generator:
+            with contextlib.ExitStack() as stack:
+                # One set of senders per policy: each keeps its clients (and what they have
+                # learnt) from its warm-up through every round.
+                generators = {
+                    policy: stack.enter_context(LoadGenerator(senders=args.senders))
+                    for policy in args.policies
+                }
+                generator = generators[args.policies[0]]
                 procs.progress(f"backend warm-up: {plan.backend_warmup_s:g} s, random picks")
                 generator.prepare_client(
                     ClientSpec(policy="random", addresses=addresses, wait_ms=args.service_ms)
@@ -321,56 +367,68 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rate = args.rate
                 run["rate_rps"] = rate
                 procs.progress(f"offering {rate:.0f} req/s to every policy")
+                runs = {
+                    policy: PolicyRuns(
+                        policy=policy,
+                        generator=generators[policy],
+                        spec=ClientSpec(
+                            policy=policy,
+                            addresses=addresses,
+                            wait_ms=args.service_ms,
+                            seed=args.seed,
+                        ),
+                    )
+                    for policy in args.policies
+                }
                 warmup = poisson_schedule(
                     rate_rps=rate,
                     duration_s=plan.warmup_s,
                     max_requests=plan.max_requests,
                     rng=random.Random(args.seed - 1),
                 )
-                measured = poisson_schedule(
-                    rate_rps=rate,
-                    duration_s=plan.measure_s,
-                    max_requests=plan.max_requests,
-                    rng=random.Random(args.seed),
-                )
-                for policy in args.policies:
-                    entry: dict[str, Any] = {
-                        "policy": policy,
-                        "label": results.POLICY_LABELS[policy],
-                    }
-                    run["policies"].append(entry)
-                    try:
-                        run_policy(
-                            entry,
-                            generator,
-                            ClientSpec(
-                                policy=policy,
-                                addresses=addresses,
-                                wait_ms=args.service_ms,
-                                seed=args.seed,
-                            ),
-                            warmup=warmup,
-                            measured=measured,
+                for policy_runs in runs.values():
+                    policy_runs.start(warmup, deadline_s=deadline_s)
+                for round_index in range(plan.rounds):
+                    lead_in, measured = (
+                        poisson_schedule(
+                            rate_rps=rate,
+                            duration_s=seconds,
+                            max_requests=plan.max_requests,
+                            rng=random.Random(args.seed + 1000 * round_index + offset),
+                        )
+                        for offset, seconds in ((1, plan.lead_in_s), (0, plan.round_s))
+                    )
+                    order = list(runs.values())
+                    if round_index % 2:
+                        order.reverse()
+                    for policy_runs in order:
+                        policy_runs.measure(
+                            lead_in,
+                            measured,
+                            round_index=round_index,
                             plan=plan,
                             deadline_s=deadline_s,
                             backends=backends,
-                            backend_of_pid=backend_of_pid,
-                            slow=args.slow_backend,
                         )
-                    except (RuntimeError, TimeoutError) as exc:
-                        entry["note"] = f"failed: {str(exc)[:300]}"
-                        procs.progress(f"{policy}: {entry['note']}")
+                for policy_runs in runs.values():
+                    entry = policy_runs.entry(
+                        plan=plan,
+                        backend_of_pid=backend_of_pid,
+                        backends=len(backends),
+                        slow=args.slow_backend,
+                    )
+                    run["policies"].append(entry)
                     other = (entry.get("cpu") or {}).get("other_cores")
                     if other is not None and other > 0.1:
                         run["notes"].append(
-                            f"{policy}: other processes used {other:.2f} cores during the "
-                            "measured window (the machine was not quiet)"
+                            f"{entry['policy']}: other processes used {other:.2f} cores during "
+                            "the measured windows (the machine was not quiet)"
                         )
                     lag = (entry.get("summary") or {}).get("send_lag_p99_ms")
                     if lag is not None and lag > 10:
                         run["notes"].append(
-                            f"{policy}: sender lag p99 {lag:.0f} ms (the senders were short of "
-                            "CPU; OK-call latencies include it)"
+                            f"{entry['policy']}: sender lag p99 {lag:.0f} ms (the senders were "
+                            "short of CPU; OK-call latencies include it)"
                         )
                 run["config"]["sender_niceness"] = generator.niceness
         finally:
@@ -452,56 +510,106 @@ def calibrate(
     }
 
 
-def run_policy(
-    entry: dict[str, Any],
-    generator: LoadGenerator,
-    spec: ClientSpec,
-    *,
-    warmup: Sequence[float],
-    measured: Sequence[float],
-    plan: Plan,
-    deadline_s: float,
-    backends: Sequence[procs.SystemProcess],
-    backend_of_pid: dict[int, int],
-    slow: int,
-) -> None:
-    """Warm up, then measure one policy; fill ``entry``."""
-    procs.progress(f"{spec.policy}: connecting {generator.senders} senders")
-    generator.prepare_client(spec)
-    procs.progress(f"{spec.policy}: warm-up {plan.warmup_s:g} s ({len(warmup)} calls)")
-    generator.run(warmup, deadline_s=deadline_s)
-    cpu_before, busy_before = backends_cpu_s(backends), machine_busy_cpu_s()
-    procs.progress(f"{spec.policy}: measuring {plan.measure_s:g} s ({len(measured)} calls)")
-    result = generator.run(measured, deadline_s=deadline_s)
-    backend_cpu = backends_cpu_s(backends) - cpu_before
-    busy = machine_busy_cpu_s() - busy_before
-    summary = results.summarize_policy(
-        result.records,
-        window_s=plan.measure_s,
-        backend_of_pid=backend_of_pid,
-        backends=len(backends),
-        slow=slow,
-    )
-    entry["summary"] = summary
-    entry["cpu"] = {
-        "backends_s": round(backend_cpu, 2),
-        "senders_s": round(result.sender_cpu_s, 2),
-        "cores_used": round((backend_cpu + result.sender_cpu_s) / plan.measure_s, 2),
-        # Everything else the machine ran meanwhile (this runner, other work on the box).
-        "other_cores": round(
-            max(0.0, busy - backend_cpu - result.sender_cpu_s) / plan.measure_s, 2
-        ),
-    }
-    share = summary["slow_share"]
-    procs.progress(
-        f"{spec.policy}: goodput {summary['goodput_rps']:.1f}/s of {summary['offered_rps']:.1f}"
-        f"/s, p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, p99.9 "
-        f"{summary['p999_ms']} ms, misses {summary['misses']}, slow backend "
-        f"{'-' if share is None else f'{share:.2%}'}, sender lag p99 "
-        f"{summary['send_lag_p99_ms']} ms, CPU {entry['cpu']['cores_used']} cores "
-        f"(+ {entry['cpu']['other_cores']} other)"
-    )
-    time.sleep(0.5)  # let the backends' queues empty before the next policy
+@dataclasses.dataclass(eq=False)
+class PolicyRuns:
+    """One policy through the run: its senders' clients, warm-up, and measured rounds."""
+
+    policy: str
+    generator: LoadGenerator
+    spec: ClientSpec
+    records: list[RequestRecord] = dataclasses.field(default_factory=list)
+    backends_cpu_s: float = 0.0
+    senders_cpu_s: float = 0.0
+    busy_cpu_s: float = 0.0
+    failure: str | None = None
+
+    def start(self, warmup: Sequence[float], *, deadline_s: float) -> None:
+        """Connect the senders' clients and warm them up (unmeasured)."""
+        try:
+            procs.progress(f"{self.policy}: connecting {self.generator.senders} senders")
+            self.generator.prepare_client(self.spec)
+            procs.progress(f"{self.policy}: warm-up {len(warmup)} calls")
+            self.generator.run(warmup, deadline_s=deadline_s)
+        except (RuntimeError, TimeoutError) as exc:
+            self._fail(exc)
+
+    def measure(
+        self,
+        lead_in: Sequence[float],
+        measured: Sequence[float],
+        *,
+        round_index: int,
+        plan: Plan,
+        deadline_s: float,
+        backends: Sequence[procs.SystemProcess],
+    ) -> None:
+        """One round: ``lead_in`` unmeasured, then ``measured`` (its records are kept)."""
+        if self.failure is not None:
+            return
+        try:
+            self.generator.run(lead_in, deadline_s=deadline_s)
+            cpu_before, busy_before = backends_cpu_s(backends), machine_busy_cpu_s()
+            result = self.generator.run(measured, deadline_s=deadline_s)
+        except (RuntimeError, TimeoutError) as exc:
+            self._fail(exc)
+            return
+        self.backends_cpu_s += backends_cpu_s(backends) - cpu_before
+        self.busy_cpu_s += machine_busy_cpu_s() - busy_before
+        self.senders_cpu_s += result.sender_cpu_s
+        # Rounds are laid end to end: round r's calls are scheduled in [r, r + 1) x round_s.
+        offset = round_index * plan.round_s
+        self.records += [
+            record._replace(scheduled_s=record.scheduled_s + offset) for record in result.records
+        ]
+        good = [r.latency_s for r in result.records if r.outcome is Outcome.OK]
+        p99 = percentile(good, 99)
+        procs.progress(
+            f"{self.policy}, round {round_index + 1}/{plan.rounds}: {len(good)}/"
+            f"{len(result.records)} OK, p99 {'-' if p99 is None else f'{1000 * p99:.1f}'} ms"
+        )
+        time.sleep(0.5)  # let the backends' queues empty before the next policy
+
+    def entry(
+        self, *, plan: Plan, backend_of_pid: dict[int, int], backends: int, slow: int
+    ) -> dict[str, Any]:
+        """The policy's entry of the run, over all its measured rounds."""
+        entry: dict[str, Any] = {"policy": self.policy, "label": results.POLICY_LABELS[self.policy]}
+        if self.failure is not None:
+            entry["note"] = self.failure
+            return entry
+        summary = results.summarize_policy(
+            self.records,
+            window_s=plan.measure_s,
+            backend_of_pid=backend_of_pid,
+            backends=backends,
+            slow=slow,
+        )
+        entry["summary"] = summary
+        entry["cpu"] = {
+            "backends_s": round(self.backends_cpu_s, 2),
+            "senders_s": round(self.senders_cpu_s, 2),
+            "cores_used": round((self.backends_cpu_s + self.senders_cpu_s) / plan.measure_s, 2),
+            # Everything else the machine ran meanwhile (this runner, other work on the box).
+            "other_cores": round(
+                max(0.0, self.busy_cpu_s - self.backends_cpu_s - self.senders_cpu_s)
+                / plan.measure_s,
+                2,
+            ),
+        }
+        share = summary["slow_share"]
+        procs.progress(
+            f"{self.policy}: goodput {summary['goodput_rps']:.1f}/s of "
+            f"{summary['offered_rps']:.1f}/s, p50 {summary['p50_ms']} ms, p99 "
+            f"{summary['p99_ms']} ms, p99.9 {summary['p999_ms']} ms, misses "
+            f"{summary['misses']}, slow backend {'-' if share is None else f'{share:.2%}'}, "
+            f"sender lag p99 {summary['send_lag_p99_ms']} ms, CPU "
+            f"{entry['cpu']['cores_used']} cores (+ {entry['cpu']['other_cores']} other)"
+        )
+        return entry
+
+    def _fail(self, exc: BaseException) -> None:
+        self.failure = f"failed: {str(exc)[:300]}"
+        procs.progress(f"{self.policy}: {self.failure}")
 
 
 if __name__ == "__main__":

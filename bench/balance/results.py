@@ -130,6 +130,17 @@ def summarize_policy(
     }
 
 
+def _rounds_note(config: Mapping[str, Any]) -> str:
+    rounds = config.get("rounds", 1)
+    if rounds <= 1:
+        return ""
+    return (
+        f", in {rounds} rounds of {config['measure_s'] / rounds:g} s (each round runs every "
+        f"policy in turn, {config.get('lead_in_s', 0):g} s unmeasured first, the order reversed "
+        "every other round, so the machine's slow spells weigh on all alike)"
+    )
+
+
 def _policy(run: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
     for entry in run.get("policies", []):
         if entry["policy"] == name and entry.get("summary"):
@@ -276,7 +287,7 @@ def render_markdown(run: Mapping[str, Any]) -> str:
         f"{config['senders']} sender processes (nice {config.get('sender_niceness', '-')}), "
         f"deadline {config['deadline_ms']:g} ms. Per policy: {config['warmup_s']:g} s warm-up "
         f"(unmeasured, same clients), then {config['measure_s']:g} s measured on the same "
-        "arrival schedule.",
+        f"arrival schedule{_rounds_note(config)}.",
         "",
         capacity_paragraph(run),
         "",
