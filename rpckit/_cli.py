@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import dataclasses
+import gc
 import importlib
 import json
 import logging
@@ -384,6 +385,11 @@ def _serve(args: argparse.Namespace) -> int:
         server.stop()
         raise ConfigError(f"--grpc {args.grpc}: {exc}") from exc
     http = _http_server(args, server, config) if args.http is not None else None
+    # What start-up built lives as long as the process: leave it out of the collector's
+    # full passes, which otherwise walk every imported object and stall all threads
+    # (~15-20 ms measured in bench/shim; the --workers zygote does the same before forking).
+    gc.collect()
+    gc.freeze()
     with graceful_exit([server] if http is None else [server, http.drainer(config.drain_s)]):
         server.start()
         announcement = {"grpc": server.addresses[0]}

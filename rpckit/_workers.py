@@ -269,8 +269,10 @@ class _Supervisor:
         try:
             _default_stop_signals()
             self.reserved.close()
-            if preload:
+            if preload:  # a replacement: it imports the app itself, then freezes as the zygote does
                 self.plan.preload()
+                gc.collect()
+                gc.freeze()
 
             def ready() -> None:
                 os.write(ready_fd, b"ready\n")

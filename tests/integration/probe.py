@@ -6,6 +6,8 @@ It implements inventory.v1.Inventory; the SKU says what to do:
 * ``boom``        -- raise an exception carrying ``SECRET-MARKER``;
 * ``hold:MS``     -- record ``started``, work MS milliseconds, return;
 * ``deadline``    -- answer with the remaining deadline (ms) in ``quantity``;
+* ``gc-frozen``   -- answer with how many objects ``gc.freeze()`` put out of the
+  collector's reach (``gc.get_freeze_count()``) in ``quantity``;
 * ``relay:ADDR``  -- call ``deadline`` on ADDR through rpckit.connect and return
   its answer, with this hop's own remaining deadline (ms) in ``price_cents``.
 
@@ -15,6 +17,7 @@ Events go, one JSON object a line, to the file named by RPCKIT_TEST_EVENTS
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
@@ -59,6 +62,8 @@ class Probe(inventory_pb2_grpc.InventoryServicer):
             return inventory_pb2.Item(
                 sku=sku, quantity=-1 if remaining is None else int(remaining * 1000)
             )
+        if sku == "gc-frozen":
+            return inventory_pb2.Item(sku=sku, quantity=gc.get_freeze_count())
         if sku.startswith("relay:"):
             own = rpckit.time_remaining()
             with rpckit.connect(sku.split(":", 1)[1]) as channel:

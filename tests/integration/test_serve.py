@@ -121,6 +121,13 @@ def test_no_deadline_means_none_downstream(serve: Serve) -> None:
     assert (reply.price_cents, reply.quantity) == (-1, -1)
 
 
+def test_start_up_objects_are_frozen_out_of_the_collector(serve: Serve) -> None:
+    """What start-up built (grpc, protobuf, the app) is left out of full collections."""
+    with serve().channel() as channel:
+        reply = _stub(channel).GetItem(inventory_pb2.GetItemRequest(sku="gc-frozen"), timeout=5)
+    assert reply.quantity > 10_000  # imported modules alone hold tens of thousands of objects
+
+
 def test_raising_handler_gives_internal_without_traceback(serve: Serve) -> None:
     server = serve()
     with server.channel() as channel, pytest.raises(grpc.RpcError) as info:

@@ -25,19 +25,22 @@ def _children(pid: int) -> set[int]:
     return {int(p) for p in text.split()}
 
 
-def _answering_pids(address: str, connections: int = 12) -> set[int]:
-    pids = set()
+def _answers(address: str, sku: str, connections: int = 12) -> dict[int, int]:
+    """``sku``'s answer (``quantity``) by the worker pid that gave it, over new connections."""
+    answers = {}
     for i in range(connections):
         options = [("grpc.use_local_subchannel_pool", 1), ("rpckit.test.connection", i)]
         with grpc.insecure_channel(address, options=options) as channel:
             stub = inventory_pb2_grpc.InventoryStub(channel)
-            _, call = stub.GetItem.with_call(
-                inventory_pb2.GetItemRequest(sku="deadline"), timeout=10
-            )
+            reply, call = stub.GetItem.with_call(inventory_pb2.GetItemRequest(sku=sku), timeout=10)
             report = rpckit.load_from_metadata(call.trailing_metadata())
             assert report is not None
-            pids.add(report.pid)
-    return pids
+            answers[report.pid] = reply.quantity
+    return answers
+
+
+def _answering_pids(address: str, connections: int = 12) -> set[int]:
+    return set(_answers(address, "deadline", connections))
 
 
 def _announced(server: ServeProcess) -> list[int]:
@@ -149,6 +152,9 @@ def test_a_replacement_worker_imports_the_app_itself_and_serves(serve: Serve) ->
     }:
         time.sleep(0.05)
     assert _answering_pids(server.address) == {survivor, replacement}
+    frozen = _answers(server.address, "gc-frozen")  # the zygote's child and the replacement
+    assert set(frozen) == {survivor, replacement}
+    assert min(frozen.values()) > 10_000, frozen
     assert "cygrpc" not in _maps(server.proc.pid)
     assert server.terminate() == 0
 
