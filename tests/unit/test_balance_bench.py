@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench.balance.__main__ import read_findings
+from bench.balance.__main__ import FULL, QUICK, Plan, main, read_findings
 from bench.balance.clients import ClientSpec, round_robin_target
 from bench.balance.results import (
     acceptance,
@@ -224,3 +224,20 @@ def test_findings_file_bullets_may_span_lines(tmp_path: Path) -> None:
     path.write_text("- first, which\n  goes on\n\n- second\n", encoding="utf-8")
     assert read_findings(path) == ["first, which goes on", "second"]
     assert read_findings(None) == []
+
+
+def test_full_mode_measures_each_policy_in_rounds() -> None:
+    assert (FULL.rounds, FULL.round_s) == (4, 10.0)  # 40 s per policy, 10 s per round
+    assert QUICK.rounds == 1
+    with pytest.raises(ValueError, match="rounds"):
+        Plan(backend_warmup_s=1, warmup_s=1, measure_s=1, calibrate_s=1, rounds=0)
+    with pytest.raises(SystemExit):
+        main(["--rounds", "0"])  # a usage error, before any process starts
+
+
+def test_render_markdown_says_how_the_rounds_ran() -> None:
+    run = _run(_summary(p99_all_ms=20.0, p99_ms=20.0), _summary(p99_all_ms=105.0, p99_ms=105.0))
+    run["config"].update(rounds=4, measure_s=40.0, lead_in_s=3.0)
+    text = render_markdown(run)
+    assert "in 4 rounds of 10 s" in text
+    assert "3 s unmeasured first" in text
