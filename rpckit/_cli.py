@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import dataclasses
-import gc
 import importlib
 import json
 import logging
@@ -372,6 +371,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from rpckit._server import Server
     from rpckit._signals import graceful_exit
+    from rpckit._workers import freeze_start_up
 
     servicers = load_servicers(args.app)
     try:
@@ -385,11 +385,7 @@ def _serve(args: argparse.Namespace) -> int:
         server.stop()
         raise ConfigError(f"--grpc {args.grpc}: {exc}") from exc
     http = _http_server(args, server, config) if args.http is not None else None
-    # What start-up built lives as long as the process: leave it out of the collector's
-    # full passes, which otherwise walk every imported object and stall all threads
-    # (~15-20 ms measured in bench/shim; the --workers zygote does the same before forking).
-    gc.collect()
-    gc.freeze()
+    freeze_start_up()  # as the --workers zygote does before forking
     with graceful_exit([server] if http is None else [server, http.drainer(config.drain_s)]):
         server.start()
         announcement = {"grpc": server.addresses[0]}
