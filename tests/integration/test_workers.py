@@ -56,9 +56,8 @@ def test_both_workers_serve_one_port_with_several_connections(serve: Serve) -> N
     assert server.terminate() == 0
 
 
-def test_kill_9_of_a_worker_is_repaired(serve: Serve) -> None:
-    server = serve(PROBE, "--workers", "2", "--drain", "0.2")
-    victim, survivor = _announced(server)
+def _kill_9_and_await_replacement(server: ServeProcess, victim: int) -> set[int]:
+    """kill -9 one worker; the workers once the supervisor's replacement serves (bounded)."""
     os.kill(victim, signal.SIGKILL)
     give_up = time.monotonic() + 30
     while time.monotonic() < give_up:
@@ -67,12 +66,19 @@ def test_kill_9_of_a_worker_is_repaired(serve: Serve) -> None:
             break
         time.sleep(0.02)
     replaced = _children(server.proc.pid)
-    assert survivor in replaced
-    assert victim not in replaced
-    assert len(replaced) == 2
     give_up = time.monotonic() + 30  # the new worker serves once it has bound the port
     while time.monotonic() < give_up and _answering_pids(server.address) != replaced:
         time.sleep(0.05)
+    return replaced
+
+
+def test_kill_9_of_a_worker_is_repaired(serve: Serve) -> None:
+    server = serve(PROBE, "--workers", "2", "--drain", "0.2")
+    victim, survivor = _announced(server)
+    replaced = _kill_9_and_await_replacement(server, victim)
+    assert survivor in replaced
+    assert victim not in replaced
+    assert len(replaced) == 2
     assert _answering_pids(server.address) == replaced
     assert "died (exit -9); starting a new one" in server.stderr()
     assert server.terminate() == 0
@@ -140,17 +146,7 @@ def test_supervisor_holds_neither_the_app_nor_grpc(serve: Serve) -> None:
 def test_a_replacement_worker_imports_the_app_itself_and_serves(serve: Serve) -> None:
     server = serve(PROBE, "--workers", "2", "--drain", "0")
     victim, survivor = _announced(server)
-    os.kill(victim, signal.SIGKILL)
-    give_up = time.monotonic() + 30
-    while time.monotonic() < give_up and _children(server.proc.pid) - {victim} == {survivor}:
-        time.sleep(0.02)  # until the supervisor forked the replacement
-    (replacement,) = _children(server.proc.pid) - {survivor}
-    give_up = time.monotonic() + 30
-    while time.monotonic() < give_up and _answering_pids(server.address) != {
-        survivor,
-        replacement,
-    }:
-        time.sleep(0.05)
+    (replacement,) = _kill_9_and_await_replacement(server, victim) - {survivor}
     assert _answering_pids(server.address) == {survivor, replacement}
     frozen = _answers(server.address, "gc-frozen")  # the zygote's child and the replacement
     assert set(frozen) == {survivor, replacement}
