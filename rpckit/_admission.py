@@ -362,7 +362,7 @@ class AdmissionQueue(Generic[T]):
         if ticket in self._live:
             raise ValueError("ticket is already queued")
         dropped: _Dropped[T] = []
-        reason = self._deadline_reason(ticket, now)
+        reason = self.deadline_reason(ticket.method, ticket.deadline, now)
         if reason is not None:
             dropped.append((ticket, reason))
             self._after_change(now)
@@ -543,9 +543,6 @@ class AdmissionQueue(Generic[T]):
             return Reason.DEADLINE_SHORT
         return None
 
-    def _deadline_reason(self, ticket: Ticket[T], now: float) -> Reason | None:
-        return self.deadline_reason(ticket.method, ticket.deadline, now)
-
     def _would_outwait(self, ticket: Ticket[T], now: float) -> bool:
         """Would the calls queued ahead keep every worker busy past the newcomer's allowance?"""
         stats = self._service.get(ticket.method)
@@ -559,7 +556,8 @@ class AdmissionQueue(Generic[T]):
         return ahead * stats.estimate / self._workers > allowance
 
     def _doom_reason(self, entry: _Entry[T], now: float) -> Reason | None:
-        reason = self._deadline_reason(entry.ticket, now)
+        ticket = entry.ticket
+        reason = self.deadline_reason(ticket.method, ticket.deadline, now)
         if reason is not None:
             return reason
         if now > entry.expires_at:
