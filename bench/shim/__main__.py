@@ -17,7 +17,8 @@ concurrency level, closed-loop runs (``bench/shim/load.py``, senders pinned to
 ``--client-cpus``) measure throughput, p50 and p99 latency and server CPU per request:
 ``--rounds`` rounds over all systems, in alternating order, each measuring
 ``--measure / --rounds`` seconds, so that a slow spell of a shared machine weighs on
-every system alike.
+every system alike. A row's req/s, p50 and p99 are the median over its rounds of each
+round's value (one spoiled round moves them little); the pooled values are reported too.
 Writes results.md, results.json and shim.png into --out; progress goes to stderr.
 """
 
@@ -30,6 +31,7 @@ import os
 import platform
 import shlex
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -223,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             for system in started:
                 row = _row(connections, parts[system.name])
                 runs[system.name].append(row)
-                procs.progress(f"{system.name} c={connections}: {row}")
+                shown = {k: v for k, v in row.items() if k not in ("rounds", "pooled")}
+                procs.progress(f"{system.name} c={connections}: {shown}")
     finally:
         for system in started:
             system.stop(timeout_s=20)
@@ -251,7 +254,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _row(connections: int, parts: list[tuple[LoadResult, float]]) -> dict[str, Any]:
-    """One table row from a system's rounds at one level: (result, server CPU seconds) each."""
+    """One table row from a system's rounds at one level: (result, server CPU seconds) each.
+
+    req/s, p50 and p99 are the *median over the rounds* of each round's own
+    value: the rounds of all systems interleave, and a slow spell of the shared
+    machine spoils one round of whichever system ran then, which moves a pooled
+    p99 (or mean rate) by more than the systems differ. The pooled values (all
+    rounds' calls together) are kept too, under ``pooled``.
+    """
     completed = sum(result.completed for result, _ in parts)
     window_s = sum(result.window_s for result, _ in parts)
     latencies = [lat for result, _ in parts for lat in result.latencies_s]
@@ -260,14 +270,33 @@ def _row(connections: int, parts: list[tuple[LoadResult, float]]) -> dict[str, A
         for what, count in result.unexpected.items():
             unexpected[what] = unexpected.get(what, 0) + count
     cpu = sum(cpu for _, cpu in parts)
+    rounds = [
+        {
+            "throughput_rps": round(result.throughput_rps, 1),
+            "p50_ms": _ms(percentile(result.latencies_s, 50)),
+            "p99_ms": _ms(percentile(result.latencies_s, 99)),
+        }
+        for result, _ in parts
+    ]
     return {
         "connections": connections,
-        "throughput_rps": round(completed / window_s, 1),
-        "p50_ms": _ms(percentile(latencies, 50)),
-        "p99_ms": _ms(percentile(latencies, 99)),
+        "throughput_rps": _median_of(rounds, "throughput_rps", 1),
+        "p50_ms": _median_of(rounds, "p50_ms", 2),
+        "p99_ms": _median_of(rounds, "p99_ms", 2),
         "server_cpu_ms_per_request": round(cpu * 1000 / (completed or 1), 3),
         "unexpected": unexpected,
+        "pooled": {
+            "throughput_rps": round(completed / window_s, 1),
+            "p50_ms": _ms(percentile(latencies, 50)),
+            "p99_ms": _ms(percentile(latencies, 99)),
+        },
+        "rounds": rounds,
     }
+
+
+def _median_of(rounds: list[dict[str, Any]], key: str, digits: int) -> float | None:
+    values = [r[key] for r in rounds if r[key] is not None]
+    return round(statistics.median(values), digits) if values else None
 
 
 def _cpu_set(text: str) -> set[int]:
@@ -286,8 +315,18 @@ def _rounds_note(rounds: int) -> str:
         return ""
     return (
         f" in {rounds} rounds (each level measured on every system per round, the order"
-        " reversed every other round, so the machine's slow spells weigh on all alike)"
+        " reversed every other round, so the machine's slow spells weigh on all alike);"
+        " req/s, p50 and p99 are the median over the rounds of each round's value, and the"
+        " acceptance checks use them; the pooled columns count all rounds' calls together,"
+        " where one round spoiled by other work on the machine moves the p99"
     )
+
+
+def _pooled_cells(step: dict[str, Any]) -> list[Any]:
+    pooled = step.get("pooled")
+    if pooled is None:
+        return ["-", "-"]
+    return [pooled["throughput_rps"], f"{pooled['p99_ms']:.2f}"]
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -342,6 +381,7 @@ def render(run: dict[str, Any]) -> str:
         f"Byte-for-byte check (each distinct request once, fresh systems): "
         f"{same}/{len(run['identity'])} identical across systems.\n"
     )
+    pooled = any("pooled" in step for steps in run["runs"].values() for step in steps)
     rows = []
     for name, steps in run["runs"].items():
         for step in steps:
@@ -353,12 +393,15 @@ def render(run: dict[str, Any]) -> str:
                     step["throughput_rps"],
                     f"{step['p50_ms']:.2f}",
                     f"{step['p99_ms']:.2f}",
+                    *(_pooled_cells(step) if pooled else []),
                     step["server_cpu_ms_per_request"],
                     bad,
                 ]
             )
-    headers = ["system", "connections", "req/s", "p50 ms", "p99 ms", "server CPU ms/req"]
-    headers.append("not as expected")
+    headers = ["system", "connections", "req/s", "p50 ms", "p99 ms"]
+    if pooled:
+        headers += ["pooled req/s", "pooled p99 ms"]
+    headers += ["server CPU ms/req", "not as expected"]
     lines.append(markdown_table(headers, rows))
     notes = []
     for name, steps in run["runs"].items():
