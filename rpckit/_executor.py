@@ -270,7 +270,9 @@ class AdmissionExecutor(concurrent.futures.Executor):
         count in flight, so queued calls wait for them.
         """
         now = self._clock()
-        with self._cond:
+        # The lock itself, not the condition: Condition.__enter__ is a Python-level
+        # call, and this runs on every shim request (same lock, same exclusion).
+        with self._lock:
             if (
                 self._shutdown
                 or self._queue.depth
@@ -286,7 +288,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
             fn()
         finally:
             ended = self._clock()
-            with self._cond:
+            with self._lock:
                 self._in_flight -= 1
                 self._in_flight_here -= 1
                 self._busy_s += ended - now

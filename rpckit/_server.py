@@ -110,7 +110,8 @@ class Server:
             or AdmissionConfig(workers=self.config.threads, queue_limit=self.config.queue_limit),
             worker_index=self.config.worker_index,
             on_reject=self._on_reject,
-            on_start=self._on_start,
+            # Only the queue-wait metric needs it: no call per handler without metrics.
+            on_start=self._on_start if self.config.metrics_address is not None else None,
             concurrency=ConcurrencyConfig() if self.config.adaptive_concurrency else None,
         )
         self.metrics = (
