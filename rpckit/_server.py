@@ -48,8 +48,14 @@ __all__ = ["LocalDispatch", "Server", "ServerState"]
 
 _log = logging.getLogger("rpckit.server")
 
-#: How often a waiting main thread wakes so Python signal handlers can run.
-WAKE_INTERVAL_S = 0.1
+#: How often a waiting main thread wakes so Python signal handlers can run. Linux
+#: hands a process's signal to its main thread when that thread does not block it,
+#: and the signal interrupts the main thread's wait: the handler runs at once.
+#: The slice only bounds the delay when a signal lands on another thread (grpc's
+#: C threads run with their own masks). Each wake takes the GIL from whichever
+#: request thread holds it; at 10 a second they were half of an idle `rpckit
+#: serve --http`'s wake-ups, and a request they hit waits up to a switch interval.
+WAKE_INTERVAL_S = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
