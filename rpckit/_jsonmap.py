@@ -406,16 +406,19 @@ class _DirectPlan:
 
     def render(self, msg: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        emit_all = self._all
         for field in self.fields:
             value = getattr(msg, field.attr)
+            # Strings, bools and 32-bit integers are their own JSON value: no call for them.
+            same = field.kind == _SAME
             if field.repeated:
-                if value or self._all:
-                    out[field.key] = [self._value(field, v) for v in value]
+                if value or emit_all:
+                    out[field.key] = list(value) if same else [self._value(field, v) for v in value]
             elif field.presence:
                 if msg.HasField(field.attr):
-                    out[field.key] = self._value(field, value)
-            elif self._all or value != field.default or _negative_zero(field, value):
-                out[field.key] = self._value(field, value)
+                    out[field.key] = value if same else self._value(field, value)
+            elif emit_all or value != field.default or _negative_zero(field, value):
+                out[field.key] = value if same else self._value(field, value)
         return out
 
     def _value(self, field: _DirectField, value: Any) -> Any:
