@@ -161,8 +161,10 @@ class AdmissionExecutor(concurrent.futures.Executor):
         self._side_pool = side_pool
         self._clock = clock
         self._queue: AdmissionQueue[_Work] = AdmissionQueue(admission)
-        # One lock, two conditions: a notify for "work is queued" must wake a
+        # One lock, three conditions: a notify for "work is queued" must wake a
         # handler thread, never the sweeper (which would leave the call waiting).
+        # Critical sections take the lock itself (``with self._lock``): entering a
+        # Condition is a Python-level call, and these run on every call.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._sweep_cond = threading.Condition(self._lock)
@@ -210,7 +212,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
             deadline=facts.deadline,
             criticality=facts.criticality,
         )
-        with self._cond:
+        with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot submit to an executor that was shut down")
             rejections = self._queue.offer(ticket, now)
@@ -239,7 +241,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
             deadline=facts.deadline,
             criticality=facts.criticality,
         )
-        with self._cond:
+        with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot submit to an executor that was shut down")
             rejections = self._queue.offer(ticket, now)
@@ -270,8 +272,6 @@ class AdmissionExecutor(concurrent.futures.Executor):
         count in flight, so queued calls wait for them.
         """
         now = self._clock()
-        # The lock itself, not the condition: Condition.__enter__ is a Python-level
-        # call, and this runs on every shim request (same lock, same exclusion).
         with self._lock:
             if (
                 self._shutdown
@@ -298,7 +298,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
         return True
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        with self._cond:
+        with self._lock:
             self._shutdown = True
             self._cond.notify_all()
             self._sweep_cond.notify_all()
@@ -314,7 +314,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
     def load_report(self) -> load_pb2.LoadReport:
         """The server's current load, for the ``rpckit-load-bin`` trailer."""
         now = self._clock()
-        with self._cond:
+        with self._lock:
             return load_pb2.LoadReport(
                 queue_depth=self._queue.depth,
                 in_flight=self._in_flight,
@@ -328,7 +328,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
             )
 
     def pushback_ms(self) -> int:
-        with self._cond:
+        with self._lock:
             return self._queue.pushback_ms(self._clock())
 
     def _utilization(self, now: float) -> float:
@@ -354,7 +354,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
 
     def _work_loop(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 while not self._shutdown and (
                     self._queue.depth == 0 or self._in_flight >= self._running_limit()
                 ):
@@ -375,14 +375,14 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 self._run(work, None)
             finally:
                 ended = self._clock()
-                with self._cond:
+                with self._lock:
                     self._in_flight -= 1
                     self._busy_s += ended - started
                     self._queue.record_service_time(work.facts.method, ended - started, ended)
 
     def _sweep_loop(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 while not self._shutdown and self._queue.depth == 0:
                     self._sweep_cond.wait()
                 if self._shutdown and self._queue.depth == 0:
@@ -396,7 +396,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
         limit = self._limit
         assert limit is not None
         while True:
-            with self._cond:
+            with self._lock:
                 # Calls run in their callers' threads (run_now) are outside the limit:
                 # no reason to measure the lag for them alone.
                 while (
@@ -410,7 +410,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
             started = self._clock()
             time.sleep(PROBE_SLEEP_S)
             now = self._clock()
-            with self._cond:
+            with self._lock:
                 saturated = self._queue.depth > 0 and self._in_flight >= limit.limit
                 if limit.observe(now - started - PROBE_SLEEP_S, saturated=saturated, now=now):
                     self._queue.set_workers(limit.limit)
