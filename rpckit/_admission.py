@@ -20,7 +20,11 @@ The rules (DESIGN.md, "Server" -> "Admission policy"):
   (``max(codel_target_s, target_service_multiple x EWMA)``) so a 50 ms method
   is not held to a 5 ms budget. *Idle* means empty with no call shed for
   overload (``CODEL``, ``QUEUE_FULL``) within the interval: a queue kept short
-  by refusing newcomers on arrival is still a standing one.
+  by refusing newcomers on arrival is still a standing one. A newcomer whose
+  predicted wait is over a quarter of its allowance is refused on arrival
+  (``admit_within_allowance``, ``admit_wait_fraction``): a refusal's latency
+  is the wait before it, so a standing queue admits a call only into a worker
+  that is free or about to be.
 * **Adaptive LIFO** (same paper). FIFO while there is no standing queue;
   newest first once one stands, so the calls served are the ones whose clients
   are still waiting, and the stale ones age out through CoDel.
@@ -170,22 +174,37 @@ class AdmissionConfig:
     """CoDel interval: a queue not idle at any time for this long is standing;
     until then a call may wait this long. 100 ms: Fail at Scale."""
 
-    target_service_multiple: float = 0.2
+    target_service_multiple: float = 0.1
     """Effective target = max(codel_target_s, multiple x method service EWMA).
-    With W workers of service time S, a standing queue allowed to wait 0.2 x S
-    holds about W/5 calls: a worker that frees up still finds its next call
-    ready (W workers free up every S/W on average), while a refused call is
-    refused within a few ms -- measured in bench/overload, a multiple of 1.0
+    A call dropped from a standing queue has waited its target, and that wait
+    is its refusal's latency, so the target stays short: measured in
+    bench/overload (25-40 ms calls), 0.2 x S had such drops wait 10-12 ms and
+    0.1 x S (the 5 ms floor) 5-8 ms, with the same goodput; a multiple of 1.0
     let refusals take 25+ ms and queued calls sink under LIFO. Slow methods
-    get proportionally longer targets (a 500 ms method: 100 ms). 0 disables
+    get proportionally longer targets (a 500 ms method: 50 ms). 0 disables
     scaling (the fixed 5 ms target)."""
 
     admit_within_allowance: bool = True
-    """Refuse a newcomer at once (``Reason.CODEL``) when the calls already queued
-    ahead of it (same or higher criticality) would keep every worker busy for
-    longer than the CoDel allowance: it would only be dropped later, after
-    waiting. Refusing on arrival keeps refusals fast, which is what lets a
-    client retry elsewhere while its deadline still allows."""
+    """Refuse a newcomer at once (``Reason.CODEL``) when its predicted wait is
+    over ``admit_wait_fraction`` of its CoDel allowance: it would likely only be
+    dropped later, after waiting. The prediction: the calls that must start
+    before it (those queued ahead of it at the same or higher criticality, plus
+    the running ones, minus the workers) each take one worker's turn, S / W
+    (``offer``'s ``running``). Refusing on arrival keeps refusals fast, which
+    is what lets a client retry elsewhere while its deadline still allows."""
+
+    admit_wait_fraction: float = 0.25
+    """Admit a newcomer only if its predicted wait is within this fraction of
+    its allowance. Predictions err short under load: service times grow with
+    the number of handlers sharing the GIL and the CPU, and a call admitted
+    on a wrong prediction is dropped only after waiting its whole allowance
+    (100 ms while the queue is not standing), a refusal as slow as it gets.
+    Measured in bench/overload (2 processes, 2x overload): at 1.0, 2-4% of
+    refusals were such drops after ~100 ms, setting the refusal p99 at 104 ms;
+    at 0.25, none, and the same goodput. In a standing queue (5 ms target) this
+    admits a call only into a worker that is free or about to be: with W
+    workers of service time S busy, the next one frees up S / W later on
+    average, longer than a quarter of the target for any S above W x 1.25 ms."""
 
     service_half_life_s: float = 1.0
     """Half-life of the per-method service-time average. It is a time-decayed
@@ -233,6 +252,18 @@ class AdmissionConfig:
             low=0.0,
             strict=True,
         )
+        check_number(
+            "AdmissionConfig",
+            "admit_wait_fraction",
+            self.admit_wait_fraction,
+            low=0.0,
+            strict=True,
+        )
+        if self.admit_wait_fraction > 1.0:
+            raise ValueError(
+                "AdmissionConfig.admit_wait_fraction must be <= 1 (a call predicted to outwait "
+                f"its allowance would be dropped after waiting), got {self.admit_wait_fraction!r}"
+            )
         if self.sheddable_target_factor > 1.0:
             raise ValueError(
                 "AdmissionConfig.sheddable_target_factor must be <= 1 (sheddable calls may not "
@@ -348,11 +379,18 @@ class AdmissionQueue(Generic[T]):
 
     # ------------------------------------------------------------ decisions
 
-    def offer(self, ticket: Ticket[T], now: float) -> list[Rejection[T]]:
+    def offer(
+        self, ticket: Ticket[T], now: float, *, running: int | None = None
+    ) -> list[Rejection[T]]:
         """Queue a newly submitted call; ``[]`` means it was queued.
 
+        ``running`` is how many calls the workers are running now (``None``:
+        the caller cannot say, and every worker is taken to be busy); it tells
+        whether a worker is free for the newcomer.
+
         Rejects the newcomer when its deadline is gone or shorter than the
-        method's service EWMA, or when the queue is full even after dropping
+        method's service EWMA, when its predicted wait is too long for its
+        CoDel allowance (``admit_within_allowance``), or when the queue is full even after dropping
         doomed calls and no queued call has lower criticality. Otherwise, if
         full, the oldest call of the lowest criticality below the newcomer's is
         evicted (``PREEMPTED``). The result may hold several rejections.
@@ -367,7 +405,7 @@ class AdmissionQueue(Generic[T]):
             dropped.append((ticket, reason))
             self._after_change(now)
             return self._rejections(dropped, now)
-        if self._config.admit_within_allowance and self._would_outwait(ticket, now):
+        if self._config.admit_within_allowance and self._would_outwait(ticket, now, running):
             self._shed(dropped, ticket, Reason.CODEL, now)
             return self._rejections(dropped, now)
         limit = self._config.queue_limit
@@ -543,17 +581,24 @@ class AdmissionQueue(Generic[T]):
             return Reason.DEADLINE_SHORT
         return None
 
-    def _would_outwait(self, ticket: Ticket[T], now: float) -> bool:
-        """Would the calls queued ahead keep every worker busy past the newcomer's allowance?"""
+    def _would_outwait(self, ticket: Ticket[T], now: float, running: int | None) -> bool:
+        """Is the newcomer's predicted wait over ``admit_wait_fraction`` of its allowance?
+
+        Each call that must start first (queued ahead, or running beyond the
+        workers less one for the newcomer) takes one worker's turn: S / W.
+        """
         stats = self._service.get(ticket.method)
         if stats is None or stats.estimate <= 0.0:
             return False
         level = int(ticket.criticality)
         ahead = sum(self._live_per_level[lv] for lv in _LEVELS if lv >= level)
-        if ahead == 0:
-            return False
+        workers = self._workers
+        busy = workers if running is None else running
+        turns = ahead + busy - workers + 1
+        if turns <= 0:
+            return False  # a worker is free for it
         allowance = self._allowance(ticket.method, level, self.standing(now))
-        return ahead * stats.estimate / self._workers > allowance
+        return turns * stats.estimate / workers > self._config.admit_wait_fraction * allowance
 
     def _doom_reason(self, entry: _Entry[T], now: float) -> Reason | None:
         ticket = entry.ticket

@@ -79,6 +79,15 @@ def _parser() -> argparse.ArgumentParser:
         "handlers make grpc's dispatch thread wait for the GIL (rpckit._concurrency)",
     )
     serve.add_argument(
+        "--handler-nice",
+        type=int,
+        default=10,
+        metavar="N",
+        help="nice value (0-19) of the handler threads, Linux only: grpc's dispatch thread and "
+        "the threads that refuse calls and answer health checks keep the process's priority, "
+        "so under CPU contention a refusal does not wait behind handlers (0: no difference)",
+    )
+    serve.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -349,6 +358,7 @@ def _serve(args: argparse.Namespace) -> int:
         config = ServerConfig(
             threads=args.threads,
             adaptive_concurrency=not args.fixed_threads,
+            handler_nice=args.handler_nice,
             queue_limit=args.queue_limit,
             drain_s=args.drain,
             grace_s=args.grace,

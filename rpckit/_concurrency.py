@@ -16,7 +16,8 @@ event). AIMD, evaluated once per window:
 * lag p90 above ``target_lag_s``: the GIL is oversubscribed; the limit shrinks
   by ``decrease`` (at least by one), down to ``min_limit``;
 * lag p90 below ``increase_below`` x the target while calls waited for a free
-  slot: the limit grows by one, up to the thread count;
+  slot, or were refused for want of one: the limit grows by one, up to the
+  thread count;
 * otherwise it holds.
 
 I/O-bound handlers (which release the GIL while they wait) never raise the lag,
@@ -110,7 +111,7 @@ class ConcurrencyLimit:
         return self._max
 
     def observe(self, lag_s: float, *, saturated: bool, now: float) -> bool:
-        """Feed one dispatch-lag sample; ``saturated``: calls were waiting for a free slot.
+        """Feed one dispatch-lag sample; ``saturated``: calls wanted more slots than the limit.
 
         Returns True when the limit changed.
         """

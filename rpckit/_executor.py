@@ -32,6 +32,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -67,6 +68,21 @@ SWEEP_INTERVAL_S = 0.005
 #: The dispatch-lag probe sleeps this long and measures how late it wakes with
 #: the GIL (see _concurrency). It runs only while calls are queued or on handler threads.
 PROBE_SLEEP_S = 0.005
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Raise the calling thread's nice value by ``nice`` (Linux threads have their own).
+
+    Elsewhere, or where the kernel refuses, the thread keeps its priority: that
+    only costs refusal latency under CPU contention, so it is logged, not raised.
+    """
+    if sys.platform != "linux":
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError as exc:
+        _log.debug("could not lower the handler thread's priority: %s", exc)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,10 +170,14 @@ class AdmissionExecutor(concurrent.futures.Executor):
         on_reject: Callable[[CallFacts, Rejection[Any]], None] | None = None,
         on_start: Callable[[CallFacts, float], None] | None = None,
         concurrency: ConcurrencyConfig | None = None,
+        handler_nice: int = 0,
     ) -> None:
         """``concurrency``: adapt how many of the threads may run at once to the
-        dispatch lag (:mod:`rpckit._concurrency`); ``None`` runs all of them."""
+        dispatch lag (:mod:`rpckit._concurrency`); ``None`` runs all of them.
+        ``handler_nice``: lower the handler threads' CPU priority by this much
+        (Linux; see ``ServerConfig.handler_nice``)."""
         self._threads = threads
+        self._handler_nice = handler_nice
         self._side_pool = side_pool
         self._clock = clock
         self._queue: AdmissionQueue[_Work] = AdmissionQueue(admission)
@@ -215,7 +235,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot submit to an executor that was shut down")
-            rejections = self._queue.offer(ticket, now)
+            rejections = self._queue.offer(ticket, now, running=self._in_flight)
             if not any(r.ticket is ticket for r in rejections):
                 self._notify_queued()
         self._reject_all(rejections)
@@ -244,7 +264,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot submit to an executor that was shut down")
-            rejections = self._queue.offer(ticket, now)
+            rejections = self._queue.offer(ticket, now, running=self._in_flight)
             if not any(r.ticket is ticket for r in rejections):
                 self._notify_queued()
         self._reject_all(rejections)
@@ -353,6 +373,8 @@ class AdmissionExecutor(concurrent.futures.Executor):
         return self._threads if self._limit is None else self._limit.limit
 
     def _work_loop(self) -> None:
+        if self._handler_nice:
+            lower_thread_priority(self._handler_nice)
         while True:
             with self._lock:
                 while not self._shutdown and (
@@ -411,7 +433,11 @@ class AdmissionExecutor(concurrent.futures.Executor):
             time.sleep(PROBE_SLEEP_S)
             now = self._clock()
             with self._lock:
-                saturated = self._queue.depth > 0 and self._in_flight >= limit.limit
+                # Demand beyond the limit: calls wait for a slot, or (in a standing
+                # queue, which admits calls only into free slots) are refused for want of one.
+                saturated = self._in_flight >= limit.limit and (
+                    self._queue.depth > 0 or self._queue.standing(now)
+                )
                 if limit.observe(now - started - PROBE_SLEEP_S, saturated=saturated, now=now):
                     self._queue.set_workers(limit.limit)
                     self._cond.notify_all()

@@ -123,6 +123,9 @@ def test_config_defaults_follow_fail_at_scale() -> None:
         ({"service_half_life_s": 0.0}, ValueError, "service_half_life_s"),
         ({"sheddable_target_factor": 0.0}, ValueError, "sheddable_target_factor"),
         ({"sheddable_target_factor": 1.5}, ValueError, "sheddable_target_factor"),
+        ({"admit_wait_fraction": 0.0}, ValueError, "admit_wait_fraction"),
+        ({"admit_wait_fraction": 1.5}, ValueError, "admit_wait_fraction"),
+        ({"admit_wait_fraction": math.nan}, ValueError, "admit_wait_fraction"),
         ({"pushback_max_ms": 0}, ValueError, "pushback_max_ms"),
     ],
 )
@@ -695,37 +698,76 @@ def test_property_out_of_order_stamps_never_yield_a_doomed_call(
 # ---------------------------------------------------------------- refusing on arrival
 
 
-def test_newcomer_refused_at_once_when_the_queue_ahead_outlasts_its_allowance() -> None:
+def test_newcomer_refused_at_once_when_its_predicted_wait_is_over_a_quarter_of_its_allowance() -> (
+    None
+):
     q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
-    q.record_service_time("m", 0.010, now=0.0)  # 10 ms; not standing: allowance 100 ms
-    for i in range(21):  # the 21st waits for 20 x 10 ms / 2 workers = 100 ms: still fits
-        assert q.offer(ticket(f"t{i}", 0.0), 0.0) == []
-    (refused,) = q.offer(ticket("late", 0.0), 0.0)  # 105 ms: would only be dropped later
+    q.record_service_time("m", 0.010, now=0.0)  # not standing: allowance 100 ms, admits 25 ms
+    # Both workers busy: a call with k queued ahead waits k + 1 turns of 10 ms / 2 workers.
+    for i in range(5):  # waits of 5, 10, ..., 25 ms
+        assert q.offer(ticket(f"t{i}", 0.0), 0.0, running=2) == []
+    (refused,) = q.offer(ticket("late", 0.0), 0.0, running=2)  # 30 ms: likely dropped later
     assert refused.ticket.item == "late"
     assert refused.reason is Reason.CODEL
-    assert q.depth == 21
+    assert q.depth == 5
 
 
-def test_standing_queue_shrinks_the_bound_to_the_target() -> None:
+def test_free_workers_shorten_the_predicted_wait() -> None:
     q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
-    q.record_service_time("m", 0.010, now=0.0)  # target = max(5 ms, 0.2 x 10 ms) = 5 ms
-    assert q.offer(ticket("anchor", 0.0, deadline=10.0), 0.0) == []
+    q.record_service_time("m", 0.010, now=0.0)
+    # Nothing running: the first two calls start at once, five more fit the 25 ms.
+    for i in range(7):
+        assert q.offer(ticket(f"t{i}", 0.0), 0.0, running=0) == []
+    assert q.offer(ticket("late", 0.0), 0.0, running=0) != []
+
+
+def test_without_a_running_count_every_worker_counts_as_busy() -> None:
+    def admitted(running: int | None) -> int:
+        q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
+        q.record_service_time("m", 0.010, now=0.0)
+        if running is None:
+            return sum(q.offer(ticket(f"t{i}", 0.0), 0.0) == [] for i in range(20))
+        return sum(q.offer(ticket(f"t{i}", 0.0), 0.0, running=running) == [] for i in range(20))
+
+    assert admitted(None) == admitted(2) == 5
+    assert admitted(1) == 6
+
+
+def test_standing_queue_admits_a_slow_call_only_into_a_free_worker() -> None:
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
+    q.record_service_time("m", 0.040, now=0.0)  # target = max(5 ms, 0.1 x 40 ms) = 5 ms
+    assert q.offer(ticket("anchor", 0.0, deadline=10.0), 0.0, running=2) == []
     now = 0.2  # the queue has not been empty for 200 ms: standing
     assert q.standing(now)
-    # one call ahead = 5 ms of work for 2 workers: fits the 5 ms target; two do not
-    assert q.offer(ticket("a", now, deadline=10.0), now) == []
-    (refused,) = q.offer(ticket("b", now, deadline=10.0), now)
-    assert refused.ticket.item == "b"
+    # One worker free but "anchor" is queued for it: "a" would wait a turn (20 ms),
+    # far over a quarter of the 5 ms target.
+    (refused,) = q.offer(ticket("a", now, deadline=10.0), now, running=1)
+    assert refused.ticket.item == "a"
     assert refused.reason is Reason.CODEL
+    # Both workers free: one is the newcomer's.
+    assert q.offer(ticket("b", now, deadline=10.0), now, running=0) == []
+
+
+def test_standing_queue_still_queues_calls_short_enough_to_wait() -> None:
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=8))
+    q.record_service_time("m", 0.001, now=0.0)  # 1 ms calls: a turn is 0.125 ms
+    assert q.offer(ticket("anchor", 0.0, deadline=10.0), 0.0, running=8) == []
+    now = 0.2
+    assert q.standing(now)
+    # Every worker busy; 10 turns of 0.125 ms fit a quarter of the 5 ms target.
+    admitted = [
+        q.offer(ticket(f"t{i}", now, deadline=10.0), now, running=8) == [] for i in range(12)
+    ]
+    assert admitted == [True] * 9 + [False] * 3
 
 
 def test_critical_newcomer_counts_only_calls_at_or_above_its_level() -> None:
     q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1))
-    q.record_service_time("m", 0.050, now=0.0)  # allowance 100 ms: 2 calls of 50 ms fit
-    for i in range(3):  # waits of 0, 50 and 100 ms
-        assert q.offer(ticket(f"s{i}", 0.0, crit=Criticality.SHEDDABLE), 0.0) == []
-    assert q.offer(ticket("s-late", 0.0, crit=Criticality.SHEDDABLE), 0.0) != []
-    assert q.offer(ticket("crit", 0.0, crit=Criticality.CRITICAL), 0.0) == []
+    q.record_service_time("m", 0.010, now=0.0)  # allowance 100 ms: waits up to 25 ms admitted
+    for i in range(2):  # waits of 10 and 20 ms behind the running call
+        assert q.offer(ticket(f"s{i}", 0.0, crit=Criticality.SHEDDABLE), 0.0, running=1) == []
+    assert q.offer(ticket("s-late", 0.0, crit=Criticality.SHEDDABLE), 0.0, running=1) != []
+    assert q.offer(ticket("crit", 0.0, crit=Criticality.CRITICAL), 0.0, running=1) == []
 
 
 def test_no_bound_before_the_first_service_sample() -> None:
