@@ -44,12 +44,16 @@ __all__ = ["ConcurrencyConfig", "ConcurrencyLimit"]
 class ConcurrencyConfig:
     """Parameters of :class:`ConcurrencyLimit`; validated on construction."""
 
-    target_lag_s: float = 0.0025
+    target_lag_s: float = 0.0020
     """Dispatch lag (p90 over a window) above which the limit shrinks. A refusal
     costs the dispatcher a few GIL acquisitions; measured in bench/overload (5 ms
     CPU + 20 ms wait per call, 2 processes on 2 cores, 3x overload), the window
     p90 was typically 1.3 ms with 2 handlers running, 1.7 ms with 3, 2.3 ms with 4
-    and 4 ms with 6, and the rejection p99 grew from ~16 ms (3-4) to ~185 ms (6)."""
+    and 4 ms with 6, and the rejection p99 grew from ~16 ms (3-4) to ~185 ms (6).
+    Since refusals come on arrival (``AdmissionConfig.admit_wait_fraction``) what
+    is left of their latency is the dispatcher's wait for the GIL: measured the
+    same way in 3 alternating rounds, 2.5 ms gave a refusal p99 of 12-15 ms and
+    202-205 req/s at 2x and 3x, 2.0 ms 8-11.5 ms and 178-190 req/s."""
 
     increase_below: float = 0.6
     """The limit grows only while the lag p90 is below this fraction of the
