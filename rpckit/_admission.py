@@ -201,7 +201,7 @@ class AdmissionConfig:
     (100 ms while the queue is not standing), a refusal as slow as it gets.
     Measured in bench/overload (2 processes, 2x overload): at 1.0, 2-4% of
     refusals were such drops after ~100 ms, setting the refusal p99 at 104 ms;
-    at 0.25, none, and the same goodput. In a standing queue (5 ms target) this
+    at 0.25 and 0.5 there were none. In a standing queue (5 ms target) this
     admits a call only into a worker that is free or about to be: with W
     workers of service time S busy, the next one frees up S / W later on
     average, longer than a quarter of the target for any S above W x 1.25 ms."""
@@ -390,8 +390,9 @@ class AdmissionQueue(Generic[T]):
 
         Rejects the newcomer when its deadline is gone or shorter than the
         method's service EWMA, when its predicted wait is too long for its
-        CoDel allowance (``admit_within_allowance``), or when the queue is full even after dropping
-        doomed calls and no queued call has lower criticality. Otherwise, if
+        CoDel allowance (``admit_within_allowance``), or when the queue is
+        full even after dropping doomed calls and no queued call has lower
+        criticality. Otherwise, if
         full, the oldest call of the lowest criticality below the newcomer's is
         evicted (``PREEMPTED``). The result may hold several rejections.
         """
