@@ -37,6 +37,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from rpckit._validate import check_int, check_number
+
 __all__ = ["ConcurrencyConfig", "ConcurrencyLimit"]
 
 
@@ -75,20 +77,15 @@ class ConcurrencyConfig:
     which fewer handlers cannot fully cure."""
 
     def __post_init__(self) -> None:
-        for name in ("target_lag_s", "window_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"ConcurrencyConfig.{name} must be a number > 0, got {value!r}")
-        if not 0.0 < self.increase_below <= 1.0:
-            raise ValueError(
-                f"ConcurrencyConfig.increase_below must be in (0, 1], got {self.increase_below!r}"
-            )
-        if not 0.0 < self.decrease < 1.0:
-            raise ValueError(f"ConcurrencyConfig.decrease must be in (0, 1), got {self.decrease!r}")
+        owner = "ConcurrencyConfig"
+        for name in ("target_lag_s", "window_s", "increase_below", "decrease"):
+            check_number(owner, name, getattr(self, name), low=0.0, strict=True)
+        if self.increase_below > 1.0:
+            raise ValueError(f"{owner}.increase_below must be <= 1, got {self.increase_below!r}")
+        if self.decrease >= 1.0:
+            raise ValueError(f"{owner}.decrease must be < 1, got {self.decrease!r}")
         for name in ("min_samples", "min_limit"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ConcurrencyConfig.{name} must be an int >= 1, got {value!r}")
+            check_int(owner, name, getattr(self, name), low=1)
 
 
 class ConcurrencyLimit:

@@ -144,3 +144,23 @@ def test_a_seeded_load_settles_between_the_floor_and_the_threads() -> None:
     settled = seen[len(seen) // 2 :]
     assert min(settled) >= 2
     assert max(settled) <= 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "field"),
+    [
+        ({"target_lag_s": -0.001}, ValueError, "target_lag_s"),
+        ({"window_s": float("inf")}, ValueError, "window_s"),
+        ({"increase_below": 0.0}, ValueError, "increase_below"),
+        ({"increase_below": 1.5}, ValueError, "increase_below"),
+        ({"decrease": 0.0}, ValueError, "decrease"),
+        ({"min_samples": 0}, ValueError, "min_samples"),
+        ({"min_limit": True}, TypeError, "min_limit"),
+        ({"target_lag_s": "2ms"}, TypeError, "target_lag_s"),
+    ],
+)
+def test_config_validation_names_the_field(
+    kwargs: dict[str, object], error: type[Exception], field: str
+) -> None:
+    with pytest.raises(error, match=f"ConcurrencyConfig.{field}"):
+        ConcurrencyConfig(**kwargs)  # type: ignore[arg-type]
