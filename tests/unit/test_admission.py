@@ -770,6 +770,28 @@ def test_critical_newcomer_counts_only_calls_at_or_above_its_level() -> None:
     assert q.offer(ticket("crit", 0.0, crit=Criticality.CRITICAL), 0.0, running=1) == []
 
 
+@given(
+    workers=st.integers(1, 16),
+    service_s=st.floats(0.0001, 1.0),
+    queued=st.integers(0, 20),
+    running=st.integers(0, 32),
+    standing=st.booleans(),
+)
+def test_property_refused_on_arrival_only_when_no_worker_is_free_for_it(
+    workers: int, service_s: float, queued: int, running: int, standing: bool
+) -> None:
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=workers))
+    q.record_service_time("m", service_s, now=0.0)
+    for i in range(queued):  # a method with no service sample yet is never refused on arrival
+        assert q.offer(ticket(f"q{i}", 0.0, method="other"), 0.0, running=running) == []
+    now = 0.2 if standing else 0.0  # queued since 0 and never empty: standing at 0.2 s
+    assert q.standing(now) == (standing and queued > 0)
+    allowance = q.allowance("m", DEFAULT, standing=q.standing(now))
+    turns = queued + running - workers + 1  # worker turns before "new" could start
+    refused = q.offer(ticket("new", now), now, running=running) != []
+    assert refused == (turns > 0 and turns * service_s / workers > 0.25 * allowance)
+
+
 def test_no_bound_before_the_first_service_sample() -> None:
     q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1, queue_limit=50))
     assert all(q.offer(ticket(f"t{i}", 0.0), 0.0) == [] for i in range(50))
