@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="nice value (0-19) of the handler threads, Linux only: grpc's dispatch thread and "
         "the threads that refuse calls and answer health checks keep the process's priority, "
-        "so under CPU contention a refusal does not wait behind handlers (0: no difference)",
+        "so they get a core first when the CPU is contended (0: no difference)",
     )
     serve.add_argument(
         "--workers",
