@@ -224,21 +224,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
         now = self._clock()
         facts = facts_from_submit(args, now, time.time())
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
-        work = _Work(fn, args, kwargs, future, facts)
-        ticket = Ticket(
-            item=work,
-            method=facts.method,
-            enqueued_at=now,
-            deadline=facts.deadline,
-            criticality=facts.criticality,
-        )
-        with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot submit to an executor that was shut down")
-            rejections = self._queue.offer(ticket, now, running=self._in_flight)
-            if not any(r.ticket is ticket for r in rejections):
-                self._notify_queued()
-        self._reject_all(rejections)
+        self._admit(_Work(fn, args, kwargs, future, facts), now)
         return future
 
     def submit_call(
@@ -253,7 +239,12 @@ class AdmissionExecutor(concurrent.futures.Executor):
         """
         now = self._clock()
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
-        work = _Work(fn, (), {}, future, facts)
+        self._admit(_Work(fn, (), {}, future, facts), now)
+        return future
+
+    def _admit(self, work: _Work, now: float) -> None:
+        """Offer ``work`` to the admission queue: queue it and wake a handler, or refuse it."""
+        facts = work.facts
         ticket = Ticket(
             item=work,
             method=facts.method,
@@ -268,7 +259,6 @@ class AdmissionExecutor(concurrent.futures.Executor):
             if not any(r.ticket is ticket for r in rejections):
                 self._notify_queued()
         self._reject_all(rejections)
-        return future
 
     def run_now(self, fn: Callable[[], Any], facts: CallFacts) -> bool:
         """Run in-process work in the calling thread if admission would start it at once.
