@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from rpckit._validate import check_int
+
 __all__ = ["ConfigError", "ServerConfig", "TlsConfig"]
 
 
@@ -114,10 +116,9 @@ class ServerConfig:
         for name, value in {"drain_s": self.drain_s, "grace_s": self.grace_s}.items():
             if value < 0:
                 raise ValueError(f"ServerConfig.{name} must be >= 0, got {value!r}")
-        if isinstance(self.handler_nice, bool) or not isinstance(self.handler_nice, int):
-            raise TypeError(f"ServerConfig.handler_nice must be an int, got {self.handler_nice!r}")
-        if not 0 <= self.handler_nice <= 19:
-            raise ValueError(f"ServerConfig.handler_nice must be 0-19, got {self.handler_nice!r}")
+        check_int("ServerConfig", "handler_nice", self.handler_nice, low=0)
+        if self.handler_nice > 19:
+            raise ValueError(f"ServerConfig.handler_nice must be <= 19, got {self.handler_nice!r}")
         if self.max_concurrent_rpcs is not None and self.max_concurrent_rpcs <= 0:
             raise ValueError("ServerConfig.max_concurrent_rpcs must be > 0 or None")
         if self.worker_index < 0:
