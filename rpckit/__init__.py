@@ -17,26 +17,26 @@ The implementation lives in private modules; this is the public surface.
 The names are imported on first use (PEP 562), so ``import rpckit`` -- and the
 ``rpckit`` command, whose modules live in this package -- loads neither grpc
 nor protobuf until something needs them: ``rpckit serve --workers``'s
-supervisor never does (see ``rpckit._workers``).
+supervisor never does (see ``rpckit.server._workers``).
 """
 
 import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
-    from rpckit._admission import AdmissionConfig, Criticality
-    from rpckit._balancer import BalancedChannel
-    from rpckit._balancer_config import BackendStatus, BalancedChannelConfig, ConnectionStatus
-    from rpckit._channel import connect
-    from rpckit._config import ConfigError, ServerConfig, TlsConfig
-    from rpckit._deadline import cancelled, time_remaining
-    from rpckit._errors import StatusError, abort, raise_if_cancelled, status_details
-    from rpckit._load import LOAD_METADATA_KEY, load_from_metadata
-    from rpckit._outlier import OutlierConfig
-    from rpckit._p2c import PickerConfig
-    from rpckit._retry import AdaptiveThrottleConfig, RetryBudgetConfig
-    from rpckit._server import Server, ServerState
-    from rpckit._signals import graceful_exit
+    from rpckit.client._balancer import BalancedChannel
+    from rpckit.client._channel import connect
+    from rpckit.client._config import BackendStatus, BalancedChannelConfig, ConnectionStatus
+    from rpckit.client._outlier import OutlierConfig
+    from rpckit.client._p2c import PickerConfig
+    from rpckit.client._retry import AdaptiveThrottleConfig, RetryBudgetConfig
+    from rpckit.core._deadline import cancelled, time_remaining
+    from rpckit.core._load import LOAD_METADATA_KEY, load_from_metadata
+    from rpckit.server._admission import AdmissionConfig, Criticality
+    from rpckit.server._config import ConfigError, ServerConfig, TlsConfig
+    from rpckit.server._errors import StatusError, abort, raise_if_cancelled, status_details
+    from rpckit.server._server import Server, ServerState
+    from rpckit.server._signals import graceful_exit
 
 __all__ = [
     "LOAD_METADATA_KEY",
@@ -68,31 +68,31 @@ __all__ = [
 
 # Where each public name is defined.
 _SOURCES = {
-    "AdaptiveThrottleConfig": "rpckit._retry",
-    "AdmissionConfig": "rpckit._admission",
-    "BackendStatus": "rpckit._balancer_config",
-    "BalancedChannel": "rpckit._balancer",
-    "BalancedChannelConfig": "rpckit._balancer_config",
-    "ConfigError": "rpckit._config",
-    "ConnectionStatus": "rpckit._balancer_config",
-    "Criticality": "rpckit._admission",
-    "LOAD_METADATA_KEY": "rpckit._load",
-    "OutlierConfig": "rpckit._outlier",
-    "PickerConfig": "rpckit._p2c",
-    "RetryBudgetConfig": "rpckit._retry",
-    "Server": "rpckit._server",
-    "ServerConfig": "rpckit._config",
-    "ServerState": "rpckit._server",
-    "StatusError": "rpckit._errors",
-    "TlsConfig": "rpckit._config",
-    "abort": "rpckit._errors",
-    "cancelled": "rpckit._deadline",
-    "connect": "rpckit._channel",
-    "graceful_exit": "rpckit._signals",
-    "load_from_metadata": "rpckit._load",
-    "raise_if_cancelled": "rpckit._errors",
-    "status_details": "rpckit._errors",
-    "time_remaining": "rpckit._deadline",
+    "AdaptiveThrottleConfig": "rpckit.client._retry",
+    "AdmissionConfig": "rpckit.server._admission",
+    "BackendStatus": "rpckit.client._config",
+    "BalancedChannel": "rpckit.client._balancer",
+    "BalancedChannelConfig": "rpckit.client._config",
+    "ConfigError": "rpckit.server._config",
+    "ConnectionStatus": "rpckit.client._config",
+    "Criticality": "rpckit.server._admission",
+    "LOAD_METADATA_KEY": "rpckit.core._load",
+    "OutlierConfig": "rpckit.client._outlier",
+    "PickerConfig": "rpckit.client._p2c",
+    "RetryBudgetConfig": "rpckit.client._retry",
+    "Server": "rpckit.server._server",
+    "ServerConfig": "rpckit.server._config",
+    "ServerState": "rpckit.server._server",
+    "StatusError": "rpckit.server._errors",
+    "TlsConfig": "rpckit.server._config",
+    "abort": "rpckit.server._errors",
+    "cancelled": "rpckit.core._deadline",
+    "connect": "rpckit.client._channel",
+    "graceful_exit": "rpckit.server._signals",
+    "load_from_metadata": "rpckit.core._load",
+    "raise_if_cancelled": "rpckit.server._errors",
+    "status_details": "rpckit.server._errors",
+    "time_remaining": "rpckit.core._deadline",
 }
 
 

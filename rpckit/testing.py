@@ -18,10 +18,10 @@ from collections.abc import Iterator, Sequence
 
 import grpc
 
-from rpckit._admission import AdmissionConfig
-from rpckit._channel import connect
-from rpckit._config import ServerConfig
-from rpckit._server import Server
+from rpckit.client._channel import connect
+from rpckit.server._admission import AdmissionConfig
+from rpckit.server._config import ServerConfig
+from rpckit.server._server import Server
 
 __all__ = ["RunningServer", "running"]
 

@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 import rpckit
 from examples.inventory._gen.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from rpckit import AdmissionConfig, BalancedChannel, BalancedChannelConfig
-from rpckit._p2c import PickerConfig
+from rpckit.client._p2c import PickerConfig
 from rpckit.testing import RunningServer, running
 from tests.integration.balancer_app import BalancerProbe, Failure
 from tests.integration.conftest import ServeProcess

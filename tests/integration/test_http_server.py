@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from rpckit._http_turns import OUTSIDE_TURN_ENVIRON_KEY
 from rpckit.http import HttpServer
+from rpckit.http._server._turns import OUTSIDE_TURN_ENVIRON_KEY
 
 Environ = dict[str, Any]
 

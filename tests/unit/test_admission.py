@@ -1,4 +1,4 @@
-"""Unit tests of the pure admission policy (rpckit._admission): examples, then properties."""
+"""Unit tests of the pure admission policy (rpckit.server._admission): examples, then properties."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rpckit._admission import (
+from rpckit.server._admission import (
     AdmissionConfig,
     AdmissionQueue,
     Criticality,

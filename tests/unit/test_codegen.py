@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rpckit._codegen import GenError, GenTarget, load_targets, rewrite_imports
+from rpckit.codegen._gen import GenError, GenTarget, load_targets, rewrite_imports
 
 GENERATED = frozenset(
     {

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rpckit._concurrency import ConcurrencyConfig, ConcurrencyLimit
+from rpckit.server._concurrency import ConcurrencyConfig, ConcurrencyLimit
 
 CONFIG = ConcurrencyConfig()  # 2 ms target, grow below 1.2 ms, 250 ms windows, 5+ samples
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rpckit._deadline import (
+from rpckit.core._deadline import (
     CallScope,
     call_scope,
     cancelled,

@@ -1,4 +1,4 @@
-"""Unit tests of target parsing and resolution (rpckit._discovery); no sockets, no DNS."""
+"""Unit tests of target parsing and resolution (rpckit.client._discovery); no sockets, no DNS."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rpckit._discovery import (
+from rpckit.client._discovery import (
     Discovery,
     DnsTarget,
     StaticTarget,

@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from rpckit._admission import AdmissionConfig, Criticality
-from rpckit._config import ServerConfig
-from rpckit._executor import AdmissionExecutor, CallFacts
+from rpckit.server._admission import AdmissionConfig, Criticality
+from rpckit.server._config import ServerConfig
+from rpckit.server._executor import AdmissionExecutor, CallFacts
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice is Linux's")
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from rpckit._admission import AdmissionConfig, Criticality
-from rpckit._executor import AdmissionExecutor, CallFacts
+from rpckit.server._admission import AdmissionConfig, Criticality
+from rpckit.server._executor import AdmissionExecutor, CallFacts
 
 METHOD = "/pkg.Service/Method"
 

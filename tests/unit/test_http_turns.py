@@ -1,4 +1,4 @@
-"""Turns (rpckit._http_turns): first come, first served, one holder, a lease; QuickCalls."""
+"""Turns (rpckit.http._server._turns): first come, first served, one holder, a lease; QuickCalls."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rpckit._http_turns import QuickCalls, TurnHold, Turns, yields_turns
+from rpckit.http._server._turns import QuickCalls, TurnHold, Turns, yields_turns
 
 
 def wait_until_waiting(turns: Turns, count: int) -> None:

@@ -1,4 +1,4 @@
-"""rpckit._jsonmap: the legacy JSON profile, byte for byte against Flask, and back."""
+"""rpckit.http._mapping._jsonmap: the legacy JSON profile, byte for byte against Flask, and back."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rpckit import _jsonmap as jsonmap
-from rpckit._jsonmap import (
+from rpckit.http._mapping import _jsonmap as jsonmap
+from rpckit.http._mapping._jsonmap import (
     JsonError,
     LegacyProfile,
     dumps,

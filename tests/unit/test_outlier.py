@@ -1,4 +1,4 @@
-"""Unit tests of outlier ejection (rpckit._outlier): the state machine, the rules, the cap."""
+"""Unit tests of outlier ejection (rpckit.client._outlier): state machine, rules, the cap."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rpckit._outlier import BackendState, OutlierConfig, OutlierDetector
+from rpckit.client._outlier import BackendState, OutlierConfig, OutlierDetector
 
 IN, OUT, DUE, PROBING = (
     BackendState.IN_SERVICE,

@@ -1,4 +1,4 @@
-"""Unit tests of the P2C picker and peak-EWMA load (rpckit._p2c), with a seeded simulation."""
+"""Unit tests of the P2C picker and peak-EWMA load (rpckit.client._p2c), seeded simulation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rpckit._p2c import BackendLoad, PickerConfig, pick
+from rpckit.client._p2c import BackendLoad, PickerConfig, pick
 
 CONFIG = PickerConfig()
 

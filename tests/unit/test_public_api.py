@@ -20,20 +20,20 @@ def test_all_is_sorted_and_complete() -> None:
     loaded = {name: getattr(rpckit, name) for name in rpckit.__all__}  # imported on first use
     assert all(value is not None for value in loaded.values())
     public = {name for name in vars(rpckit) if not name.startswith("_")}
-    submodules = {"http", "testing", "v1"}
+    submodules = {"cli", "client", "codegen", "core", "http", "server", "testing", "v1"}
     assert public - submodules == set(rpckit.__all__)
     assert set(dir(rpckit)) >= set(rpckit.__all__)
 
 
 def test_import_rpckit_loads_no_grpc() -> None:
     # The `rpckit` command lives in this package; `rpckit serve --workers`'s supervisor must
-    # not load grpc (rpckit._workers), so `import rpckit` may not either.
-    code = "import sys, rpckit, rpckit._cli, rpckit._workers; print(sorted(sys.modules))"
+    # not load grpc (rpckit.server._workers), so `import rpckit` may not either.
+    code = "import sys, rpckit, rpckit.cli, rpckit.server._workers; print(sorted(sys.modules))"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     modules = set(ast.literal_eval(done.stdout))
-    heavy = {"grpc", "google.protobuf", "rpckit._server", "rpckit._errors"}
+    heavy = {"grpc", "google.protobuf", "rpckit.server._server", "rpckit.server._errors"}
     assert modules.isdisjoint(heavy), sorted(modules & heavy)
 
 

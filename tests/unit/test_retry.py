@@ -1,4 +1,4 @@
-"""Unit tests of the retry policy (rpckit._retry): decision table, backoff, budget, throttle."""
+"""Unit tests of the retry policy (rpckit.client._retry): decisions, backoff, budget, throttle."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rpckit._retry import (
+from rpckit.client._retry import (
     STATUS_CODE_NAMES,
     AdaptiveThrottle,
     AdaptiveThrottleConfig,

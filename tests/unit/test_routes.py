@@ -1,4 +1,5 @@
-"""rpckit._routes: google.api.http templates, routing with Flask's answers, request building."""
+"""rpckit.http._mapping._routes: google.api.http templates, routing with Flask's answers,
+request building."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, empty_p
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rpckit._jsonmap import LegacyProfile
-from rpckit._routes import (
+from rpckit.http._mapping._jsonmap import LegacyProfile
+from rpckit.http._mapping._routes import (
     Match,
     MethodNotAllowed,
     NotFound,

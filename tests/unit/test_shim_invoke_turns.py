@@ -11,9 +11,9 @@ from typing import Any
 import grpc
 
 from examples.inventory._gen.inventory.v1 import inventory_pb2
-from rpckit._executor import CallFacts
-from rpckit._routes import Route, routes_for_service
-from rpckit._shim_invoke import LocalInvoker
+from rpckit.http._invoke import LocalInvoker
+from rpckit.http._mapping._routes import Route, routes_for_service
+from rpckit.server._executor import CallFacts
 
 INVENTORY = inventory_pb2.DESCRIPTOR.services_by_name["Inventory"]
 GET_ITEM = next(r for r in routes_for_service(INVENTORY) if r.grpc_method.endswith("/GetItem"))

@@ -14,9 +14,7 @@ from hypothesis import strategies as st
 
 import rpckit.http
 from examples.inventory._gen.inventory.v1 import inventory_pb2
-from rpckit._jsonmap import LegacyProfile
-from rpckit._routes import routes_for_service
-from rpckit._shim_errors import (
+from rpckit.http._errors import (
     GATEWAY_STATUS_FOR_CODE,
     HttpError,
     http_status_for,
@@ -24,16 +22,18 @@ from rpckit._shim_errors import (
     render_error_object,
     render_gateway_error,
 )
-from rpckit._shim_options import RouteOptions, ShimConfig, resolve_settings, route_key
-from rpckit._shim_request import (
+from rpckit.http._mapping._jsonmap import LegacyProfile
+from rpckit.http._mapping._routes import routes_for_service
+from rpckit.http._options import RouteOptions, ShimConfig, resolve_settings, route_key
+from rpckit.http._request import (
     deadline_from_headers,
     decode_body,
     is_json_content_type,
     parse_query,
     raw_request_path,
 )
-from rpckit._shim_shadow import CapturedResponse, JsonDifference, choose_primary, compare_responses
-from rpckit._shim_traffic import OTHER_CALLER, TrafficCounters, caller_of
+from rpckit.http._shadow import CapturedResponse, JsonDifference, choose_primary, compare_responses
+from rpckit.http._traffic import OTHER_CALLER, TrafficCounters, caller_of
 
 INVENTORY = inventory_pb2.DESCRIPTOR.services_by_name["Inventory"]
 

@@ -1,0 +1,589 @@
+"""The ``rpckit`` command line: thin argument parsing over the library.
+
+Every verb has ``--help`` with an example; bad input gives one line on stderr
+and exit status 2; a verb's real work lives in its own module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rpckit.server._config import ConfigError, ServerConfig, TlsConfig
+
+__all__ = ["main"]
+
+_log = logging.getLogger("rpckit.cli")
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line that says where to look."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="rpckit",
+        description="Typed, load-aware gRPC services for teams leaving JSON-over-HTTP.",
+        epilog="Run 'rpckit VERB --help' for a verb's options and an example.",
+    )
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    verbs.required = True
+
+    serve = verbs.add_parser(
+        "serve",
+        help="serve grpcio servicers with health, reflection, admission control and graceful drain",
+        description=(
+            "Serve the servicers that FACTORY gives. On startup one JSON line with the bound "
+            'addresses is printed to stdout, e.g. {"grpc": "127.0.0.1:40123"} (with --http, also '
+            '"http"). SIGTERM/SIGINT '
+            "drain gracefully: health NOT_SERVING, --drain seconds of service, then up to "
+            "--grace seconds for calls in flight; exit 0."
+        ),
+        epilog=(
+            "example: rpckit serve examples.inventory.server:servicers --grpc 127.0.0.1:50051 "
+            "--http 127.0.0.1:8080 --http-app examples.inventory.server:legacy_http"
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument(
+        "app",
+        metavar="MODULE:FACTORY",
+        help="a callable (or attribute) giving a servicer or a list of servicers",
+    )
+    serve.add_argument(
+        "--grpc",
+        metavar="HOST:PORT",
+        default="127.0.0.1:50051",
+        help="where to listen for gRPC; port 0 picks a free port",
+    )
+    serve.add_argument("--threads", type=int, default=8, help="handler threads per process")
+    serve.add_argument(
+        "--fixed-threads",
+        action="store_true",
+        help="run all --threads at once; by default admission runs fewer while CPU-bound "
+        "handlers make grpc's dispatch thread wait for the GIL (rpckit.server._concurrency)",
+    )
+    serve.add_argument(
+        "--handler-nice",
+        type=int,
+        default=10,
+        metavar="N",
+        help="nice value (0-19) of the handler threads, Linux only: grpc's dispatch thread and "
+        "the threads that refuse calls and answer health checks keep the process's priority, "
+        "so they get a core first when the CPU is contended (0: no difference)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port (SO_REUSEPORT); the app is imported once, then forked",
+    )
+    serve.add_argument(
+        "--gil-switch-ms",
+        type=float,
+        default=0.2,
+        metavar="MS",
+        help="Python's GIL switch interval (Python's default: 5). grpcio's single dispatch "
+        "thread needs the GIL for every event; with handlers burning CPU a 5 ms interval "
+        "starves it and calls queue inside grpc, out of admission control's sight "
+        "(bench/overload: 0.2 ms keeps that backlog to a few ms)",
+    )
+    serve.add_argument(
+        "--queue-limit",
+        type=int,
+        default=256,
+        help="calls allowed to wait for a thread before new ones are rejected",
+    )
+    serve.add_argument(
+        "--drain",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="keep serving this long after a stop signal, with health NOT_SERVING",
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="then give calls in flight this long to finish",
+    )
+    serve.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics here (with --workers, worker i uses PORT+i; 0 picks)",
+    )
+    serve.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="also serve the legacy HTTP/JSON shim here (same handlers and admission control); "
+        "port 0 picks",
+    )
+    serve.add_argument(
+        "--http-app",
+        metavar="MODULE:FACTORY",
+        help="a callable taking the rpckit Server and returning the rpckit.http.Shim to serve "
+        "with --http (fallback app, error renderer, guards); default: Shim(server=server)",
+    )
+    serve.add_argument(
+        "--http-threads",
+        type=int,
+        default=64,
+        help="HTTP request threads; calls still wait in the admission queue for --threads",
+    )
+    serve.add_argument("--no-reflection", action="store_true", help="do not serve reflection")
+    serve.add_argument("--no-health", action="store_true", help="do not serve grpc.health.v1")
+    serve.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this cert")
+    serve.add_argument("--tls-key", type=Path, metavar="PEM", help="private key for --tls-cert")
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="PEM",
+        help="require client certs signed by this CA (mTLS)",
+    )
+    serve.add_argument(
+        "--max-message-mb", type=float, default=4.0, help="largest message accepted or sent, in MiB"
+    )
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (stderr)",
+    )
+    serve.set_defaults(run=_serve)
+
+    gen = verbs.add_parser(
+        "gen",
+        help="generate Python code from .proto files (package-relative imports, .pyi stubs)",
+        description=(
+            "Run grpcio-tools for every [[tool.rpckit.gen]] table in pyproject.toml: writes "
+            "_pb2.py, _pb2_grpc.py and .pyi stubs with imports made package-relative. "
+            "--check writes nothing and exits 1 if any generated file is stale (for CI)."
+        ),
+        epilog=(
+            "example: rpckit gen --check\n\n"
+            "pyproject.toml:\n"
+            "  [[tool.rpckit.gen]]\n"
+            '  proto_path = "protos"\n'
+            '  protos = ["protos/inventory/v1"]\n'
+            '  out = "inventory/_gen"'
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gen.add_argument(
+        "--check", action="store_true", help="exit 1 when generated code is stale, without writing"
+    )
+    gen.add_argument(
+        "--project",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="directory holding pyproject.toml",
+    )
+    gen.set_defaults(run=_gen)
+
+    openapi = verbs.add_parser(
+        "openapi",
+        help="print the OpenAPI 3 document of the legacy HTTP contract the shim serves",
+        description=(
+            "Build the shim 'rpckit serve --http' would serve for FACTORY's servicers (with "
+            "--http-app, the shim that factory returns) and print its OpenAPI 3 document as "
+            "JSON: paths from google.api.http rules, JSON shapes from the legacy profile, "
+            "success statuses and headers, the error body. Nothing is served."
+        ),
+        epilog=(
+            "example: rpckit openapi examples.inventory.server:servicers "
+            "--http-app examples.inventory.server:legacy_http --out openapi.json"
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    openapi.add_argument("app", metavar="MODULE:FACTORY", help="as for 'rpckit serve'")
+    openapi.add_argument(
+        "--http-app", metavar="MODULE:FACTORY", help="as for 'rpckit serve --http-app'"
+    )
+    openapi.add_argument("--title", default="Legacy HTTP API", help="info.title")
+    openapi.add_argument("--version", default="1.0.0", help="info.version of the API")
+    openapi.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
+    openapi.set_defaults(run=_openapi)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except ConfigError as exc:
+        print(f"rpckit {args.verb}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return code
+
+
+# ---------------------------------------------------------------- gen
+
+
+def _gen(args: argparse.Namespace) -> int:
+    from rpckit.codegen import _gen as _codegen
+
+    root = args.project.resolve()
+    try:
+        targets = _codegen.load_targets(root / "pyproject.toml")
+        stale_files: list[str] = []
+        for target in targets:
+            rendered = _codegen.render(root, target)
+            if args.check:
+                stale_files += _codegen.stale(root, target, rendered)
+            else:
+                for path in _codegen.apply(root, target, rendered):
+                    print(f"wrote {path}")
+    except _codegen.GenError as exc:
+        raise ConfigError(str(exc)) from exc
+    if args.check and stale_files:
+        for path in stale_files:
+            print(f"stale: {path}", file=sys.stderr)
+        print("generated code is out of date: run 'rpckit gen' and commit", file=sys.stderr)
+        return 1
+    if args.check:
+        print(f"generated code is up to date ({len(targets)} targets)")
+    return 0
+
+
+# ---------------------------------------------------------------- serve
+
+
+def load_servicers(spec: str) -> list[object]:
+    """Import ``module:attr`` (cwd first on sys.path); call it if callable; always a list."""
+    return make_servicers(spec, import_target(spec))
+
+
+def import_target(spec: str) -> Any:
+    """Import ``module:attr`` (cwd first on sys.path) and return the attribute."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{spec!r} is not MODULE:FACTORY, e.g. myservice.server:servicers")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r}: {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"module {module_name!r} has no attribute {attr!r}") from None
+
+
+def make_servicers(spec: str, target: Any) -> list[object]:
+    """Call the factory (unless it already is a servicer); always a list."""
+    produced = target() if callable(target) and not _looks_like_servicer(target) else target
+    servicers = list(produced) if isinstance(produced, (list, tuple)) else [produced]
+    if not servicers:
+        raise ConfigError(f"{spec} gave no servicers")
+    return servicers
+
+
+def check_bindable(address: str) -> None:
+    """Fail early, with a plain message, when ``host:port`` cannot be bound.
+
+    grpc core would only log a cryptic line; this says what is wrong.
+    """
+    host, sep, port_text = address.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError("expected HOST:PORT with a port from 0 to 65535, e.g. 127.0.0.1:50051")
+    try:
+        infos = socket.getaddrinfo(host, int(port_text), type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise ValueError(f"cannot resolve host {host!r}") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            raise ValueError(f"cannot listen there: {exc.strerror}") from None
+
+
+def _looks_like_servicer(obj: object) -> bool:
+    return any(base.__name__.endswith("Servicer") for base in type(obj).__mro__[:-1])
+
+
+#: glibc gives threads that allocate their own malloc arenas (up to 8 per core), and grpc's
+#: threads and the handler threads each keep one, partly empty. Two arenas, measured in
+#: bench.overload's memory step: --workers 4 59.2 -> 58.5 MiB, --workers 1 25.5 -> 25.2 MiB;
+#: the GIL serializes most allocations anyway. MALLOC_ARENA_MAX in the environment overrides.
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # <malloc.h>
+
+
+def _limit_malloc_arenas(arenas: int) -> None:
+    """``mallopt(M_ARENA_MAX, arenas)`` on glibc, unless MALLOC_ARENA_MAX is set."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return  # glibc read it at startup
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    mallopt(_M_ARENA_MAX, arenas)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+    )
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    try:
+        tls = (
+            TlsConfig(cert=args.tls_cert, key=args.tls_key, client_ca=args.tls_client_ca)
+            if args.tls_cert is not None
+            else None
+        )
+        config = ServerConfig(
+            threads=args.threads,
+            adaptive_concurrency=not args.fixed_threads,
+            handler_nice=args.handler_nice,
+            queue_limit=args.queue_limit,
+            drain_s=args.drain,
+            grace_s=args.grace,
+            reflection=not args.no_reflection,
+            health=not args.no_health,
+            max_message_bytes=int(args.max_message_mb * 1024 * 1024),
+            tls=tls,
+            metrics_address=args.metrics,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.gil_switch_ms <= 0:
+        raise ConfigError(f"--gil-switch-ms must be > 0, got {args.gil_switch_ms}")
+    sys.setswitchinterval(args.gil_switch_ms / 1000)
+    _limit_malloc_arenas(MALLOC_ARENAS)  # before any thread starts; forked workers inherit it
+    if args.workers > 1:
+        return _serve_workers(args, config)
+
+    from rpckit.server._server import Server
+    from rpckit.server._signals import graceful_exit
+    from rpckit.server._workers import freeze_start_up
+
+    servicers = load_servicers(args.app)
+    try:
+        server = Server(servicers, config=config)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
+    try:
+        check_bindable(args.grpc)
+        server.add_port(args.grpc)
+    except (OSError, RuntimeError, ValueError) as exc:
+        server.stop()
+        raise ConfigError(f"--grpc {args.grpc}: {exc}") from exc
+    http = _http_server(args, server, config) if args.http is not None else None
+    freeze_start_up()  # as the --workers zygote does before forking
+    with graceful_exit([server] if http is None else [server, http.drainer(config.drain_s)]):
+        server.start()
+        announcement = {"grpc": server.addresses[0]}
+        if http is not None:
+            announcement["http"] = http.start()
+        if server.metrics_address is not None:
+            announcement["metrics"] = server.metrics_address
+        print(json.dumps(announcement), flush=True)
+        server.wait()
+        if http is not None:
+            http.stop()
+    return 0
+
+
+def _http_app(spec: str | None, server: Any) -> Any:
+    """The WSGI app ``--http`` serves: ``--http-app``'s factory(server), or Shim(server=server)."""
+    from rpckit.http._app import Shim
+
+    try:
+        if spec is None:
+            return Shim(server=server)
+        factory = import_target(spec)
+        if not callable(factory):
+            raise ConfigError(f"--http-app {spec}: not callable")
+        return factory(server)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--http-app {spec or '(default)'}: {exc}") from exc
+
+
+def _http_server(args: argparse.Namespace, server: Any, config: ServerConfig) -> Any:
+    """The embedded HTTP server for ``--http``, bound, not started; its shim counted in --metrics.
+
+    With ``config.so_reuseport`` (``--workers``) the port is the parent's reservation,
+    shared by every worker, so it is not probed first.
+    """
+    from rpckit.http._server._server import HttpServer
+
+    try:
+        if args.http_threads < 1:
+            raise ConfigError(f"--http-threads must be >= 1, got {args.http_threads}")
+        try:
+            if not config.so_reuseport:
+                check_bindable(args.http)
+        except ValueError as exc:
+            raise ConfigError(f"--http {args.http}: {exc}") from exc
+        app = _http_app(args.http_app, server)
+    except ConfigError:
+        server.stop()
+        raise
+    if server.metrics is not None and hasattr(app, "traffic"):
+        server.metrics.registry.register(app.traffic)
+    http = HttpServer(
+        app,
+        args.http,
+        threads=args.http_threads,
+        grace_s=config.grace_s,
+        reuse_port=config.so_reuseport,
+    )
+    try:
+        http.bind()
+    except OSError as exc:
+        server.stop()
+        raise ConfigError(f"--http {args.http}: {exc}") from exc
+    return http
+
+
+def _serve_workers(args: argparse.Namespace, config: ServerConfig) -> int:
+    """Supervise --workers processes; this process imports neither the app nor grpc."""
+    from rpckit.server._workers import WorkerPlan, supervise
+
+    try:
+        check_bindable(args.grpc)
+    except ValueError as exc:
+        raise ConfigError(f"--grpc {args.grpc}: {exc}") from exc
+
+    http_reserved = None
+    if args.http is not None:
+        from rpckit.server._workers import reserve_port
+
+        try:
+            check_bindable(args.http)
+            http_reserved, args.http = reserve_port(args.http)  # port 0 -> one port for all
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--http {args.http}: {exc}") from exc
+
+    loaded: list[Any] = []  # the app's FACTORY, once preload ran (in the zygote)
+
+    def preload() -> None:
+        loaded.append(_preload_worker(args))
+
+    def run_worker(index: int, address: str, ready: Callable[[], None]) -> int:
+        if http_reserved is not None:
+            http_reserved.close()  # the supervisor's reservation; this worker binds its own
+        return _run_worker(args, config, loaded[0], index=index, address=address, ready=ready)
+
+    def announce(line: str) -> None:
+        announcement = json.loads(line)
+        if args.http is not None:
+            announcement["http"] = args.http
+        print(json.dumps(announcement), flush=True)
+
+    try:
+        plan = WorkerPlan(
+            workers=args.workers, address=args.grpc, preload=preload, run_worker=run_worker
+        )
+        return supervise(plan, announce=announce)
+    except OSError as exc:  # not Linux: no PR_SET_CHILD_SUBREAPER
+        raise ConfigError(f"--workers: {exc}") from exc
+    finally:
+        if http_reserved is not None:
+            http_reserved.close()
+
+
+def _preload_worker(args: argparse.Namespace) -> Any:
+    """In the zygote: import what every worker runs, so they share it; returns the FACTORY."""
+    import rpckit.server._server
+    import rpckit.server._signals
+
+    if args.http is not None:
+        import rpckit.http._app
+        import rpckit.http._server._server  # noqa: F401 - imported for the workers to share
+    return import_target(args.app)
+
+
+def _run_worker(
+    args: argparse.Namespace,
+    config: ServerConfig,
+    target: Any,
+    *,
+    index: int,
+    address: str,
+    ready: Callable[[], None],
+) -> int:
+    """One worker of --workers: its own server (and HTTP shim) on the shared ports."""
+    from rpckit.server._server import Server
+    from rpckit.server._signals import graceful_exit
+
+    metrics = config.metrics_address
+    if metrics is not None:
+        host, _, port = metrics.rpartition(":")
+        metrics = f"{host}:{int(port) + index if int(port) else 0}"
+    worker_config = dataclasses.replace(
+        config, so_reuseport=True, worker_index=index, metrics_address=metrics
+    )
+    server = Server(make_servicers(args.app, target), config=worker_config)
+    server.add_port(address)
+    http = _http_server(args, server, worker_config) if args.http is not None else None
+    stoppers = [server] if http is None else [server, http.drainer(worker_config.drain_s)]
+    with graceful_exit(stoppers):
+        server.start()
+        if http is not None:
+            http.start()
+        ready()
+        server.wait()
+        if http is not None:
+            http.stop()
+    return 0
+
+
+# ---------------------------------------------------------------- openapi
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    from rpckit.http._app import Shim
+    from rpckit.server._server import Server
+
+    servicers = load_servicers(args.app)
+    try:
+        server = Server(servicers, config=ServerConfig(health=False, reflection=False, drain_s=0))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
+    try:  # the server is never started: it only lends its servicers to the shim
+        app = _http_app(args.http_app, server)
+        if not isinstance(app, Shim):
+            raise ConfigError(
+                f"--http-app {args.http_app}: returned {type(app).__name__}, not an "
+                "rpckit.http.Shim (mount other apps as the shim's fallback)"
+            )
+        document = app.openapi(title=args.title, version=args.version)
+    finally:
+        server.stop()
+    text = json.dumps(document, indent=2) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            args.out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--out {args.out}: {exc.strerror or exc}") from exc
+        print(f"wrote {args.out}")
+    return 0

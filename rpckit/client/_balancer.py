@@ -1,0 +1,1056 @@
+"""The balanced channel: one ``grpc.Channel`` over many backends, for generated stubs unchanged.
+
+    channel = rpckit.BalancedChannel(["10.0.0.7:50051", "10.0.0.8:50051"])   # or "dns:///inv:50051"
+    stub = inventory_pb2_grpc.InventoryStub(channel)
+    stub.GetItem(inventory_pb2.GetItemRequest(sku="A-1"), timeout=2)
+
+This module is the I/O adapter around rpckit's pure policies; it decides
+nothing they already decide::
+
+    discovery (_discovery) --> backends --> N grpc channels each (distinct TCP connections)
+                                   |            |  one health watch thread per connection
+    call --> deadline (_deadline) --> P2C over eligible backends (_p2c), minus ejected (_outlier)
+                                   --> least-loaded connection (by server process)
+         <-- response + rpckit-load-bin trailer: latency, queue depth, outcome fed back
+         on failure: retry_decision / backoff_s / RetryBudget (_retry), on another backend
+
+* **Eligible** backends have a connection whose ``grpc.health.v1.Health/Watch``
+  says SERVING. NOT_SERVING, or a watch that breaks, takes the connection out
+  of rotation at once, and a NOT_SERVING watch is cancelled right after
+  (100 ms), so a draining server is not held by it; the connection is then polled with
+  ``Check`` (jittered exponential backoff) until it serves again. A server
+  without the health service (UNIMPLEMENTED) is taken as serving.
+* **Connections**: ``connections_per_backend`` grpc channels per backend, made
+  distinct by ``grpc.use_local_subchannel_pool`` and a per-connection dummy
+  argument. A multi-process host (``rpckit serve --workers N``) balances
+  connections, not calls, over its processes (SO_REUSEPORT); the load report
+  names the process (pid), so a connection that lands on a process another
+  connection already reaches is redialed (``worker_redials``), and each call
+  goes to the connection whose process has the least work.
+* **Feedback**: every response's ``rpckit-load-bin`` trailer (success or
+  error; for futures and streams, when they end) updates the server's queue
+  depth; unary calls that a handler answered without a fault (or that
+  timed out) also give a latency sample (streams, which may last for
+  minutes, do not; nor do fast failures, which would draw more calls); an
+  admission refusal holds the latency estimate (at least the server's
+  pushback, no decay), so a shedding backend is not sought; outcomes feed
+  outlier ejection.
+* **Retries**, only when safe (see :func:`rpckit.client._retry.retry_decision`): the
+  call never reached a handler (connect failure, a draining server's refusal,
+  an admission rejection with ``grpc-retry-pushback-ms``), or the method is
+  idempotent (``option idempotency_level`` in its proto, read from protobuf's
+  default descriptor pool). Another backend, jittered backoff (or the
+  server's pushback), within the caller's deadline and the retry budget.
+  Unary-unary calls retry; unary-stream calls retry until their first
+  message; client-streaming calls never do (their requests cannot be replayed).
+* **Deadlines**: inside an rpckit handler the inbound deadline minus a margin
+  is every call's ceiling; an explicit ``timeout`` can only shorten it
+  (:func:`rpckit.core._deadline.outbound_timeout`). One deadline covers all
+  attempts of a call.
+
+Threads: one scheduler (re-resolution, delayed retries of futures, closing
+retired connections, connectivity callbacks) and one health thread per
+connection, all daemons, all stopped and joined by :meth:`BalancedChannel.close`.
+All policy state sits behind one lock; no I/O happens under it.
+
+This module holds the channel and its state (backends, connections, the
+policy glue). Around it, imported one way only::
+
+    _config           BalancedChannelConfig, BackendStatus, ConnectionStatus
+    _scheduler        the timer thread
+    _backend_health   one connection's Health Check/Watch loop
+    _calls            the multicallables, futures and streams stubs get back
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from rpckit.client._backend_health import Health, HealthWatch
+from rpckit.client._calls import (
+    CallOptions,
+    LocalRpcError,
+    Method,
+    Plan,
+    StreamStream,
+    StreamUnary,
+    UnaryStream,
+    UnaryUnary,
+    call_status,
+    idempotent_in_pool,
+    method_key,
+)
+from rpckit.client._config import BackendStatus, BalancedChannelConfig, ConnectionStatus
+from rpckit.client._discovery import Discovery, DnsTarget, Resolver, parse_targets
+from rpckit.client._outlier import OutlierDetector
+from rpckit.client._p2c import BackendLoad, pick
+from rpckit.client._retry import (
+    STATUS_CODE_NAMES,
+    AdaptiveThrottle,
+    RetryBudget,
+    backoff_s,
+    retry_decision,
+)
+from rpckit.client._scheduler import JOIN_TIMEOUT_S, Scheduler, run_safely
+from rpckit.core._deadline import NO_DEADLINE_S, outbound_timeout
+from rpckit.core._load import load_from_metadata
+from rpckit.v1 import load_pb2
+
+__all__ = ["PUSHBACK_METADATA_KEY", "BalancedChannel"]
+
+_log = logging.getLogger("rpckit.client")
+
+PUSHBACK_METADATA_KEY = "grpc-retry-pushback-ms"
+"""gRPC's server pushback trailer (proposal A6): milliseconds to wait before a retry."""
+
+_NEVER_SENT_PREFIXES = (
+    "failed to connect to all addresses",  # grpc core: no connection to pick (refused, drained)
+    "DNS resolution failed",  # grpc core: a host-name target did not resolve
+    "empty address list",  # grpc core: the name resolved to nothing
+)
+"""How grpc core words a call it failed before sending it (checked only without server trailers)."""
+
+_ADMISSION_PREFIX = "rpckit: "
+"""rpckit servers start their admission rejections' details with this (see _handlers)."""
+
+_BACKEND_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DATA_LOSS,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
+"""Codes that count against a backend for outlier ejection (the _outlier docstring's list).
+Admission rejections (details starting "rpckit: ") are overload, not faults: P2C steers by
+the queue depth those servers report instead."""
+
+_OVERLOAD_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE})
+"""Codes that mean the backend did not accept the call (adaptive throttling's "rejects")."""
+
+_MAX_PIDS_REMEMBERED = 64
+"""Per backend, server process ids remembered to spot a new process (bounded across restarts)."""
+
+
+# ---------------------------------------------------------------- internals
+
+
+class _Backend:
+    """A backend address: its P2C load and its connections. Guarded by the channel's lock."""
+
+    __slots__ = ("address", "connections", "load", "pids_seen", "redial_misses", "retired")
+
+    def __init__(self, address: str, load: BackendLoad) -> None:
+        self.address = address
+        self.load = load
+        self.connections: list[_Connection] = []
+        self.retired = False
+        self.pids_seen: set[int] = set()
+        self.redial_misses = 0
+
+
+class _Connection:
+    """One grpc channel to a backend. Mutable fields are guarded by the channel's lock."""
+
+    __slots__ = (
+        "backend",
+        "callables",
+        "channel",
+        "closed",
+        "health",
+        "outstanding",
+        "pid",
+        "queue_depth",
+        "reported_at",
+        "retired",
+        "slot",
+        "watch",
+    )
+
+    def __init__(
+        self,
+        backend: _Backend,
+        slot: int,
+        channel: grpc.Channel,
+        health: Health,
+        watch: HealthWatch,
+    ) -> None:
+        self.backend = backend
+        self.slot = slot
+        self.channel = channel
+        self.health = health
+        self.watch = watch  # its health thread's body, if health checks are on
+        self.outstanding = 0
+        self.pid: int | None = None
+        self.queue_depth = 0
+        self.reported_at: float | None = None
+        self.retired = False  # no new calls; closed once the last one ends
+        self.closed = False
+        self.callables: dict[tuple[Any, ...], Any] = {}
+
+    def callable(self, method: Method) -> Any:
+        """The grpc multicallable for ``method`` on this connection (cached when hashable)."""
+        inner = self.callables.get(method.key) if method.key is not None else None
+        if inner is None:
+            factory = getattr(self.channel, method.kind)
+            inner = factory(
+                method.path,
+                request_serializer=method.request_serializer,
+                response_deserializer=method.response_deserializer,
+                _registered_method=method.registered,
+            )
+            if method.key is not None:
+                self.callables[method.key] = inner
+        return inner
+
+
+@dataclasses.dataclass(eq=False)
+class _Choice:
+    """The backend and connection one attempt went to, and when it started."""
+
+    backend: _Backend
+    connection: _Connection
+    started: float
+
+
+def _pushback_ms(trailers: Iterable[Any] | None) -> int | None:
+    """The ``grpc-retry-pushback-ms`` trailer; -1 (do not retry) when unparseable."""
+    for key, value in trailers or ():
+        if key == PUSHBACK_METADATA_KEY:
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+            try:
+                return int(text)
+            except ValueError:
+                return -1
+    return None
+
+
+def _reached_handler(details: str, trailers: Sequence[Any]) -> bool | None:
+    """False when the failed call certainly never reached a handler; None when unknown.
+
+    Errors grpc core makes up in the client carry no trailers; an rpckit
+    server's errors always carry its load report, so a handler relaying a
+    downstream "failed to connect" is not mistaken for one.
+    """
+    if not trailers and details.startswith(_NEVER_SENT_PREFIXES):
+        return False
+    if details.startswith(_ADMISSION_PREFIX) and any(
+        key == PUSHBACK_METADATA_KEY for key, _ in trailers
+    ):
+        return False  # rejected by admission control, which runs before the handler
+    return None
+
+
+# ---------------------------------------------------------------- the channel
+
+
+class BalancedChannel(grpc.Channel):
+    """A ``grpc.Channel`` that spreads calls over many backends (see the module docstring).
+
+    ``targets`` is one target or a list: ``"host:port"``, ``"[v6]:port"`` or
+    ``"dns:///name:port"`` (every A/AAAA record, re-resolved every
+    ``resolve_interval_s``). ``resolver`` replaces DNS (``(host, port) ->
+    [(address, port)]``), e.g. in tests. ``credentials`` makes every
+    connection TLS; ``options`` are extra grpc channel arguments.
+
+    Generated stubs work unchanged, for all four call shapes; unary calls
+    support ``__call__``, ``with_call`` and ``future``. Close it (or use it as
+    a context manager): it owns threads and connections.
+    """
+
+    def __init__(
+        self,
+        targets: str | Sequence[str],
+        *,
+        config: BalancedChannelConfig | None = None,
+        resolver: Resolver | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        if config is not None and not isinstance(config, BalancedChannelConfig):
+            raise TypeError(f"config must be a BalancedChannelConfig, got {config!r}")
+        self._config = config if config is not None else BalancedChannelConfig()
+        self._discovery = Discovery(parse_targets(targets), resolver)
+        self._credentials = credentials
+        self._options = tuple(options)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a backend became usable, or closed
+        self._rng = random.Random()  # noqa: S311 - P2C draws and jitter, not secrets
+        self._backends: dict[str, _Backend] = {}
+        self._open: set[_Connection] = set()
+        self._watchers: set[threading.Thread] = set()
+        outlier = self._config.outlier
+        self._outlier: OutlierDetector[str] | None = (
+            OutlierDetector(outlier) if outlier is not None else None
+        )
+        self._budget = RetryBudget(self._config.retry_budget)
+        throttle = self._config.adaptive_throttle
+        self._throttle = AdaptiveThrottle(throttle) if throttle is not None else None
+        self._slots = itertools.count()
+        self._closed = False
+        self._closed_event = threading.Event()
+        self._resolved = not self._discovery.dynamic
+        self._resolution_errors: tuple[str, ...] = ()
+        self._subscribers: list[Callable[[grpc.ChannelConnectivity], None]] = []
+        self._connectivity = grpc.ChannelConnectivity.IDLE
+        self._scheduler = Scheduler("rpckit-balancer-scheduler")
+        try:
+            self._set_addresses(self._discovery.static_addresses())
+            if self._discovery.dynamic:
+                self._scheduler.call_soon(self._refresh)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def config(self) -> BalancedChannelConfig:
+        """The configuration in force."""
+        return self._config
+
+    # -------------------------------------------------------------- grpc.Channel
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Callable[..., Any] | None = None,
+        response_deserializer: Callable[..., Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> grpc.UnaryUnaryMultiCallable[Any, Any]:
+        return UnaryUnary(
+            self,
+            self._method(
+                "unary_unary", method, request_serializer, response_deserializer, _registered_method
+            ),
+        )
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Callable[..., Any] | None = None,
+        response_deserializer: Callable[..., Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> grpc.UnaryStreamMultiCallable[Any, Any]:
+        return UnaryStream(
+            self,
+            self._method(
+                "unary_stream",
+                method,
+                request_serializer,
+                response_deserializer,
+                _registered_method,
+            ),
+        )
+
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Callable[..., Any] | None = None,
+        response_deserializer: Callable[..., Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> grpc.StreamUnaryMultiCallable[Any, Any]:
+        return StreamUnary(
+            self,
+            self._method(
+                "stream_unary",
+                method,
+                request_serializer,
+                response_deserializer,
+                _registered_method,
+            ),
+        )
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Callable[..., Any] | None = None,
+        response_deserializer: Callable[..., Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> grpc.StreamStreamMultiCallable[Any, Any]:
+        return StreamStream(
+            self,
+            self._method(
+                "stream_stream",
+                method,
+                request_serializer,
+                response_deserializer,
+                _registered_method,
+            ),
+        )
+
+    def subscribe(
+        self, callback: Callable[[grpc.ChannelConnectivity], None], try_to_connect: bool = False
+    ) -> None:
+        """Call ``callback(state)`` now and on every change, from the channel's thread.
+
+        The state summarises the backends: READY when one is serving,
+        CONNECTING while some have not answered yet, TRANSIENT_FAILURE when
+        none serves, SHUTDOWN once closed. (Connections are always being
+        made, so ``try_to_connect`` changes nothing.)
+        """
+        del try_to_connect
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._subscribers.append(callback)
+                state = self._connectivity
+        if closed:
+            run_safely(functools.partial(callback, grpc.ChannelConnectivity.SHUTDOWN))
+        else:
+            self._scheduler.call_soon(functools.partial(callback, state))
+
+    def unsubscribe(self, callback: Callable[[grpc.ChannelConnectivity], None]) -> None:
+        with self._lock:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+    def close(self) -> None:
+        """Stop every thread, close every connection; calls in flight end CANCELLED. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._closed_event.set()
+            connections = list(self._open)
+            self._open.clear()
+            for conn in connections:
+                conn.retired = conn.closed = True
+            watchers = list(self._watchers)
+            subscribers = list(self._subscribers)
+            self._subscribers.clear()
+            self._connectivity = grpc.ChannelConnectivity.SHUTDOWN
+            self._changed.notify_all()
+        self._scheduler.close()
+        for conn in connections:
+            self._stop_watch(conn)
+        for conn in connections:
+            conn.channel.close()
+        current = threading.current_thread()
+        for thread in watchers:
+            if thread is not current:
+                thread.join(JOIN_TIMEOUT_S)
+        for callback in subscribers:
+            run_safely(functools.partial(callback, grpc.ChannelConnectivity.SHUTDOWN))
+
+    def __enter__(self) -> BalancedChannel:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- introspection
+
+    def backends(self) -> tuple[BackendStatus, ...]:
+        """A snapshot of every current backend: health, ejection, load, connections."""
+        now = time.monotonic()
+        with self._lock:
+            ejected = self._outlier.ejected() if self._outlier is not None else frozenset()
+            return tuple(
+                BackendStatus(
+                    address=b.address,
+                    serving=bool(self._serving_connections(b)),
+                    ejected=b.address in ejected,
+                    outstanding=b.load.outstanding,
+                    latency_s=b.load.latency_at(now),
+                    connections=tuple(
+                        ConnectionStatus(
+                            health=c.health.value, outstanding=c.outstanding, worker_pid=c.pid
+                        )
+                        for c in b.connections
+                    ),
+                )
+                for b in self._backends.values()
+            )
+
+    # -------------------------------------------------------------- membership
+
+    def _refresh(self) -> None:
+        """Resolve the DNS targets (on the scheduler thread) and apply the answer; reschedule."""
+        resolution = self._discovery.resolve()
+        if resolution.errors:
+            _log.warning("rpckit balanced channel: %s", "; ".join(resolution.errors))
+        self._set_addresses(resolution.addresses)
+        # Only now: a call waiting for the first answer must find its backends in place.
+        with self._lock:
+            self._resolved = True
+            self._resolution_errors = resolution.errors
+            self._changed.notify_all()
+            state = self._connectivity_changed_locked()
+        if state is not None:
+            self._notify(state)
+        interval = self._config.resolve_interval_s
+        if not resolution.addresses:
+            interval = min(interval, 1.0)  # nothing to call: ask again soon
+        self._scheduler.call_later(interval, self._refresh)
+
+    def _set_addresses(self, addresses: Sequence[str]) -> None:
+        """Make the backend set ``addresses``: open new ones, retire removed ones.
+
+        Called from one thread at a time (the constructor, then the scheduler).
+        A removed backend takes no new calls; its calls in flight finish, then
+        its connections close.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            known = set(self._backends)
+        wanted = list(dict.fromkeys(addresses))
+        fresh = [self._new_backend(a) for a in wanted if a not in known]
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                for backend in fresh:
+                    self._adopt_locked(backend)
+                removed = [self._retire_locked(a) for a in known.difference(wanted)]
+                self._changed.notify_all()
+                state = self._connectivity_changed_locked()
+        if closed:
+            for backend in fresh:
+                for conn in backend.connections:
+                    conn.channel.close()
+            return
+        for backend in removed:
+            for conn in backend.connections:
+                # Closed now if idle, else when its last call ends (_finish).
+                self._stop_watch(conn)
+                if conn.closed:
+                    conn.channel.close()
+        if fresh or removed:
+            _log.info(
+                "rpckit balanced channel: backends now %s (added %s, removed %s)",
+                wanted,
+                [b.address for b in fresh],
+                [b.address for b in removed],
+            )
+        if state is not None:
+            self._notify(state)
+
+    def _adopt_locked(self, backend: _Backend) -> None:
+        self._backends[backend.address] = backend
+        self._open.update(backend.connections)
+        if self._outlier is not None:
+            self._outlier.add(backend.address)
+        for conn in backend.connections:
+            self._start_watch_locked(conn)
+
+    def _retire_locked(self, address: str) -> _Backend:
+        """Take a backend out; its idle connections are marked closed (the caller closes them)."""
+        backend = self._backends.pop(address)
+        backend.retired = True
+        if self._outlier is not None:
+            self._outlier.remove(address)
+        for conn in backend.connections:
+            conn.retired = True
+            self._take_closable_locked(conn)
+        return backend
+
+    def _new_backend(self, address: str) -> _Backend:
+        backend = _Backend(address, BackendLoad(time.monotonic(), self._config.picker))
+        backend.connections = [
+            self._new_connection(backend) for _ in range(self._config.connections_per_backend)
+        ]
+        return backend
+
+    def _new_connection(self, backend: _Backend) -> _Connection:
+        """A fresh grpc channel to the backend (grpc connects lazily: no I/O here)."""
+        slot = next(self._slots)
+        args: dict[str, Any] = {
+            "grpc.initial_reconnect_backoff_ms": int(self._config.health_backoff_initial_s * 1000),
+            "grpc.max_reconnect_backoff_ms": int(self._config.health_backoff_max_s * 1000),
+        }
+        args.update(self._options)
+        # Distinct TCP connections: no subchannel sharing, and a distinct argument per slot.
+        args["grpc.use_local_subchannel_pool"] = 1
+        args["rpckit.balancer.connection"] = slot
+        options = list(args.items())
+        if self._credentials is None:
+            channel = grpc.insecure_channel(backend.address, options=options)
+        else:
+            channel = grpc.secure_channel(backend.address, self._credentials, options=options)
+        health = Health.UNKNOWN if self._config.health_check else Health.SERVING
+        watch = HealthWatch(channel, self._config, label=backend.address)
+        return _Connection(backend, slot, channel, health, watch)
+
+    def _replace_connection(self, old: _Connection) -> None:
+        """Redial ``old`` (it reached a server process another connection already reaches)."""
+        backend = old.backend
+        with self._lock:
+            if self._closed or backend.retired or old not in backend.connections:
+                return
+        new = self._new_connection(backend)
+        with self._lock:
+            if self._closed or backend.retired or old not in backend.connections:
+                discard = True
+                closable = False
+            else:
+                discard = False
+                backend.connections[backend.connections.index(old)] = new
+                self._open.add(new)
+                self._start_watch_locked(new)
+                closable = self._take_closable_locked(old)
+        if discard:
+            new.channel.close()
+            return
+        _log.debug(
+            "rpckit balanced channel: %s connection #%d reached an already connected server "
+            "process; redialed as #%d",
+            backend.address,
+            old.slot,
+            new.slot,
+        )
+        self._stop_watch(old)
+        if closable:
+            self._shut_connection(old)
+
+    def _take_closable_locked(self, conn: _Connection) -> bool:
+        """True (once) when a retired connection has no call left: the caller closes it."""
+        if conn.retired and conn.outstanding == 0 and not conn.closed:
+            conn.closed = True
+            self._open.discard(conn)
+            return True
+        return False
+
+    def _shut_connection(self, conn: _Connection) -> None:
+        self._stop_watch(conn)
+        conn.channel.close()
+
+    # -------------------------------------------------------------- health
+
+    def _start_watch_locked(self, conn: _Connection) -> None:
+        if not self._config.health_check:
+            return
+        thread = threading.Thread(
+            target=self._watch_health,
+            args=(conn,),
+            name=f"rpckit-balancer-health-{conn.backend.address}#{conn.slot}",
+            daemon=True,
+        )
+        self._watchers.add(thread)
+        thread.start()
+
+    def _stop_watch(self, conn: _Connection) -> None:
+        conn.watch.stop()
+
+    def _watch_health(self, conn: _Connection) -> None:
+        """A connection's health thread (see _backend_health)."""
+        try:
+            conn.watch.run(functools.partial(self._set_health, conn))
+        finally:
+            with self._lock:
+                self._watchers.discard(threading.current_thread())
+
+    def _set_health(self, conn: _Connection, status: Health) -> None:
+        with self._lock:
+            if conn.retired or conn.health is status:
+                return
+            before = conn.health
+            conn.health = status
+            if status is Health.SERVING:
+                self._changed.notify_all()
+            state = self._connectivity_changed_locked()
+        _log.debug(
+            "rpckit balanced channel: %s connection #%d %s -> %s",
+            conn.backend.address,
+            conn.slot,
+            before.value,
+            status.value,
+        )
+        if state is not None:
+            self._notify(state)
+
+    def _connectivity_changed_locked(self) -> grpc.ChannelConnectivity | None:
+        connections = [c for b in self._backends.values() for c in b.connections]
+        if self._closed:
+            state = grpc.ChannelConnectivity.SHUTDOWN
+        elif any(c.health is Health.SERVING for c in connections):
+            state = grpc.ChannelConnectivity.READY
+        elif not self._resolved or any(c.health is Health.UNKNOWN for c in connections):
+            state = grpc.ChannelConnectivity.CONNECTING
+        else:
+            state = grpc.ChannelConnectivity.TRANSIENT_FAILURE
+        if state is self._connectivity:
+            return None
+        self._connectivity = state
+        return state
+
+    def _notify(self, state: grpc.ChannelConnectivity) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            self._scheduler.call_soon(functools.partial(callback, state))
+
+    # -------------------------------------------------------------- calls: policy glue
+
+    def _method(
+        self,
+        kind: str,
+        path: str,
+        request_serializer: Callable[..., Any] | None,
+        response_deserializer: Callable[..., Any] | None,
+        registered: bool | None,
+    ) -> Method:
+        if not isinstance(path, str):
+            raise TypeError(f"method must be a str like /package.Service/Method, got {path!r}")
+        return Method(
+            kind=kind,
+            path=path,
+            request_serializer=request_serializer,
+            response_deserializer=response_deserializer,
+            registered=bool(registered),
+            idempotent=path in self._config.idempotent_methods or idempotent_in_pool(path),
+            key=method_key(kind, path, request_serializer, response_deserializer, registered),
+        )
+
+    def _begin(self, method: Method, options: CallOptions) -> Plan:
+        """Start a logical call: its deadline, throttling, and a deposit in the retry budget."""
+        if self._closed:
+            raise ValueError("Cannot invoke RPC on closed channel!")
+        now = time.monotonic()
+        explicit = options.timeout
+        if explicit is not None and explicit > NO_DEADLINE_S:
+            explicit = None  # grpcio's "no deadline" (time_remaining() of a call without one)
+        effective = outbound_timeout(explicit, now=now, margin_s=self._config.deadline_margin_s)
+        with self._lock:
+            if self._throttle is not None and self._throttle.should_reject_locally(now, self._rng):
+                raise LocalRpcError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"rpckit: {method.path} rejected in the client by adaptive throttling "
+                    "(the backends have been rejecting most calls)",
+                )
+            self._budget.record_request(now)
+        return Plan(
+            method=method,
+            deadline=None if effective is None else now + effective,
+            wait_for_ready=bool(options.wait_for_ready),
+        )
+
+    def _pick(self, plan: Plan, *, may_wait: bool) -> _Choice:
+        """Choose backend and connection for the plan's next attempt, or raise a local error.
+
+        With no serving backend, the first attempt waits while some backend is
+        still connecting (``wait_for_backend_s``, within the deadline), or
+        until the deadline with ``wait_for_ready``; retries never wait.
+        """
+        now = time.monotonic()
+        wait_until: float | None = None
+        if may_wait:
+            cap = math.inf if plan.wait_for_ready else now + self._config.wait_for_backend_s
+            wait_until = cap if plan.deadline is None else min(cap, plan.deadline)
+        with self._lock:
+            while True:
+                if self._closed:
+                    raise LocalRpcError(grpc.StatusCode.CANCELLED, "rpckit: the channel was closed")
+                now = time.monotonic()
+                choice = self._choose_locked(plan, now)
+                if choice is not None:
+                    plan.attempts += 1
+                    plan.tried.add(choice.backend.address)
+                    return choice
+                if (
+                    wait_until is None
+                    or now >= wait_until
+                    or not (plan.wait_for_ready or self._pending_locked())
+                ):
+                    break
+                self._changed.wait(None if math.isinf(wait_until) else wait_until - now)
+            message = self._no_backend_message_locked(plan.method.path)
+        if plan.deadline is not None and time.monotonic() >= plan.deadline:
+            raise LocalRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, f"{message} before the deadline")
+        raise LocalRpcError(grpc.StatusCode.UNAVAILABLE, message)
+
+    def _pending_locked(self) -> bool:
+        """Whether a backend may still turn up: DNS not answered yet, or a connection unchecked."""
+        if not self._resolved:
+            return True
+        return any(
+            c.health is Health.UNKNOWN for b in self._backends.values() for c in b.connections
+        )
+
+    def _no_backend_message_locked(self, path: str) -> str:
+        total = len(self._backends)
+        serving = sum(1 for b in self._backends.values() if self._serving_connections(b))
+        ejected = len(self._outlier.ejected()) if self._outlier is not None else 0
+        text = (
+            f"rpckit: no backend can take {path}: {serving} of {total} serving, {ejected} "
+            f"ejected (targets: {', '.join(self._target_texts())})"
+        )
+        if self._resolution_errors:
+            text += f"; resolution: {'; '.join(self._resolution_errors)}"
+        return text
+
+    def _target_texts(self) -> list[str]:
+        return [t.text if isinstance(t, DnsTarget) else t.address for t in self._discovery.targets]
+
+    @staticmethod
+    def _serving_connections(backend: _Backend) -> list[_Connection]:
+        return [c for c in backend.connections if c.health is Health.SERVING and not c.retired]
+
+    def _choose_locked(self, plan: Plan, now: float) -> _Choice | None:
+        candidates = [b for b in self._backends.values() if self._serving_connections(b)]
+        if self._outlier is not None and candidates:
+            allowed = set(self._outlier.eligible([b.address for b in candidates], now))
+            candidates = [b for b in candidates if b.address in allowed]
+        if plan.tried:
+            untried = [b for b in candidates if b.address not in plan.tried]
+            if untried:
+                candidates = untried  # a retry goes to another backend when there is one
+        index = pick([b.load for b in candidates], range(len(candidates)), self._rng, now)
+        if index is None:
+            return None
+        backend = candidates[index]
+        if self._outlier is not None:
+            self._outlier.on_pick(backend.address, now)
+        conn = self._pick_connection_locked(backend, now)
+        backend.load.start(now)
+        conn.outstanding += 1
+        return _Choice(backend=backend, connection=conn, started=now)
+
+    def _pick_connection_locked(self, backend: _Backend, now: float) -> _Connection:
+        """The serving connection whose server process has the least work (ties at random).
+
+        Work of a process = our calls in flight on every connection reaching it
+        + its fresh reported queue depth; a connection whose process is not
+        known yet counts only its own calls.
+        """
+        serving = self._serving_connections(backend)
+        if len(serving) == 1:
+            return serving[0]
+        in_flight: dict[int, int] = {}
+        for conn in backend.connections:
+            if conn.pid is not None:
+                in_flight[conn.pid] = in_flight.get(conn.pid, 0) + conn.outstanding
+        queued = self._queue_by_pid_locked(backend, now)
+
+        def work(conn: _Connection) -> int:
+            if conn.pid is None:
+                return conn.outstanding
+            return in_flight[conn.pid] + queued.get(conn.pid, 0)
+
+        least = min(work(c) for c in serving)
+        return self._rng.choice([c for c in serving if work(c) == least])
+
+    def _queue_by_pid_locked(self, backend: _Backend, now: float) -> dict[int, int]:
+        """Each server process's latest queue depth report younger than the report TTL."""
+        latest: dict[int, tuple[float, int]] = {}
+        for conn in backend.connections:
+            if conn.pid is None or conn.reported_at is None:
+                continue
+            if now - conn.reported_at > self._config.picker.report_ttl_s:
+                continue
+            seen = latest.get(conn.pid)
+            if seen is None or conn.reported_at > seen[0]:
+                latest[conn.pid] = (conn.reported_at, conn.queue_depth)
+        return {pid: depth for pid, (_, depth) in latest.items()}
+
+    def _finish(
+        self,
+        choice: _Choice,
+        code: grpc.StatusCode | None,
+        trailers: Sequence[Any],
+        details: str,
+        *,
+        unary: bool,
+    ) -> None:
+        """An attempt ended (``code`` None: without a status, e.g. the request failed to serialize).
+
+        Feeds P2C, the server's load report, outlier ejection and throttling. P2C
+        learns latency only from unary calls that a handler answered without a
+        fault, or that timed out (a peak): a backend failing fast must not look
+        fast and draw more calls. An admission refusal (a server's load report,
+        its pushback, never a handler) holds the backend's estimate at no less
+        than the pushback instead (:meth:`rpckit.client._p2c.BackendLoad.reject`).
+        """
+        report = load_from_metadata(trailers) if trailers else None
+        now = time.monotonic()
+        backend, conn = choice.backend, choice.connection
+        refused = (
+            report is not None
+            and code is not grpc.StatusCode.OK
+            and _reached_handler(details, trailers) is False
+        )
+        with self._lock:
+            conn.outstanding -= 1
+            answered = code is grpc.StatusCode.OK or report is not None
+            if refused:
+                pushback = _pushback_ms(trailers)
+                backend.load.reject(max(0, pushback or 0) / 1000, now)
+            elif unary and (
+                code is grpc.StatusCode.DEADLINE_EXCEEDED
+                or (answered and code not in _BACKEND_FAULTS)
+            ):
+                backend.load.finish(max(0.0, now - choice.started), now)
+            else:
+                backend.load.abandon()
+            redial = report is not None and self._record_report_locked(conn, report, now)
+            if code is not None and code is not grpc.StatusCode.CANCELLED:
+                if self._outlier is not None:
+                    fault = code in _BACKEND_FAULTS and not details.startswith(_ADMISSION_PREFIX)
+                    self._outlier.record(backend.address, not fault, now, self._rng)
+                if self._throttle is not None:
+                    self._throttle.record(code not in _OVERLOAD_CODES, now)
+            closable = self._take_closable_locked(conn)
+        if closable:
+            # Not here: this may be grpc's own callback thread for that channel.
+            shut = functools.partial(self._shut_connection, conn)
+            self._scheduler.call_soon(shut, on_drop=shut)
+        if redial:
+            self._scheduler.call_soon(functools.partial(self._replace_connection, conn))
+
+    def _record_report_locked(
+        self, conn: _Connection, report: load_pb2.LoadReport, now: float
+    ) -> bool:
+        """Store a load report; True when ``conn`` should be redialed (see ``worker_redials``)."""
+        backend = conn.backend
+        pid = int(report.pid) or None
+        conn.pid = pid
+        conn.queue_depth = int(report.queue_depth)
+        conn.reported_at = now
+        backend.load.report(sum(self._queue_by_pid_locked(backend, now).values()), now)
+        if pid is None:
+            return False
+        if pid not in backend.pids_seen:
+            if len(backend.pids_seen) >= _MAX_PIDS_REMEMBERED:
+                backend.pids_seen = {c.pid for c in backend.connections if c.pid is not None}
+            backend.pids_seen.add(pid)
+            backend.redial_misses = 0
+        if conn.retired or backend.retired:
+            return False
+        # Redial only while another serving connection reaches that process: the backend
+        # must never lose its last serving connection to a redial.
+        shared = any(
+            o is not conn and not o.retired and o.health is Health.SERVING and o.pid == pid
+            for o in backend.connections
+        )
+        if not shared or backend.redial_misses >= self._config.worker_redials:
+            return False
+        backend.redial_misses += 1
+        conn.retired = True  # no new calls; _replace_connection swaps in a fresh one
+        return True
+
+    def _retry_delay(self, plan: Plan, error: Any) -> float | None:
+        """Seconds to wait before retrying ``error``'s call, or None when it must not be retried."""
+        code, trailers, details = call_status(error)
+        if code is None or code.name not in STATUS_CODE_NAMES:
+            return None
+        pushback = _pushback_ms(trailers)
+        now = time.monotonic()
+        with self._lock:
+            delay = backoff_s(
+                plan.attempts,
+                self._rng,
+                pushback_ms=pushback if pushback is not None and pushback >= 0 else None,
+            )
+            verdict = retry_decision(
+                code=code.name,
+                reached_handler=_reached_handler(details, trailers),
+                idempotent=plan.method.idempotent,
+                pushback_ms=pushback,
+                attempts=plan.attempts,
+                max_attempts=self._config.max_attempts,
+                time_left_s=None if plan.deadline is None else plan.deadline - now,
+                backoff_s=delay,
+            )
+            if not verdict.retry:
+                return None
+            if not self._budget.try_withdraw(now):
+                _log.debug(
+                    "rpckit balanced channel: retry of %s denied by the budget", plan.method.path
+                )
+                return None
+        return delay
+
+    def _attempt_ended(self, choice: _Choice, inner: Any) -> None:
+        """Done-callback of an asynchronous attempt (future or stream)."""
+        code, trailers, details = call_status(inner)
+        self._finish(choice, code, trailers, details, unary=False)
+
+    # -------------------------------------------------------------- calls: shapes
+
+    def _unary_call(
+        self, method: Method, request: Any, options: CallOptions
+    ) -> tuple[Any, grpc.Call]:
+        plan = self._begin(method, options)
+        last_error: grpc.RpcError | None = None
+        while True:
+            try:
+                choice = self._pick(plan, may_wait=last_error is None)
+            except LocalRpcError:
+                if last_error is not None:
+                    raise last_error from None
+                raise
+            inner = choice.connection.callable(method)
+            try:
+                response, call = inner.with_call(
+                    request, timeout=plan.attempt_timeout(), **options.grpc_kwargs()
+                )
+            except grpc.RpcError as error:
+                code, trailers, details = call_status(error)
+                self._finish(choice, code, trailers, details, unary=True)
+                delay = self._retry_delay(plan, error)
+                if delay is None or self._closed_event.wait(delay):
+                    raise
+                last_error = error
+                continue
+            except BaseException:
+                self._finish(choice, None, (), "", unary=True)
+                raise
+            code, trailers, details = call_status(call)
+            self._finish(choice, grpc.StatusCode.OK, trailers, details, unary=True)
+            return response, call
+
+    def _client_stream_call(
+        self, method: Method, requests: Iterator[Any], options: CallOptions
+    ) -> tuple[Any, grpc.Call]:
+        plan = self._begin(method, options)
+        choice = self._pick(plan, may_wait=True)
+        inner = choice.connection.callable(method)
+        try:
+            response, call = inner.with_call(
+                requests, timeout=plan.attempt_timeout(), **options.grpc_kwargs()
+            )
+        except grpc.RpcError as error:
+            code, trailers, details = call_status(error)
+            self._finish(choice, code, trailers, details, unary=False)
+            raise
+        except BaseException:
+            self._finish(choice, None, (), "", unary=False)
+            raise
+        _, trailers, details = call_status(call)
+        self._finish(choice, grpc.StatusCode.OK, trailers, details, unary=False)
+        return response, call
+
+    def _async_call(
+        self, method: Method, request: Any, options: CallOptions, *, future: bool
+    ) -> Any:
+        """Start a call whose end is reported by grpc's done-callback: a stream, or a future."""
+        try:
+            plan = self._begin(method, options)
+            choice = self._pick(plan, may_wait=True)
+        except LocalRpcError as error:
+            return error
+        inner = choice.connection.callable(method)
+        try:
+            started = inner.future if future else inner
+            call = started(request, timeout=plan.attempt_timeout(), **options.grpc_kwargs())
+        except BaseException:
+            self._finish(choice, None, (), "", unary=False)
+            raise
+        call.add_done_callback(functools.partial(self._attempt_ended, choice))
+        return call

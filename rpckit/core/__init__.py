@@ -1,0 +1,11 @@
+"""The grpc-free core every other part builds on: no grpc, no web framework, no rpckit subpackage.
+
+- ``_deadline``: monotonic deadlines and cancellation of the call being served, carried
+  across hops in a contextvar; the ``grpc-timeout`` codec.
+- ``_load``: the ``rpckit-load-bin`` load report codec (a ``rpckit.v1.LoadReport``).
+- ``_validate``: field checks shared by every config dataclass.
+
+Exports nothing itself; its public names are re-exported by :mod:`rpckit`
+(``cancelled``, ``time_remaining``, ``LOAD_METADATA_KEY``, ``load_from_metadata``).
+Importing it loads no grpc.
+"""

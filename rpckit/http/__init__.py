@@ -1,0 +1,52 @@
+"""The legacy HTTP shim: gRPC handlers served at an old JSON-over-HTTP contract, byte for byte.
+
+Mount it in front of the old Flask app; migrated routes are answered by rpckit
+handlers, everything else falls through to Flask::
+
+    from rpckit.http import Shim
+
+    app = create_app()                                   # the legacy Flask app
+    app.wsgi_app = Shim(services=[Inventory()], fallback=app.wsgi_app)
+
+or serve it next to the gRPC port, through the same admission control::
+
+    rpckit serve examples.inventory.server:servicers --grpc 127.0.0.1:50051 --http 127.0.0.1:8080
+
+Routes come from the ``google.api.http`` rules of the services; how each route
+speaks (JSON dialect, success status and headers, deadline, body limit) from
+rpckit's proto options (``rpckit/v1/http.proto``) and :class:`RouteOptions`.
+Errors map gRPC codes to HTTP statuses (grpc-gateway's table) and get their
+body from a pluggable renderer. Shadow mode and rollout percentages move
+traffic route by route; :meth:`Shim.traffic_report` shows who still calls.
+"""
+
+from rpckit.http._app import Shim
+from rpckit.http._errors import (
+    GATEWAY_STATUS_FOR_CODE,
+    ErrorRenderer,
+    HttpError,
+    render_error_object,
+    render_gateway_error,
+)
+from rpckit.http._mapping._jsonmap import LegacyProfile
+from rpckit.http._options import Guard, GuardedCall, RouteOptions, RouteSettings, ShimConfig
+from rpckit.http._server._server import HttpServer
+from rpckit.http._shadow import JsonDifference, ShadowReport
+
+__all__ = [
+    "GATEWAY_STATUS_FOR_CODE",
+    "ErrorRenderer",
+    "Guard",
+    "GuardedCall",
+    "HttpError",
+    "HttpServer",
+    "JsonDifference",
+    "LegacyProfile",
+    "RouteOptions",
+    "RouteSettings",
+    "ShadowReport",
+    "Shim",
+    "ShimConfig",
+    "render_error_object",
+    "render_gateway_error",
+]

@@ -1,0 +1,255 @@
+"""cheroot, tuned for many small keep-alive requests: the embedded HTTP server's engine.
+
+Imported only by :class:`rpckit.http._server._server.HttpServer`, when cheroot is
+installed. Stock cheroot spends more on each small request than the shim does
+(bench/shim, measured on one core): a keep-alive connection goes back to the
+selector thread after every request and waits for a request thread again (two
+thread handoffs per request); the response head and body leave in two
+``send`` calls; and beyond ``keep_alive_conn_limit`` (10) connections it
+closes each connection after its request, so every request of the 11th client
+on pays a new TCP connection. :class:`TunedWsgiServer` changes three things:
+
+* **lingering**: a request thread that answered on a keep-alive connection
+  waits up to ``linger_s`` on that connection for its next request and serves
+  it itself (no handoff), before handing it back to the selector as usual.
+  At most ``max_lingering`` threads linger, so the rest keep serving new
+  connections and connections that come back through the selector;
+* **one write per small response**: the response head is held and sent with
+  the first body chunk (or alone at the end of an empty response); bodies
+  still stream chunk by chunk;
+* **buffered lines**: the request line and headers are sliced from the read
+  buffer, not read a few bytes at a time by ``_pyio``'s generic ``readline``;
+* **keep-alive limit**: idle keep-alive connections are cheap in the
+  selector; the limit is the caller's (``keep_alive_connections``);
+* **turns** (optional, :mod:`rpckit.http._server._turns`): each request is read,
+  answered and written in a turn, handed out in arrival order; the environ
+  carries the way to step outside it.
+
+The hooks are cheroot's extension points -- ``ConnectionClass``,
+``RequestHandlerClass``, ``gateway``, ``put_conn`` -- plus the worker's
+contract that ``put_conn`` is where a kept-alive connection goes after a
+request.
+``tests/integration/test_http_server.py`` pins that behaviour.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import io
+import logging
+import select
+import threading
+import time
+from typing import Any, cast
+
+from cheroot import makefile, server, wsgi
+
+from rpckit.http._server._turns import OUTSIDE_TURN_ENVIRON_KEY, TurnHold, Turns
+
+__all__ = ["TunedWsgiServer"]
+
+_log = logging.getLogger("rpckit.http")
+
+
+class _HeadHoldingWriter(makefile.StreamWriter):
+    """A connection's writer that can hold one write (the response head) for the next."""
+
+    _held = b""
+    _hold_next = False
+
+    def hold_next_write(self) -> None:
+        self._hold_next = True
+
+    def write(self, b: Any) -> Any:
+        if self._hold_next:
+            self._hold_next = False
+            self._held = bytes(b)
+            return len(b)
+        if self._held:
+            head, self._held = self._held, b""
+            self._send(head + bytes(b))
+            return len(b)
+        return self._send(b)
+
+    def release_held(self) -> None:
+        """Send a held head that no body followed (an empty response)."""
+        self._hold_next = False
+        if self._held:
+            head, self._held = self._held, b""
+            self._send(head)
+
+    def _send(self, data: Any) -> Any:
+        return cast(Any, super()).write(data)  # cheroot's write: buffer, then flush it all
+
+
+class _Request(server.HTTPRequest):
+    def send_headers(self) -> None:
+        date = getattr(self.server, "http_date", None)
+        if date is not None and not any(name.lower() == b"date" for name, _ in self.outheaders):
+            self.outheaders.append((b"Date", date()))  # else cheroot formats one each time
+        wfile = self.conn.wfile
+        if isinstance(wfile, _HeadHoldingWriter):
+            wfile.hold_next_write()  # send_headers ends with one write of the whole head
+        super().send_headers()
+
+    def respond(self) -> None:
+        try:
+            super().respond()
+        finally:
+            wfile = self.conn.wfile
+            if isinstance(wfile, _HeadHoldingWriter):
+                wfile.release_held()
+
+
+class _LineReader(makefile.StreamReader):
+    """cheroot's reader (pure-Python ``_pyio``), with ``readline`` from the buffer in one step.
+
+    cheroot reads the request line and each header with ``readline``, which
+    ``_pyio`` does a few bytes at a time in Python; a line already buffered
+    (the usual case: a small request arrives in one segment) is sliced out
+    here instead. The buffer is ``_pyio``'s own, as cheroot's ``has_data`` reads it.
+    """
+
+    def readline(self, size: Any = -1) -> Any:
+        buffered: bytes = getattr(self, "_read_buf", b"")
+        start: int = getattr(self, "_read_pos", 0)
+        if start >= len(buffered):
+            self.peek(1)  # one read from the socket into the (empty) buffer, as readline would
+            buffered, start = getattr(self, "_read_buf", b""), getattr(self, "_read_pos", 0)
+        stop = len(buffered) if size is None or size < 0 else min(len(buffered), start + size)
+        newline = buffered.find(b"\n", start, stop)
+        if newline < 0:
+            return cast(Any, super()).readline(size)  # not all buffered (or at the limit)
+        line = buffered[start : newline + 1]
+        self._read_pos = newline + 1
+        self.bytes_read += len(line)
+        return line
+
+
+def _make_file(sock: Any, mode: str = "r", bufsize: int = io.DEFAULT_BUFFER_SIZE) -> Any:
+    """cheroot's ``MakeFile``, with a quick line reader and a head-holding writer."""
+    if "r" in mode:
+        return _LineReader(sock, mode, bufsize)
+    return _HeadHoldingWriter(sock, mode, bufsize)
+
+
+class _Connection(server.HTTPConnection):
+    RequestHandlerClass = _Request
+    #: The turn of the request being served, while the server serves with turns.
+    turn: TurnHold | None = None
+    #: Set by whoever just saw data waiting on the socket (a lingering thread).
+    readable = False
+
+    def __init__(self, http_server: Any, sock: Any, make_file: Any = makefile.MakeFile) -> None:
+        if make_file is makefile.MakeFile:  # plain TCP (a TLS adapter brings its own)
+            make_file = _make_file
+        super().__init__(http_server, sock, make_file)
+
+    def communicate(self) -> Any:
+        """Serve one request, in a turn when the server has :class:`Turns`."""
+        turns: Turns | None = getattr(self.server, "turns", None)
+        readable, self.readable = self.readable, False
+        if turns is None:
+            return cast(Any, super()).communicate()
+        if not (readable or self.rfile.has_data()) and not _wait_readable(
+            self.socket, turns.lease_s
+        ):
+            # A slow client (one that connects, then waits): served as cheroot
+            # would, without a turn -- a turn waiting on a socket holds up the line.
+            return cast(Any, super()).communicate()
+        self.turn = turns.hold()
+        try:
+            return cast(Any, super()).communicate()
+        finally:
+            self.turn.release()
+            self.turn = None
+
+
+class _Gateway(wsgi.Gateway_10):
+    """WSGI 1.0, with :data:`OUTSIDE_TURN_ENVIRON_KEY` when the request holds a turn."""
+
+    def get_environ(self) -> Any:
+        environ = cast(Any, super()).get_environ()
+        turn = getattr(self.req.conn, "turn", None)
+        if turn is not None:
+            environ[OUTSIDE_TURN_ENVIRON_KEY] = turn.outside
+        return environ
+
+
+def _wait_readable(sock: Any, timeout_s: float) -> bool:
+    """True when ``sock`` has data (or EOF) within ``timeout_s``; the GIL is released meanwhile."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(timeout_s * 1000))
+    readable, _, _ = select.select([sock], [], [], timeout_s)
+    return bool(readable)
+
+
+class TunedWsgiServer(wsgi.Server):
+    """``cheroot.wsgi.Server`` with lingering request threads (see the module docstring)."""
+
+    ConnectionClass = _Connection
+
+    def __init__(
+        self,
+        bind_addr: tuple[str, int],
+        wsgi_app: Any,
+        *,
+        numthreads: int,
+        linger_s: float,
+        max_lingering: int,
+        keep_alive_connections: int,
+        turns: Turns | None,
+        **options: Any,
+    ) -> None:
+        super().__init__(bind_addr, wsgi_app, numthreads=numthreads, **options)
+        self.gateway = _Gateway
+        self.turns = turns
+        self.keep_alive_conn_limit = keep_alive_connections
+        self._linger_s = linger_s
+        self._max_lingering = max_lingering
+        self._lingering = 0
+        self._linger_lock = threading.Lock()
+        self._date = (0, b"")
+
+    def http_date(self) -> bytes:
+        """The ``Date`` header value (RFC 9110 IMF-fixdate), formatted once a second."""
+        now = int(time.time())
+        second, text = self._date
+        if second != now:
+            text = email.utils.formatdate(now, usegmt=True).encode("ascii")
+            self._date = (now, text)
+        return text
+
+    def put_conn(self, conn: Any) -> None:
+        """Called by the request thread that just answered on ``conn`` (kept alive)."""
+        with self._linger_lock:
+            linger = self._lingering < self._max_lingering
+            if linger:
+                self._lingering += 1
+        if not linger:
+            super().put_conn(conn)
+            return
+        try:
+            while self.ready:
+                if not conn.rfile.has_data() and not _wait_readable(conn.socket, self._linger_s):
+                    break  # idle: back to the selector
+                conn.readable = True
+                if not conn.communicate():
+                    conn.close()
+                    return
+        except ConnectionError:
+            conn.close()  # the peer went away, as cheroot's worker would treat it
+            return
+        except Exception:  # noqa: BLE001 - this runs in cheroot's worker cleanup: never kill it
+            _log.exception("serving a kept-alive connection failed")
+            conn.close()
+            return
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            with self._linger_lock:
+                self._lingering -= 1
+        super().put_conn(conn)
