@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf import descriptor
 
 from rpckit.http._mapping._jsonmap import LegacyProfile, message_type_of
 from rpckit.http._mapping._routes import Route
-from rpckit.http._options import RouteSettings
 
-__all__ = ["OPENAPI_VERSION", "OpenApiRoute", "openapi_document"]
+__all__ = ["OPENAPI_VERSION", "OpenApiRoute", "ServedSettings", "openapi_document"]
 
 OPENAPI_VERSION = "3.0.3"
 
@@ -71,12 +70,28 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
 _WRAPPERS_FILE = "google/protobuf/wrappers.proto"
 
 
+class ServedSettings(Protocol):
+    """What the document needs of a route's resolved settings (the shim's ``RouteSettings``).
+
+    A protocol, so that this pure module does not import the shim's options module.
+    """
+
+    @property
+    def json(self) -> LegacyProfile: ...
+    @property
+    def strict_types(self) -> bool: ...
+    @property
+    def success_status(self) -> int: ...
+    @property
+    def response_headers(self) -> tuple[tuple[str, str], ...]: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class OpenApiRoute:
     """One served route with its resolved settings."""
 
     route: Route
-    settings: RouteSettings
+    settings: ServedSettings
 
 
 def openapi_document(
@@ -198,7 +213,7 @@ class _Builder:
             }
         return operation
 
-    def _responses(self, route: Route, settings: RouteSettings) -> dict[str, Any]:
+    def _responses(self, route: Route, settings: ServedSettings) -> dict[str, Any]:
         success: dict[str, Any] = {"description": "Success"}
         if settings.success_status != 204:
             if route.response_body:
@@ -222,7 +237,7 @@ class _Builder:
         }
         return {str(settings.success_status): success, "default": error}
 
-    def _body_schema(self, route: Route, settings: RouteSettings) -> dict[str, Any]:
+    def _body_schema(self, route: Route, settings: ServedSettings) -> dict[str, Any]:
         strict = settings.strict_types
         if route.body == "*":
             return self._message_ref(
