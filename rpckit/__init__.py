@@ -31,7 +31,8 @@ if _typing.TYPE_CHECKING:
     from rpckit.client._p2c import PickerConfig
     from rpckit.client._retry import AdaptiveThrottleConfig, RetryBudgetConfig
     from rpckit.core._deadline import cancelled, time_remaining
-    from rpckit.core._load import LOAD_METADATA_KEY, load_from_metadata
+    from rpckit.core._load import load_from_metadata
+    from rpckit.core._wire import LOAD_METADATA_KEY
     from rpckit.server._admission import AdmissionConfig, Criticality
     from rpckit.server._config import ConfigError, ServerConfig, TlsConfig
     from rpckit.server._errors import StatusError, abort, raise_if_cancelled, status_details
@@ -76,7 +77,7 @@ _SOURCES = {
     "ConfigError": "rpckit.server._config",
     "ConnectionStatus": "rpckit.client._config",
     "Criticality": "rpckit.server._admission",
-    "LOAD_METADATA_KEY": "rpckit.core._load",
+    "LOAD_METADATA_KEY": "rpckit.core._wire",
     "OutlierConfig": "rpckit.client._outlier",
     "PickerConfig": "rpckit.client._p2c",
     "RetryBudgetConfig": "rpckit.client._retry",

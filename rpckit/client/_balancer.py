@@ -106,14 +106,12 @@ from rpckit.client._retry import (
 from rpckit.client._scheduler import JOIN_TIMEOUT_S, Scheduler, run_safely
 from rpckit.core._deadline import NO_DEADLINE_S, outbound_timeout
 from rpckit.core._load import load_from_metadata
+from rpckit.core._wire import PUSHBACK_METADATA_KEY, REJECTION_DETAILS_PREFIX
 from rpckit.v1 import load_pb2
 
-__all__ = ["PUSHBACK_METADATA_KEY", "BalancedChannel"]
+__all__ = ["BalancedChannel"]
 
 _log = logging.getLogger("rpckit.client")
-
-PUSHBACK_METADATA_KEY = "grpc-retry-pushback-ms"
-"""gRPC's server pushback trailer (proposal A6): milliseconds to wait before a retry."""
 
 _NEVER_SENT_PREFIXES = (
     "failed to connect to all addresses",  # grpc core: no connection to pick (refused, drained)
@@ -121,9 +119,6 @@ _NEVER_SENT_PREFIXES = (
     "empty address list",  # grpc core: the name resolved to nothing
 )
 """How grpc core words a call it failed before sending it (checked only without server trailers)."""
-
-_ADMISSION_PREFIX = "rpckit: "
-"""rpckit servers start their admission rejections' details with this (see _handlers)."""
 
 _BACKEND_FAULTS = frozenset(
     {
@@ -135,8 +130,8 @@ _BACKEND_FAULTS = frozenset(
     }
 )
 """Codes that count against a backend for outlier ejection (the _outlier docstring's list).
-Admission rejections (details starting "rpckit: ") are overload, not faults: P2C steers by
-the queue depth those servers report instead."""
+Admission rejections (details starting with REJECTION_DETAILS_PREFIX) are overload, not
+faults: P2C steers by the queue depth those servers report instead."""
 
 _OVERLOAD_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE})
 """Codes that mean the backend did not accept the call (adaptive throttling's "rejects")."""
@@ -247,7 +242,7 @@ def _reached_handler(details: str, trailers: Sequence[Any]) -> bool | None:
     """
     if not trailers and details.startswith(_NEVER_SENT_PREFIXES):
         return False
-    if details.startswith(_ADMISSION_PREFIX) and any(
+    if details.startswith(REJECTION_DETAILS_PREFIX) and any(
         key == PUSHBACK_METADATA_KEY for key, _ in trailers
     ):
         return False  # rejected by admission control, which runs before the handler
@@ -901,7 +896,8 @@ class BalancedChannel(grpc.Channel):
             redial = report is not None and self._record_report_locked(conn, report, now)
             if code is not None and code is not grpc.StatusCode.CANCELLED:
                 if self._outlier is not None:
-                    fault = code in _BACKEND_FAULTS and not details.startswith(_ADMISSION_PREFIX)
+                    shed = details.startswith(REJECTION_DETAILS_PREFIX)  # overload, not a fault
+                    fault = code in _BACKEND_FAULTS and not shed
                     self._outlier.record(backend.address, not fault, now, self._rng)
                 if self._throttle is not None:
                     self._throttle.record(code not in _OVERLOAD_CODES, now)

@@ -4,6 +4,7 @@
   across hops in a contextvar; the ``grpc-timeout`` codec.
 - ``_load``: the ``rpckit-load-bin`` load report codec (a ``rpckit.v1.LoadReport``).
 - ``_validate``: field checks shared by every config dataclass.
+- ``_wire``: metadata keys and status conventions servers, shim and client share.
 
 Exports nothing itself; its public names are re-exported by :mod:`rpckit`
 (``cancelled``, ``time_remaining``, ``LOAD_METADATA_KEY``, ``load_from_metadata``).

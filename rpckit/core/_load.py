@@ -15,11 +15,10 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from rpckit.core._wire import LOAD_METADATA_KEY
 from rpckit.v1 import load_pb2
 
-__all__ = ["LOAD_METADATA_KEY", "LoadReport", "decode_load", "encode_load", "load_from_metadata"]
-
-LOAD_METADATA_KEY = "rpckit-load-bin"
+__all__ = ["LoadReport", "decode_load", "encode_load", "load_from_metadata"]
 
 LoadReport = load_pb2.LoadReport
 

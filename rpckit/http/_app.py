@@ -40,6 +40,7 @@ import grpc
 from google.protobuf import descriptor, descriptor_pool
 from google.protobuf.message import Message
 
+from rpckit.core._wire import PUSHBACK_METADATA_KEY
 from rpckit.http._errors import (
     HttpError,
     error_object_schema,
@@ -107,7 +108,6 @@ _log = logging.getLogger("rpckit.http")
 _shadow_log = logging.getLogger("rpckit.http.shadow")
 
 JSON_CONTENT_TYPE = "application/json"
-PUSHBACK_KEY = "grpc-retry-pushback-ms"
 #: Body read size per chunk for requests without Content-Length (chunked).
 _CHUNK = 64 * 1024
 
@@ -635,7 +635,7 @@ class Shim:
             name = wanted.get(key)
             if name is not None and isinstance(value, str) and value.isprintable():
                 headers.append((name, value))
-            if key == PUSHBACK_KEY and self.config.retry_after_from_pushback:
+            if key == PUSHBACK_METADATA_KEY and self.config.retry_after_from_pushback:
                 with contextlib.suppress(ValueError, TypeError):
                     seconds = max(1, math.ceil(int(value) / 1000))
                     headers.append(("Retry-After", str(seconds)))

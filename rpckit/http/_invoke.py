@@ -44,11 +44,12 @@ from google.protobuf import any_pb2, message_factory
 from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
+from rpckit.core._wire import CRITICALITY_METADATA_KEY, STATUS_DETAILS_METADATA_KEY
 from rpckit.http._mapping._routes import Route
 from rpckit.http._server._turns import OutsideTurn, QuickCalls
 from rpckit.server._admission import Criticality, parse_criticality
 from rpckit.server._errors import INTERNAL_MESSAGE
-from rpckit.server._executor import CRITICALITY_METADATA_KEY, CallFacts
+from rpckit.server._executor import CallFacts
 
 __all__ = [
     "CallOutcome",
@@ -61,8 +62,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("rpckit.http")
-
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 
@@ -93,7 +92,7 @@ class CallOutcome:
     def details(self) -> tuple[any_pb2.Any, ...]:
         """The google.rpc detail messages of a failed call (``grpc-status-details-bin``)."""
         for key, value in self.metadata:
-            if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            if key == STATUS_DETAILS_METADATA_KEY and isinstance(value, bytes):
                 try:
                     return tuple(status_pb2.Status.FromString(value).details)
                 except DecodeError:

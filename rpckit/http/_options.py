@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 import grpc
 from google.protobuf import descriptor
 
+from rpckit.core._wire import CRITICALITY_METADATA_KEY
 from rpckit.http._errors import ErrorRenderer, render_gateway_error
 from rpckit.http._mapping._jsonmap import LegacyProfile
 from rpckit.http._mapping._routes import Route
@@ -51,7 +52,7 @@ SUCCESS_STATUSES = frozenset({200, 201, 202, 204})
 #: Request headers that reach handlers as metadata unless configured otherwise:
 #: credentials (handlers authorise), request ids and trace context (logs, tracing),
 #: and rpckit's own criticality (admission sheds sheddable traffic first).
-DEFAULT_FORWARD_HEADERS = ("authorization", "x-request-id", "traceparent", "rpckit-criticality")
+DEFAULT_FORWARD_HEADERS = ("authorization", "x-request-id", "traceparent", CRITICALITY_METADATA_KEY)
 
 #: Response metadata keys that become HTTP headers, and the header names:
 #: an auth challenge and a request id a handler may set.

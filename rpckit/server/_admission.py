@@ -65,9 +65,9 @@ from collections import deque
 from typing import Generic, TypeVar
 
 from rpckit.core._validate import check_int, check_number
+from rpckit.core._wire import CRITICALITY_METADATA_KEY
 
 __all__ = [
-    "CRITICALITY_METADATA_KEY",
     "AdmissionConfig",
     "AdmissionQueue",
     "Criticality",
@@ -78,9 +78,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-CRITICALITY_METADATA_KEY = "rpckit-criticality"
-"""Request metadata key a client sets to ``sheddable``, ``default`` or ``critical``."""
 
 
 class Criticality(enum.IntEnum):
@@ -139,16 +136,16 @@ class Reason(enum.Enum):
 
     @property
     def message(self) -> str:
-        """A short status message for the client (no server internals)."""
+        """The status message the client reads (no server internals)."""
         return _REASON_MESSAGES[self]
 
 
 _REASON_MESSAGES = {
-    Reason.QUEUE_FULL: "server overloaded: queue full",
-    Reason.CODEL: "server overloaded: queued too long",
-    Reason.DEADLINE_GONE: "deadline exceeded while queued",
-    Reason.DEADLINE_SHORT: "deadline too short for this method's service time",
-    Reason.PREEMPTED: "server overloaded: displaced by a more critical call",
+    Reason.QUEUE_FULL: "server overloaded: admission queue is full",
+    Reason.CODEL: "server overloaded: call waited too long in the queue (CoDel)",
+    Reason.PREEMPTED: "server overloaded: call shed for more critical traffic",
+    Reason.DEADLINE_GONE: "deadline expired before the call could start",
+    Reason.DEADLINE_SHORT: "deadline too short for this method's recent service time",
 }
 
 

@@ -42,11 +42,15 @@ import grpc
 
 from rpckit.core._deadline import NO_DEADLINE_S
 from rpckit.core._load import encode_load
+from rpckit.core._wire import (
+    CRITICALITY_METADATA_KEY,
+    PUSHBACK_METADATA_KEY,
+    REJECTION_DETAILS_PREFIX,
+)
 from rpckit.server._admission import (
     AdmissionConfig,
     AdmissionQueue,
     Criticality,
-    Reason,
     Rejection,
     Ticket,
     parse_criticality,
@@ -58,8 +62,6 @@ from rpckit.v1 import load_pb2
 __all__ = ["AdmissionExecutor", "CallFacts", "Verdict", "current_verdict"]
 
 _log = logging.getLogger("rpckit.server")
-
-CRITICALITY_METADATA_KEY = "rpckit-criticality"
 
 #: How often waiting calls are re-checked. 5 ms keeps rejections within a few
 #: ms of becoming certain without burning a core on wake-ups.
@@ -118,25 +120,10 @@ def current_verdict() -> Rejection[Any] | None:
     return verdict
 
 
-PUSHBACK_METADATA_KEY = "grpc-retry-pushback-ms"
-
-_REJECTION_TEXT = {
-    Reason.QUEUE_FULL: "server overloaded: admission queue is full",
-    Reason.CODEL: "server overloaded: call waited too long in the queue (CoDel)",
-    Reason.PREEMPTED: "server overloaded: call shed for more critical traffic",
-    Reason.DEADLINE_GONE: "deadline expired before the call could start",
-    Reason.DEADLINE_SHORT: "deadline too short for this method's recent service time",
-}
-
-
 def rejection_status(rejection: Rejection[Any]) -> tuple[grpc.StatusCode, str]:
     """The status code and message a rejected call is answered with."""
-    code = (
-        grpc.StatusCode.DEADLINE_EXCEEDED
-        if rejection.reason in (Reason.DEADLINE_GONE, Reason.DEADLINE_SHORT)
-        else grpc.StatusCode.RESOURCE_EXHAUSTED
-    )
-    return code, f"rpckit: {_REJECTION_TEXT[rejection.reason]}"
+    reason = rejection.reason
+    return grpc.StatusCode[reason.status], f"{REJECTION_DETAILS_PREFIX}{reason.message}"
 
 
 def facts_from_submit(args: tuple[Any, ...], now_mono: float, now_wall: float) -> CallFacts:

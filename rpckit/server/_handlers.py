@@ -28,9 +28,10 @@ import grpc
 
 from rpckit.core._deadline import _SCOPE, CallScope, call_scope, deadline_from_remaining
 from rpckit.core._load import encode_load
+from rpckit.core._wire import PUSHBACK_METADATA_KEY
 from rpckit.server._admission import Rejection
 from rpckit.server._errors import INTERNAL_MESSAGE, StatusError, to_grpc_status
-from rpckit.server._executor import PUSHBACK_METADATA_KEY, current_verdict, rejection_status
+from rpckit.server._executor import current_verdict, rejection_status
 from rpckit.v1 import load_pb2
 
 __all__ = ["wrap_method_handlers"]

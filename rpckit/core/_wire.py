@@ -1,0 +1,32 @@
+"""What rpckit says on the wire besides messages: metadata keys and status conventions.
+
+One home for every name that servers, the HTTP shim and the balanced client must
+spell alike; each module imports it from here.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CRITICALITY_METADATA_KEY",
+    "LOAD_METADATA_KEY",
+    "PUSHBACK_METADATA_KEY",
+    "REJECTION_DETAILS_PREFIX",
+    "STATUS_DETAILS_METADATA_KEY",
+]
+
+CRITICALITY_METADATA_KEY = "rpckit-criticality"
+"""Request metadata a client sets to ``sheddable``, ``default`` or ``critical``."""
+
+LOAD_METADATA_KEY = "rpckit-load-bin"
+"""Trailer holding the server's serialized ``rpckit.v1.LoadReport``, on every response."""
+
+PUSHBACK_METADATA_KEY = "grpc-retry-pushback-ms"
+"""gRPC's server pushback trailer (proposal A6): milliseconds to wait before a retry.
+rpckit servers send it with every admission rejection."""
+
+STATUS_DETAILS_METADATA_KEY = "grpc-status-details-bin"
+"""gRPC's trailer with a serialized ``google.rpc.Status`` (rich error details)."""
+
+REJECTION_DETAILS_PREFIX = "rpckit: "
+"""How an rpckit server starts an admission rejection's details. With the pushback
+trailer it tells a client that the call never reached a handler (safe to retry)."""
