@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 import grpc
 from google.protobuf import descriptor
 
+from rpckit.core._descriptors import FieldPathError, fields_on_path
 from rpckit.core._wire import CRITICALITY_METADATA_KEY
 from rpckit.http._errors import ErrorRenderer, render_gateway_error
 from rpckit.http._mapping._jsonmap import LegacyProfile
@@ -383,26 +384,21 @@ def _check_header(name: str, value: str) -> None:
 
 
 def _check_response_path(route: Route, field_path: str) -> None:
-    desc = route.response_descriptor
-    names = field_path.split(".")
-    for i, name in enumerate(names):
-        field = desc.fields_by_name.get(name)
-        if field is None:
-            raise ValueError(
-                f"{route}: response header placeholder {{{field_path}}}: "
-                f"{desc.full_name} has no field {name!r}"
-            )
-        if i < len(names) - 1:
-            if field.message_type is None or field.is_repeated:
-                raise ValueError(
-                    f"{route}: response header placeholder {{{field_path}}}: "
-                    f"{name!r} is not a singular message field"
-                )
-            desc = field.message_type
-        elif field.is_repeated or field.message_type is not None:
-            raise ValueError(
-                f"{route}: response header placeholder {{{field_path}}} must name a scalar field"
-            )
+    try:
+        leaf = fields_on_path(route.response_descriptor, field_path)[-1]
+    except FieldPathError as exc:
+        broken = (
+            f"{exc.owner} has no field {exc.name!r}"
+            if exc.missing
+            else f"{exc.name!r} is not a singular message field"
+        )
+        raise ValueError(
+            f"{route}: response header placeholder {{{field_path}}}: {broken}"
+        ) from None
+    if leaf.is_repeated or leaf.message_type is not None:
+        raise ValueError(
+            f"{route}: response header placeholder {{{field_path}}} must name a scalar field"
+        )
 
 
 def check_option_keys(options: Mapping[str, RouteOptions], routes: Sequence[Route]) -> None:

@@ -26,8 +26,16 @@ from urllib.parse import parse_qsl, quote, unquote_to_bytes
 from google.protobuf import descriptor
 
 from rpckit.core._deadline import decode_grpc_timeout
+from rpckit.core._descriptors import (
+    INT_RANGES,
+    FieldPathError,
+    fields_on_path,
+    is_map,
+    is_plain_message,
+    message_type_of,
+)
 from rpckit.http._errors import HttpError
-from rpckit.http._mapping._jsonmap import JsonError, LegacyProfile, loads, message_type_of
+from rpckit.http._mapping._jsonmap import JsonError, LegacyProfile, loads
 from rpckit.http._mapping._routes import Route
 
 __all__ = [
@@ -48,27 +56,14 @@ _PATH_SAFE = "/-._~!$&'()*+,;=:@"
 _SIGNED = re.compile(r"-?[0-9]+")
 _UNSIGNED = re.compile(r"[0-9]+")
 
-_INT_KINDS = {
-    _FD.CPPTYPE_INT32: ("int32", -(2**31), 2**31 - 1),
-    _FD.CPPTYPE_UINT32: ("uint32", 0, 2**32 - 1),
-    _FD.CPPTYPE_INT64: ("int64", -(2**63), 2**63 - 1),
-    _FD.CPPTYPE_UINT64: ("uint64", 0, 2**64 - 1),
+_INT_NAMES = {
+    _FD.CPPTYPE_INT32: "int32",
+    _FD.CPPTYPE_UINT32: "uint32",
+    _FD.CPPTYPE_INT64: "int64",
+    _FD.CPPTYPE_UINT64: "uint64",
 }
+_INT_KINDS = {cpp: (name, *INT_RANGES[cpp]) for cpp, name in _INT_NAMES.items()}
 _INT64_CPP = frozenset({_FD.CPPTYPE_INT64, _FD.CPPTYPE_UINT64})
-
-#: Messages json_format reads in their own JSON form: strict checks leave them alone.
-_SPECIAL_TYPES = frozenset(
-    {
-        "google.protobuf.Any",
-        "google.protobuf.Duration",
-        "google.protobuf.FieldMask",
-        "google.protobuf.ListValue",
-        "google.protobuf.Struct",
-        "google.protobuf.Timestamp",
-        "google.protobuf.Value",
-    }
-)
-_WRAPPERS_FILE = "google/protobuf/wrappers.proto"
 
 #: Longest X-Request-Timeout accepted, in seconds (a day): beyond it is a typo, not a budget.
 MAX_HEADER_TIMEOUT_S = 86_400.0
@@ -189,13 +184,13 @@ def check_body_types(obj: Any, route: Route, profile: LegacyProfile) -> Any:
     checker = _StrictChecker(profile)
     request = route.request_descriptor
     if route.body == "*":
-        if not isinstance(obj, dict) and _is_plain(request):
+        if not isinstance(obj, dict) and is_plain_message(request):
             raise HttpError(400, "request body must be a JSON object", reason="not_an_object")
         return checker.root(obj, request)
     field = request.fields_by_name[route.body]
     if field.cpp_type == _FD.CPPTYPE_MESSAGE and not field.is_repeated:
         sub = message_type_of(field)
-        if _is_plain(sub):
+        if is_plain_message(sub):
             if not isinstance(obj, dict):
                 raise HttpError(400, "request body must be a JSON object", reason="not_an_object")
             return checker.root(obj, sub)
@@ -211,9 +206,7 @@ def check_query_types(route: Route, query: Sequence[tuple[str, str]]) -> list[tu
     """
     if route.body == "*":
         return list(query)
-    bound = [tuple(p.split(".")) for p in route.template.field_paths]
-    if route.body:
-        bound.append((route.body,))
+    bound = route.bound_paths
     kept: list[tuple[str, str]] = []
     seen: set[str] = set()
     for key, value in query:
@@ -238,27 +231,11 @@ def check_query_types(route: Route, query: Sequence[tuple[str, str]]) -> list[tu
 
 
 def _query_field(desc: descriptor.Descriptor, key: str) -> descriptor.FieldDescriptor | None:
-    field = None
-    for i, name in enumerate(key.split(".")):
-        if i:
-            if field is None or field.cpp_type != _FD.CPPTYPE_MESSAGE or field.is_repeated:
-                return None
-            desc = message_type_of(field)
-        field = desc.fields_by_name.get(name)
-        if field is None:
-            return None
-    if field is None or field.cpp_type == _FD.CPPTYPE_MESSAGE:
+    try:
+        field = fields_on_path(desc, key)[-1]
+    except FieldPathError:
         return None
-    return field
-
-
-def _is_plain(desc: descriptor.Descriptor) -> bool:
-    return desc.full_name not in _SPECIAL_TYPES and desc.file.name != _WRAPPERS_FILE
-
-
-def _is_map(field: descriptor.FieldDescriptor) -> bool:
-    sub = field.message_type
-    return sub is not None and sub.has_options and sub.GetOptions().map_entry
+    return None if field.cpp_type == _FD.CPPTYPE_MESSAGE else field
 
 
 class _StrictChecker:
@@ -311,7 +288,7 @@ class _StrictChecker:
         def prune(item: Any, at: str) -> Any:
             return self._unknown(item, inner, at, unknown) if isinstance(item, dict) else item
 
-        if _is_map(field):
+        if is_map(field):
             if not isinstance(value, dict):
                 return value
             return {k: prune(v, f"{where}[{k}]") for k, v in value.items()}
@@ -331,7 +308,7 @@ class _StrictChecker:
 
     def value(self, field: descriptor.FieldDescriptor, value: Any, where: str) -> None:
         """Check one field's JSON value; ``where`` names it in the error."""
-        if _is_map(field):
+        if is_map(field):
             entry = message_type_of(field)
             value_field = entry.fields_by_name["value"]
             if not isinstance(value, dict):
@@ -368,7 +345,7 @@ class _StrictChecker:
         )
         if cpp == _FD.CPPTYPE_MESSAGE:
             sub = message_type_of(field)
-            if _is_plain(sub):  # well-known types are json_format's: their own JSON forms
+            if is_plain_message(sub):  # well-known types are json_format's: their own JSON forms
                 if not isinstance(value, dict):
                     raise HttpError.for_field(named, wrong)
                 self._message(value, sub, where)
@@ -398,12 +375,12 @@ def _held_plain_message(field: descriptor.FieldDescriptor) -> descriptor.Descrip
     if field.cpp_type != _FD.CPPTYPE_MESSAGE:
         return None
     sub = message_type_of(field)
-    if _is_map(field):
+    if is_map(field):
         value_field = sub.fields_by_name["value"]
         if value_field.cpp_type != _FD.CPPTYPE_MESSAGE:
             return None
         sub = message_type_of(value_field)
-    return sub if _is_plain(sub) else None
+    return sub if is_plain_message(sub) else None
 
 
 def _is_str(field: descriptor.FieldDescriptor, value: Any) -> bool:

@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rpckit.core._descriptors import descriptor_of
 from rpckit.http._mapping import _jsonmap as jsonmap
 from rpckit.http._mapping._jsonmap import (
     JsonError,
@@ -765,7 +766,7 @@ def test_plain_types_take_the_direct_path_and_others_do_not() -> None:
             (pb.Event, False),  # Struct
         ]
         for message_class, direct in cases:
-            desc = jsonmap.descriptor_of(message_class)
+            desc = descriptor_of(message_class)
             assert (jsonmap._direct_plan(desc, profile) is not None) is direct, desc.full_name
 
 

@@ -33,6 +33,16 @@ from typing import Any, Literal, TypeVar, cast
 from google.protobuf import descriptor, json_format, message_factory
 from google.protobuf.message import Message
 
+from rpckit.core._descriptors import (
+    INT_RANGES,
+    SPECIAL_JSON_TYPES,
+    descriptor_of,
+    is_map,
+    is_plain_message,
+    is_wrapper,
+    message_type_of,
+)
+
 __all__ = [
     "JsonError",
     "LegacyProfile",
@@ -55,28 +65,10 @@ MAX_DEPTH = 100
 _EXACT_INT_LIMIT = 2**53
 
 _INT64_TYPES = frozenset({_FD.CPPTYPE_INT64, _FD.CPPTYPE_UINT64})
-_INT_TYPES = frozenset({_FD.CPPTYPE_INT32, _FD.CPPTYPE_UINT32, *_INT64_TYPES})
-_INT_BOUNDS = {
-    _FD.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
-    _FD.CPPTYPE_UINT32: (0, 2**32 - 1),
-    _FD.CPPTYPE_INT64: (-(2**63), 2**63 - 1),
-    _FD.CPPTYPE_UINT64: (0, 2**64 - 1),
-}
 _INT64_WRAPPERS = frozenset({"google.protobuf.Int64Value", "google.protobuf.UInt64Value"})
 _STRUCT_TYPES = frozenset(
     {"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"}
 )
-#: Messages whose JSON form is not an object of their fields (ProtoJSON special cases).
-_SPECIAL_JSON_TYPES = frozenset(
-    {
-        *_STRUCT_TYPES,
-        "google.protobuf.Any",
-        "google.protobuf.Duration",
-        "google.protobuf.FieldMask",
-        "google.protobuf.Timestamp",
-    }
-)
-_WRAPPERS_FILE = "google/protobuf/wrappers.proto"
 # ParseDict wraps most failures in ParseError; a top-level well-known type can leak the others.
 _PARSE_ERRORS = (json_format.ParseError, ValueError, TypeError)
 
@@ -324,7 +316,7 @@ class _LegacyOutput:
             return int(obj) if self._int64 and isinstance(obj, str) else obj
         if full_name in _STRUCT_TYPES:
             return _whole_numbers_to_int(obj) if self._struct_ints else obj
-        if full_name in _SPECIAL_JSON_TYPES or not isinstance(obj, dict):
+        if full_name in SPECIAL_JSON_TYPES or not isinstance(obj, dict):
             return obj
         plan = self._plan(desc)
         for key, value in obj.items():
@@ -336,7 +328,7 @@ class _LegacyOutput:
         return obj
 
     def _field(self, field: descriptor.FieldDescriptor, value: Any) -> Any:
-        if _is_map(field):
+        if is_map(field):
             value_field = message_type_of(field).fields_by_name["value"]
             return {k: self._single(value_field, v) for k, v in value.items()}
         if field.is_repeated:
@@ -460,10 +452,10 @@ def _direct_plan(desc: descriptor.Descriptor, profile: LegacyProfile) -> _Direct
         return memo[desc]
     memo[desc] = None  # while building: a recursive type is rendered by json_format
     plan = _DirectPlan(profile)
-    ok = _is_plain_message(desc) and not desc.extension_ranges
+    ok = is_plain_message(desc) and not desc.extension_ranges
     for field in desc.fields if ok else ():
         kind = _DIRECT_CPP_TYPES.get(field.cpp_type)
-        if kind is None or field.type == _FD.TYPE_BYTES or _is_map(field):
+        if kind is None or field.type == _FD.TYPE_BYTES or is_map(field):
             ok = False
             break
         direct = _DirectField(field, profile.output_name(field), kind)
@@ -494,16 +486,6 @@ def _whole_numbers_to_int(value: Any) -> Any:
     if isinstance(value, list):
         return [_whole_numbers_to_int(v) for v in value]
     return value
-
-
-def _is_map(field: descriptor.FieldDescriptor) -> bool:
-    sub = field.message_type
-    return sub is not None and sub.has_options and sub.GetOptions().map_entry
-
-
-def _is_plain_message(desc: descriptor.Descriptor) -> bool:
-    """A message whose JSON is an object of its fields (not a ProtoJSON special case)."""
-    return desc.full_name not in _SPECIAL_JSON_TYPES and desc.file.name != _WRAPPERS_FILE
 
 
 # ---------------------------------------------------------------- input
@@ -539,7 +521,7 @@ def json_to_message(data: Any, message_class: type[_M], profile: LegacyProfile |
     obj = loads(data) if isinstance(data, bytes | bytearray) else data
     msg = message_class()
     desc = descriptor_of(msg)
-    if _is_plain_message(desc) and not isinstance(obj, dict):
+    if is_plain_message(desc) and not isinstance(obj, dict):
         raise JsonError(f"expected a JSON object, got {_describe(obj)}", fields=("",))
     reader = _RequestReader(profile)
     unknown: list[str] = []
@@ -559,19 +541,6 @@ def json_to_message(data: Any, message_class: type[_M], profile: LegacyProfile |
         path, reason = located
         raise JsonError(reason, fields=(path,)) from None
     return msg
-
-
-def descriptor_of(msg: Message | type[Message]) -> descriptor.Descriptor:
-    """The message descriptor of a message or message class (typed for mypy)."""
-    return cast(descriptor.Descriptor, msg.DESCRIPTOR)
-
-
-def message_type_of(field: descriptor.FieldDescriptor) -> descriptor.Descriptor:
-    """The message type of a message-typed field."""
-    sub = field.message_type
-    if sub is None:
-        raise TypeError(f"{field.full_name} is not a message field")
-    return sub
 
 
 def _join(path: str, key: str) -> str:
@@ -603,7 +572,7 @@ class _RequestReader:
         With ``prune``, also return a copy of ``obj`` without them. Walks plain
         message fields only; Struct/Value/Any contents are json_format's business.
         """
-        if not isinstance(obj, dict) or not _is_plain_message(desc):
+        if not isinstance(obj, dict) or not is_plain_message(desc):
             return obj
         if self._depth >= MAX_DEPTH:
             raise JsonError(f"nested deeper than {MAX_DEPTH} levels", fields=(path,))
@@ -636,7 +605,7 @@ class _RequestReader:
         if field.cpp_type != _FD.CPPTYPE_MESSAGE or value is None:
             return value
         sub = message_type_of(field)
-        if _is_map(field):
+        if is_map(field):
             value_field = sub.fields_by_name["value"]
             if value_field.cpp_type != _FD.CPPTYPE_MESSAGE or not isinstance(value, dict):
                 return value
@@ -661,7 +630,7 @@ class _RequestReader:
 
         json_format accepts a list there (it iterates it as keys): refuse it here.
         """
-        if _is_plain_message(desc) and not isinstance(obj, dict):
+        if is_plain_message(desc) and not isinstance(obj, dict):
             raise JsonError(f"expected a JSON object, got {_describe(obj)}", fields=(path,))
         return self.scan_unknown(obj, desc, path, unknown, prune=prune)
 
@@ -674,7 +643,7 @@ class _RequestReader:
         field (element by element for lists and maps) to pin the error down.
         """
         desc = descriptor_of(message_class)
-        if not _is_plain_message(desc):
+        if not is_plain_message(desc):
             failure = _parse_failure(message_class, obj)
             if failure is None:
                 return None
@@ -709,7 +678,7 @@ class _RequestReader:
                         f"oneof {oneof.name!r} may be set"
                     )
                 oneofs_seen[oneof.name] = key
-            if _is_map(field):
+            if is_map(field):
                 found = self._locate_in_map(message_class, field, key, value, where)
             elif field.is_repeated:
                 found = self._locate_in_list(field, value, where)
@@ -799,8 +768,8 @@ _EXPECTED_BY_MESSAGE_TYPE = {
 def _expected(field: descriptor.FieldDescriptor) -> str:
     """What a JSON value of ``field`` must look like, in words."""
     cpp = field.cpp_type
-    if cpp in _INT_TYPES:
-        low, high = _INT_BOUNDS[cpp]
+    if cpp in INT_RANGES:
+        low, high = INT_RANGES[cpp]
         return f"an integer from {low} to {high}"
     if cpp == _FD.CPPTYPE_ENUM and field.enum_type is not None:
         names = [v.name for v in field.enum_type.values]
@@ -814,7 +783,7 @@ def _expected(field: descriptor.FieldDescriptor) -> str:
 
 
 def _expected_message(desc: descriptor.Descriptor) -> str:
-    if desc.file.name == _WRAPPERS_FILE:
+    if is_wrapper(desc):
         return _expected(desc.fields_by_name["value"])
     return _EXPECTED_BY_MESSAGE_TYPE.get(desc.full_name, "a JSON object")
 

@@ -23,7 +23,14 @@ from typing import Any, Protocol
 
 from google.protobuf import descriptor
 
-from rpckit.http._mapping._jsonmap import LegacyProfile, message_type_of
+from rpckit.core._descriptors import (
+    fields_on_path,
+    is_map,
+    is_text_settable,
+    is_wrapper,
+    message_type_of,
+)
+from rpckit.http._mapping._jsonmap import LegacyProfile
 from rpckit.http._mapping._routes import Route
 
 __all__ = ["OPENAPI_VERSION", "OpenApiRoute", "ServedSettings", "openapi_document"]
@@ -67,7 +74,6 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
     },
     "google.protobuf.Empty": {"type": "object", "properties": {}},
 }
-_WRAPPERS_FILE = "google/protobuf/wrappers.proto"
 
 
 class ServedSettings(Protocol):
@@ -176,11 +182,6 @@ def _operation_id(route: Route, taken: set[str]) -> str:
     return candidate
 
 
-def _is_map(field: descriptor.FieldDescriptor) -> bool:
-    sub = field.message_type
-    return sub is not None and sub.has_options and sub.GetOptions().map_entry
-
-
 class _Builder:
     """Accumulates component schemas (one per message, direction and dialect)."""
 
@@ -249,7 +250,7 @@ class _Builder:
     def _path_parameters(self, route: Route, profile: LegacyProfile) -> list[dict[str, Any]]:
         params = []
         for var in route.template.variables:
-            leaf = _leaf(route.request_descriptor, var.field_path)
+            leaf = fields_on_path(route.request_descriptor, var.field_path)[-1]
             schema = self._scalar_schema(leaf, profile, text=True)
             if schema.get("type") == "string":
                 schema = {**schema, "minLength": 1}
@@ -269,9 +270,7 @@ class _Builder:
     ) -> list[dict[str, Any]]:
         if route.body == "*":
             return []
-        bound = {tuple(p.split(".")) for p in route.template.field_paths}
-        if route.body:
-            bound.add((route.body,))
+        bound = set(route.bound_paths)
         params: list[dict[str, Any]] = []
         self._collect_query(
             route.request_descriptor, (), bound=bound, profile=profile, params=params, seen=set()
@@ -292,12 +291,12 @@ class _Builder:
             return
         for field in desc.fields:
             path = (*prefix, field.name)
-            if any(path[: len(b)] == b for b in bound) or _is_map(field):
+            if any(path[: len(b)] == b for b in bound) or is_map(field):
                 continue
             sub = field.message_type
-            if sub is not None and sub.full_name in _WELL_KNOWN and not _text_settable(sub):
+            if sub is not None and sub.full_name in _WELL_KNOWN and not is_text_settable(sub):
                 continue  # Any, Empty: nothing a query parameter can say
-            if sub is not None and not _text_settable(sub):
+            if sub is not None and not is_text_settable(sub):
                 if not field.is_repeated:
                     self._collect_query(
                         sub,
@@ -373,7 +372,7 @@ class _Builder:
         output: bool,
         strict: bool,
     ) -> dict[str, Any]:
-        if _is_map(field):
+        if is_map(field):
             value = message_type_of(field).fields_by_name["value"]
             return {
                 "type": "object",
@@ -426,35 +425,8 @@ def _special(desc: descriptor.Descriptor) -> dict[str, Any] | None:
     known = _WELL_KNOWN.get(desc.full_name)
     if known is not None:
         return dict(known)
-    if desc.file.name == _WRAPPERS_FILE:
+    if is_wrapper(desc):
         value = desc.fields_by_name["value"]
         base = _Builder()._scalar_schema(value, LegacyProfile(), text=False)
         return {**base, "nullable": True}
     return None
-
-
-#: Messages a query parameter can set from text (grpc-gateway's list, as _routes).
-_TEXT_TYPES = frozenset(
-    {
-        "google.protobuf.Timestamp",
-        "google.protobuf.Duration",
-        "google.protobuf.FieldMask",
-        "google.protobuf.Struct",
-        "google.protobuf.Value",
-        "google.protobuf.ListValue",
-    }
-)
-
-
-def _text_settable(desc: descriptor.Descriptor) -> bool:
-    return desc.full_name in _TEXT_TYPES or desc.file.name == _WRAPPERS_FILE
-
-
-def _leaf(desc: descriptor.Descriptor, dotted: str) -> descriptor.FieldDescriptor:
-    field = None
-    for name in dotted.split("."):
-        if field is not None:
-            desc = message_type_of(field)
-        field = desc.fields_by_name[name]
-    assert field is not None
-    return field

@@ -51,14 +51,18 @@ from google.api import annotations_pb2, http_pb2  # type: ignore[import-untyped,
 from google.protobuf import descriptor, json_format, message_factory
 from google.protobuf.message import Message
 
-from rpckit.http._mapping._jsonmap import (
-    JsonError,
-    LegacyProfile,
+from rpckit.core._descriptors import (
+    INT_RANGES,
+    TEXT_MESSAGE_TYPES,
+    FieldPathError,
     descriptor_of,
-    json_to_message,
-    loads,
+    fields_on_path,
+    is_map,
+    is_text_settable,
+    is_wrapper,
     message_type_of,
 )
+from rpckit.http._mapping._jsonmap import JsonError, LegacyProfile, json_to_message, loads
 
 __all__ = [
     "Match",
@@ -73,6 +77,7 @@ __all__ = [
     "TemplateSegment",
     "TemplateVariable",
     "build_request",
+    "query_fields",
     "routes_for_service",
 ]
 
@@ -418,47 +423,9 @@ class _TemplateParser:
 
 # ---------------------------------------------------------------- routes
 
-#: Message types a path or query parameter can set from text (grpc-gateway's list).
-_TEXT_MESSAGE_TYPES = frozenset(
-    {
-        "google.protobuf.Timestamp",
-        "google.protobuf.Duration",
-        "google.protobuf.FieldMask",
-        "google.protobuf.Struct",
-        "google.protobuf.Value",
-        "google.protobuf.ListValue",
-    }
-)
-_WRAPPERS_FILE = "google/protobuf/wrappers.proto"
-
 
 def _settable_from_text(field: descriptor.FieldDescriptor) -> bool:
-    if field.cpp_type != _FD.CPPTYPE_MESSAGE:
-        return True
-    sub = message_type_of(field)
-    return sub.full_name in _TEXT_MESSAGE_TYPES or sub.file.name == _WRAPPERS_FILE
-
-
-def _is_map(field: descriptor.FieldDescriptor) -> bool:
-    sub = field.message_type
-    return sub is not None and sub.has_options and sub.GetOptions().map_entry
-
-
-def _proto_path(desc: descriptor.Descriptor, dotted: str) -> list[descriptor.FieldDescriptor]:
-    """The fields along a dotted proto-name path; ``ValueError`` says where it breaks."""
-    fields: list[descriptor.FieldDescriptor] = []
-    current = desc
-    names = dotted.split(".")
-    for i, name in enumerate(names):
-        field = current.fields_by_name.get(name)
-        if field is None:
-            raise ValueError(f"{current.full_name} has no field {name!r} (in {dotted!r})")
-        fields.append(field)
-        if i < len(names) - 1:
-            if field.cpp_type != _FD.CPPTYPE_MESSAGE or field.is_repeated:
-                raise ValueError(f"{name!r} in {dotted!r} is not a singular message field")
-            current = message_type_of(field)
-    return fields
+    return field.cpp_type != _FD.CPPTYPE_MESSAGE or is_text_settable(message_type_of(field))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -499,7 +466,7 @@ class Route:
         request = self.request_descriptor
         for field_path in self.template.field_paths:
             try:
-                leaf = _proto_path(request, field_path)[-1]
+                leaf = fields_on_path(request, field_path)[-1]
             except ValueError as exc:
                 raise ValueError(f"{self}: path variable: {exc}") from None
             if leaf.is_repeated or not _settable_from_text(leaf):
@@ -517,6 +484,18 @@ class Route:
 
     def __str__(self) -> str:
         return f"{self.http_method} {self.template.text} -> {self.grpc_method}"
+
+    @property
+    def bound_paths(self) -> list[tuple[str, ...]]:
+        """The proto-name paths the path template and the body bind (``("filter", "shelf")``).
+
+        A query parameter may set any field outside them; with ``body: "*"`` the
+        body binds every field and the query none.
+        """
+        bound = [tuple(p.split(".")) for p in self.template.field_paths]
+        if self.body:
+            bound.append((self.body,))
+        return bound
 
 
 def routes_for_service(service: descriptor.ServiceDescriptor) -> tuple[Route, ...]:
@@ -729,12 +708,6 @@ _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
 _FALSE = frozenset({"0", "f", "F", "false", "FALSE", "False"})
 _SIGNED = re.compile(r"[+-]?[0-9]+")
 _UNSIGNED = re.compile(r"[0-9]+")
-_INT_BOUNDS = {
-    _FD.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
-    _FD.CPPTYPE_UINT32: (0, 2**32 - 1),
-    _FD.CPPTYPE_INT64: (-(2**63), 2**63 - 1),
-    _FD.CPPTYPE_UINT64: (0, 2**64 - 1),
-}
 _FLOAT32_MAX = 3.4028234663852886e38
 _FLOAT_WORDS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _MAP_KEY = re.compile(r"(.*)\[(.*)\]", re.DOTALL)
@@ -770,7 +743,7 @@ def build_request(
     message_class = message_factory.GetMessageClass(route.request_descriptor)
     request = _request_from_body(route, message_class, body, profile)
     for field_path, text in path_params.items():
-        fields = _proto_path(route.request_descriptor, field_path)
+        fields = fields_on_path(route.request_descriptor, field_path)
         try:
             _set_scalar(_parent_of(request, fields), fields[-1], text)
         except ValueError as exc:
@@ -783,10 +756,7 @@ def build_request(
                 location="query",
             )
         return request
-    bound = [tuple(p.split(".")) for p in route.template.field_paths]
-    if route.body:
-        bound.append((route.body,))
-    _QueryWriter(request, bound, reject=unknown_query_params == "reject").write(query)
+    _QueryWriter(request, route.bound_paths, reject=unknown_query_params == "reject").write(query)
     return request
 
 
@@ -810,6 +780,18 @@ def _request_from_body(
         field = exc.fields[0] if len(exc.fields) == 1 and exc.fields[0] else default
         fields = exc.fields if len(exc.fields) > 1 else ()
         raise RequestError(field, exc.reason, location="body", fields=fields) from exc
+
+
+def query_fields(
+    desc: descriptor.Descriptor, dotted: str
+) -> tuple[descriptor.FieldDescriptor, ...]:
+    """The fields a query parameter's name leads to (``filter.color``, ``pageSize``): proto or
+    JSON names, as grpc-gateway reads them. Raises :class:`FieldPathError` (a ValueError).
+
+    The one lookup for query names: the strict type checks use it too, so a key
+    they check is the key this module sets.
+    """
+    return fields_on_path(desc, dotted, json_names=True)
 
 
 def _parent_of(request: Message, fields: Sequence[descriptor.FieldDescriptor]) -> Message:
@@ -850,26 +832,15 @@ class _QueryWriter:
         if self._reject:
             raise RequestError(key, why, location="query")
 
-    def _resolve(self, key: str, dotted: str) -> list[descriptor.FieldDescriptor] | None:
-        fields: list[descriptor.FieldDescriptor] = []
-        current = self._desc
-        names = dotted.split(".")
-        for i, name in enumerate(names):
-            field = current.fields_by_name.get(name)
-            if field is None:
-                field = next((f for f in current.fields if f.json_name == name), None)
-            if field is None:
+    def _resolve(self, key: str, dotted: str) -> tuple[descriptor.FieldDescriptor, ...] | None:
+        try:
+            return query_fields(self._desc, dotted)
+        except FieldPathError as exc:
+            if exc.missing:
                 return None
-            fields.append(field)
-            if i < len(names) - 1:
-                if field.cpp_type != _FD.CPPTYPE_MESSAGE or field.is_repeated:
-                    raise RequestError(
-                        key,
-                        f"{name!r} is not a message field; nothing is inside it",
-                        location="query",
-                    )
-                current = message_type_of(field)
-        return fields
+            raise RequestError(
+                key, f"{exc.name!r} is not a message field; nothing is inside it", location="query"
+            ) from None
 
     def _apply(self, key: str, values: list[str]) -> None:
         base, map_key = key, None
@@ -889,7 +860,7 @@ class _QueryWriter:
         try:
             if map_key is not None:
                 self._set_map_entry(key, parent, leaf, map_key, values)
-            elif _is_map(leaf):
+            elif is_map(leaf):
                 raise ValueError(f"a map: give each entry as {base}[KEY]=VALUE")
             elif leaf.is_repeated:
                 self._append(parent, leaf, values)
@@ -924,7 +895,7 @@ class _QueryWriter:
         map_key: str,
         values: list[str],
     ) -> None:
-        if not _is_map(leaf):
+        if not is_map(leaf):
             raise ValueError(f"{leaf.name!r} is not a map field; drop the [{map_key}]")
         if len(values) > 1:
             raise ValueError(f"expected one value, got {len(values)}")
@@ -941,7 +912,7 @@ class _QueryWriter:
 def _parse_text(field: descriptor.FieldDescriptor, text: str) -> Any:
     """A path/query parameter's text as ``field``'s Python value; ``ValueError`` says why not."""
     cpp = field.cpp_type
-    if cpp in _INT_BOUNDS:
+    if cpp in INT_RANGES:
         return _parse_int(cpp, text)
     if cpp in (_FD.CPPTYPE_DOUBLE, _FD.CPPTYPE_FLOAT):
         return _parse_float(text, single=cpp == _FD.CPPTYPE_FLOAT)
@@ -962,7 +933,7 @@ def _parse_bool(text: str) -> bool:
 
 def _parse_int(cpp_type: int, text: str) -> int:
     pattern = _UNSIGNED if cpp_type in (_FD.CPPTYPE_UINT32, _FD.CPPTYPE_UINT64) else _SIGNED
-    low, high = _INT_BOUNDS[cpp_type]
+    low, high = INT_RANGES[cpp_type]
     if pattern.fullmatch(text) and low <= int(text) <= high:
         return int(text)
     raise ValueError(f"expected an integer from {low} to {high}, got {text!r}")
@@ -1006,10 +977,10 @@ def _parse_bytes(text: str) -> bytes:
 def _parse_message(desc: descriptor.Descriptor, text: str) -> Message:
     message = message_factory.GetMessageClass(desc)()
     full_name = desc.full_name
-    if desc.file.name == _WRAPPERS_FILE:
+    if is_wrapper(desc):
         setattr(message, "value", _parse_text(desc.fields_by_name["value"], text))  # noqa: B010
         return message
-    if full_name not in _TEXT_MESSAGE_TYPES:
+    if full_name not in TEXT_MESSAGE_TYPES:
         raise ValueError(f"a {full_name} cannot be given as a parameter")
     try:
         if full_name in ("google.protobuf.Timestamp", "google.protobuf.Duration"):
