@@ -29,14 +29,13 @@ from rpckit.core._deadline import decode_grpc_timeout
 from rpckit.core._descriptors import (
     INT_RANGES,
     FieldPathError,
-    fields_on_path,
     is_map,
     is_plain_message,
     message_type_of,
 )
 from rpckit.http._errors import HttpError
 from rpckit.http._mapping._jsonmap import JsonError, LegacyProfile, loads
-from rpckit.http._mapping._routes import Route
+from rpckit.http._mapping._routes import Route, query_fields
 
 __all__ = [
     "check_body_types",
@@ -202,22 +201,31 @@ def check_query_types(route: Route, query: Sequence[tuple[str, str]]) -> list[tu
     """Strict query parameters: integer fields take ``-?[0-9]+`` within range, and a
     repeated parameter for a singular field keeps its first value (``request.args.get``).
 
-    Returns the query to apply; unknown parameters pass through (ignored later).
+    A parameter names its field as :func:`~rpckit.http._mapping._routes.build_request`
+    reads it (proto or JSON names: ``page_size`` and ``pageSize`` are one field), so
+    every parameter that sets a field is checked. Returns the query to apply;
+    unknown parameters pass through (ignored later).
     """
     if route.body == "*":
         return list(query)
     bound = route.bound_paths
     kept: list[tuple[str, str]] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, ...]] = set()
     for key, value in query:
-        field = _query_field(route.request_descriptor, key)
-        if field is None or any(tuple(key.split("."))[: len(b)] == b for b in bound):
+        fields = _query_fields(route.request_descriptor, key)
+        names = tuple(f.name for f in fields)
+        field = fields[-1] if fields else None
+        if (
+            field is None  # unknown: the writer ignores it or says what is wrong
+            or field.cpp_type == _FD.CPPTYPE_MESSAGE  # its own text form (Timestamp...)
+            or any(names[: len(b)] == b for b in bound)  # set by the path or the body
+        ):
             kept.append((key, value))
             continue
         if not field.is_repeated:
-            if key in seen:
+            if names in seen:
                 continue
-            seen.add(key)
+            seen.add(names)
         kind = _INT_KINDS.get(field.cpp_type)
         if kind is not None:
             name, low, high = kind
@@ -230,12 +238,13 @@ def check_query_types(route: Route, query: Sequence[tuple[str, str]]) -> list[tu
     return kept
 
 
-def _query_field(desc: descriptor.Descriptor, key: str) -> descriptor.FieldDescriptor | None:
+def _query_fields(desc: descriptor.Descriptor, key: str) -> tuple[descriptor.FieldDescriptor, ...]:
+    """The fields ``key`` sets; empty when it names none (the writer then ignores it, or
+    says what is wrong with it)."""
     try:
-        field = fields_on_path(desc, key)[-1]
+        return query_fields(desc, key)
     except FieldPathError:
-        return None
-    return None if field.cpp_type == _FD.CPPTYPE_MESSAGE else field
+        return ()
 
 
 class _StrictChecker:

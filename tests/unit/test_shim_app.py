@@ -453,12 +453,24 @@ def test_strict_types_check_nested_and_repeated_fields_and_spelling() -> None:
         ("page_size=2.0", "field 'page_size' must be an integer"),
         ("page_size=3000000000", "field 'page_size' is out of range for int32"),
         ("ids=1&ids=x", "field 'ids' must be an integer"),
+        # A camelCase key names the same field for the request builder (proto or JSON names),
+        # so it is checked the same way, not let through to the lenient grammar (+5 is 5 there).
+        ("pageSize=%2B5", "field 'pageSize' must be an integer"),
+        ("pageSize=2.0", "field 'pageSize' must be an integer"),
+        ("pageSize=3000000000", "field 'pageSize' is out of range for int32"),
+        ("filter.minQuantity=1e3", "field 'filter.minQuantity' must be an integer"),
     ],
 )
 def test_strict_query_integers(query: str, message: str) -> None:
     app = shim(routes={SHOP: RouteOptions(strict_types=True)})
     response = Client(app).get(f"/v1/items?{query}")
     assert (response.status_code, body(response)["message"]) == (400, message)
+
+
+def test_strict_query_counts_both_spellings_of_a_field_as_one_parameter() -> None:
+    app = shim(routes={SHOP: RouteOptions(strict_types=True)})
+    response = Client(app).get("/v1/items?pageToken=a&page_token=b")
+    assert body(response) == {"next_page_token": "a"}  # request.args.get: the first one
 
 
 def test_strict_query_keeps_the_first_of_a_repeated_singular_parameter() -> None:
