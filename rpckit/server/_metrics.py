@@ -95,11 +95,6 @@ class ServerMetrics:
     def shed(self, method: str, reason: str) -> None:
         self._shed.labels(method, reason).inc()
 
-    def exposition(self) -> bytes:
-        """The metrics in Prometheus text format (what a scrape returns)."""
-        data: bytes = self._prom.generate_latest(self.registry)
-        return data
-
     def serve(self, address: str) -> str:
         """Serve /metrics on ``host:port`` (port 0 picks one); returns the bound address."""
         host, _, port = address.rpartition(":")
