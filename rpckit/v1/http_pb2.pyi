@@ -40,7 +40,7 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class LegacyJson(_message.Message):
-    """The JSON dialect (rpckit._jsonmap.LegacyProfile). Unset fields inherit; the
+    """The JSON dialect (rpckit.http.LegacyProfile). Unset fields inherit; the
     defaults at the top are flask.jsonify's: proto field names, int64 as JSON
     numbers, every field present, enum names, unknown request keys ignored.
     """
