@@ -1,12 +1,11 @@
 """AdmissionExecutor.run_now: in-process work run in the caller's thread when admission would
-start it at once, and counted like a call on a handler thread (no sockets)."""
+start it at once, and counted like a call on a handler thread (no sockets; a fake clock)."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -20,14 +19,38 @@ def facts(deadline: float | None = None) -> CallFacts:
     return CallFacts(method=METHOD, deadline=deadline, criticality=Criticality.DEFAULT)
 
 
+class Clock:
+    """The executor's monotonic clock: it moves only when work says it took time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def work(self, seconds: float) -> Callable[[], None]:
+        """Work that takes ``seconds`` of this clock."""
+
+        def run() -> None:
+            self.now += seconds
+
+        return run
+
+
 @pytest.fixture
-def executor() -> Iterator[AdmissionExecutor]:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def executor(clock: Clock) -> Iterator[AdmissionExecutor]:
     side = concurrent.futures.ThreadPoolExecutor(1)
     started: list[tuple[CallFacts, float]] = []
     made = AdmissionExecutor(
         threads=1,
         side_pool=side,
         admission=AdmissionConfig(workers=1, admit_within_allowance=False),
+        clock=clock,
         on_start=lambda f, waited: started.append((f, waited)),
     )
     made.started = started  # type: ignore[attr-defined]
@@ -62,8 +85,8 @@ def test_runs_in_the_callers_thread_when_a_slot_is_free(executor: AdmissionExecu
     assert executor.started == [(facts(), 0.0)]  # type: ignore[attr-defined]
 
 
-def test_feeds_the_service_time_average(executor: AdmissionExecutor) -> None:
-    assert executor.run_now(lambda: time.sleep(0.02), facts()) is True
+def test_feeds_the_service_time_average(executor: AdmissionExecutor, clock: Clock) -> None:
+    assert executor.run_now(clock.work(0.02), facts()) is True
     estimate = executor._queue.service_estimate(METHOD)
     assert estimate is not None
     assert estimate >= 0.015
@@ -91,8 +114,8 @@ def test_declines_while_calls_are_queued_and_hands_its_slot_on(
     assert inline.entered.wait(timeout=10)  # the only slot, taken in the caller's thread
     queued = Holder()
     future = executor.submit_call(queued, facts())
-    time.sleep(0.05)
-    assert not queued.entered.is_set()  # the handler thread waits for the slot
+    # A window for a wrong hand-over to show (a negative check: no machine is too slow for it).
+    assert not queued.entered.wait(timeout=0.05)  # the handler thread waits for the slot
     assert executor.load_report().queue_depth == 1
     assert executor.run_now(lambda: None, facts()) is False  # would pass over the queued call
     inline.release.set()
@@ -103,11 +126,13 @@ def test_declines_while_calls_are_queued_and_hands_its_slot_on(
     future.result(timeout=10)
 
 
-def test_declines_a_deadline_shorter_than_the_service_time(executor: AdmissionExecutor) -> None:
-    assert executor.run_now(lambda: time.sleep(0.05), facts()) is True  # EWMA ~50 ms
-    soon = time.monotonic() + 0.01
+def test_declines_a_deadline_shorter_than_the_service_time(
+    executor: AdmissionExecutor, clock: Clock
+) -> None:
+    assert executor.run_now(clock.work(0.05), facts()) is True  # EWMA 50 ms
+    soon = clock() + 0.01
     assert executor.run_now(lambda: None, facts(deadline=soon)) is False  # admission decides
-    later = time.monotonic() + 10
+    later = clock() + 10
     assert executor.run_now(lambda: None, facts(deadline=later)) is True
 
 

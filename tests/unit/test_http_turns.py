@@ -58,10 +58,12 @@ def test_turns_are_handed_over_in_arrival_order() -> None:
 
 
 def test_a_holder_past_its_lease_lets_the_next_one_in_once() -> None:
-    turns = Turns(lease_s=0.05)
+    clock = Clock()
+    turns = Turns(lease_s=0.05, clock=clock)
     stuck = turns.acquire()
     order: list[str] = []
     first, second = queue_up(turns, order, "first"), queue_up(turns, order, "second")
+    clock.now = 1.0  # the stuck holder's lease is long gone; the waiters see it on waking
     first.join(timeout=10)
     second.join(timeout=10)
     assert order == ["first", "second"]  # the line moved on without the stuck holder
@@ -74,11 +76,12 @@ def test_a_holder_past_its_lease_lets_the_next_one_in_once() -> None:
 
 
 def test_a_lease_counts_from_when_the_turn_was_taken_not_from_when_one_queued() -> None:
-    turns = Turns(lease_s=0.2)
+    clock = Clock()
+    turns = Turns(lease_s=0.2, clock=clock)
     holder = turns.acquire()
     order: list[str] = []
     thread = queue_up(turns, order, "waiter")
-    time.sleep(0.1)
+    clock.now = 0.1
     turns.release(holder)  # within the lease: a hand-over, not an expiry
     thread.join(timeout=10)
     assert order == ["waiter"]
@@ -137,6 +140,8 @@ def test_apps_opt_in() -> None:
 
 
 class Clock:
+    """A monotonic clock that moves only when a test says so."""
+
     def __init__(self) -> None:
         self.now = 0.0
 
