@@ -47,3 +47,39 @@ def test_every_public_name_is_documented() -> None:
         obj = getattr(rpckit, name)
         if callable(obj):
             assert obj.__doc__, f"rpckit.{name} has no docstring"
+
+
+#: Every public name as it stood when rpckit's modules moved into subpackages (issue 13).
+#: Users import them from these two places; they may gain names, never lose or move one.
+RPCKIT_NAMES = (
+    "LOAD_METADATA_KEY", "AdaptiveThrottleConfig", "AdmissionConfig", "BackendStatus",
+    "BalancedChannel", "BalancedChannelConfig", "ConfigError", "ConnectionStatus", "Criticality",
+    "OutlierConfig", "PickerConfig", "RetryBudgetConfig", "Server", "ServerConfig", "ServerState",
+    "StatusError", "TlsConfig", "abort", "cancelled", "connect", "graceful_exit",
+    "load_from_metadata", "raise_if_cancelled", "status_details", "time_remaining",
+)  # fmt: skip
+HTTP_NAMES = (
+    "GATEWAY_STATUS_FOR_CODE", "ErrorRenderer", "Guard", "GuardedCall", "HttpError", "HttpServer",
+    "JsonDifference", "LegacyProfile", "RouteOptions", "RouteSettings", "ShadowReport", "Shim",
+    "ShimConfig", "render_error_object", "render_gateway_error",
+)  # fmt: skip
+
+
+def test_every_public_name_still_imports_from_where_users_import_it() -> None:
+    import rpckit.http
+
+    assert set(RPCKIT_NAMES) <= set(rpckit.__all__)
+    assert set(HTTP_NAMES) <= set(rpckit.http.__all__)
+    # In a fresh interpreter, as a user's module would: one `from ... import` per module.
+    code = (
+        f"from rpckit import {', '.join(RPCKIT_NAMES)}\n"
+        f"from rpckit.http import {', '.join(HTTP_NAMES)}\n"
+        "import rpckit, rpckit.http\n"
+        f"assert all(getattr(rpckit, n) is globals()[n] for n in {RPCKIT_NAMES!r})\n"
+        f"assert all(getattr(rpckit.http, n) is globals()[n] for n in {HTTP_NAMES!r})\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
