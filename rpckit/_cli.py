@@ -220,6 +220,10 @@ def _parser() -> argparse.ArgumentParser:
     openapi.add_argument("--version", default="1.0.0", help="info.version of the API")
     openapi.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
     openapi.set_defaults(run=_openapi)
+
+    from rpckit.scaffold import _command as scaffold_command
+
+    scaffold_command.add_parser(verbs)  # rpckit new
     return parser
 
 
