@@ -195,7 +195,7 @@ def check_package(package: str) -> None:
         )
     if len(package) > MAX_NAME:
         raise AnswersError(f"package {package!r} is longer than {MAX_NAME} characters")
-    if keyword.iskeyword(package) or keyword.issoftkeyword(package):
+    if keyword.iskeyword(package):
         raise AnswersError(f"{package!r} is a Python keyword, not a package name")
     if package in sys.stdlib_module_names:
         raise AnswersError(f"package {package!r} would shadow the standard library's {package}")

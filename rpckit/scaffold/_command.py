@@ -281,9 +281,13 @@ def _is_rpckit_checkout(folder: Path) -> bool:
     return bool(data.get("project", {}).get("name") == "rpckit")
 
 
-def default_rpckit_requirement() -> str:
-    """This rpckit: its checkout by path when it runs from one, else its released version."""
-    checkout = Path(__file__).resolve().parents[2]
+def default_rpckit_requirement(package_dir: Path | None = None) -> str:
+    """This rpckit: its checkout by path when it runs from one, else its released version.
+
+    ``package_dir`` is where the ``rpckit`` package is (default: where it was imported from).
+    """
+    package = package_dir if package_dir is not None else Path(__file__).resolve().parents[1]
+    checkout = package.parent
     if _is_rpckit_checkout(checkout):
         return f"rpckit @ {checkout.as_uri()}"
     return f"rpckit=={_rpckit_version()}"

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
-from collections.abc import Mapping
+import traceback
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from rpckit.scaffold._answers import Answers
@@ -85,8 +86,14 @@ def context(answers: Answers, facts: Facts, *, template_version: int) -> dict[st
 def render(template: TemplateSource, variables: Mapping[str, Any]) -> dict[str, RenderedFile]:
     """Render every file of ``template`` whose condition holds; TemplateError names the file."""
     jinja2 = _jinja2()
+    files = dict(template.files)
+
+    def load(name: str) -> tuple[str, str, Callable[[], bool]] | None:
+        # Naming each template after its path puts that path in tracebacks (error lines).
+        return (files[name], name, lambda: True) if name in files else None
+
     env = jinja2.Environment(
-        loader=jinja2.DictLoader(dict(template.files)),
+        loader=jinja2.FunctionLoader(load),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -107,13 +114,25 @@ def render(template: TemplateSource, variables: Mapping[str, Any]) -> dict[str, 
             path = env.from_string(source).render(variables)[: -len(SUFFIX)]
             text = env.get_template(source).render(variables)
         except jinja2.TemplateError as exc:
-            where = f"{source}:{exc.lineno}" if getattr(exc, "lineno", None) else source
-            raise TemplateError(f"{where}: {exc.message or type(exc).__name__}") from None
+            raise TemplateError(
+                f"{_where(exc, files, source)}: {exc.message or type(exc).__name__}"
+            ) from None
         _check_path(source, path)
         if path in rendered:
             raise TemplateError(f"{source}: renders to {path!r}, as another template file does")
         rendered[path] = RenderedFile(text=text, executable=source in template.executable)
     return rendered
+
+
+def _where(exc: Exception, files: Mapping[str, str], source: str) -> str:
+    """``file:line`` of a template error: syntax errors carry it, runtime errors' tracebacks do."""
+    name, line = getattr(exc, "name", None), getattr(exc, "lineno", None)
+    if name is None or line is None:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in files]
+        if not frames:
+            return str(name or source)
+        name, line = frames[-1].filename, frames[-1].lineno
+    return f"{name}:{line}"
 
 
 def _check_path(source: str, path: str) -> None:

@@ -12,7 +12,8 @@ plan out. A file's text is merged with :func:`~rpckit.scaffold._merge.merge3`.
 ================  ================  ==============  ===========================
 base              ours              theirs          outcome
 ================  ================  ==============  ===========================
-present           absent            any             KEPT_DELETED: deleted stays deleted
+present           absent            present         KEPT_DELETED: deleted stays deleted
+present           absent            absent          UNCHANGED: both dropped it
 present           = base            present         UPDATED to theirs (or UNCHANGED)
 present           edited            present         MERGED, or CONFLICT (markers)
 present           = base            absent          REMOVED (the template dropped it)
@@ -95,12 +96,14 @@ def plan_update(
 def _decide(  # noqa: PLR0911 - one return per row of the module docstring's table
     path: str, base: str | None, ours: str | None, theirs: str | None, labels: Labels
 ) -> FileUpdate:
+    if ours is None and theirs is None:
+        return FileUpdate(path, Outcome.UNCHANGED)  # both dropped it
     if base is not None and ours is None:
         note = "" if theirs == base else "the template changed it; its new text is in .rpckit/base"
         return FileUpdate(path, Outcome.KEPT_DELETED, note=note)
     if theirs is None:
         if ours is None or base is None:
-            return FileUpdate(path, Outcome.UNCHANGED)
+            return FileUpdate(path, Outcome.UNCHANGED)  # not the template's
         if ours == base:
             return FileUpdate(path, Outcome.REMOVED, note="the template no longer has it")
         return FileUpdate(
