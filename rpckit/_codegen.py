@@ -262,8 +262,11 @@ class _captured_stderr:  # noqa: N801 - used like contextlib.redirect_stderr
         return self
 
     def read(self) -> str:
-        self._file.seek(0)
-        return self._file.read()
+        """What was written to fd 2 inside the block (available after it too)."""
+        if not self._file.closed:
+            self._file.seek(0)
+            self._text = self._file.read()
+        return self._text
 
     def __exit__(self, *exc: object) -> None:
         import os
@@ -271,6 +274,8 @@ class _captured_stderr:  # noqa: N801 - used like contextlib.redirect_stderr
         sys.stderr.flush()
         os.dup2(self._saved, 2)
         os.close(self._saved)
+        self.read()
+        self._file.close()
 
 
 def stale(root: Path, target: GenTarget, rendered: Mapping[str, str]) -> list[str]:

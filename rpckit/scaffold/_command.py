@@ -38,6 +38,7 @@ from rpckit.scaffold._update import Outcome, UpdatePlan, plan_update, unresolved
 from rpckit.scaffold._writer import (
     ScaffoldError,
     apply_update,
+    check_target,
     create_project,
     generate_code,
     read_base,
@@ -138,9 +139,9 @@ def _create(args: argparse.Namespace) -> int:
     )
     if requirement is not None:
         answers = dataclasses.replace(answers, rpckit_pinned=True)
+    target = check_target(args.path if args.path is not None else Path(answers.name))
     template, source = _template(args.template, None)
     files = _render(template, answers)
-    target = args.path if args.path is not None else Path(answers.name)
     print(f"rendering {len(files)} files from template {source} v{template.version}", flush=True)
     created = create_project(target, files, _recorded(answers, template, source))
     generated = len(created.generated)

@@ -17,6 +17,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -28,6 +29,7 @@ __all__ = [
     "BASE_FOLDER",
     "ScaffoldError",
     "apply_update",
+    "check_target",
     "create_project",
     "generate_code",
     "read_base",
@@ -50,10 +52,19 @@ class Created:
     generated: tuple[str, ...]
 
 
-def create_project(target: Path, files: Mapping[str, RenderedFile], recorded: Recorded) -> Created:
-    """Write a new project at ``target`` (absent or an empty folder), or nothing at all."""
+def check_target(target: Path) -> Path:
+    """The folder a new project can be created in (absolute); ScaffoldError says why not."""
     target = Path(os.path.abspath(target))
     _check_target(target)
+    ancestor = _existing_ancestor(target)
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ScaffoldError(f"cannot write in {ancestor}: Permission denied")
+    return target
+
+
+def create_project(target: Path, files: Mapping[str, RenderedFile], recorded: Recorded) -> Created:
+    """Write a new project at ``target`` (absent or an empty folder), or nothing at all."""
+    target = check_target(target)
     ancestor = _existing_ancestor(target)
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.rpckit-", dir=ancestor))
@@ -150,12 +161,25 @@ def _umask() -> int:
 
 
 def generate_code(root: Path) -> list[str]:
-    """``rpckit gen`` for the project at ``root``; the paths it wrote, relative to ``root``."""
+    """``rpckit gen`` for the project at ``root``; the paths it wrote, relative to ``root``.
+
+    A project whose pyproject.toml has no ``[[tool.rpckit.gen]]`` (another
+    template's) has nothing to generate.
+    """
     from rpckit import _codegen
 
+    pyproject = root / "pyproject.toml"
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ScaffoldError(f"cannot read {pyproject}: {exc}") from None
+    if not data.get("tool", {}).get("rpckit", {}).get("gen"):
+        return []
     written: list[str] = []
     try:
-        for target in _codegen.load_targets(root / "pyproject.toml"):
+        for target in _codegen.load_targets(pyproject):
             written += _codegen.apply(root, target, _codegen.render(root, target))
     except _codegen.GenError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "failed"
