@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from rpckit._cli import main
+from rpckit._cli import _parser, main
+from rpckit.scaffold._command import run as scaffold_run
 
 ROOT = Path(__file__).resolve().parents[2]
 RPCKIT = str(Path(sys.executable).parent / "rpckit")
@@ -97,12 +99,21 @@ def update(capsys: pytest.CaptureFixture[str], project: Path, template: Path) ->
     return cli(capsys, "new", "--update", "--path", str(project), "--template", str(template))
 
 
-def test_template_changes_land_user_edits_stay_deleted_files_stay_deleted(
+@pytest.fixture
+def at_v1(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, versions: tuple[Path, Path]
-) -> None:
+) -> tuple[Path, Path]:
+    """A project generated from template v1, and template v2."""
     v1, v2 = versions
     project = tmp_path / "orders"
     generate(capsys, project, v1)
+    return project, v2
+
+
+def test_template_changes_land_user_edits_stay_deleted_files_stay_deleted(
+    capsys: pytest.CaptureFixture[str], at_v1: tuple[Path, Path]
+) -> None:
+    project, v2 = at_v1
     edit(project / "orders" / "service.py", DELETE_LINE, DELETE_LINE + USERS_LINE)
     (project / "tests" / "test_config.py").unlink()
 
@@ -131,11 +142,9 @@ def test_template_changes_land_user_edits_stay_deleted_files_stay_deleted(
 
 
 def test_a_second_update_with_nothing_to_do_changes_nothing(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, versions: tuple[Path, Path]
+    capsys: pytest.CaptureFixture[str], at_v1: tuple[Path, Path]
 ) -> None:
-    v1, v2 = versions
-    project = tmp_path / "orders"
-    generate(capsys, project, v1)
+    project, v2 = at_v1
     assert update(capsys, project, v2).code == 0
     before = snapshot(project)
     again = update(capsys, project, v2)
@@ -145,11 +154,9 @@ def test_a_second_update_with_nothing_to_do_changes_nothing(
 
 
 def test_both_changing_a_line_is_a_marked_conflict_and_exit_1(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, versions: tuple[Path, Path]
+    capsys: pytest.CaptureFixture[str], at_v1: tuple[Path, Path]
 ) -> None:
-    v1, v2 = versions
-    project = tmp_path / "orders"
-    generate(capsys, project, v1)
+    project, v2 = at_v1
     service = project / "orders" / "service.py"
     edit(service, CANCEL_LINE, CANCEL_USERS)
 
@@ -355,3 +362,14 @@ def test_help_shows_an_example() -> None:
     assert done.returncode == 0
     assert "examples:\n  rpckit new orders\n" in done.stdout
     assert "--update" in done.stdout
+
+
+def test_the_readme_commands_for_rpckit_new_are_ones_rpckit_takes() -> None:
+    section = (ROOT / "README.md").read_text().split("## A new service", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [shlex.split(line) for line in block.splitlines() if line.startswith("rpckit ")]
+    assert [argv[:2] for argv in commands] == [["rpckit", "new"], ["rpckit", "new"]]
+    assert "pip install 'rpckit[new]'" in block
+    for argv in commands:
+        args = _parser().parse_args(argv[1:])
+        assert args.run is scaffold_run
