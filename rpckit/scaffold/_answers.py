@@ -25,6 +25,7 @@ accept) and read with :mod:`tomllib`.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import keyword
@@ -58,6 +59,47 @@ _PROTO_MESSAGES = frozenset(
         "CreateItemRequest",
         "UpdateItemRequest",
         "DeleteItemRequest",
+    }
+)
+
+#: Capitalised names the template's Python code defines or imports; the service class,
+#: which lives beside them, may not take one (tests/unit/test_scaffold_answers.py keeps
+#: this list complete).
+_TEMPLATE_NAMES = frozenset(
+    {
+        "Any",
+        "Callable",
+        "CreateItem",
+        "DEFAULT_TARGET",
+        "DeleteItem",
+        "ENV_PREFIX",
+        "EXAMPLE_ITEMS",
+        "GetItem",
+        "HeldStore",
+        "HttpServer",
+        "ID_PATTERN",
+        "InvalidFieldError",
+        "ItemExistsError",
+        "ItemNotFoundError",
+        "ItemStore",
+        "Iterable",
+        "Iterator",
+        "ListItems",
+        "MAX_DESCRIPTION",
+        "MAX_NAME",
+        "Mapping",
+        "Path",
+        "ROOT",
+        "RunningServer",
+        "SERVICE_NAME",
+        "SETTINGS",
+        "Sequence",
+        "Settings",
+        "Shim",
+        "Stub",
+        "TARGET_VARIABLE",
+        "UpdateItem",
+        "WatchedStore",
     }
 )
 
@@ -168,9 +210,16 @@ class Answers:
 
     @property
     def service(self) -> str:
-        """``OrderService``; ``ItemService`` where the plain name is one of the proto's messages."""
+        """``OrderService``; ``ItemService`` where the plain name is taken.
+
+        Taken: the proto's messages, names the template's code uses beside the
+        servicer class, Python's keywords (``True``) and builtins (``KeyError``).
+        """
         camel = "".join(part[:1].upper() + part[1:] for part in self.name.split("-"))
-        return f"{camel}Service" if camel in _PROTO_MESSAGES else camel
+        taken = camel in _PROTO_MESSAGES or camel in _TEMPLATE_NAMES
+        if taken or keyword.iskeyword(camel) or hasattr(builtins, camel):
+            return f"{camel}Service"
+        return camel
 
     @property
     def env_prefix(self) -> str:

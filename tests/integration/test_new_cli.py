@@ -373,3 +373,27 @@ def test_the_readme_commands_for_rpckit_new_are_ones_rpckit_takes() -> None:
     for argv in commands:
         args = _parser().parse_args(argv[1:])
         assert args.run is scaffold_run
+
+
+def test_registering_the_verb_loads_neither_grpc_nor_jinja2() -> None:
+    """Every rpckit command builds the whole parser, rpckit serve --workers's supervisor too."""
+    code = (
+        "import sys, rpckit._cli; rpckit._cli._parser(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'google', 'jinja2')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
+
+
+def test_without_the_new_extra_the_error_says_what_to_install(tmp_path: Path) -> None:
+    """rpckit installed without rpckit[new]: Jinja2 cannot be imported."""
+    code = (
+        "import sys; sys.modules['jinja2'] = None; from rpckit._cli import main; "
+        f"sys.exit(main(['new', 'orders', '--path', {str(tmp_path / 'orders')!r}]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "rpckit new: error: rpckit new needs Jinja2 and mypy-protobuf: pip install 'rpckit[new]'\n"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import builtins
 import dataclasses
 
 import pytest
@@ -9,6 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rpckit.scaffold._answers import (
+    _PROTO_MESSAGES,
+    _TEMPLATE_NAMES,
     MAX_NAME,
     Answers,
     AnswersError,
@@ -17,6 +21,8 @@ from rpckit.scaffold._answers import (
     parse_answers_toml,
     rpckit_requirement,
 )
+from rpckit.scaffold._render import Facts, context, render
+from rpckit.scaffold._template import builtin_template, load_template
 
 
 def answers(name: str, package: str | None = None, *, http: bool = True) -> Answers:
@@ -137,3 +143,35 @@ def test_the_answers_file_reads_back_what_was_written() -> None:
 def test_a_damaged_answers_file_is_named(text: str, message: str) -> None:
     with pytest.raises(AnswersError, match=message):
         parse_answers_toml(text)
+
+
+@pytest.mark.parametrize(
+    ("name", "service"),
+    [("true", "TrueService"), ("key-error", "KeyErrorService"), ("settings", "SettingsService")],
+)
+def test_a_service_named_like_a_keyword_builtin_or_template_name_gets_a_suffix(
+    name: str, service: str
+) -> None:
+    assert answers(name, "pkg").service == service
+
+
+def test_the_names_the_template_uses_are_all_known() -> None:
+    """Every capitalised name in the rendered Python is one a service may not take."""
+    made = answers("orders")
+    template = load_template(builtin_template())
+    facts = Facts(rpckit_version="0", drain_s=2.0, grace_s=10.0)
+    files = render(template, context(made, facts, template_version=template.version))
+    used: set[str] = set()
+    for path, file in files.items():
+        if path.endswith(".py"):
+            for node in ast.walk(ast.parse(file.text)):
+                if isinstance(node, ast.Name):
+                    used.add(node.id)
+                elif isinstance(node, ast.alias):
+                    used.add(node.asname or node.name.split(".")[0])
+                elif isinstance(node, ast.ClassDef | ast.FunctionDef):
+                    used.add(node.name)
+    capitalised = {name for name in used if name[:1].isupper()} - {made.service}
+    known = _TEMPLATE_NAMES | _PROTO_MESSAGES | set(dir(builtins))
+    assert capitalised - known == set()
+    assert _TEMPLATE_NAMES - capitalised == set()  # no stale entries either
