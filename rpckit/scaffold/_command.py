@@ -245,8 +245,9 @@ def _after_update(root: Path, plan: UpdatePlan) -> int:
     protos_changed = any(c.path.endswith(".proto") for c in plan.changes)
     if attention:
         names = ", ".join(c.path for c in attention)
+        files = "1 file needs" if len(attention) == 1 else f"{len(attention)} files need"
         print(
-            f"{len(attention)} files need you: {names}. Resolve the conflict markers "
+            f"{files} you: {names}. Resolve the conflict markers "
             "(<<<<<<< yours ... >>>>>>> template)"
             + (", then run 'rpckit gen'" if protos_changed else "")
             + ", then run the tests",
@@ -304,7 +305,12 @@ def _rpckit_version() -> str:
 def _template(given: Path | None, recorded_source: str | None) -> tuple[TemplateSource, str]:
     """The template to render and how the answers file names it."""
     if given is None and recorded_source not in (None, BUILTIN_SOURCE):
-        given = Path(str(recorded_source))
+        recorded = Path(str(recorded_source))
+        if not recorded.is_dir():
+            raise ConfigError(
+                f"the template {ANSWERS_PATH} names, {recorded}, is gone: pass --template DIR"
+            )
+        given = recorded
     if given is None:
         return load_template(builtin_template()), BUILTIN_SOURCE
     if not given.is_dir():

@@ -346,6 +346,17 @@ def test_an_unwritable_path_is_refused(tmp_path: Path) -> None:
     assert f"cannot write in {locked}: Permission denied" in err
 
 
+def test_update_when_the_recorded_template_is_gone_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    tiny = write_template(tmp_path / "tiny-template", 1, {"a.txt": "a\n"})
+    project = tmp_path / "tiny"
+    generate(capsys, project, tiny)
+    shutil.rmtree(tiny)
+    err = refused(["new", "--update"], cwd=project, watched=tmp_path)
+    assert f"names, {tiny}, is gone: pass --template DIR" in err
+
+
 def test_update_without_the_merge_base_is_refused(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
