@@ -346,25 +346,28 @@ def test_an_unwritable_path_is_refused(tmp_path: Path) -> None:
     assert f"cannot write in {locked}: Permission denied" in err
 
 
+@pytest.fixture
+def tiny(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> tuple[Path, Path]:
+    """A project generated from a one-file template, and that template."""
+    template = write_template(tmp_path / "tiny-template", 1, {"a.txt": "a\n"})
+    project = tmp_path / "tiny"
+    generate(capsys, project, template)
+    return project, template
+
+
 def test_update_when_the_recorded_template_is_gone_is_refused(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    tmp_path: Path, tiny: tuple[Path, Path]
 ) -> None:
-    tiny = write_template(tmp_path / "tiny-template", 1, {"a.txt": "a\n"})
-    project = tmp_path / "tiny"
-    generate(capsys, project, tiny)
-    shutil.rmtree(tiny)
+    project, template = tiny
+    shutil.rmtree(template)
     err = refused(["new", "--update"], cwd=project, watched=tmp_path)
-    assert f"names, {tiny}, is gone: pass --template DIR" in err
+    assert f"names, {template}, is gone: pass --template DIR" in err
 
 
-def test_update_without_the_merge_base_is_refused(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    tiny = write_template(tmp_path / "tiny-template", 1, {"a.txt": "a\n"})
-    project = tmp_path / "tiny"
-    generate(capsys, project, tiny)
+def test_update_without_the_merge_base_is_refused(tiny: tuple[Path, Path]) -> None:
+    project, template = tiny
     shutil.rmtree(project / ".rpckit" / "base")
-    err = refused(["new", "--update", "--template", str(tiny)], cwd=project, watched=project)
+    err = refused(["new", "--update", "--template", str(template)], cwd=project, watched=project)
     assert ".rpckit/base is missing" in err
 
 
