@@ -220,6 +220,10 @@ def _parser() -> argparse.ArgumentParser:
     openapi.add_argument("--version", default="1.0.0", help="info.version of the API")
     openapi.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
     openapi.set_defaults(run=_openapi)
+
+    from rpckit.migrate._cli import add_parser as add_migrate_parser
+
+    add_migrate_parser(verbs)
     return parser
 
 

@@ -1,0 +1,250 @@
+"""What recorded JSON values look like: a shape merged from samples, and the proto type it asks for.
+
+Pure, no I/O. :func:`observe` describes one JSON value; :func:`merge` joins
+two descriptions; :func:`infer` folds a sequence of values. A :class:`Shape`
+keeps what a proto type needs to know and nothing else:
+
+* which JSON kinds were seen (``null``, ``bool``, ``int``, ``float``,
+  ``string``, ``array``, ``object``) and how many values;
+* the range of the integers (int64 or uint64, or neither);
+* for arrays, the merged shape of every element;
+* for objects, the merged shape of each key in first-seen order, and how many
+  objects there were, so a key seen in fewer objects than that is optional.
+
+:func:`classify` turns a shape into a :class:`Kind`: a scalar, an object
+(a message), a map, a repeated value, or ``value`` (``google.protobuf.Value``)
+when the samples disagree (mixed kinds, nulls only, integers beyond 64 bits,
+arrays of arrays). ``nullable`` marks a value that was sometimes ``null``.
+
+An object is a map, not a message (:func:`is_map`), when one of its keys is
+not a proto identifier (``"BOLT-M6"``, ``"(untagged)"``, ``"42"``), or when
+its keys look like data: at least :data:`MAP_MIN_KEYS` distinct keys, none
+present in every object, all values of one kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable
+from typing import Any, Literal
+
+__all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "MAP_MIN_KEYS",
+    "UINT64_MAX",
+    "Kind",
+    "Shape",
+    "classify",
+    "conforms",
+    "infer",
+    "is_identifier",
+    "is_map",
+    "merge",
+    "observe",
+]
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
+
+#: Distinct keys an object needs, all optional and alike, before its keys count as data.
+MAP_MIN_KEYS = 4
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+JsonKind = Literal["null", "bool", "int", "float", "string", "array", "object"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """What the values seen at one JSON position had in common (module docstring)."""
+
+    kinds: frozenset[str] = frozenset()
+    count: int = 0
+    int_min: int | None = None
+    int_max: int | None = None
+    items: Shape | None = None
+    fields: tuple[tuple[str, Shape], ...] = ()
+    objects: int = 0
+
+    def field(self, name: str) -> Shape | None:
+        """The merged shape under key ``name``, if any object had it."""
+        return next((shape for key, shape in self.fields if key == name), None)
+
+    def optional(self, name: str) -> bool:
+        """True when ``name`` was missing from some of the objects."""
+        shape = self.field(name)
+        return shape is None or shape.count < self.objects
+
+
+def observe(value: Any) -> Shape:
+    """The shape of one decoded JSON value. ``TypeError`` for anything JSON cannot hold."""
+    if value is None:
+        return Shape(kinds=frozenset({"null"}), count=1)
+    if isinstance(value, bool):
+        return Shape(kinds=frozenset({"bool"}), count=1)
+    if isinstance(value, int):
+        return Shape(kinds=frozenset({"int"}), count=1, int_min=value, int_max=value)
+    if isinstance(value, float):
+        return Shape(kinds=frozenset({"float"}), count=1)
+    if isinstance(value, str):
+        return Shape(kinds=frozenset({"string"}), count=1)
+    if isinstance(value, list):
+        items: Shape | None = None
+        for element in value:
+            seen = observe(element)
+            items = seen if items is None else merge(items, seen)
+        return Shape(kinds=frozenset({"array"}), count=1, items=items)
+    if isinstance(value, dict):
+        fields = []
+        for key, element in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"a JSON object key is a str, not {type(key).__name__}")
+            fields.append((key, observe(element)))
+        return Shape(kinds=frozenset({"object"}), count=1, fields=tuple(fields), objects=1)
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def merge(a: Shape, b: Shape) -> Shape:
+    """Both shapes in one: kinds and counts added, ranges widened, keys merged in first-seen order."""
+    items = a.items if b.items is None else b.items if a.items is None else merge(a.items, b.items)
+    merged = dict(a.fields)
+    for key, shape in b.fields:
+        merged[key] = merge(merged[key], shape) if key in merged else shape
+    return Shape(
+        kinds=a.kinds | b.kinds,
+        count=a.count + b.count,
+        int_min=_extreme(min, a.int_min, b.int_min),
+        int_max=_extreme(max, a.int_max, b.int_max),
+        items=items,
+        fields=tuple(merged.items()),
+        objects=a.objects + b.objects,
+    )
+
+
+def _extreme(pick: Any, a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    result: int = pick(a, b)
+    return result
+
+
+def infer(values: Iterable[Any]) -> Shape:
+    """The merged shape of every value (an empty ``Shape`` for none)."""
+    shape = Shape()
+    for value in values:
+        shape = merge(shape, observe(value))
+    return shape
+
+
+def is_identifier(key: str) -> bool:
+    """Whether ``key`` can be a proto field name as it is (so the legacy JSON name is kept)."""
+    return _IDENTIFIER.fullmatch(key) is not None
+
+
+def is_map(shape: Shape) -> bool:
+    """Whether an object shape's keys are data (a ``map<string, V>``), not field names."""
+    if not shape.fields:
+        return False
+    if not all(is_identifier(key) for key, _ in shape.fields):
+        return True
+    if len(shape.fields) < MAP_MIN_KEYS:
+        return False
+    if any(not shape.optional(key) for key, _ in shape.fields):
+        return False
+    value_kinds = {_main_kind(s) for _, s in shape.fields}
+    return len(value_kinds) == 1 and None not in value_kinds
+
+
+def _main_kind(shape: Shape) -> str | None:
+    kinds = shape.kinds - {"null"}
+    if kinds == {"int", "float"}:
+        return "float"
+    return next(iter(kinds)) if len(kinds) == 1 else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """The proto-level answer for a shape.
+
+    ``name`` is one of ``bool``, ``int64``, ``uint64``, ``double``, ``string``,
+    ``object`` (a message over ``shape.fields``), ``map`` (values in ``element``),
+    ``repeated`` (elements in ``element``), ``value`` (``google.protobuf.Value``).
+    ``why`` says why a shape became ``value``; ``nullable`` that null was seen.
+    """
+
+    name: str
+    nullable: bool = False
+    element: Shape | None = None
+    why: str = ""
+
+
+def classify(shape: Shape) -> Kind:
+    """The proto type a shape asks for (module docstring)."""
+    nullable = "null" in shape.kinds
+    kinds = shape.kinds - {"null"}
+    if not kinds:
+        return Kind("value", nullable, why="only null was seen" if nullable else "nothing seen")
+    if kinds == {"int", "float"}:
+        return Kind("double", nullable)
+    if len(kinds) > 1:
+        return Kind("value", nullable, why="mixed JSON types: " + ", ".join(sorted(kinds)))
+    (kind,) = kinds
+    if kind == "int":
+        return _integer(shape, nullable)
+    if kind in ("bool", "string"):
+        return Kind(kind, nullable)
+    if kind == "float":
+        return Kind("double", nullable)
+    if kind == "array":
+        element = shape.items
+        if element is not None:
+            inner = classify(element)
+            if inner.name in ("repeated", "value") or inner.nullable:
+                why = "arrays of arrays" if inner.name == "repeated" else "mixed or null elements"
+                return Kind("value", nullable, why=why)
+        return Kind("repeated", nullable, element=element)
+    if is_map(shape):
+        values = Shape()
+        for _, field_shape in shape.fields:
+            values = merge(values, field_shape)
+        inner = classify(values)
+        if inner.name in ("repeated", "map", "value") or inner.nullable:
+            return Kind("value", nullable, why="map values that are lists, maps, mixed or null")
+        return Kind("map", nullable, element=values)
+    return Kind("object", nullable)
+
+
+def _integer(shape: Shape, nullable: bool) -> Kind:
+    low = shape.int_min if shape.int_min is not None else 0
+    high = shape.int_max if shape.int_max is not None else 0
+    if low >= INT64_MIN and high <= INT64_MAX:
+        return Kind("int64", nullable)
+    if low >= 0 and high <= UINT64_MAX:
+        return Kind("uint64", nullable)
+    return Kind("value", nullable, why=f"integers beyond 64 bits ({low}..{high})")
+
+
+def conforms(value: Any, shape: Shape) -> bool:
+    """Whether ``value`` fits ``shape``: kinds, integer range, elements and keys (no new keys)."""
+    seen = observe(value)
+    if not seen.kinds <= shape.kinds:
+        return False
+    if seen.int_min is not None and (
+        shape.int_min is None
+        or shape.int_max is None
+        or not shape.int_min <= seen.int_min <= seen.int_max <= shape.int_max  # type: ignore[operator]
+    ):
+        return False
+    if isinstance(value, list):
+        return all(shape.items is not None and conforms(v, shape.items) for v in value)
+    if isinstance(value, dict):
+        for key, element in value.items():
+            field = shape.field(key)
+            if field is None or not conforms(element, field):
+                return False
+    return True
