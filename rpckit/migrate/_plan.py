@@ -542,7 +542,7 @@ def _response_part(
     ok = [e for e in seen if 200 <= e.status < 300]
     statuses = Counter(e.status for e in ok)
     success = statuses.most_common(1)[0][0] if statuses else 0
-    if not success and primary.evidence.statuses:
+    if not success and primary.evidence.statuses and len(primary.methods) == 1:
         success = primary.evidence.statuses[0]
     if len(statuses) > 1:
         notes.append(f"mixed success statuses {sorted(statuses)}: the shim sends one ({success})")
@@ -559,7 +559,7 @@ def _response_part(
     if success == 204 or (ok and not values and all(not e.response_body for e in ok)):
         response: TypeRef = TypeRef("wkt", EMPTY)
     elif not shape.count:
-        response = TypeRef("wkt", VALUE)
+        response = _wrapper(book, name, _Field("body", TypeRef("wkt", VALUE), "", "any JSON"))
         response_body = "body"
         notes.append("no samples or type hints for the response: google.protobuf.Value")
     else:
