@@ -363,7 +363,9 @@ def _status_parser(steps: Any) -> None:
         help="a JSON traffic report (Shim.traffic_report()); repeat per process",
     )  # fmt: skip
     status.add_argument("--history", type=Path, metavar="JSONL", help="readings so far (appended)")
-    status.add_argument("--quiet-days", type=float, default=7.0, help="the window that must be quiet")
+    status.add_argument(
+        "--quiet-days", type=float, default=7.0, help="the window that must be quiet"
+    )
     status.add_argument("--json", action="store_true", help="print the report as JSON")
     status.set_defaults(run=_run_status)
 
@@ -428,9 +430,14 @@ def _status_dict(report: Any) -> dict[str, Any]:
         "shim_can_go": report.shim_can_go,
         "callers": [
             {
-                "route": c.route, "method": c.method, "caller": c.caller,
-                "served_by": c.served_by, "recent": c.recent, "total": c.total,
-                "first_seen": c.first_seen, "last_seen": c.last_seen,
+                "route": c.route,
+                "method": c.method,
+                "caller": c.caller,
+                "served_by": c.served_by,
+                "recent": c.recent,
+                "total": c.total,
+                "first_seen": c.first_seen,
+                "last_seen": c.last_seen,
             }  # fmt: skip
             for c in report.callers
         ],

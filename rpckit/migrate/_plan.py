@@ -367,7 +367,12 @@ def template_for(rule: str, variables: Sequence[PathVar], *, prefix: str = "") -
 
 def _sample_path(route: LegacyRoute) -> str:
     """A legacy URL for ``route`` with made-up path values of the right kind."""
-    values = {"int": "7", "float": "1.5", "path": "a/b", "uuid": "8f14e45f-ceea-467f-a8f1-0b9e6a6b1c2d"}
+    values = {
+        "int": "7",
+        "float": "1.5",
+        "path": "a/b",
+        "uuid": "8f14e45f-ceea-467f-a8f1-0b9e6a6b1c2d",
+    }
 
     def fill(match: re.Match[str]) -> str:
         var = next((v for v in route.variables if v.name == match.group(1)), None)
@@ -470,7 +475,7 @@ def _service_name(route: LegacyRoute, options: PlanOptions) -> str:
 
 
 def _rpc_name(endpoint: str, method: str, route: LegacyRoute, taken: set[str]) -> str:
-    base = camel(endpoint.split(".")[-1])
+    base = camel(endpoint.rsplit(".", maxsplit=1)[-1])
     methods = [m for m in route.methods]
     if len(methods) > 1 or not base.startswith(tuple(_VERBS.values()) + ("List",)):
         if len(methods) > 1:
@@ -567,7 +572,9 @@ def _response_part(
         if kind.name == "object" and shape.fields:
             response = book.object_type(shape, f"{name}Response", 1, f"{name}:response")
         else:
-            field = book.field("items" if kind.name == "repeated" else "body", shape, False, name, name)
+            field = book.field(
+                "items" if kind.name == "repeated" else "body", shape, False, name, name
+            )
             response = _wrapper(book, name, field)
             response_body = field.name
             if kind.name == "repeated":
@@ -704,7 +711,7 @@ def _request_part(book: _Book, rpc: _Rpc, seen: Sequence[Exchange]) -> None:
             if kind == "repeated":
                 fields.append(book.field("items", shape, False, rpc.name, rpc.name))
                 rpc.body = "items"
-                rpc.notes.append("top-level JSON array body: body \"items\"")
+                rpc.notes.append('top-level JSON array body: body "items"')
             else:
                 fields.append(_Field("body", TypeRef("wkt", VALUE if shape.count else STRUCT), ""))
                 rpc.body = "body"
@@ -727,9 +734,7 @@ def _path_field(var: PathVar) -> _Field:
     return _Field(var.name, TypeRef("scalar", scalar), "", f"path <{var.converter}:{var.name}>")
 
 
-def _query_fields(
-    route: LegacyRoute, seen: Sequence[Exchange], taken: set[str]
-) -> list[_Field]:
+def _query_fields(route: LegacyRoute, seen: Sequence[Exchange], taken: set[str]) -> list[_Field]:
     kinds: dict[str, str] = dict(route.evidence.query)
     values: dict[str, list[str]] = {}
     repeated: set[str] = set()
@@ -764,12 +769,10 @@ def _query_kind(values: Sequence[str]) -> str:
 def _matching_struct(book: _Book, shape: Shape) -> tuple[Any, ...] | None:
     """A response message whose fields take every key of a request body, types alike."""
     probe = _Book()
-    wanted = {
-        key: probe.field(key, s, False, "probe", "probe").type for key, s in shape.fields
-    }
+    wanted = {key: probe.field(key, s, False, "probe", "probe").type for key, s in shape.fields}
     best = None
     for key, struct in book.structs.items():
-        if not struct.hints or key and key[0] and key[0][0] == "__wrapper__":
+        if not struct.hints or (key and key[0] and key[0][0] == "__wrapper__"):
             continue
         if min(h[0] for h in struct.hints) != 0 and not any(
             h[2].endswith("Response") for h in struct.hints
@@ -861,18 +864,18 @@ def _files(
             struct = book.structs[key]
             messages.append(_message(names[key], struct.fields, names, previous, struct.order))
         rpc_specs = tuple(_rpc_spec(rpc, names) for rpc in rpcs)
-        text = " ".join(f.type for m in messages for f in m.fields) + " " + " ".join(
-            f"{r.request} {r.response}" for r in rpc_specs
+        text = (
+            " ".join(f.type for m in messages for f in m.fields)
+            + " "
+            + " ".join(f"{r.request} {r.response}" for r in rpc_specs)
         )
         imports = ["google/api/annotations.proto", "rpckit/v1/http.proto"]
         for wkt, path in (
             ("google.protobuf.Empty", "google/protobuf/empty.proto"),
             ("google.protobuf.", "google/protobuf/struct.proto"),
         ):
-            if wkt == "google.protobuf.Empty" and wkt in text:
-                imports.append(path)
-            elif wkt == "google.protobuf." and any(
-                w in text for w in (VALUE, STRUCT, LIST_VALUE)
+            if (wkt == "google.protobuf.Empty" and wkt in text) or (
+                wkt == "google.protobuf." and any(w in text for w in (VALUE, STRUCT, LIST_VALUE))
             ):
                 imports.append(path)
         filename = snake(service) + ".proto"
@@ -934,7 +937,9 @@ def _message(
         specs.append(FieldSpec(field.name, type_name, number, field.label, field.note))
     present = {f.name for f in specs}
     gone = [(n, f) for f, (n, t) in before.items() if f not in present and t != "reserved"]
-    numbers = sorted({n for n, _ in gone} | {n for f, (n, t) in before.items() if t == "reserved" and n > 0})
+    numbers = sorted(
+        {n for n, _ in gone} | {n for f, (n, t) in before.items() if t == "reserved" and n > 0}
+    )
     names_gone = sorted({f for _, f in gone} | {f for f in reserved if not f.startswith("#")})
     return MessageSpec(
         name=name,
@@ -969,7 +974,10 @@ def _rpc_spec(rpc: _Rpc, names: Mapping[tuple[Any, ...], str]) -> RpcSpec:
         )
     idempotency = {"GET": "NO_SIDE_EFFECTS", "PUT": "IDEMPOTENT", "DELETE": "IDEMPOTENT"}
     primary = rpc.routes[0]
-    comment = [f"{rpc.method} {primary.rule} -> {primary.view}" + (f" ({primary.source})" if primary.source else "")]
+    comment = [
+        f"{rpc.method} {primary.rule} -> {primary.view}"
+        + (f" ({primary.source})" if primary.source else "")
+    ]
     comment += [f"note: {n}" for n in rpc.notes]
     return RpcSpec(
         name=rpc.name,
@@ -987,7 +995,8 @@ def _app_notes(facts: AppFacts, routes: Iterable[LegacyRoute]) -> list[str]:
     notes = []
     if facts.error_handlers:
         notes.append(
-            "error handlers: " + ", ".join(facts.error_handlers)
+            "error handlers: "
+            + ", ".join(facts.error_handlers)
             + ": migrated routes' errors come from the shim's error renderer"
         )
     if facts.custom_converters:
@@ -1007,9 +1016,12 @@ def _error_renderer(samples: Mapping[tuple[str, str], Sequence[Exchange]]) -> st
             ok, value = exchange.response_json()
             if not ok:
                 continue
-            if isinstance(value, dict) and set(value) == {"error"} and isinstance(
-                value["error"], dict
-            ) and set(value["error"]) == {"code", "message"}:
+            if (
+                isinstance(value, dict)
+                and set(value) == {"error"}
+                and isinstance(value["error"], dict)
+                and set(value["error"]) == {"code", "message"}
+            ):
                 shapes.add("render_error_object")
             elif isinstance(value, dict) and {"code", "message"} <= set(value) <= {
                 "code",

@@ -125,12 +125,7 @@ def render_stubs(plan: ScanPlan, file: ProtoFile, *, gen_package: str) -> str:
     base = f"{gen_package}.{package_path}" if gen_package else package_path
     modules = {_module_of(f) for f in plan.files}
     wkts = sorted(
-        {
-            _WKT_MODULES[t][1]
-            for rpc in service.rpcs
-            for t in (rpc.response,)
-            if t in _WKT_MODULES
-        }
+        {_WKT_MODULES[t][1] for rpc in service.rpcs for t in (rpc.response,) if t in _WKT_MODULES}
     )
     lines = [
         f'"""Servicer stubs for {file.package}.{service.name}, written by `rpckit migrate scan`.',
@@ -151,7 +146,9 @@ def render_stubs(plan: ScanPlan, file: ProtoFile, *, gen_package: str) -> str:
         lines.append(f"from {base} import {module}")
     lines.append(f"from {base} import {_module_of(file)}_grpc")
     lines += ["", "", f"class {service.name}({_module_of(file)}_grpc.{service.name}Servicer):"]
-    lines.append(f'    """{file.package}.{service.name}: the Flask views it replaces are named below."""')
+    lines.append(
+        f'    """{file.package}.{service.name}: the Flask views it replaces are named below."""'
+    )
     reports = {r.rpc: r for r in plan.routes if r.service == service.name}
     for rpc in service.rpcs:
         request = _python_type(rpc.request, plan.files, file)
@@ -222,9 +219,9 @@ def render_contract_test(
         "]",
         "",
         "",
-        "@pytest.fixture(scope=\"module\")",
+        '@pytest.fixture(scope="module")',
         "def router() -> object:",
-        "    channel = grpc.insecure_channel(\"127.0.0.1:9\")  # never connected: routing only",
+        '    channel = grpc.insecure_channel("127.0.0.1:9")  # never connected: routing only',
         "    services = [",
         *[f"        {s}," for s in services],
         "    ]",
@@ -236,18 +233,22 @@ def render_contract_test(
         "def test_legacy_url_reaches_its_rpc(router: object, method: str, path: str, rpc: str) -> None:",
         "    resolution = router.resolve(method, path)  # type: ignore[attr-defined]",
         '    route = getattr(resolution, "route", None)',
-        "    assert route is not None, f\"{method} {path}: {resolution}\"",
+        '    assert route is not None, f"{method} {path}: {resolution}"',
         "    assert route.grpc_method == rpc",
         "",
         "",
-        "@pytest.mark.skipif(not all(p.exists() for p in SAMPLES), reason=\"no samples recorded\")",
+        '@pytest.mark.skipif(not all(p.exists() for p in SAMPLES), reason="no samples recorded")',
         "def test_recorded_samples_replay_to_their_answers() -> None:",
         "    report = replay_recorded(SAMPLES, APP_UNDER_TEST)",
         "    assert report.ok, report.render_text()",
         "",
     ]
     if not samples:
-        lines = lines[: lines.index('@pytest.mark.skipif(not all(p.exists() for p in SAMPLES), reason="no samples recorded")')]
+        lines = lines[
+            : lines.index(
+                '@pytest.mark.skipif(not all(p.exists() for p in SAMPLES), reason="no samples recorded")'
+            )
+        ]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

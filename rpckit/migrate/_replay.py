@@ -255,16 +255,31 @@ def replay_recorded(
         if exchange.body_truncated or exchange.response_truncated or exchange.response_body is None:
             report.skip("not recorded whole (over the recorder's size bound)")
             continue
-        if exchange.method not in SAFE_METHODS and not options.allow_writes and not harmless(
-            exchange
+        if (
+            exchange.method not in SAFE_METHODS
+            and not options.allow_writes
+            and not harmless(exchange)
         ):
             report.skip(f"{exchange.method}: a write; allow writes against throwaway state")
             continue
         got = answer(target, exchange, options)
-        recorded = Answer(exchange.status, "", _held(exchange.response_headers, exchange.response_body), exchange.response_body)
+        recorded = Answer(
+            exchange.status,
+            "",
+            _held(exchange.response_headers, exchange.response_body),
+            exchange.response_body,
+        )
         ours = Answer(got.status, "", _held(got.headers, got.body), got.body)
         differences = compare(recorded, ours)
-        _classify(report, NoiseTable(), options.rules, number, route_of(exchange), exchange.status, differences)
+        _classify(
+            report,
+            NoiseTable(),
+            options.rules,
+            number,
+            route_of(exchange),
+            exchange.status,
+            differences,
+        )
     return report
 
 

@@ -76,7 +76,9 @@ def scan(
     grouped = samples_by_route(exchanges, sample_matcher(app))
     package = package or _default_package(app, spec)
     service = camel(package.split(".")[0])
-    options = PlanOptions(package=package, app_service=service, split=split, strict_json=strict_json)
+    options = PlanOptions(
+        package=package, app_service=service, split=split, strict_json=strict_json
+    )
     previous = previous_numbers(out / "protos") if out is not None else {}
     if previous:
         say(f"keeping the field numbers of {len(previous)} messages from the last run")

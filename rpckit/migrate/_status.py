@@ -127,8 +127,10 @@ class StatusReport:
 
     @property
     def shim_can_go(self) -> bool:
-        return self.readings > 1 and self.span_s >= self.quiet_s and not any(
-            c.recent for c in self.callers
+        return (
+            self.readings > 1
+            and self.span_s >= self.quiet_s
+            and not any(c.recent for c in self.callers)
         )
 
     def render_text(self) -> str:
@@ -211,8 +213,14 @@ def assess(readings: Sequence[Reading], *, now: float, quiet_s: float) -> Status
         previous = reading.counts
     callers = tuple(
         Caller(
-            route=k[0], method=k[1], caller=k[2], served_by=k[3], total=totals[k],
-            recent=recent.get(k, 0.0), first_seen=first.get(k), last_seen=last.get(k),
+            route=k[0],
+            method=k[1],
+            caller=k[2],
+            served_by=k[3],
+            total=totals[k],
+            recent=recent.get(k, 0.0),
+            first_seen=first.get(k),
+            last_seen=last.get(k),
         )  # fmt: skip
         for k in sorted(totals)
     )

@@ -36,7 +36,9 @@ def test_seeded_differences_are_found() -> None:
         old, _answer({"name": "x", "quantity": "3"})
     )
     assert ("status", "", "value") in _kinds(old, _answer({"name": "x", "quantity": 3}, 201))
-    assert ("reason", "", "value") in _kinds(old, _answer({"name": "x", "quantity": 3}, reason="Ok"))
+    assert ("reason", "", "value") in _kinds(
+        old, _answer({"name": "x", "quantity": 3}, reason="Ok")
+    )
     extra = _answer({"name": "x", "quantity": 3}, extra=(("X-Debug", "1"),))
     assert _kinds(old, extra) == {("header", "x-debug", "extra")}
 
@@ -106,4 +108,3 @@ def test_ignore_rules_count_deliberate_differences_with_their_reason() -> None:
     assert report.ok, report.render_text()
     assert report.ignored[rule] == 5
     assert "renamed on purpose" in report.render_text()
-

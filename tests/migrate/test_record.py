@@ -53,7 +53,9 @@ def test_auth_cookies_and_fields_are_redacted(tmp_path: Path) -> None:
     (sample,) = read_samples([out])
     assert sample.header("Authorization") == f"Bearer {REDACTED}"
     assert sample.header("Cookie") == f"session={REDACTED}; theme={REDACTED}"
-    assert sample.response_header("Set-Cookie", ).startswith(f"session={REDACTED};")  # type: ignore[union-attr]
+    assert sample.response_header(
+        "Set-Cookie",
+    ).startswith(f"session={REDACTED};")  # type: ignore[union-attr]
     assert json.loads(sample.body or b"")["name"] == "a"
     assert "x=1" in sample.query
 
@@ -94,4 +96,6 @@ def test_rate_bound_is_a_token_bucket_that_refills() -> None:
 
 
 def test_redact_headers_without_a_scheme() -> None:
-    assert redact_headers([("X-Api-Key", "k")], frozenset({"x-api-key"})) == (("X-Api-Key", REDACTED),)
+    assert redact_headers([("X-Api-Key", "k")], frozenset({"x-api-key"})) == (
+        ("X-Api-Key", REDACTED),
+    )

@@ -21,7 +21,7 @@ SAMPLES = Path(__file__).resolve().parents[2] / "migrate" / "example" / "samples
 def _generate_and_route(tmp_path: Path, spec: str, package: str, **kwargs: object) -> list[str]:
     """Scan, write, `rpckit gen`, import the code, and route every legacy URL; the misses."""
     out = tmp_path / "scan"
-    gen_package = f"gen_{package.split('.')[0]}"
+    gen_package = f"gen_{package.split('.', maxsplit=1)[0]}"
     result = scan(spec, out=out, package=package, gen_package=gen_package, **kwargs)  # type: ignore[arg-type]
     write_outputs(result, out)
     (tmp_path / "pyproject.toml").write_text(
@@ -82,7 +82,9 @@ def test_example_proto_reproduces_the_legacy_contract_details() -> None:
     )  # fmt: skip
     proto = result.files["protos/scanned_c/v1/scanned_c.proto"]
     assert 'put: "/items/{item.sku}"' in proto and 'body: "item"' in proto
-    assert 'success_status: 201 response_headers { name: "Location" value: "/items/{sku}" }' in proto
+    assert (
+        'success_status: 201 response_headers { name: "Location" value: "/items/{sku}" }' in proto
+    )
     assert "rpc DeleteItem(DeleteItemRequest) returns (google.protobuf.Empty)" in proto
     assert 'response_body: "items"' in proto  # GET /items/<sku>/tags: a top-level array
     assert "map<string, ByTag> by_tag" in proto  # keys like "(untagged)" are data
@@ -91,7 +93,9 @@ def test_example_proto_reproduces_the_legacy_contract_details() -> None:
 
 
 def test_fixture_shop_app_scans_compiles_and_routes(tmp_path: Path) -> None:
-    misses = _generate_and_route(tmp_path, "tests.migrate.fixture_apps:create_shop_app", "shopfx.v1")
+    misses = _generate_and_route(
+        tmp_path, "tests.migrate.fixture_apps:create_shop_app", "shopfx.v1"
+    )
     assert misses == []
 
 
@@ -122,7 +126,12 @@ def test_fixture_portal_app_reports_blockers_and_uses_type_hints(tmp_path: Path)
     users = result.files["protos/portalfx/v1/users.proto"]
     assert "int64 id = 1;" in users and "google.protobuf.Value email" in users
     assert "bool admin" in users  # the dataclass body hint
-    assert _generate_and_route(tmp_path, "tests.migrate.fixture_apps:create_portal_app", "portalfx2.v1") == []
+    assert (
+        _generate_and_route(
+            tmp_path, "tests.migrate.fixture_apps:create_portal_app", "portalfx2.v1"
+        )
+        == []
+    )
 
 
 def test_factory_that_raises_is_a_clear_error() -> None:
@@ -142,7 +151,10 @@ def test_rerun_keeps_field_numbers_and_reviewed_types(tmp_path: Path) -> None:
     proto = out / "protos/rerun/v1/rerun.proto"
     text = proto.read_text(encoding="utf-8")
     text = text.replace("optional int64 page_size = 2;", "optional int32 page_size = 2;")
-    text = text.replace("  optional string colour = 3;  // query parameter\n", '  reserved 3;\n  reserved "colour";\n')
+    text = text.replace(
+        "  optional string colour = 3;  // query parameter\n",
+        '  reserved 3;\n  reserved "colour";\n',
+    )
     text = text.replace("  string name = 2;\n", "")  # a field removed by review: reserved on re-run
     proto.write_text(text, encoding="utf-8")
     write_outputs(scan(spec, samples=[SAMPLES], out=out, package="rerun.v1"), out)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import grpc
 from google.protobuf import empty_pb2
 
-from examples.migrated_inventory._gen.inventory_legacy.v1 import inventory_legacy_pb2
-from examples.migrated_inventory._gen.inventory_legacy.v1 import inventory_legacy_pb2_grpc
+from examples.migrated_inventory._gen.inventory_legacy.v1 import (
+    inventory_legacy_pb2,
+    inventory_legacy_pb2_grpc,
+)
 
 
 class InventoryLegacy(inventory_legacy_pb2_grpc.InventoryLegacyServicer):

@@ -15,9 +15,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from examples.migrated_inventory._gen.inventory_legacy.v1 import inventory_legacy_pb2
 from rpckit.http import Shim
 from rpckit.migrate.testing import replay_recorded
-from examples.migrated_inventory._gen.inventory_legacy.v1 import inventory_legacy_pb2
 
 LEGACY_APP = "examples.legacy_inventory.app:create_app"
 APP_UNDER_TEST = os.environ.get("RPCKIT_CONTRACT_APP", LEGACY_APP)
