@@ -1,4 +1,4 @@
-"""``rpckit migrate``: the command-line verbs over :mod:`rpckit.migrate` (scan, record, diff, status).
+"""``rpckit migrate``: the command-line verbs (scan, record, diff, status) of :mod:`rpckit.migrate`.
 
 Registered by ``rpckit._cli`` with :func:`add_parser`. Importing this module
 loads neither Flask nor grpc; each verb imports what it needs when it runs.
@@ -25,12 +25,14 @@ def add_parser(verbs: Any) -> None:
     """Add ``migrate`` and its verbs to ``rpckit``'s subparsers."""
     migrate = verbs.add_parser(
         "migrate",
-        help="move a Flask app to rpckit: scan it into protos, record and diff traffic, watch it go",
+        help="move a Flask app to rpckit: scan it into protos, record and diff traffic, watch it",
         description=(
             "Tools for moving a Flask JSON app to rpckit route by route; the playbook is "
             "migrate/README.md. Needs Flask: " + _INSTALL + "."
         ),
-        epilog="example: rpckit migrate scan myapp:create_app --samples samples.jsonl --out migration",
+        epilog=(
+            "example: rpckit migrate scan myapp:create_app --samples samples.jsonl --out migration"
+        ),
     )
     steps = migrate.add_subparsers(dest="migrate_verb", metavar="STEP", parser_class=type(migrate))
     steps.required = True
@@ -438,7 +440,7 @@ def _status_dict(report: Any) -> dict[str, Any]:
                 "total": c.total,
                 "first_seen": c.first_seen,
                 "last_seen": c.last_seen,
-            }  # fmt: skip
+            }
             for c in report.callers
         ],
     }

@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from rpckit.migrate._infer import json_kind
 from rpckit.migrate._samples import is_json_type
 
 __all__ = [
@@ -99,25 +100,9 @@ def json_path(parent: str, key: str | int) -> str:
     return f"{parent}[{json.dumps(key)}]"
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
 def json_differences(old: Any, new: Any, path: str = "$") -> list[Difference]:
     """Every place two decoded JSON values differ (module docstring), depth first."""
-    old_type, new_type = _json_type(old), _json_type(new)
+    old_type, new_type = json_kind(old), json_kind(new)
     if old_type != new_type:
         return [Difference("json", path, f"type {old_type} -> {new_type}", old, new)]
     if isinstance(old, dict):

@@ -1,4 +1,4 @@
-"""The result of ``rpckit migrate diff``: counts per route, differences grouped, text and JSON. Pure.
+"""The result of ``rpckit migrate diff``: counts per route, grouped differences, text, JSON. Pure.
 
 :class:`DiffReport` is filled one exchange at a time (:meth:`DiffReport.add`)
 with the differences already sorted into real ones, noise and deliberate
@@ -131,9 +131,8 @@ class DiffReport:
         width = max((len(r) for r in self.routes), default=10)
         for route, tally in sorted(self.routes.items()):
             mark = "DIFFERS" if tally.differing else "same"
-            lines.append(
-                f"{route:<{width}}  {tally.replayed:>4} replayed  {tally.differing:>4} differ  {mark}"
-            )
+            counts = f"{tally.replayed:>4} replayed  {tally.differing:>4} differ"
+            lines.append(f"{route:<{width}}  {counts}  {mark}")
             for (_, _, _), group in _ordered(tally):
                 example = group.difference
                 shown = ", ".join(str(s) for s in group.samples)

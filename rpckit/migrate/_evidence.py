@@ -147,9 +147,12 @@ class _Visitor(ast.NodeVisitor):
             first, status = value.elts[0], value.elts[1]
             if isinstance(first, (ast.Dict, ast.List)):
                 self.json.append("returns a dict or list")
-            if isinstance(status, ast.Constant) and isinstance(status.value, int):
-                if 200 <= status.value < 300:
-                    self.statuses.append(status.value)
+            if (
+                isinstance(status, ast.Constant)
+                and isinstance(status.value, int)
+                and 200 <= status.value < 300
+            ):
+                self.statuses.append(status.value)
         self.generic_visit(node)
 
     def visit_Assign(self, node: ast.Assign) -> None:

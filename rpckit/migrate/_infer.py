@@ -41,6 +41,7 @@ __all__ = [
     "infer",
     "is_identifier",
     "is_map",
+    "json_kind",
     "merge",
     "observe",
 ]
@@ -79,36 +80,50 @@ class Shape:
         return shape is None or shape.count < self.objects
 
 
+#: Python types of decoded JSON and their kind; ``bool`` before ``int``, which it subclasses.
+_JSON_KINDS: tuple[tuple[type, JsonKind], ...] = (
+    (bool, "bool"),
+    (int, "int"),
+    (float, "float"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+)
+
+
+def json_kind(value: Any) -> JsonKind:
+    """The JSON kind of a decoded value. ``TypeError`` for anything JSON cannot hold."""
+    if value is None:
+        return "null"
+    for python_type, kind in _JSON_KINDS:
+        if isinstance(value, python_type):
+            return kind
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
 def observe(value: Any) -> Shape:
     """The shape of one decoded JSON value. ``TypeError`` for anything JSON cannot hold."""
-    if value is None:
-        return Shape(kinds=frozenset({"null"}), count=1)
-    if isinstance(value, bool):
-        return Shape(kinds=frozenset({"bool"}), count=1)
-    if isinstance(value, int):
-        return Shape(kinds=frozenset({"int"}), count=1, int_min=value, int_max=value)
-    if isinstance(value, float):
-        return Shape(kinds=frozenset({"float"}), count=1)
-    if isinstance(value, str):
-        return Shape(kinds=frozenset({"string"}), count=1)
-    if isinstance(value, list):
+    kind = json_kind(value)
+    if kind == "int":
+        return Shape(kinds=frozenset({kind}), count=1, int_min=value, int_max=value)
+    if kind == "array":
         items: Shape | None = None
         for element in value:
             seen = observe(element)
             items = seen if items is None else merge(items, seen)
-        return Shape(kinds=frozenset({"array"}), count=1, items=items)
-    if isinstance(value, dict):
+        return Shape(kinds=frozenset({kind}), count=1, items=items)
+    if kind == "object":
         fields = []
         for key, element in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"a JSON object key is a str, not {type(key).__name__}")
             fields.append((key, observe(element)))
-        return Shape(kinds=frozenset({"object"}), count=1, fields=tuple(fields), objects=1)
-    raise TypeError(f"{type(value).__name__} is not a JSON value")
+        return Shape(kinds=frozenset({kind}), count=1, fields=tuple(fields), objects=1)
+    return Shape(kinds=frozenset({kind}), count=1)
 
 
 def merge(a: Shape, b: Shape) -> Shape:
-    """Both shapes in one: kinds and counts added, ranges widened, keys merged in first-seen order."""
+    """Both shapes in one: kinds, counts and ranges joined; keys merged in first-seen order."""
     items = a.items if b.items is None else b.items if a.items is None else merge(a.items, b.items)
     merged = dict(a.fields)
     for key, shape in b.fields:
@@ -183,6 +198,10 @@ class Kind:
     why: str = ""
 
 
+#: The proto scalar for each JSON scalar kind (integers are sized by :func:`_integer`).
+_SCALARS = {"bool": "bool", "string": "string", "float": "double"}
+
+
 def classify(shape: Shape) -> Kind:
     """The proto type a shape asks for (module docstring)."""
     nullable = "null" in shape.kinds
@@ -190,33 +209,39 @@ def classify(shape: Shape) -> Kind:
     if not kinds:
         return Kind("value", nullable, why="only null was seen" if nullable else "nothing seen")
     if kinds == {"int", "float"}:
-        return Kind("double", nullable)
+        kinds = {"float"}
     if len(kinds) > 1:
         return Kind("value", nullable, why="mixed JSON types: " + ", ".join(sorted(kinds)))
     (kind,) = kinds
     if kind == "int":
         return _integer(shape, nullable)
-    if kind in ("bool", "string"):
-        return Kind(kind, nullable)
-    if kind == "float":
-        return Kind("double", nullable)
     if kind == "array":
-        element = shape.items
-        if element is not None:
-            inner = classify(element)
-            if inner.name in ("repeated", "value") or inner.nullable:
-                why = "arrays of arrays" if inner.name == "repeated" else "mixed or null elements"
-                return Kind("value", nullable, why=why)
-        return Kind("repeated", nullable, element=element)
-    if is_map(shape):
-        values = Shape()
-        for _, field_shape in shape.fields:
-            values = merge(values, field_shape)
-        inner = classify(values)
-        if inner.name in ("repeated", "map", "value") or inner.nullable:
-            return Kind("value", nullable, why="map values that are lists, maps, mixed or null")
-        return Kind("map", nullable, element=values)
-    return Kind("object", nullable)
+        return _array(shape, nullable)
+    if kind == "object":
+        return _map(shape, nullable) if is_map(shape) else Kind("object", nullable)
+    return Kind(_SCALARS[kind], nullable)
+
+
+def _array(shape: Shape, nullable: bool) -> Kind:
+    """``repeated`` over the elements' shape, or ``value`` for arrays of arrays or mixed ones."""
+    element = shape.items
+    if element is not None:
+        inner = classify(element)
+        if inner.name in ("repeated", "value") or inner.nullable:
+            why = "arrays of arrays" if inner.name == "repeated" else "mixed or null elements"
+            return Kind("value", nullable, why=why)
+    return Kind("repeated", nullable, element=element)
+
+
+def _map(shape: Shape, nullable: bool) -> Kind:
+    """``map`` over the merged values of an object whose keys are data, or ``value``."""
+    values = Shape()
+    for _, field_shape in shape.fields:
+        values = merge(values, field_shape)
+    inner = classify(values)
+    if inner.name in ("repeated", "map", "value") or inner.nullable:
+        return Kind("value", nullable, why="map values that are lists, maps, mixed or null")
+    return Kind("map", nullable, element=values)
 
 
 def _integer(shape: Shape, nullable: bool) -> Kind:

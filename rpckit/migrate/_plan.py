@@ -274,7 +274,7 @@ class _Book:
         self.structs[key].hints.append((priority, self._seen, name))
 
     def object_type(self, shape: Shape, hint: str, priority: int, where: str) -> TypeRef:
-        fields = [self.field(key, s, shape.optional(key), hint, where) for key, s in shape.fields]
+        fields = [self.field(key, s, shape.optional(key), where) for key, s in shape.fields]
         key = tuple(sorted((f.name, f.type, f.label) for f in fields))
         key = self._alike(key)
         if key not in self.structs:
@@ -294,31 +294,33 @@ class _Book:
                 return other
         return key
 
-    def field(self, key: str, shape: Shape, optional: bool, parent: str, where: str) -> _Field:
+    def field(self, key: str, shape: Shape, optional: bool, where: str) -> _Field:
+        """The field for JSON key ``key`` of the object at ``where`` (a path, for messages)."""
         kind = classify(shape)
-        path = f"{where}.{key}"
-        note = ""
-        if kind.name == "value":
-            note = f"google.protobuf.Value: {kind.why}"
-            return _Field(key, TypeRef("wkt", VALUE), "", note)
-        if kind.nullable:
-            return _Field(key, TypeRef("wkt", VALUE), "", "google.protobuf.Value: null was seen")
+        if kind.name == "value" or kind.nullable:
+            why = kind.why if kind.name == "value" else "null was seen"
+            return _Field(key, TypeRef("wkt", VALUE), "", f"google.protobuf.Value: {why}")
         if kind.name == "repeated":
-            element = kind.element
-            if element is None:
-                return _Field(key, _EMPTY_LIST, "", "only empty lists were seen")
-            inner = self.element_type(element, camel(singular(key)), path)
-            return _Field(key, inner, "repeated", "", element.int_min, element.int_max)
+            return self._repeated_field(key, kind.element, f"{where}.{key}")
         if kind.name == "map":
             assert kind.element is not None
-            inner = self.element_type(kind.element, camel(singular(key)), path)
+            inner = self.element_type(kind.element, camel(singular(key)), f"{where}.{key}")
             return _Field(key, TypeRef("map", value=inner), "", "keys are data: a map")
         if kind.name == "object":
-            if not shape.fields:
-                return _Field(key, TypeRef("wkt", STRUCT), "", "only empty objects were seen")
-            return _Field(key, self.object_type(shape, camel(key), 0, path), "", "")
+            return self._object_field(key, shape, f"{where}.{key}")
         label = "optional" if optional else ""
-        return _Field(key, TypeRef("scalar", kind.name), label, note, shape.int_min, shape.int_max)
+        return _Field(key, TypeRef("scalar", kind.name), label, "", shape.int_min, shape.int_max)
+
+    def _repeated_field(self, key: str, element: Shape | None, path: str) -> _Field:
+        if element is None:
+            return _Field(key, _EMPTY_LIST, "", "only empty lists were seen")
+        inner = self.element_type(element, camel(singular(key)), path)
+        return _Field(key, inner, "repeated", "", element.int_min, element.int_max)
+
+    def _object_field(self, key: str, shape: Shape, path: str) -> _Field:
+        if not shape.fields:
+            return _Field(key, TypeRef("wkt", STRUCT), "", "only empty objects were seen")
+        return _Field(key, self.object_type(shape, camel(key), 0, path), "", "")
 
     def element_type(self, shape: Shape, hint: str, where: str) -> TypeRef:
         kind = classify(shape)
@@ -441,13 +443,13 @@ def plan(
             reports.append(dataclasses.replace(report, blockers=tuple(blockers)))
             continue
         name = _rpc_name(endpoint, method, primary, taken.setdefault(service, set()))
-        rpc = _response_part(book, name, service, group, method, seen)
+        rpc = _response_part(book, group, seen, name=name, service=service, method=method)
         planned.append(rpc)
         reports.append(dataclasses.replace(report, rpc=name, service=service))
     for rpc in planned:  # requests after every response: a body may be a response message
         _request_part(book, rpc, samples.get((rpc.routes[0].endpoint, rpc.method), ()))
     names = _name_structs(book, planned)
-    files = _files(book, planned, names, facts, options, previous)
+    files = _files(book, planned, names=names, facts=facts, options=options, previous=previous)
     notes_by_rpc = {(r.service, r.name): r.notes for r in planned}
     reports = [
         dataclasses.replace(r, notes=tuple(notes_by_rpc.get((r.service, r.rpc), ())))
@@ -476,13 +478,11 @@ def _service_name(route: LegacyRoute, options: PlanOptions) -> str:
 
 def _rpc_name(endpoint: str, method: str, route: LegacyRoute, taken: set[str]) -> str:
     base = camel(endpoint.rsplit(".", maxsplit=1)[-1])
-    methods = [m for m in route.methods]
-    if len(methods) > 1 or not base.startswith(tuple(_VERBS.values()) + ("List",)):
-        if len(methods) > 1:
-            verb = _VERBS.get(method, camel(method.lower()))
-            if method == "GET" and not route.variables:
-                verb = "List"
-            base = verb + base
+    if len(route.methods) > 1:  # one view, several RPCs: the verb tells them apart
+        verb = _VERBS.get(method, camel(method.lower()))
+        if method == "GET" and not route.variables:
+            verb = "List"
+        base = verb + base
     name = base
     counter = 2
     while name in taken:
@@ -536,67 +536,21 @@ def _ok_json(seen: Sequence[Exchange], side: str) -> list[Any]:
 
 def _response_part(
     book: _Book,
+    group: list[LegacyRoute],
+    seen: Sequence[Exchange],
+    *,
     name: str,
     service: str,
-    group: list[LegacyRoute],
     method: str,
-    seen: Sequence[Exchange],
 ) -> _Rpc:
+    """An RPC's response side: success status, response message, headers, notes on the rules."""
     primary = group[0]
     notes: list[str] = []
     ok = [e for e in seen if 200 <= e.status < 300]
-    statuses = Counter(e.status for e in ok)
-    success = statuses.most_common(1)[0][0] if statuses else 0
-    if not success and primary.evidence.statuses and len(primary.methods) == 1:
-        success = primary.evidence.statuses[0]
-    if len(statuses) > 1:
-        notes.append(f"mixed success statuses {sorted(statuses)}: the shim sends one ({success})")
-    success = success or 200
-    if success not in (200, 201, 202, 204):
-        notes.append(f"success status {success} is not one the shim sends; 200 is used")
-        success = 200
-    values = _ok_json(seen, "response")
-    hint = primary.response_hint
-    shape = infer(values)
-    if hint is not None:
-        shape = merge(hint, shape) if values else hint
-    response_body = ""
-    if success == 204 or (ok and not values and all(not e.response_body for e in ok)):
-        response: TypeRef = TypeRef("wkt", EMPTY)
-    elif not shape.count:
-        response = _wrapper(book, name, _Field("body", TypeRef("wkt", VALUE), "", "any JSON"))
-        response_body = "body"
-        notes.append("no samples or type hints for the response: google.protobuf.Value")
-    else:
-        kind = classify(shape)
-        if kind.name == "object" and shape.fields:
-            response = book.object_type(shape, f"{name}Response", 1, f"{name}:response")
-        else:
-            field = book.field(
-                "items" if kind.name == "repeated" else "body", shape, False, name, name
-            )
-            response = _wrapper(book, name, field)
-            response_body = field.name
-            if kind.name == "repeated":
-                notes.append("top-level JSON array: response_body")
+    success = _success_status(primary, ok, notes)
+    response, response_body = _response_type(book, name, primary, ok, success=success, notes=notes)
     headers = _header_templates(ok, book, response, notes)
-    for route in group:
-        if route.defaults:
-            pairs = ", ".join(f"{k}={v}" for k, v in route.defaults)
-            notes.append(f"rule {route.rule} sets defaults ({pairs}): the handler sees 0/'' unset")
-        notes.extend(route.hint_notes)
-        for var in route.variables:
-            if not var.builtin:
-                notes.append(
-                    f"<{var.converter}:{var.name}> is the app's own converter: typed {var.base}, "
-                    "its regex is not checked by the shim"
-                )
-            elif var.converter == "any":
-                notes.append(f"<any({var.args}):{var.name}>: the handler must check the value")
-            elif var.converter in ("int", "float") and var.args:
-                notes.append(f"<{var.converter}({var.args}):{var.name}>: bounds are the handler's")
-    if not primary.strict_slashes:
-        notes.append("strict_slashes=False on this rule: ShimConfig(strict_slashes=False)")
+    notes += _rule_notes(group)
     return _Rpc(
         name=name,
         service=service,
@@ -611,6 +565,79 @@ def _response_part(
         response_headers=headers,
         notes=notes,
     )
+
+
+def _success_status(primary: LegacyRoute, ok: Sequence[Exchange], notes: list[str]) -> int:
+    """The status the shim answers with: the samples' usual 2xx, else the view's, else 200."""
+    statuses = Counter(e.status for e in ok)
+    success = statuses.most_common(1)[0][0] if statuses else 0
+    if not success and primary.evidence.statuses and len(primary.methods) == 1:
+        success = primary.evidence.statuses[0]
+    if len(statuses) > 1:
+        notes.append(f"mixed success statuses {sorted(statuses)}: the shim sends one ({success})")
+    success = success or 200
+    if success not in (200, 201, 202, 204):
+        notes.append(f"success status {success} is not one the shim sends; 200 is used")
+        success = 200
+    return success
+
+
+def _response_type(
+    book: _Book,
+    name: str,
+    primary: LegacyRoute,
+    ok: Sequence[Exchange],
+    *,
+    success: int,
+    notes: list[str],
+) -> tuple[TypeRef, str]:
+    """The response message and its ``response_body`` field ("" for the whole message)."""
+    values = _ok_json(ok, "response")
+    shape = infer(values)
+    hint = primary.response_hint
+    if hint is not None:
+        shape = merge(hint, shape) if values else hint
+    if success == 204 or (ok and not values and all(not e.response_body for e in ok)):
+        return TypeRef("wkt", EMPTY), ""
+    if not shape.count:
+        notes.append("no samples or type hints for the response: google.protobuf.Value")
+        field = _Field("body", TypeRef("wkt", VALUE), "", "any JSON")
+        return _wrapper(book, name, field), "body"
+    kind = classify(shape)
+    if kind.name == "object" and shape.fields:
+        return book.object_type(shape, f"{name}Response", 1, f"{name}:response"), ""
+    if kind.name == "repeated":
+        notes.append("top-level JSON array: response_body")
+    field = book.field("items" if kind.name == "repeated" else "body", shape, False, name)
+    return _wrapper(book, name, field), field.name
+
+
+def _rule_notes(group: Sequence[LegacyRoute]) -> list[str]:
+    """What the rules ask that the proto cannot say: defaults, converters' checks, slashes."""
+    notes = []
+    for route in group:
+        if route.defaults:
+            pairs = ", ".join(f"{k}={v}" for k, v in route.defaults)
+            notes.append(f"rule {route.rule} sets defaults ({pairs}): the handler sees 0/'' unset")
+        notes.extend(route.hint_notes)
+        notes += [_converter_note(var) for var in route.variables]
+    if not group[0].strict_slashes:
+        notes.append("strict_slashes=False on this rule: ShimConfig(strict_slashes=False)")
+    return [note for note in notes if note]
+
+
+def _converter_note(var: PathVar) -> str:
+    """What the shim does not check about a path variable's converter ("" when nothing)."""
+    if not var.builtin:
+        return (
+            f"<{var.converter}:{var.name}> is the app's own converter: typed {var.base}, "
+            "its regex is not checked by the shim"
+        )
+    if var.converter == "any":
+        return f"<any({var.args}):{var.name}>: the handler must check the value"
+    if var.converter in ("int", "float") and var.args:
+        return f"<{var.converter}({var.args}):{var.name}>: bounds are the handler's"
+    return ""
 
 
 def _wrapper(book: _Book, name: str, field: _Field) -> TypeRef:
@@ -636,7 +663,7 @@ def _header_templates(
         struct = book.structs[response.struct]
         scalar_fields = [f.name for f in struct.fields if f.type.kind == "scalar" and not f.label]
     templates = []
-    for lower, header in sorted(names.items()):
+    for _, header in sorted(names.items()):
         found: set[str] = set()
         for exchange in ok:
             value = exchange.response_header(header)
@@ -662,6 +689,7 @@ def _templated(value: str, body: Any, fields: Sequence[str]) -> str:
 
 
 def _request_part(book: _Book, rpc: _Rpc, seen: Sequence[Exchange]) -> None:
+    """An RPC's request message: path variables, the JSON body, then query parameters."""
     primary = rpc.routes[0]
     variables: dict[str, PathVar] = {}
     for route in rpc.routes:
@@ -674,51 +702,77 @@ def _request_part(book: _Book, rpc: _Rpc, seen: Sequence[Exchange]) -> None:
     has_body = rpc.method in ("POST", "PUT", "PATCH") and (
         bool(shape.count) or primary.evidence.reads_body
     )
-    fields: list[_Field] = []
-    if has_body and shape.count and classify(shape).name == "object" and shape.fields:
-        target = _matching_struct(book, shape)
-        if target is not None:
-            struct = book.structs[target]
-            field_name = snake(_best_hint(struct)) if struct.hints else "body"
-            if struct.order is None:
-                struct.order = _key_order(body_values)
-            rpc.body = field_name
-            rpc.request_struct = target
-            fields.append(_Field(field_name, TypeRef("message", struct=target), ""))
-            struct_names = {f.name for f in struct.fields}
-            for name, var in variables.items():
-                if name in struct_names:
-                    rpc.var_prefix = f"{field_name}."
-                else:
-                    fields.insert(0, _path_field(var))
-        else:
-            fields = [_path_field(v) for v in variables.values()]
-            body_fields = [
-                book.field(key, s, shape.optional(key), rpc.name, f"{rpc.name}:request")
-                for key, s in shape.fields
-            ]
-            if any(f.name in variables for f in body_fields):
-                inner = book.object_type(shape, f"{rpc.name}Body", 1, f"{rpc.name}:request")
-                fields.append(_Field("body", inner, ""))
-                rpc.body = "body"
-            else:
-                fields += body_fields
-                rpc.body = "*"
+    path_fields = [_path_field(v) for v in variables.values()]
+    if not has_body:
+        fields = path_fields
+    elif shape.count and classify(shape).name == "object" and shape.fields:
+        fields = _object_body(book, rpc, shape, variables, body_values)
     else:
-        fields = [_path_field(v) for v in variables.values()]
-        if has_body:
-            kind = classify(shape).name if shape.count else "value"
-            if kind == "repeated":
-                fields.append(book.field("items", shape, False, rpc.name, rpc.name))
-                rpc.body = "items"
-                rpc.notes.append('top-level JSON array body: body "items"')
-            else:
-                fields.append(_Field("body", TypeRef("wkt", VALUE if shape.count else STRUCT), ""))
-                rpc.body = "body"
-                rpc.notes.append("request body shape unknown: google.protobuf.Struct")
+        fields = [*path_fields, _other_body(book, rpc, shape)]
     if rpc.body != "*":
         fields += _query_fields(primary, seen, {f.name for f in fields})
     rpc.request_fields = fields
+
+
+def _object_body(
+    book: _Book,
+    rpc: _Rpc,
+    shape: Shape,
+    variables: Mapping[str, PathVar],
+    body_values: Sequence[Any],
+) -> list[_Field]:
+    """Fields for a JSON object body: a response message it fits, else its keys (``body: "*"``).
+
+    The keys go in a ``body`` message of their own when one of them is also a path variable.
+    """
+    target = _matching_struct(book, shape)
+    if target is not None:
+        return _message_body(book, rpc, target, variables, body_values)
+    where = f"{rpc.name}:request"
+    body_fields = [book.field(key, s, shape.optional(key), where) for key, s in shape.fields]
+    fields = [_path_field(v) for v in variables.values()]
+    if any(f.name in variables for f in body_fields):
+        rpc.body = "body"
+        return [*fields, _Field("body", book.object_type(shape, f"{rpc.name}Body", 1, where), "")]
+    rpc.body = "*"
+    return fields + body_fields
+
+
+def _message_body(
+    book: _Book,
+    rpc: _Rpc,
+    target: tuple[Any, ...],
+    variables: Mapping[str, PathVar],
+    body_values: Sequence[Any],
+) -> list[_Field]:
+    """The body is the response message ``target`` (``body: "item"``); path variables that
+    name its fields bind them (``/items/{item.sku}``), the others stay request fields."""
+    struct = book.structs[target]
+    field_name = snake(_best_hint(struct)) if struct.hints else "body"
+    if struct.order is None:
+        struct.order = _key_order(body_values)
+    rpc.body = field_name
+    rpc.request_struct = target
+    fields = [_Field(field_name, TypeRef("message", struct=target), "")]
+    struct_names = {f.name for f in struct.fields}
+    for name, var in variables.items():
+        if name in struct_names:
+            rpc.var_prefix = f"{field_name}."
+        else:
+            fields.insert(0, _path_field(var))
+    return fields
+
+
+def _other_body(book: _Book, rpc: _Rpc, shape: Shape) -> _Field:
+    """The field for a body that is not an object of known keys: an array, or any JSON."""
+    kind = classify(shape).name if shape.count else "value"
+    if kind == "repeated":
+        rpc.body = "items"
+        rpc.notes.append('top-level JSON array body: body "items"')
+        return book.field("items", shape, False, rpc.name)
+    rpc.body = "body"
+    rpc.notes.append("request body shape unknown: google.protobuf.Struct")
+    return _Field("body", TypeRef("wkt", VALUE if shape.count else STRUCT), "")
 
 
 def _key_order(values: Sequence[Any]) -> list[str]:
@@ -769,7 +823,7 @@ def _query_kind(values: Sequence[str]) -> str:
 def _matching_struct(book: _Book, shape: Shape) -> tuple[Any, ...] | None:
     """A response message whose fields take every key of a request body, types alike."""
     probe = _Book()
-    wanted = {key: probe.field(key, s, False, "probe", "probe").type for key, s in shape.fields}
+    wanted = {key: probe.field(key, s, False, "probe").type for key, s in shape.fields}
     best = None
     for key, struct in book.structs.items():
         if not struct.hints or (key and key[0] and key[0][0] == "__wrapper__"):
@@ -779,9 +833,9 @@ def _matching_struct(book: _Book, shape: Shape) -> tuple[Any, ...] | None:
         ):
             continue
         by_name = {f.name: f for f in struct.fields}
-        if all(k in by_name and _compatible(t, by_name[k].type) for k, t in wanted.items()):
-            if best is None or len(struct.fields) < len(book.structs[best].fields):
-                best = key
+        fits = all(k in by_name and _compatible(t, by_name[k].type) for k, t in wanted.items())
+        if fits and (best is None or len(struct.fields) < len(book.structs[best].fields)):
+            best = key
     return best
 
 
@@ -835,11 +889,13 @@ def _uses(ref: TypeRef, book: _Book, out: dict[tuple[Any, ...], None]) -> None:
 def _files(
     book: _Book,
     planned: Sequence[_Rpc],
+    *,
     names: Mapping[tuple[Any, ...], str],
     facts: AppFacts,
     options: PlanOptions,
     previous: Previous,
 ) -> tuple[ProtoFile, ...]:
+    """One ``.proto`` per service; a message shared by services is defined in the first."""
     by_service: dict[str, list[_Rpc]] = {}
     for rpc in planned:
         by_service.setdefault(rpc.service, []).append(rpc)
@@ -864,20 +920,6 @@ def _files(
             struct = book.structs[key]
             messages.append(_message(names[key], struct.fields, names, previous, struct.order))
         rpc_specs = tuple(_rpc_spec(rpc, names) for rpc in rpcs)
-        text = (
-            " ".join(f.type for m in messages for f in m.fields)
-            + " "
-            + " ".join(f"{r.request} {r.response}" for r in rpc_specs)
-        )
-        imports = ["google/api/annotations.proto", "rpckit/v1/http.proto"]
-        for wkt, path in (
-            ("google.protobuf.Empty", "google/protobuf/empty.proto"),
-            ("google.protobuf.", "google/protobuf/struct.proto"),
-        ):
-            if (wkt == "google.protobuf.Empty" and wkt in text) or (
-                wkt == "google.protobuf." and any(w in text for w in (VALUE, STRUCT, LIST_VALUE))
-            ):
-                imports.append(path)
         filename = snake(service) + ".proto"
         files.append(
             ProtoFile(
@@ -891,12 +933,28 @@ def _files(
                     comment=(f"Scanned from the Flask app {facts.name!r}.",),
                 ),
                 messages=tuple(messages),
-                imports=tuple(sorted(imports)),
+                imports=_imports(messages, rpc_specs),
             )
         )
     # A message used by several services must be importable from the others: one package,
     # so the type name resolves as long as the files import each other.
     return tuple(_cross_imports(files))
+
+
+def _imports(messages: Sequence[MessageSpec], rpcs: Sequence[RpcSpec]) -> tuple[str, ...]:
+    """The imports a file's own text needs (other files' messages: :func:`_cross_imports`)."""
+    text = " ".join(
+        [
+            *(f.type for m in messages for f in m.fields),
+            *(f"{r.request} {r.response}" for r in rpcs),
+        ]
+    )
+    imports = ["google/api/annotations.proto", "rpckit/v1/http.proto"]
+    if EMPTY in text:
+        imports.append("google/protobuf/empty.proto")
+    if any(wkt in text for wkt in (VALUE, STRUCT, LIST_VALUE)):
+        imports.append("google/protobuf/struct.proto")
+    return tuple(sorted(imports))
 
 
 def _cross_imports(files: Sequence[ProtoFile]) -> list[ProtoFile]:

@@ -1,4 +1,4 @@
-"""``rpckit migrate record``: sample a legacy WSGI app's traffic into JSON lines, bounded and redacted.
+"""``rpckit migrate record``: sample a legacy WSGI app's traffic into JSON lines, bounded, redacted.
 
 Mount it in front of the old app (any WSGI server, any worker count)::
 
@@ -24,6 +24,7 @@ error is logged and the exchange is dropped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -500,10 +501,9 @@ def _raw_path(environ: WSGIEnvironment) -> str:
     from urllib.parse import quote
 
     path = str(environ.get("PATH_INFO", "/"))
-    try:
+    # PEP 3333: PATH_INFO is the raw bytes decoded as latin-1; they are UTF-8 when valid.
+    with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
         path = path.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        pass
     return str(environ.get("SCRIPT_NAME", "")) + quote(path, safe="/:@!$&'()*+,;=-._~")
 
 

@@ -155,15 +155,22 @@ def render_stubs(plan: ScanPlan, file: ProtoFile, *, gen_package: str) -> str:
         response = _python_type(rpc.response, plan.files, file)
         report = reports.get(rpc.name)
         was = f"{report.method} {report.rule}: was {report.view}" if report else rpc.name
+        not_yet = _quote(f"{rpc.name} is not migrated yet")
         lines += [
             "",
             f"    def {rpc.name}(",
             f"        self, request: {request}, context: grpc.ServicerContext",
             f"    ) -> {response}:",
             f'        """{was}."""',
-            f'        context.abort(grpc.StatusCode.UNIMPLEMENTED, "{rpc.name} is not migrated yet")',
+            f"        context.abort(grpc.StatusCode.UNIMPLEMENTED, {not_yet})",
         ]
     return "\n".join(lines) + "\n"
+
+
+#: The first line of the contract test's replay test (left out when there are no samples).
+_REPLAY_TEST_MARK = (
+    '@pytest.mark.skipif(not all(p.exists() for p in SAMPLES), reason="no samples recorded")'
+)
 
 
 def render_contract_test(
@@ -173,7 +180,7 @@ def render_contract_test(
     legacy_app: str,
     samples: Sequence[str],
 ) -> str:
-    """A pytest module: every scanned legacy URL routes to its RPC; samples replay to their answers."""
+    """A pytest module: scanned legacy URLs route to their RPCs; samples replay to their answers."""
     base_modules = []
     services = []
     for file in plan.files:
@@ -230,25 +237,22 @@ def render_contract_test(
         "",
         "",
         '@pytest.mark.parametrize(("method", "path", "rpc"), LEGACY_URLS)',
-        "def test_legacy_url_reaches_its_rpc(router: object, method: str, path: str, rpc: str) -> None:",
+        "def test_legacy_url_reaches_its_rpc("
+        "router: object, method: str, path: str, rpc: str) -> None:",
         "    resolution = router.resolve(method, path)  # type: ignore[attr-defined]",
         '    route = getattr(resolution, "route", None)',
         '    assert route is not None, f"{method} {path}: {resolution}"',
         "    assert route.grpc_method == rpc",
         "",
         "",
-        '@pytest.mark.skipif(not all(p.exists() for p in SAMPLES), reason="no samples recorded")',
+        _REPLAY_TEST_MARK,
         "def test_recorded_samples_replay_to_their_answers() -> None:",
         "    report = replay_recorded(SAMPLES, APP_UNDER_TEST)",
         "    assert report.ok, report.render_text()",
         "",
     ]
     if not samples:
-        lines = lines[
-            : lines.index(
-                '@pytest.mark.skipif(not all(p.exists() for p in SAMPLES), reason="no samples recorded")'
-            )
-        ]
+        lines = lines[: lines.index(_REPLAY_TEST_MARK)]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

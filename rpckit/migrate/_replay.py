@@ -60,16 +60,13 @@ def answer(app: Any, exchange: Exchange, options: ReplayOptions) -> Answer:
     headers = []
     overrides = {k.lower(): v for k, v in options.set_headers.items()}
     content_type = None
-    for name, value in exchange.headers:
+    for name, recorded in exchange.headers:
         lower = name.lower()
-        if lower in overrides and REDACTED in value:
-            value = overrides[lower]
+        value = overrides[lower] if lower in overrides and REDACTED in recorded else recorded
         if lower == "content-type":
             content_type = value
-            continue
-        if lower == "content-length":
-            continue
-        headers.append((name, value))
+        elif lower != "content-length":
+            headers.append((name, value))
     builder = EnvironBuilder(
         path=exchange.path,
         method=exchange.method,
@@ -202,18 +199,27 @@ def run_diff(
         ours = answer(candidate, exchange, options)
         pending.append((number, route, primary, compare(primary, ours)))
     for number, route, primary, differences in pending:
-        _classify(report, noise, options.rules, number, route, primary.status, differences)
+        _classify(
+            report,
+            differences,
+            noise=noise,
+            rules=options.rules,
+            number=number,
+            route=route,
+            old_status=primary.status,
+        )
     return report
 
 
 def _classify(
     report: DiffReport,
+    differences: Sequence[Difference],
+    *,
     noise: NoiseTable,
     rules: Iterable[IgnoreRule],
     number: int,
     route: str,
     old_status: int,
-    differences: Sequence[Difference],
 ) -> None:
     real, noisy, ignored = [], [], []
     rule_list = list(rules)
@@ -270,15 +276,14 @@ def replay_recorded(
             exchange.response_body,
         )
         ours = Answer(got.status, "", _held(got.headers, got.body), got.body)
-        differences = compare(recorded, ours)
         _classify(
             report,
-            NoiseTable(),
-            options.rules,
-            number,
-            route_of(exchange),
-            exchange.status,
-            differences,
+            compare(recorded, ours),
+            noise=NoiseTable(),
+            rules=options.rules,
+            number=number,
+            route=route_of(exchange),
+            old_status=exchange.status,
         )
     return report
 

@@ -1,4 +1,4 @@
-"""``rpckit migrate scan``'s I/O: import the app, read samples and the last run's protos, write files.
+"""``rpckit migrate scan``'s I/O: import the app, read samples and the last protos, write files.
 
 Output under ``out`` (each file rewritten on every run)::
 

@@ -1,4 +1,4 @@
-"""``rpckit migrate status``: from the shim's legacy-traffic counters, who still calls and since when.
+"""``rpckit migrate status``: from the shim's legacy-traffic counters, who still calls, since when.
 
 Counters come from every process that serves the shim, summed:
 
@@ -151,9 +151,8 @@ class StatusReport:
                 "which routes are still called, and since when"
             )
         else:
-            lines.append(
-                f"{self.readings} readings over {_duration(self.span_s)}; recent = the last {window}"
-            )
+            span = _duration(self.span_s)
+            lines.append(f"{self.readings} readings over {span}; recent = the last {window}")
             lines.append(
                 "the Flask fallback can go: it served no request in the last " + window
                 if self.fallback_can_go
@@ -221,7 +220,7 @@ def assess(readings: Sequence[Reading], *, now: float, quiet_s: float) -> Status
             recent=recent.get(k, 0.0),
             first_seen=first.get(k),
             last_seen=last.get(k),
-        )  # fmt: skip
+        )
         for k in sorted(totals)
     )
     span = ordered[-1].time - ordered[0].time if ordered else 0.0

@@ -33,7 +33,7 @@ class NewUser:
     admin: bool
 
 
-class NotAllowed(Exception):
+class NotAllowedError(Exception):
     pass
 
 
@@ -67,8 +67,8 @@ def _shop_blueprint() -> Blueprint:
     def report_csv(rid: str) -> Response:
         return jsonify(rid=str(rid))
 
-    @shop.errorhandler(NotAllowed)
-    def not_allowed(exc: NotAllowed) -> tuple[Response, int]:
+    @shop.errorhandler(NotAllowedError)
+    def not_allowed(exc: NotAllowedError) -> tuple[Response, int]:
         return jsonify(error="no"), 403
 
     return shop
@@ -139,7 +139,7 @@ def create_portal_app() -> Flask:
     def upload() -> Response:
         return jsonify(size=len(request.files["f"].read()))
 
-    app.register_error_handler(NotAllowed, lambda exc: (jsonify(error="no"), 403))
+    app.register_error_handler(NotAllowedError, lambda exc: (jsonify(error="no"), 403))
     return app
 
 

@@ -9,12 +9,20 @@ from hypothesis import strategies as st
 
 from rpckit.migrate._infer import classify, conforms, infer, is_map, merge, observe
 
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5)
+)
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False,
-    allow_infinity=False) | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
     max_leaves=12,
-)  # fmt: skip
+)
 
 CORPUS: list[Any] = [
     {"id": 1, "name": "a", "tags": ["x"], "owner": {"id": 7}, "note": None, "big": 2**63},
@@ -31,10 +39,13 @@ def test_corpus_fields_types_optionality() -> None:
     assert classify(shape.field("tags")).name == "repeated"  # type: ignore[arg-type]
     assert classify(shape.field("owner")).name == "object"  # type: ignore[arg-type]
     note = classify(shape.field("note"))  # type: ignore[arg-type]
-    assert note.name == "string" and note.nullable
+    assert note.name == "string"
+    assert note.nullable
     assert classify(shape.field("big")).name == "uint64"  # type: ignore[arg-type]
     assert classify(shape.field("stock")).name == "map"  # type: ignore[arg-type]
-    assert shape.optional("note") and shape.optional("stock") and not shape.optional("id")
+    assert shape.optional("note")
+    assert shape.optional("stock")
+    assert not shape.optional("id")
 
 
 def test_ints_beyond_64_bits_and_mixed_kinds_become_value() -> None:
@@ -66,7 +77,8 @@ def test_every_sample_conforms_to_the_inferred_shape(values: list[Any]) -> None:
 @given(JSON, JSON)
 def test_merge_is_commutative_up_to_key_order(a: Any, b: Any) -> None:
     one, two = merge(observe(a), observe(b)), merge(observe(b), observe(a))
-    assert one.kinds == two.kinds and one.count == two.count
+    assert one.kinds == two.kinds
+    assert one.count == two.count
     assert (one.int_min, one.int_max) == (two.int_min, two.int_max)
     assert dict(one.fields).keys() == dict(two.fields).keys()
     assert classify(one).name == classify(two).name

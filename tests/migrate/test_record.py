@@ -44,7 +44,8 @@ def test_auth_cookies_and_fields_are_redacted(tmp_path: Path) -> None:
         json={"name": "a", "password": "hunter2", "user_pin": 1234},
         headers={"Authorization": "Bearer sekret", "Cookie": "session=old; theme=dark"},
     )
-    assert response.status_code == 200 and b"abc123" in response.data  # the client is unaffected
+    assert response.status_code == 200
+    assert b"abc123" in response.data  # the client is unaffected
     response.close()  # a WSGI server closes the body: the exchange is written then
     recorder.close()
     text = out.read_text(encoding="utf-8")
@@ -68,7 +69,8 @@ def test_response_over_the_bound_is_streamed_whole_but_not_recorded(tmp_path: Pa
     response.close()
     recorder.close()
     (sample,) = read_samples([out])
-    assert sample.response_body is None and sample.response_truncated
+    assert sample.response_body is None
+    assert sample.response_truncated
     assert any("not recorded" in n for n in sample.notes)
 
 
@@ -80,7 +82,8 @@ def test_file_bound_stops_recording(tmp_path: Path) -> None:
         client.post("/login", json={"password": "p"}).close()
     recorder.close()
     assert out.stat().st_size <= 1500
-    assert recorder.sink.dropped > 0 and recorder.sink.lines >= 1
+    assert recorder.sink.dropped > 0
+    assert recorder.sink.lines >= 1
 
 
 def test_rate_bound_is_a_token_bucket_that_refills() -> None:

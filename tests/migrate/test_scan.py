@@ -81,7 +81,8 @@ def test_example_proto_reproduces_the_legacy_contract_details() -> None:
         strict_json=True,
     )  # fmt: skip
     proto = result.files["protos/scanned_c/v1/scanned_c.proto"]
-    assert 'put: "/items/{item.sku}"' in proto and 'body: "item"' in proto
+    assert 'put: "/items/{item.sku}"' in proto
+    assert 'body: "item"' in proto
     assert (
         'success_status: 201 response_headers { name: "Location" value: "/items/{sku}" }' in proto
     )
@@ -124,7 +125,8 @@ def test_fixture_portal_app_reports_blockers_and_uses_type_hints(tmp_path: Path)
         "/upload": ("multipart: request.files",),
     }
     users = result.files["protos/portalfx/v1/users.proto"]
-    assert "int64 id = 1;" in users and "google.protobuf.Value email" in users
+    assert "int64 id = 1;" in users
+    assert "google.protobuf.Value email" in users
     assert "bool admin" in users  # the dataclass body hint
     assert (
         _generate_and_route(
@@ -161,5 +163,6 @@ def test_rerun_keeps_field_numbers_and_reviewed_types(tmp_path: Path) -> None:
     again = proto.read_text(encoding="utf-8")
     assert "optional int32 page_size = 2;" in again
     assert "colour" not in again.replace('reserved "colour";', "")
-    assert "string sku = 1;" in again and "int64 quantity = 3;" in again
+    assert "string sku = 1;" in again
+    assert "int64 quantity = 3;" in again
     assert "string name = 6;" in again  # back from the samples, under a new number

@@ -39,11 +39,13 @@ def test_verdict_over_history_with_a_restart() -> None:
         Reading(9 * DAY, {key_rpc: 3}),  # the process restarted: counters reset
     ]
     report = assess(readings, now=9 * DAY, quiet_s=6 * DAY)
-    assert report.fallback_can_go and not report.shim_can_go
+    assert report.fallback_can_go
+    assert not report.shim_can_go
     flask = next(c for c in report.callers if c.served_by == "fallback")
     assert (flask.first_seen, flask.last_seen, flask.recent) == (0.0, 0.0, 0)
     rpc = next(c for c in report.callers if c.served_by == "rpckit")
-    assert rpc.recent == 3 and rpc.last_seen == 9 * DAY
+    assert rpc.recent == 3
+    assert rpc.last_seen == 9 * DAY
     quiet = assess([*readings, Reading(17 * DAY, {key_rpc: 3})], now=17 * DAY, quiet_s=6 * DAY)
     assert quiet.shim_can_go
     assert "the shim can go" in quiet.render_text()
@@ -51,5 +53,6 @@ def test_verdict_over_history_with_a_restart() -> None:
 
 def test_one_reading_says_it_cannot_tell_yet() -> None:
     report = assess([Reading(0.0, {})], now=0.0, quiet_s=DAY)
-    assert not report.fallback_can_go and not report.shim_can_go
+    assert not report.fallback_can_go
+    assert not report.shim_can_go
     assert "one reading so far" in report.render_text()
