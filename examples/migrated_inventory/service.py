@@ -136,3 +136,9 @@ class InventoryLegacy(inventory_legacy_pb2_grpc.InventoryLegacyServicer):
         self, request: pb.HealthzRequest, context: grpc.ServicerContext
     ) -> pb.HealthzResponse:
         return pb.HealthzResponse(status="ok")
+
+    def StockReport(
+        self, request: pb.StockReportRequest, context: grpc.ServicerContext
+    ) -> pb.StockReportResponse:
+        """GET /reports/stock stays on Flask (migrate/README.md, "What stays")."""
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "StockReport is served by the Flask app")

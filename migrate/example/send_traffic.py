@@ -19,6 +19,9 @@ SCENARIO = Path(__file__).resolve().parents[2] / "tests" / "legacy" / "golden_re
 
 def main(base_url: str) -> int:
     target = urlsplit(base_url)
+    if target.scheme != "http" or target.hostname is None:
+        print(f"send_traffic: {base_url!r} is not http://HOST:PORT", file=sys.stderr)
+        return 2
     sent = 0
     with SCENARIO.open(encoding="utf-8") as lines:
         for line in lines:

@@ -229,6 +229,7 @@ def _shape_of(annotation: Any, depth: int = 0) -> Shape | None:  # noqa: PLR0911
 
 def _object_shape(annotation: Any, depth: int) -> Shape | None:
     fields: list[tuple[str, Any, bool]] = []  # name, type, required
+    model_fields = getattr(annotation, "model_fields", None)  # pydantic v2
     if typing.is_typeddict(annotation):
         hints = typing.get_type_hints(annotation)
         required = getattr(annotation, "__required_keys__", frozenset(hints))
@@ -236,8 +237,8 @@ def _object_shape(annotation: Any, depth: int) -> Shape | None:
     elif dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
         hints = typing.get_type_hints(annotation)
         fields = [(f.name, hints.get(f.name), True) for f in dataclasses.fields(annotation)]
-    elif hasattr(annotation, "model_fields") and isinstance(annotation, type):  # pydantic v2
-        for name, info in annotation.model_fields.items():
+    elif isinstance(annotation, type) and isinstance(model_fields, dict):
+        for name, info in model_fields.items():
             key = getattr(info, "alias", None) or name
             fields.append((key, info.annotation, bool(info.is_required())))
     else:

@@ -209,7 +209,7 @@ def classify(shape: Shape) -> Kind:
     if not kinds:
         return Kind("value", nullable, why="only null was seen" if nullable else "nothing seen")
     if kinds == {"int", "float"}:
-        kinds = {"float"}
+        kinds = frozenset({"float"})
     if len(kinds) > 1:
         return Kind("value", nullable, why="mixed JSON types: " + ", ".join(sorted(kinds)))
     (kind,) = kinds

@@ -231,13 +231,18 @@ def singular(word: str) -> str:
 # ---------------------------------------------------------------- types
 
 
+#: A message structure as :class:`_Book` keys it: its sorted ``(name, TypeRef, label)``
+#: fields, or ``(("__wrapper__", rpc), field)`` for a response's wrapper message.
+StructKey = tuple[Any, ...]
+
+
 @dataclasses.dataclass(frozen=True)
 class TypeRef:
     """A field's type before names are given: scalar, well-known, message (by structure), map."""
 
     kind: str  # "scalar" | "wkt" | "message" | "map"
     name: str = ""
-    struct: tuple[tuple[str, TypeRef, str], ...] | None = None
+    struct: StructKey | None = None
     value: TypeRef | None = None
 
 
@@ -265,11 +270,11 @@ class _Book:
     """Message structures seen so far, deduplicated; named and numbered at the end."""
 
     def __init__(self) -> None:
-        self.structs: dict[tuple[Any, ...], _Struct] = {}
+        self.structs: dict[StructKey, _Struct] = {}
         self._seen = 0
         self.notes: list[str] = []
 
-    def hint(self, key: tuple[Any, ...], priority: int, name: str) -> None:
+    def hint(self, key: StructKey, priority: int, name: str) -> None:
         self._seen += 1
         self.structs[key].hints.append((priority, self._seen, name))
 
@@ -282,7 +287,7 @@ class _Book:
         self.hint(key, priority, hint)
         return TypeRef("message", struct=key)
 
-    def _alike(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
+    def _alike(self, key: StructKey) -> StructKey:
         """An existing structure ``key`` fits, where only empty lists were seen (else ``key``)."""
         if key in self.structs or not any(t == _EMPTY_LIST for _, t, _ in key):
             return key
@@ -400,7 +405,7 @@ class _Rpc:
     method: str
     request_fields: list[_Field]
     body: str
-    request_struct: tuple[Any, ...] | None
+    request_struct: StructKey | None
     response: TypeRef
     response_body: str
     success_status: int
@@ -741,7 +746,7 @@ def _object_body(
 def _message_body(
     book: _Book,
     rpc: _Rpc,
-    target: tuple[Any, ...],
+    target: StructKey,
     variables: Mapping[str, PathVar],
     body_values: Sequence[Any],
 ) -> list[_Field]:
@@ -820,7 +825,7 @@ def _query_kind(values: Sequence[str]) -> str:
     return "string"
 
 
-def _matching_struct(book: _Book, shape: Shape) -> tuple[Any, ...] | None:
+def _matching_struct(book: _Book, shape: Shape) -> StructKey | None:
     """A response message whose fields take every key of a request body, types alike."""
     probe = _Book()
     wanted = {key: probe.field(key, s, False, "probe").type for key, s in shape.fields}
@@ -849,8 +854,8 @@ def _best_hint(struct: _Struct) -> str:
     return min(struct.hints)[2]
 
 
-def _name_structs(book: _Book, planned: Sequence[_Rpc]) -> dict[tuple[Any, ...], str]:
-    names: dict[tuple[Any, ...], str] = {}
+def _name_structs(book: _Book, planned: Sequence[_Rpc]) -> dict[StructKey, str]:
+    names: dict[StructKey, str] = {}
     used = {f"{rpc.name}Request" for rpc in planned}
     for key, struct in sorted(book.structs.items(), key=lambda kv: min(kv[1].hints)[:2]):
         for _, _, hint in sorted(struct.hints):
@@ -867,7 +872,7 @@ def _name_structs(book: _Book, planned: Sequence[_Rpc]) -> dict[tuple[Any, ...],
     return names
 
 
-def _type_name(ref: TypeRef, names: Mapping[tuple[Any, ...], str]) -> str:
+def _type_name(ref: TypeRef, names: Mapping[StructKey, str]) -> str:
     if ref.kind in ("scalar", "wkt"):
         return ref.name
     if ref.kind == "map":
@@ -877,7 +882,7 @@ def _type_name(ref: TypeRef, names: Mapping[tuple[Any, ...], str]) -> str:
     return names[ref.struct]
 
 
-def _uses(ref: TypeRef, book: _Book, out: dict[tuple[Any, ...], None]) -> None:
+def _uses(ref: TypeRef, book: _Book, out: dict[StructKey, None]) -> None:
     if ref.kind == "map" and ref.value is not None:
         _uses(ref.value, book, out)
     if ref.kind == "message" and ref.struct is not None and ref.struct not in out:
@@ -890,7 +895,7 @@ def _files(
     book: _Book,
     planned: Sequence[_Rpc],
     *,
-    names: Mapping[tuple[Any, ...], str],
+    names: Mapping[StructKey, str],
     facts: AppFacts,
     options: PlanOptions,
     previous: Previous,
@@ -901,9 +906,9 @@ def _files(
         by_service.setdefault(rpc.service, []).append(rpc)
     package_dir = options.package.replace(".", "/")
     files = []
-    owner: dict[tuple[Any, ...], str] = {}  # a structure shared by services lives in the first
+    owner: dict[StructKey, str] = {}  # a structure shared by services lives in the first
     for service, rpcs in by_service.items():
-        used: dict[tuple[Any, ...], None] = {}
+        used: dict[StructKey, None] = {}
         for rpc in rpcs:
             for field in rpc.request_fields:
                 _uses(field.type, book, used)
@@ -972,7 +977,7 @@ def _cross_imports(files: Sequence[ProtoFile]) -> list[ProtoFile]:
 def _message(
     name: str,
     fields: Sequence[_Field],
-    names: Mapping[tuple[Any, ...], str],
+    names: Mapping[StructKey, str],
     previous: Previous,
     order: Sequence[str] | None,
 ) -> MessageSpec:
@@ -1021,7 +1026,7 @@ def _reviewed_type(inferred: str, field: _Field, before: tuple[int, str] | None)
     return inferred
 
 
-def _rpc_spec(rpc: _Rpc, names: Mapping[tuple[Any, ...], str]) -> RpcSpec:
+def _rpc_spec(rpc: _Rpc, names: Mapping[StructKey, str]) -> RpcSpec:
     bindings = []
     for route in rpc.routes:
         path = template_for(route.rule, route.variables, prefix="")

@@ -42,7 +42,7 @@ from urllib.parse import parse_qsl, quote_plus
 from rpckit.migrate._samples import REDACTED, Exchange, dump_exchange
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import InputStream, StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = [
     "DEFAULT_REDACT_FIELDS",
@@ -465,7 +465,7 @@ class _RecordingBody:
 class _Prefixed(io.RawIOBase):
     """A request stream whose first bytes were already read: those, then the rest."""
 
-    def __init__(self, head: bytes, rest: Any) -> None:
+    def __init__(self, head: bytes, rest: InputStream) -> None:
         self._head = io.BytesIO(head)
         self._rest = rest
 
@@ -484,8 +484,7 @@ class _Prefixed(io.RawIOBase):
         line = self._head.readline(-1 if size is None else size)
         if line.endswith(b"\n") or (size is not None and 0 <= size <= len(line)):
             return line
-        more: bytes = self._rest.readline(-1 if size is None or size < 0 else size - len(line))
-        return line + more
+        return line + self._rest.readline(-1 if size is None or size < 0 else size - len(line))
 
 
 def _first(headers: Sequence[tuple[str, str]], name: str) -> str | None:

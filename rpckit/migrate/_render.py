@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from rpckit.migrate._plan import EMPTY, ProtoFile, RouteReport, RpcSpec, ScanPlan
+from rpckit.migrate._plan import EMPTY, Binding, ProtoFile, RouteReport, RpcSpec, ScanPlan
 
 __all__ = ["render_contract_test", "render_proto", "render_report", "render_stubs"]
 
@@ -89,19 +89,16 @@ def _rpc_lines(rpc: RpcSpec) -> list[str]:
     return lines
 
 
-def _binding_parts(binding: object) -> list[str]:
-    method = getattr(binding, "method")  # noqa: B009 - Binding, typed loosely for the two callers
-    path = getattr(binding, "path")  # noqa: B009
-    body = getattr(binding, "body")  # noqa: B009
-    response_body = getattr(binding, "response_body")  # noqa: B009
+def _binding_parts(binding: Binding) -> list[str]:
+    method, path = binding.method, binding.path
     if method in ("get", "post", "put", "patch", "delete"):
         parts = [f"{method}: {_quote(path)}"]
     else:
         parts = [f"custom {{ kind: {_quote(method.upper())} path: {_quote(path)} }}"]
-    if body:
-        parts.append(f"body: {_quote(body)}")
-    if response_body:
-        parts.append(f"response_body: {_quote(response_body)}")
+    if binding.body:
+        parts.append(f"body: {_quote(binding.body)}")
+    if binding.response_body:
+        parts.append(f"response_body: {_quote(binding.response_body)}")
     return parts
 
 

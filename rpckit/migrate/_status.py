@@ -30,6 +30,8 @@ __all__ = ["Reading", "StatusReport", "assess", "parse_prometheus", "parse_repor
 
 #: (route, method, status, caller, served_by)
 Key = tuple[str, str, str, str, str]
+#: The counter labels that make a :data:`Key`, in its order.
+KEY_LABELS = ("route", "method", "status", "caller", "served_by")
 
 METRIC = "rpckit_http_requests"
 
@@ -48,8 +50,10 @@ class Reading:
     @classmethod
     def from_json(cls, line: str) -> Reading:
         data = json.loads(line)
-        counts = {tuple(str(x) for x in row[:5]): float(row[5]) for row in data["counts"]}
-        return cls(float(data["time"]), counts)  # type: ignore[arg-type]
+        counts = {
+            _key(dict(zip(KEY_LABELS, row, strict=False))): float(row[5]) for row in data["counts"]
+        }
+        return cls(float(data["time"]), counts)
 
 
 def parse_prometheus(text: str) -> dict[Key, float]:
@@ -63,11 +67,8 @@ def parse_prometheus(text: str) -> dict[Key, float]:
         for sample in family.samples:
             if not sample.name.endswith("_total"):
                 continue
-            labels = sample.labels
-            key = tuple(
-                labels.get(n, "") for n in ("route", "method", "status", "caller", "served_by")
-            )
-            counts[key] = counts.get(key, 0.0) + sample.value  # type: ignore[index]
+            key = _key(sample.labels)
+            counts[key] = counts.get(key, 0.0) + sample.value
     return counts
 
 
@@ -75,15 +76,18 @@ def parse_report(data: Mapping[str, Any]) -> dict[Key, float]:
     """The request counters of a ``Shim.traffic_report()`` document."""
     counts: dict[Key, float] = {}
     for row in data.get("requests", []):
-        key = (
-            str(row["route"]),
-            str(row["method"]),
-            str(row["status"]),
-            str(row["caller"]),
-            str(row["served_by"]),
-        )
+        missing = [label for label in KEY_LABELS if label not in row]
+        if missing:
+            raise KeyError(f"a request counter without {', '.join(missing)}")
+        key = _key(row)
         counts[key] = counts.get(key, 0.0) + float(row["count"])
     return counts
+
+
+def _key(labels: Mapping[str, Any]) -> Key:
+    """A counter's key from its labels (a missing label reads as "")."""
+    route, method, status, caller, served_by = (str(labels.get(n, "")) for n in KEY_LABELS)
+    return route, method, status, caller, served_by
 
 
 def add_counts(parts: Iterable[Mapping[Key, float]]) -> dict[Key, float]:

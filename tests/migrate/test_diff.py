@@ -15,7 +15,9 @@ from rpckit.migrate._samples import Exchange
 JSON = (("Content-Type", "application/json"),)
 
 
-def _answer(body: Any, status: int = 200, reason: str = "OK", extra: tuple = ()) -> Answer:
+def _answer(
+    body: Any, status: int = 200, reason: str = "OK", extra: tuple[tuple[str, str], ...] = ()
+) -> Answer:
     data = json.dumps(body).encode()
     return Answer(status, reason, (*JSON, ("Content-Length", str(len(data))), *extra), data)
 
