@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Iterator
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from flask import Blueprint, Flask, Response, jsonify, render_template_string, request
 from flask.views import MethodView
@@ -141,6 +142,27 @@ def create_portal_app() -> Flask:
 
     app.register_error_handler(NotAllowedError, lambda exc: (jsonify(error="no"), 403))
     return app
+
+
+def create_things_app(*, rename: bool = False) -> Flask:
+    """For diff: a random id in every answer (noise), ``name`` (``title`` with ``rename``)."""
+    app = Flask("things_fixture")
+
+    @app.get("/things/<int:n>")
+    def thing(n: int) -> Any:
+        key = "title" if rename else "name"
+        return jsonify({"id": str(uuid.uuid4()), key: f"t{n}", "n": n})
+
+    @app.post("/things")
+    def create() -> Any:
+        return jsonify(request.get_json()), 201
+
+    return app
+
+
+def create_renamed_things_app() -> Flask:
+    """:func:`create_things_app` with ``name`` renamed ``title``: a seeded difference."""
+    return create_things_app(rename=True)
 
 
 def create_broken_app() -> Flask:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
-
-from flask import Flask, jsonify, request
 
 from rpckit.migrate._diff import Answer, IgnoreRule, compare
 from rpckit.migrate._replay import ReplayOptions, run_diff
 from rpckit.migrate._samples import Exchange
+from tests.migrate.fixture_apps import create_renamed_things_app, create_things_app
 
 JSON = (("Content-Type", "application/json"),)
 
@@ -53,32 +51,27 @@ def test_header_order_is_ignored_and_same_json_other_bytes_is_a_body_difference(
     assert {d.kind for d in compare(html, Answer(200, "OK", (), b"<p>b</p>"))} == {"body"}
 
 
-def _app(*, rename: bool = False) -> Flask:
-    app = Flask("noisy")
-
-    @app.get("/things/<int:n>")
-    def thing(n: int) -> Any:
-        key = "title" if rename else "name"
-        return jsonify({"id": str(uuid.uuid4()), key: f"t{n}", "n": n})
-
-    @app.post("/things")
-    def create() -> Any:
-        return jsonify(request.get_json()), 201
-
-    return app
-
-
 SAMPLES = [Exchange(method="GET", path=f"/things/{n}") for n in range(5)] + [
     Exchange(method="POST", path="/things", headers=JSON, body=b'{"a": 1}')
 ]
 
 
 def test_noise_cancellation_ignores_a_random_id_but_not_a_rename() -> None:
-    same = run_diff(SAMPLES, old=_app, old_fresh=True, new=_app, options=ReplayOptions())
+    same = run_diff(
+        SAMPLES,
+        old=create_things_app,
+        old_fresh=True,
+        new=create_things_app,
+        options=ReplayOptions(),
+    )
     assert same.ok, same.render_text()
     assert ("GET /things/<int:n>", "json", "$.id") in same.noise
     renamed = run_diff(
-        SAMPLES, old=_app, old_fresh=True, new=lambda: _app(rename=True), options=ReplayOptions()
+        SAMPLES,
+        old=create_things_app,
+        old_fresh=True,
+        new=create_renamed_things_app,
+        options=ReplayOptions(),
     )
     assert not renamed.ok
     kinds = {k for t in renamed.routes.values() for k in t.groups}
@@ -88,10 +81,20 @@ def test_noise_cancellation_ignores_a_random_id_but_not_a_rename() -> None:
 
 
 def test_writes_are_skipped_unless_allowed() -> None:
-    report = run_diff(SAMPLES, old=_app, old_fresh=True, new=_app, options=ReplayOptions())
+    report = run_diff(
+        SAMPLES,
+        old=create_things_app,
+        old_fresh=True,
+        new=create_things_app,
+        options=ReplayOptions(),
+    )
     assert sum(report.skipped.values()) == 1
     allowed = run_diff(
-        SAMPLES, old=_app, old_fresh=True, new=_app, options=ReplayOptions(allow_writes=True)
+        SAMPLES,
+        old=create_things_app,
+        old_fresh=True,
+        new=create_things_app,
+        options=ReplayOptions(allow_writes=True),
     )
     assert not allowed.skipped
     assert allowed.replayed == 6
@@ -102,9 +105,9 @@ def test_ignore_rules_count_deliberate_differences_with_their_reason() -> None:
     rule2 = IgnoreRule(what="json", where="$.name", why="renamed on purpose")
     report = run_diff(
         SAMPLES,
-        old=_app,
+        old=create_things_app,
         old_fresh=True,
-        new=lambda: _app(rename=True),
+        new=create_renamed_things_app,
         options=ReplayOptions(
             rules=(rule, rule2, IgnoreRule(what="header", where="Content-Length", why="follows"))
         ),
