@@ -80,8 +80,9 @@ def _scan_parser(steps: Any) -> None:
             "report every route with the RPC proposed for it or why it stays on the fallback "
             "(HTML, form or multipart bodies, streaming, file downloads). With --out, write "
             "OUT/protos/<package>/<service>.proto (google.api.http rules that reproduce each "
-            "path; messages from type hints and --samples, else google.protobuf.Value), servicer "
-            "stubs, golden contract tests and scan.json. Field numbers are kept across runs."
+            "path; messages from type hints, marshmallow schemas and --samples, else "
+            "google.protobuf.Value), servicer stubs, golden contract tests and scan.json. "
+            "Field numbers are kept across runs."
         ),
         epilog=(
             "example: rpckit migrate scan examples.legacy_inventory.app:create_app "

@@ -11,7 +11,10 @@ decide how a route can move:
   or a ``yield`` in the view (streaming);
 * query parameters read as ``request.args.get("name", type=int)`` or
   ``request.args["name"]``;
-* literal success statuses (``return body, 201``, ``response.status_code = 201``).
+* literal success statuses (``return body, 201``, ``response.status_code = 201``);
+* schema calls: ``NAME.load(...)``/``loads``/``validate`` (the request body) and
+  ``NAME.dump(...)``/``dumps`` (the response), ``many=True`` on the call or on
+  ``NAME(many=True)``.
 
 Only the view's own body is read, not the helpers it calls: samples fill in
 what the source does not show.
@@ -22,7 +25,7 @@ from __future__ import annotations
 import ast
 import textwrap
 
-from rpckit.migrate._routes_in import Evidence
+from rpckit.migrate._routes_in import Evidence, SchemaUse
 
 __all__ = ["read_view_source"]
 
@@ -31,6 +34,14 @@ _HTML_CALLS = frozenset(
 )
 _FILE_CALLS = frozenset({"send_file", "send_from_directory"})
 _TYPE_NAMES = {"int": "int", "float": "float", "bool": "bool", "str": "string"}
+#: Schema methods (marshmallow's names) and the side of the exchange they read or write.
+_SCHEMA_CALLS = {
+    "load": "request",
+    "loads": "request",
+    "validate": "request",
+    "dump": "response",
+    "dumps": "response",
+}
 
 
 def read_view_source(source: str) -> Evidence:
@@ -53,6 +64,7 @@ def read_view_source(source: str) -> Evidence:
         query=tuple(visitor.query.items()),
         statuses=tuple(dict.fromkeys(visitor.statuses)),
         reads_body=visitor.reads_body,
+        schemas=tuple(dict.fromkeys(visitor.schemas)),
     )
 
 
@@ -66,6 +78,13 @@ def _name(node: ast.AST) -> str:
     return ""
 
 
+def _says_many(call: ast.Call) -> bool:
+    return any(
+        k.arg == "many" and isinstance(k.value, ast.Constant) and k.value.value is True
+        for k in call.keywords
+    )
+
+
 class _Visitor(ast.NodeVisitor):
     def __init__(self) -> None:
         self.json: list[str] = []
@@ -73,6 +92,7 @@ class _Visitor(ast.NodeVisitor):
         self.query: dict[str, str] = {}
         self.statuses: list[int] = []
         self.reads_body = False
+        self.schemas: list[SchemaUse] = []
 
     def visit_view(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         for statement in node.body:
@@ -105,7 +125,19 @@ class _Visitor(ast.NodeVisitor):
             inner = _name(node.args[0].func).rsplit(".", 1)[-1]
             if inner in ("generate", "stream_with_context") or inner.startswith("iter"):
                 self.blockers.append(f"streaming: Response({inner}(...))")
+        if isinstance(node.func, ast.Attribute) and node.func.attr in _SCHEMA_CALLS:
+            self._schema_call(node, node.func)
         self.generic_visit(node)
+
+    def _schema_call(self, node: ast.Call, method: ast.Attribute) -> None:
+        receiver = method.value
+        many = _says_many(node)
+        if isinstance(receiver, ast.Call):  # ItemSchema(many=True).dump(items)
+            many = many or _says_many(receiver)
+            receiver = receiver.func
+        name = _name(receiver)
+        if name and name != "json":  # json.loads/dumps: not a schema
+            self.schemas.append(SchemaUse(name, _SCHEMA_CALLS[method.attr], many))
 
     def _query_call(self, node: ast.Call, *, repeated: bool) -> None:
         if not node.args or not isinstance(node.args[0], ast.Constant):

@@ -4,15 +4,18 @@ Reads ``app.url_map`` (rules, methods, converters, defaults, strict_slashes,
 endpoints; blueprints from the endpoint names), each view's source (through
 decorators, and the methods of class-based views) and its type hints:
 a return annotation or a body parameter that is a ``TypedDict``, a dataclass or
-a pydantic model becomes a JSON shape. Flask's automatic ``HEAD``/``OPTIONS``
-and the ``static`` endpoints are left out.
+a pydantic model becomes a JSON shape, and where there is none, a marshmallow
+schema the view loads or dumps (:mod:`rpckit.migrate._marshmallow`). Flask's
+automatic ``HEAD``/``OPTIONS`` and the ``static`` endpoints are left out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import re
+import sys
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +23,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from rpckit.migrate._evidence import read_view_source
-from rpckit.migrate._infer import Shape, merge, observe
+from rpckit.migrate._infer import Shape, array_of, map_of, merge, object_of, observe
+from rpckit.migrate._marshmallow import schema_shape
 from rpckit.migrate._routes_in import AppFacts, Evidence, LegacyRoute, PathVar
 from rpckit.migrate._samples import Exchange
 
@@ -92,7 +96,7 @@ def legacy_routes(app: Any) -> list[LegacyRoute]:
         view = _view_of(app, endpoint)
         source, where, name = _source_of(view) if view is not None else ("", "", endpoint)
         evidence = read_view_source(source) if source else Evidence()
-        request_hint, response_hint, notes = _hints(view, {v.name for v in variables})
+        request_hint, response_hint, notes = _hints(view, {v.name for v in variables}, evidence)
         methods = sorted(
             set(rule.methods or ()) - _AUTOMATIC or {"GET"},
             key=lambda m: (_METHOD_ORDER.index(m) if m in _METHOD_ORDER else 9, m),
@@ -165,15 +169,29 @@ def sample_matcher(app: Any) -> Callable[[Exchange], tuple[str, str] | None]:
 
 
 def _hints(
-    view: Callable[..., Any] | None, path_vars: set[str]
+    view: Callable[..., Any] | None, path_vars: set[str], evidence: Evidence
 ) -> tuple[Shape | None, Shape | None, tuple[str, ...]]:
+    """(request body, response, notes) from the view's type hints, else from its schemas."""
     if view is None:
         return None, None, ()
+    request, response, notes = _type_hints(view, path_vars)
+    if evidence.schemas and (request is None or response is None):
+        names = _namespace(view)
+        if request is None:
+            request = _schema_hint(evidence, "request", names, notes)
+        if response is None:
+            response = _schema_hint(evidence, "response", names, notes)
+    return request, response, tuple(notes)
+
+
+def _type_hints(
+    view: Callable[..., Any], path_vars: set[str]
+) -> tuple[Shape | None, Shape | None, list[str]]:
     target = inspect.unwrap(view)
     try:
         hints = typing.get_type_hints(target, include_extras=False)
     except Exception:  # noqa: BLE001 - unresolvable annotations are no hint at all
-        return None, None, ()
+        return None, None, []
     notes = []
     response = _shape_of(hints.get("return"))
     if response is not None:
@@ -187,7 +205,46 @@ def _hints(
             request = shape
             notes.append(f"request body shape from the type hint {_type_label(annotation)}")
             break
-    return request, response, tuple(notes)
+    return request, response, notes
+
+
+def _namespace(view: Callable[..., Any]) -> dict[str, Any]:
+    """The names a view's source sees: its module's, its closure's, ``self`` for a class view."""
+    view_class = getattr(view, "view_class", None)
+    module = sys.modules.get(getattr(view_class or view, "__module__", "") or "")
+    names = dict(vars(module)) if module is not None else {}
+    if view_class is not None:
+        names["self"] = view_class
+    else:
+        with contextlib.suppress(TypeError, ValueError):  # not a Python function
+            names.update(inspect.getclosurevars(inspect.unwrap(view)).nonlocals)
+    return names
+
+
+def _schema_hint(
+    evidence: Evidence, side: str, names: dict[str, Any], notes: list[str]
+) -> Shape | None:
+    """The shape of the first schema call on ``side`` whose receiver is a marshmallow schema."""
+    for use in (u for u in evidence.schemas if u.side == side):
+        found = schema_shape(_resolve(use.name, names), side=side, many=use.many)
+        if found is not None:
+            shape, label = found
+            body = "request body" if side == "request" else "response"
+            notes.append(f"{body} shape from the marshmallow schema {label}")
+            return shape
+    return None
+
+
+def _resolve(dotted: str, names: dict[str, Any]) -> Any:
+    """What ``a.b.c`` names, read without running code (no properties, no __getattr__)."""
+    head, *attributes = dotted.split(".")
+    value = names.get(head)
+    for attribute in attributes:
+        try:
+            value = inspect.getattr_static(value, attribute)
+        except AttributeError:
+            return None
+    return value
 
 
 def _type_label(annotation: Any) -> str:
@@ -213,14 +270,10 @@ def _shape_of(annotation: Any, depth: int = 0) -> Shape | None:  # noqa: PLR0911
         return merged
     if origin in (list, tuple, set, frozenset) and args:
         inner = _shape_of(args[0], depth + 1)
-        return None if inner is None else Shape(kinds=frozenset({"array"}), count=1, items=inner)
+        return None if inner is None else array_of(inner)
     if origin is dict and len(args) == 2:
         inner = _shape_of(args[1], depth + 1)
-        if inner is None:
-            return None
-        return Shape(
-            kinds=frozenset({"object"}), count=1, fields=(("(any key)", inner),), objects=2
-        )
+        return None if inner is None else map_of(inner)
     scalar = {bool: False, int: 0, float: 0.0, str: ""}
     if annotation in scalar:
         return observe(scalar[annotation])
@@ -243,10 +296,6 @@ def _object_shape(annotation: Any, depth: int) -> Shape | None:
             fields.append((key, info.annotation, bool(info.is_required())))
     else:
         return None
-    shaped = []
-    for name, field_type, required in fields:
-        shape = _shape_of(field_type, depth + 1)
-        if shape is None:
-            shape = Shape(kinds=frozenset({"null", "string", "int"}), count=1)  # unknown: Value
-        shaped.append((name, dataclasses.replace(shape, count=2 if required else 1)))
-    return Shape(kinds=frozenset({"object"}), count=1, fields=tuple(shaped), objects=2)
+    return object_of(
+        (name, _shape_of(field_type, depth + 1), req) for name, field_type, req in fields
+    )

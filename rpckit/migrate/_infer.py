@@ -5,7 +5,8 @@ two descriptions; :func:`infer` folds a sequence of values. A :class:`Shape`
 keeps what a proto type needs to know and nothing else:
 
 * which JSON kinds were seen (``null``, ``bool``, ``int``, ``float``,
-  ``string``, ``array``, ``object``) and how many values;
+  ``string``, ``array``, ``object``; ``any`` where a declaration leaves the
+  type open) and how many values;
 * the range of the integers (int64 or uint64, or neither);
 * for arrays, the merged shape of every element;
 * for objects, the merged shape of each key in first-seen order, and how many
@@ -30,19 +31,23 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 __all__ = [
+    "ANY_JSON",
     "INT64_MAX",
     "INT64_MIN",
     "MAP_MIN_KEYS",
     "UINT64_MAX",
     "Kind",
     "Shape",
+    "array_of",
     "classify",
     "conforms",
     "infer",
     "is_identifier",
     "is_map",
     "json_kind",
+    "map_of",
     "merge",
+    "object_of",
     "observe",
 ]
 
@@ -148,6 +153,33 @@ def _extreme(pick: Any, a: int | None, b: int | None) -> int | None:
     return result
 
 
+#: A value a declaration leaves open (a type scan cannot map): ``google.protobuf.Value``.
+ANY_JSON = Shape(kinds=frozenset({"any"}), count=1)
+
+
+def array_of(items: Shape) -> Shape:
+    """The shape of arrays whose elements have shape ``items`` (for declared types)."""
+    return Shape(kinds=frozenset({"array"}), count=1, items=items)
+
+
+def map_of(values: Shape) -> Shape:
+    """The shape of objects whose keys are data and whose values have shape ``values``."""
+    return Shape(kinds=frozenset({"object"}), count=1, fields=(("(any key)", values),), objects=2)
+
+
+def object_of(fields: Iterable[tuple[str, Shape | None, bool]]) -> Shape:
+    """The shape of objects with these ``(key, shape or None if unknown, required)`` fields.
+
+    Built as if two objects were seen, a required key in both and an optional
+    one in one, so :meth:`Shape.optional` tells them apart.
+    """
+    shaped = tuple(
+        (key, dataclasses.replace(shape or ANY_JSON, count=2 if required else 1))
+        for key, shape, required in fields
+    )
+    return Shape(kinds=frozenset({"object"}), count=1, fields=shaped, objects=2)
+
+
 def infer(values: Iterable[Any]) -> Shape:
     """The merged shape of every value (an empty ``Shape`` for none)."""
     shape = Shape()
@@ -206,12 +238,11 @@ def classify(shape: Shape) -> Kind:
     """The proto type a shape asks for (module docstring)."""
     nullable = "null" in shape.kinds
     kinds = shape.kinds - {"null"}
-    if not kinds:
-        return Kind("value", nullable, why="only null was seen" if nullable else "nothing seen")
     if kinds == {"int", "float"}:
         kinds = frozenset({"float"})
-    if len(kinds) > 1:
-        return Kind("value", nullable, why="mixed JSON types: " + ", ".join(sorted(kinds)))
+    why = _why_open(kinds, nullable)
+    if why:
+        return Kind("value", nullable, why=why)
     (kind,) = kinds
     if kind == "int":
         return _integer(shape, nullable)
@@ -220,6 +251,17 @@ def classify(shape: Shape) -> Kind:
     if kind == "object":
         return _map(shape, nullable) if is_map(shape) else Kind("object", nullable)
     return Kind(_SCALARS[kind], nullable)
+
+
+def _why_open(kinds: frozenset[str], nullable: bool) -> str:
+    """Why non-null ``kinds`` leave a value open (``google.protobuf.Value``); "" if they do not."""
+    if not kinds:
+        return "only null was seen" if nullable else "nothing seen"
+    if "any" in kinds:
+        return "declared with a type scan cannot map"
+    if len(kinds) > 1:
+        return "mixed JSON types: " + ", ".join(sorted(kinds))
+    return ""
 
 
 def _array(shape: Shape, nullable: bool) -> Kind:

@@ -12,7 +12,7 @@ import dataclasses
 
 from rpckit.migrate._infer import Shape
 
-__all__ = ["AppFacts", "Evidence", "LegacyRoute", "PathVar"]
+__all__ = ["AppFacts", "Evidence", "LegacyRoute", "PathVar", "SchemaUse"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +32,21 @@ class PathVar:
 
 
 @dataclasses.dataclass(frozen=True)
+class SchemaUse:
+    """A view's ``NAME.load(...)`` (``side="request"``) or ``NAME.dump(...)`` (``"response"``).
+
+    ``name`` is the receiver as written (``item_schema``, ``schemas.ITEM``,
+    ``self.schema``, or ``ItemSchema`` for ``ItemSchema(many=True).dump(...)``);
+    ``many`` is true when the call or the constructor says ``many=True``.
+    Whether ``name`` is a (marshmallow) schema is for the Flask adapter to find out.
+    """
+
+    name: str
+    side: str
+    many: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class Evidence:
     """What the view's source shows.
 
@@ -39,7 +54,8 @@ class Evidence:
     ``blockers`` reasons it must stay on the fallback (``html: render_template``,
     ``form: request.form``...); ``query`` the query parameters it reads, with
     ``int``/``float``/``bool``/``string`` when ``type=`` says; ``statuses`` the
-    literal success statuses it returns.
+    literal success statuses it returns; ``schemas`` the schema-like
+    ``load``/``dump`` calls it makes, in order.
     """
 
     json: tuple[str, ...] = ()
@@ -47,6 +63,7 @@ class Evidence:
     query: tuple[tuple[str, str], ...] = ()
     statuses: tuple[int, ...] = ()
     reads_body: bool = False
+    schemas: tuple[SchemaUse, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -106,7 +106,11 @@ def test_record_process_serves_the_app_and_writes_redacted_jsonl(tmp_path: Path)
     text = out.read_text(encoding="utf-8")
     for secret in ("sekret-token", "s3cr3t", "hunter2", "4321", "qq77"):
         assert secret not in text, secret
-    created, fetched, oversized = read_samples([out])
+    samples = read_samples([out])  # in the order the answers were closed, not sent
+    assert len(samples) == 3
+    (fetched,) = [s for s in samples if s.method == "GET"]
+    (created,) = [s for s in samples if s.method == "POST" and not s.body_truncated]
+    (oversized,) = [s for s in samples if s.body_truncated]
     assert (created.method, created.path, created.status) == ("POST", "/things", 201)
     assert created.header("Authorization") == f"Bearer {REDACTED}"
     assert created.header("Cookie") == f"session={REDACTED}; theme={REDACTED}"

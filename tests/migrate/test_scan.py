@@ -136,6 +136,30 @@ def test_fixture_portal_app_reports_blockers_and_uses_type_hints(tmp_path: Path)
     )
 
 
+def test_marshmallow_blog_app_scans_its_schemas_compiles_and_routes(tmp_path: Path) -> None:
+    result = scan("tests.migrate.fixture_blog:create_blog_app", package="blogfx.v1")
+    notes = {r.rpc: r.notes for r in result.plan.routes}
+    assert "request body shape from the marshmallow schema PostSchema" in notes["CreatePost"]
+    assert "response shape from the marshmallow schema PostSchema" in notes["ListPosts"]
+    assert "response shape from the marshmallow schema AuthorSchema" in notes["PostAuthor"]
+    assert "response shape from the marshmallow schema PostSchema" in notes["GetPost"]
+    assert not any("marshmallow" in n for n in notes["Sign"])  # json.loads, an unbuildable schema
+    proto = result.files["protos/blogfx/v1/posts.proto"]
+    create = proto[proto.index("message CreatePostRequest {") :].split("}", 1)[0]
+    assert "string content = 2;" in create  # data_key
+    assert "optional string edit_token" in create  # load_only: in the request only
+    assert " id = " not in create  # dump_only: in the response only
+    assert "map<string, int64> views" in create
+    assert "rpc ListPosts(ListPostsRequest) returns (ListPostsResponse)" in proto
+    assert 'response_body: "items"' in proto  # PostSchema(many=True): a top-level array
+    assert "message Author {\n  int64 id = 1;\n  string name = 2;\n}" in proto
+    assert "google.protobuf.Value parent" in proto  # nested in itself
+    misses = _generate_and_route(
+        tmp_path, "tests.migrate.fixture_blog:create_blog_app", "blogfx2.v1"
+    )
+    assert misses == []
+
+
 def test_factory_that_raises_is_a_clear_error() -> None:
     with pytest.raises(LoadError, match=r"create_broken_app\(\) raised RuntimeError: DATABASE_URL"):
         scan("tests.migrate.fixture_apps:create_broken_app")
