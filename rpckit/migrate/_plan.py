@@ -726,13 +726,25 @@ def _object_body(
     variables: Mapping[str, PathVar],
     body_values: Sequence[Any],
 ) -> list[_Field]:
-    """Fields for a JSON object body: a response message it fits, else its keys (``body: "*"``).
+    """Fields for a JSON object body, one of three ways.
 
-    The keys go in a ``body`` message of their own when one of them is also a path variable.
+    A response message that takes every key is the body (``body: "item"``), and a
+    path variable naming one of its fields binds it (``/items/{item.sku}``); else
+    the keys are request fields (``body: "*"``), in a ``body`` message of their
+    own when one of them is also a path variable.
     """
     target = _matching_struct(book, shape)
     if target is not None:
-        return _message_body(book, rpc, target, variables, body_values)
+        struct = book.structs[target]
+        rpc.body = snake(_best_hint(struct)) if struct.hints else "body"
+        rpc.request_struct = target
+        if struct.order is None:
+            struct.order = _key_order(body_values)
+        in_body = {f.name for f in struct.fields}
+        if in_body & variables.keys():
+            rpc.var_prefix = f"{rpc.body}."
+        others = [_path_field(v) for name, v in variables.items() if name not in in_body]
+        return [*reversed(others), _Field(rpc.body, TypeRef("message", struct=target), "")]
     where = f"{rpc.name}:request"
     body_fields = [book.field(key, s, shape.optional(key), where) for key, s in shape.fields]
     fields = [_path_field(v) for v in variables.values()]
@@ -741,31 +753,6 @@ def _object_body(
         return [*fields, _Field("body", book.object_type(shape, f"{rpc.name}Body", 1, where), "")]
     rpc.body = "*"
     return fields + body_fields
-
-
-def _message_body(
-    book: _Book,
-    rpc: _Rpc,
-    target: StructKey,
-    variables: Mapping[str, PathVar],
-    body_values: Sequence[Any],
-) -> list[_Field]:
-    """The body is the response message ``target`` (``body: "item"``); path variables that
-    name its fields bind them (``/items/{item.sku}``), the others stay request fields."""
-    struct = book.structs[target]
-    field_name = snake(_best_hint(struct)) if struct.hints else "body"
-    if struct.order is None:
-        struct.order = _key_order(body_values)
-    rpc.body = field_name
-    rpc.request_struct = target
-    fields = [_Field(field_name, TypeRef("message", struct=target), "")]
-    struct_names = {f.name for f in struct.fields}
-    for name, var in variables.items():
-        if name in struct_names:
-            rpc.var_prefix = f"{field_name}."
-        else:
-            fields.insert(0, _path_field(var))
-    return fields
 
 
 def _other_body(book: _Book, rpc: _Rpc, shape: Shape) -> _Field:

@@ -157,6 +157,15 @@ def side_effect_free(app: Any) -> Callable[[Exchange], bool]:
     return check
 
 
+def _held_back_write(
+    exchange: Exchange, options: ReplayOptions, harmless: Callable[[Exchange], bool]
+) -> str:
+    """Why a write is not replayed ("" when it is: safe, ``NO_SIDE_EFFECTS`` or allowed)."""
+    if exchange.method in SAFE_METHODS or options.allow_writes or harmless(exchange):
+        return ""
+    return f"{exchange.method}: a write; allow writes (--allow-writes) on throwaway state only"
+
+
 def run_diff(
     samples: Sequence[Exchange],
     *,
@@ -182,15 +191,9 @@ def run_diff(
         if exchange.body_truncated:
             report.skip("request body was not recorded (over the recorder's size bound)")
             continue
-        if (
-            exchange.method not in SAFE_METHODS
-            and not options.allow_writes
-            and not harmless(exchange)
-        ):
-            report.skip(
-                f"{exchange.method}: a write; pass --allow-writes when every app's state is "
-                "throwaway"
-            )
+        held_back = _held_back_write(exchange, options, harmless)
+        if held_back:
+            report.skip(held_back)
             continue
         route = route_of(exchange)
         primary = answer(first_old, exchange, options)
@@ -261,12 +264,9 @@ def replay_recorded(
         if exchange.body_truncated or exchange.response_truncated or exchange.response_body is None:
             report.skip("not recorded whole (over the recorder's size bound)")
             continue
-        if (
-            exchange.method not in SAFE_METHODS
-            and not options.allow_writes
-            and not harmless(exchange)
-        ):
-            report.skip(f"{exchange.method}: a write; allow writes against throwaway state")
+        held_back = _held_back_write(exchange, options, harmless)
+        if held_back:
+            report.skip(held_back)
             continue
         got = answer(target, exchange, options)
         recorded = Answer(

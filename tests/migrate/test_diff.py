@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+from flask import Flask
+
 from rpckit.migrate._diff import Answer, IgnoreRule, compare
+from rpckit.migrate._diff_report import DiffReport
 from rpckit.migrate._replay import ReplayOptions, run_diff
 from rpckit.migrate._samples import Exchange
 from tests.migrate.fixture_apps import create_renamed_things_app, create_things_app
@@ -56,23 +60,18 @@ SAMPLES = [Exchange(method="GET", path=f"/things/{n}") for n in range(5)] + [
 ]
 
 
-def test_noise_cancellation_ignores_a_random_id_but_not_a_rename() -> None:
-    same = run_diff(
-        SAMPLES,
-        old=create_things_app,
-        old_fresh=True,
-        new=create_things_app,
-        options=ReplayOptions(),
+def _replay(new: Callable[[], Flask] = create_things_app, **options: Any) -> DiffReport:
+    """SAMPLES through the things app (twice, for noise) and ``new``."""
+    return run_diff(
+        SAMPLES, old=create_things_app, old_fresh=True, new=new, options=ReplayOptions(**options)
     )
+
+
+def test_noise_cancellation_ignores_a_random_id_but_not_a_rename() -> None:
+    same = _replay()
     assert same.ok, same.render_text()
     assert ("GET /things/<int:n>", "json", "$.id") in same.noise
-    renamed = run_diff(
-        SAMPLES,
-        old=create_things_app,
-        old_fresh=True,
-        new=create_renamed_things_app,
-        options=ReplayOptions(),
-    )
+    renamed = _replay(create_renamed_things_app)
     assert not renamed.ok
     kinds = {k for t in renamed.routes.values() for k in t.groups}
     assert ("json", "$.name", "missing") in kinds
@@ -81,21 +80,9 @@ def test_noise_cancellation_ignores_a_random_id_but_not_a_rename() -> None:
 
 
 def test_writes_are_skipped_unless_allowed() -> None:
-    report = run_diff(
-        SAMPLES,
-        old=create_things_app,
-        old_fresh=True,
-        new=create_things_app,
-        options=ReplayOptions(),
-    )
+    report = _replay()
     assert sum(report.skipped.values()) == 1
-    allowed = run_diff(
-        SAMPLES,
-        old=create_things_app,
-        old_fresh=True,
-        new=create_things_app,
-        options=ReplayOptions(allow_writes=True),
-    )
+    allowed = _replay(allow_writes=True)
     assert not allowed.skipped
     assert allowed.replayed == 6
 
@@ -103,15 +90,8 @@ def test_writes_are_skipped_unless_allowed() -> None:
 def test_ignore_rules_count_deliberate_differences_with_their_reason() -> None:
     rule = IgnoreRule(what="json", where="$.title", why="renamed on purpose")
     rule2 = IgnoreRule(what="json", where="$.name", why="renamed on purpose")
-    report = run_diff(
-        SAMPLES,
-        old=create_things_app,
-        old_fresh=True,
-        new=create_renamed_things_app,
-        options=ReplayOptions(
-            rules=(rule, rule2, IgnoreRule(what="header", where="Content-Length", why="follows"))
-        ),
-    )
+    follows = IgnoreRule(what="header", where="Content-Length", why="follows")
+    report = _replay(create_renamed_things_app, rules=(rule, rule2, follows))
     assert report.ok, report.render_text()
     assert report.ignored[rule] == 5
     assert "renamed on purpose" in report.render_text()
