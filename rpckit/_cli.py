@@ -221,9 +221,11 @@ def _parser() -> argparse.ArgumentParser:
     openapi.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
     openapi.set_defaults(run=_openapi)
 
+    from rpckit.migrate._cli import add_parser as add_migrate_parser
     from rpckit.scaffold import _command as scaffold_command
 
     scaffold_command.add_parser(verbs)  # rpckit new
+    add_migrate_parser(verbs)  # rpckit migrate
     return parser
 
 

@@ -641,7 +641,7 @@ def test_deep_nesting_is_refused() -> None:
 # what json_format.MessageToDict plus the legacy adjustments give, for every profile.
 
 
-def _plain_types() -> tuple[Any, Any]:  # dynamic message classes: no static fields
+def _plain_types() -> tuple[Any, Any]:  # message classes built at run time: no static fields
     """A proto3 message with every field shape the direct path renders, built at run time."""
     fd = descriptor_pb2.FileDescriptorProto(
         name="rpckit_test_direct.proto", package="direct", syntax="proto3"
