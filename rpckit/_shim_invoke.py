@@ -44,9 +44,9 @@ from google.protobuf import any_pb2, message_factory
 from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
-from rpckit._admission import Criticality, parse_criticality
+from rpckit._admission import CRITICALITY_METADATA_KEY, Criticality, parse_criticality
 from rpckit._errors import INTERNAL_MESSAGE
-from rpckit._executor import CRITICALITY_METADATA_KEY, CallFacts
+from rpckit._executor import CallFacts
 from rpckit._http_turns import OutsideTurn, QuickCalls
 from rpckit._routes import Route
 
