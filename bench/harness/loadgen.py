@@ -173,6 +173,7 @@ class LoadGenerator:
             raise ValueError("senders must be >= 1")
         context = multiprocessing.get_context("spawn")
         self.niceness: int | None = None
+        self._prepared: tuple[Target, Work] | None = None
         self._conns: list[multiprocessing.connection.Connection] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []
         for index in range(senders):
@@ -190,10 +191,23 @@ class LoadGenerator:
         return len(self._procs)
 
     def prepare(self, target: Target, work: Work) -> None:
-        """Connect every sender to the target (raises RuntimeError if one cannot)."""
+        """Connect every sender to the target (raises RuntimeError if one cannot).
+
+        Preparing for the target and work the senders already have keeps their connections,
+        as a long-lived client keeps its own; `forget` makes the next `prepare` connect anew
+        (call it when the server at an address changes).
+        """
+        if self._prepared == (target, work):
+            return
+        self._prepared = None
         for conn in self._conns:
             conn.send(("prepare", target, work))
         self.niceness = max(self._collect("ready", timeout_s=CONNECT_TIMEOUT_S + 5))
+        self._prepared = (target, work)
+
+    def forget(self) -> None:
+        """The next `prepare` connects anew, even to the same target."""
+        self._prepared = None
 
     def prepare_client(self, factory: ClientFactory) -> None:
         """Give every sender its own client, ``factory()`` called in the sender process.
@@ -201,6 +215,7 @@ class LoadGenerator:
         For load that `Target` does not describe (e.g. a client-side load balancer over
         many backends); `run` then drives these clients like the built-in ones.
         """
+        self._prepared = None
         for conn in self._conns:
             conn.send(("prepare_client", factory))
         self.niceness = max(self._collect("ready", timeout_s=CONNECT_TIMEOUT_S + 5))

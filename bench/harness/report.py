@@ -9,22 +9,31 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 Cell = str | int | float | None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Check:
-    """One acceptance check: passed is None when the data to decide is missing."""
+    """One acceptance check: passed is None when the data to decide is missing.
+
+    A check that is not a ``gate`` is a goal worth reporting: its outcome reads "met" or
+    "missed", never PASS or FAIL.
+    """
 
     name: str
     value: str
     target: str
     passed: bool | None
+    gate: bool = True
 
 
-def verdict(passed: bool | None) -> str:
-    """How a check's outcome reads in a table: PASS, FAIL, or n/a when undecided."""
+def verdict(passed: bool | None, *, gate: bool = True) -> str:
+    """How a check's outcome reads in a table: PASS, FAIL, or n/a when undecided (goals:
+    met, missed, n/a)."""
+    if not gate:
+        return {True: "goal met", False: "goal missed", None: "n/a"}[passed]
     return {True: "PASS", False: "FAIL", None: "n/a"}[passed]
 
 
@@ -77,6 +86,25 @@ def plot_load_curves(
     from matplotlib import pyplot
 
     figure, (goodput_axes, latency_axes) = pyplot.subplots(1, 2, figsize=(12, 4.8))
+    draw_load_curves(
+        goodput_axes, latency_axes, curves, deadline_ms=deadline_ms, capacity_rps=capacity_rps
+    )
+    figure.suptitle(title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
+
+
+def draw_load_curves(
+    goodput_axes: Any,
+    latency_axes: Any,
+    curves: Mapping[str, Sequence[CurvePoint]],
+    *,
+    deadline_ms: float | None = None,
+    capacity_rps: float | None = None,
+) -> None:
+    """Draw goodput and p99 vs offered load, one line per system, on two matplotlib axes."""
     top = max((p.offered_rps for points in curves.values() for p in points), default=1.0)
     goodput_axes.plot([0, top], [0, top], color="0.8", linestyle=":", label="offered")
     for label, points in curves.items():
@@ -97,8 +125,3 @@ def plot_load_curves(
     for axes in (goodput_axes, latency_axes):
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
-    figure.suptitle(title)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    pyplot.close(figure)
