@@ -6,8 +6,10 @@ matplotlib is imported lazily with the Agg backend, so nothing needs a display.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,11 +91,42 @@ def plot_load_curves(
     draw_load_curves(
         goodput_axes, latency_axes, curves, deadline_ms=deadline_ms, capacity_rps=capacity_rps
     )
+    save_figure(figure, path, title=title, dpi=110)
+
+
+def save_figure(figure: Any, path: Path, *, title: str, dpi: int = 100) -> None:
+    """Title, lay out, write and close a matplotlib figure."""
+    from matplotlib import pyplot
+
     figure.suptitle(title)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=dpi)
     pyplot.close(figure)
+
+
+def publish(
+    run: Mapping[str, Any],
+    out: Path,
+    *,
+    render: Callable[[Mapping[str, Any]], str],
+    plot: Callable[[Mapping[str, Any], Path], None],
+    png: str,
+) -> str:
+    """Write a run into ``out``: ``results.json`` (everything measured), ``results.md``
+    (``render(run)``, returned) and the plot ``png``; say so on stderr."""
+    markdown = render(run)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(run, indent=2) + "\n")
+    (out / "results.md").write_text(markdown)
+    plot(run, out / png)
+    elapsed = run.get("elapsed_s", "?")
+    print(
+        f"[bench] done in {elapsed} s: {out}/results.md, results.json, {png}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return markdown
 
 
 def draw_load_curves(

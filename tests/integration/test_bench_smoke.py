@@ -8,6 +8,7 @@ how fast anything is: timing claims live in bench/, as ratios measured in one ru
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import json
 import os
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from bench.harness import procs
+from bench.harness.loadgen import LoadGenerator, RawRecord
 from bench.harness.neighbour import Neighbour, neighbour_core
 from bench.overhead.h2load import find_h2load
 from bench.overload import systems
@@ -124,3 +126,53 @@ def test_the_neighbour_spins_on_one_core_at_our_niceness_until_stopped(tmp_path:
         assert allowed.split()[-1] == str(core)
         assert neighbour.niceness() == os.getpriority(os.PRIO_PROCESS, 0)
     assert not Path(f"/proc/{pid}").exists()  # stopped and reaped
+
+
+class _StuckClient:
+    """A sender's client whose every call blocks for ``block_s``: a stuck sender."""
+
+    def __init__(self, block_s: float) -> None:
+        self._block_s = block_s
+
+    def fire(self, scheduled_s: float, due: float, deadline_s: float) -> None:
+        time.sleep(self._block_s)  # stands in for whatever held the sender up
+
+    def wait_all(self, until: float) -> list[RawRecord]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class _InstantClient:
+    """A sender's client that answers every call OK at once, from this process."""
+
+    def __init__(self) -> None:
+        self._records: list[RawRecord] = []
+
+    def fire(self, scheduled_s: float, due: float, deadline_s: float) -> None:
+        self._records.append((scheduled_s, 0.0, "ok", "", os.getpid(), 0.0))
+
+    def wait_all(self, until: float) -> list[RawRecord]:
+        taken, self._records = self._records, []
+        return taken
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_a_stuck_sender_dumps_its_stacks_and_is_replaced(capfd: pytest.CaptureFixture[str]) -> None:
+    with LoadGenerator(senders=2, answer_slack_s=0.5) as generator:
+        stuck_pids = {proc.pid for proc in generator._procs}
+        generator.prepare_client(functools.partial(_StuckClient, block_s=60))
+        with pytest.raises(RuntimeError, match=r"did not answer 'records'.*a fresh sender"):
+            generator.run([0.0, 0.0], deadline_s=0.1)
+        assert "_fire_schedule" in capfd.readouterr().err  # the stuck sender's stacks
+        # Fresh senders serve the next commands.
+        generator.prepare_client(_InstantClient)
+        result = generator.run([0.0, 0.01, 0.02, 0.03], deadline_s=1.0)
+        assert [record.outcome.value for record in result.records] == ["ok"] * 4
+        pids = {record.pid for record in result.records}
+        assert len(pids) == 2
+        assert not pids & stuck_pids
