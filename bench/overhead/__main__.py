@@ -26,6 +26,7 @@ from typing import Any
 
 from bench._gen.benchwork.v1 import work_pb2
 from bench.harness import procs
+from bench.harness.report import publish
 from bench.overhead import h2load, plot, results
 from bench.overhead.service import read_counts
 from bench.overload.handler import STATS_DIR_ENV
@@ -291,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "overhead",
         "mode": "quick" if args.quick else "full",
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": shlex.join(
+            ["python", "-m", "bench.overhead", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "machine": machine,
         "config": {
             "rounds": rounds,
@@ -346,13 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         run["notes"].append(f"{server.name} exited with {code} on SIGTERM")
     run["elapsed_s"] = round(time.monotonic() - started, 1)
     run["acceptance"] = [dataclasses.asdict(c) for c in results.acceptance(run)]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(run, indent=2) + "\n")
-    markdown = results.render_markdown(run)
-    (args.out / "results.md").write_text(markdown)
-    plot.plot_rounds(run, args.out / "overhead.png")
-    procs.progress(
-        f"done in {run['elapsed_s']} s: {args.out}/results.md, results.json, overhead.png"
+    markdown = publish(
+        run, args.out, render=results.render_markdown, plot=plot.plot_rounds, png="overhead.png"
     )
     print(markdown)
     return 0

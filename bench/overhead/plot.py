@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.harness.report import save_figure
 from bench.overhead.results import SYSTEMS, ratio, summary
 
 
@@ -44,8 +45,5 @@ def plot_rounds(run: Mapping[str, Any], path: Path) -> None:
         panel.set_ylim(bottom=0)
         panel.grid(axis="y", alpha=0.3)
     cores = run.get("machine", {}).get("cores", "?")
-    figure.suptitle(f"bench/overhead: trivial handler, closed loop, {cores} cores ({run['mode']})")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
+    title = f"bench/overhead: trivial handler, closed loop, {cores} cores ({run['mode']})"
+    save_figure(figure, path, title=title)

@@ -171,6 +171,7 @@ def render_markdown(run: Mapping[str, Any]) -> str:
         f"Python {machine['python']}, grpcio {machine['grpcio']}, protobuf "
         f"{machine['protobuf']}, {machine.get('h2load', 'h2load -')}. Servers and client "
         "share the cores, unpinned.\n",
+        f"Command: `{run.get('command', '-')}`.\n",
     ]
     table: list[list[Cell]] = []
     for client in config["clients"]:

@@ -18,11 +18,12 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from bench._gen.benchwork.v1 import work_pb2, work_pb2_grpc
-from bench.overload.handler import STATS_DIR_ENV
+from bench.overload.handler import STATS_DIR_ENV, read_json_files
 
 FLUSH_INTERVAL_S = 0.05
 _FILE_BYTES = 256  # fixed size, padded with spaces: rewritten in place, never truncated
@@ -109,15 +110,6 @@ def servicers() -> list[object]:
     return [TrivialServicer()]
 
 
-def read_counts(stats_dir: Path) -> list[dict[str, float]]:
-    """Every process's latest mirrored count (a file caught mid-write is read again)."""
-    counts = []
-    for path in sorted(stats_dir.glob("calls-*.json")):
-        for _attempt in range(5):
-            text = path.read_text().strip()
-            try:
-                counts.append(json.loads(text))
-                break
-            except ValueError:
-                time.sleep(0.01)
-    return counts
+def read_counts(stats_dir: Path) -> list[dict[str, Any]]:
+    """Every process's latest mirrored count."""
+    return read_json_files(stats_dir, "calls-*.json")

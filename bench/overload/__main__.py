@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import os
 import shlex
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 
 from bench.harness import procs
 from bench.harness.loadgen import LoadGenerator, Target, senders_for
+from bench.harness.report import publish
 from bench.overload import plot, results, systems
 from bench.overload.profiles import (
     BURST,
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  python -m bench.overload --quick                    # every profile, < 3 min\n"
             "  python -m bench.overload --profile burst --systems rpckit-default gunicorn\n"
-            "  python -m bench.overload --out bench/overload/results   # full mode, ~30 min\n"
+            "  python -m bench.overload --out bench/overload/results   # full mode, ~25 min\n"
             f"systems: {', '.join(names)} (default: {', '.join(systems.DEFAULT_SYSTEMS)}; "
             "the burst profile adds rpckit-default)"
         ),
@@ -152,6 +152,11 @@ def _profiles(
     return chosen
 
 
+def _system_entry(spec: systems.SystemSpec, **fields: Any) -> dict[str, Any]:
+    """A system's entry in a profile of the run: who it is, and ``fields``."""
+    return {"name": spec.name, "label": spec.label, "protocol": spec.protocol, **fields}
+
+
 def run_load_profile(
     bench: OverloadBenchmark,
     profile: LoadProfile,
@@ -179,21 +184,10 @@ def run_load_profile(
     # to start, the next system sets 1x.
     ordered = sorted(specs, key=lambda spec: spec.name != capacity_system)
     for spec in ordered:
-        system: dict[str, Any] = {
-            "name": spec.name,
-            "label": spec.label,
-            "protocol": spec.protocol,
-            "steps": [],
-        }
+        system = _system_entry(spec, steps=[])
         entry["systems"].append(system)
-        if bench.over_budget():
-            system["note"] = "skipped (time budget)"
-            continue
-        try:
-            running = bench.start(spec, deadline_ms=profile.deadline_ms)
-        except (RuntimeError, TimeoutError, OSError) as exc:
-            system["note"] = f"did not start: {str(exc).splitlines()[0][:300]}"
-            procs.progress(f"{spec.name}: {system['note']}")
+        running = bench.start_for(spec, system, deadline_ms=profile.deadline_ms)
+        if running is None:
             continue
         try:
             if capacity is None:
@@ -243,21 +237,10 @@ def run_burst_profile(
         "systems": [],
     }
     for spec in specs:
-        system: dict[str, Any] = {
-            "name": spec.name,
-            "label": spec.label,
-            "protocol": spec.protocol,
-            "bursts": [],
-        }
+        system = _system_entry(spec, bursts=[])
         entry["systems"].append(system)
-        if bench.over_budget():
-            system["note"] = "skipped (time budget)"
-            continue
-        try:
-            running = bench.start(spec, deadline_ms=profile.deadline_ms)
-        except (RuntimeError, TimeoutError, OSError) as exc:
-            system["note"] = f"did not start: {str(exc).splitlines()[0][:300]}"
-            procs.progress(f"{spec.name}: {system['note']}")
+        running = bench.start_for(spec, system, deadline_ms=profile.deadline_ms)
+        if running is None:
             continue
         try:
             system["serving_processes"] = running.processes
@@ -282,16 +265,13 @@ def _memory(
     rate: float,
     families: set[str],
 ) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = []
-    for family in ("rpckit", "gunicorn"):
-        if family not in families:
-            continue
-        for workers in (1, 4):
-            if bench.over_budget():
-                bench.notes.append(f"memory of {family} x{workers} skipped (time budget)")
-                continue
-            entries.append(bench.memory(family, workers, profile, rate=rate))
-    return entries
+    """PSS of 1 and 4 workers per family; short and bounded, so not cut by the time budget."""
+    return [
+        bench.memory(family, workers, profile, rate=rate)
+        for family in ("rpckit", "gunicorn")
+        if family in families
+        for workers in (1, 4)
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -325,6 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "overload",
         "mode": "quick" if args.quick else "full",
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": shlex.join(
+            ["python", "-m", "bench.overload", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "machine": procs.machine_description(("grpcio", "protobuf", "gunicorn", "gevent", "flask")),
         "config": {
             "profiles": [profile.name for profile in profiles],
@@ -373,9 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 entry = run_burst_profile(bench, profile, runnable)
             entry["systems"] += [
-                {"name": s.name, "label": s.label, "protocol": s.protocol, "note": s.missing()}
-                for s in chosen
-                if s.missing() is not None
+                _system_entry(spec, note=spec.missing())
+                for spec in chosen
+                if spec.missing() is not None
             ]
             run["profiles"][profile.name] = entry
         memory_profile = next((p for p in profiles if isinstance(p, LoadProfile)), SEED)
@@ -390,13 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run["config"]["sender_niceness"] = generator.niceness
     run["elapsed_s"] = round(time.monotonic() - started, 1)
     run["acceptance"] = [dataclasses.asdict(check) for check in results.acceptance(run)]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(run, indent=2) + "\n")
-    markdown = results.render_markdown(run)
-    (args.out / "results.md").write_text(markdown)
-    plot.plot_run(run, args.out / "overload.png")
-    procs.progress(
-        f"done in {run['elapsed_s']} s: {args.out}/results.md, results.json, overload.png"
+    markdown = publish(
+        run, args.out, render=results.render_markdown, plot=plot.plot_run, png="overload.png"
     )
     print(markdown)
     return 0

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.harness.report import draw_load_curves
+from bench.harness.report import draw_load_curves, save_figure
 from bench.overload.results import curves
 
 
@@ -41,11 +41,7 @@ def plot_run(run: Mapping[str, Any], path: Path) -> None:
     if burst is not None and burst_systems:
         _draw_bursts(axes[len(load)][0], axes[len(load)][1], burst, burst_systems)
     cores = run.get("machine", {}).get("cores", "?")
-    figure.suptitle(f"bench/overload, {cores} cores ({run.get('mode', '?')} mode)")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
+    save_figure(figure, path, title=f"bench/overload, {cores} cores ({run.get('mode', '?')} mode)")
 
 
 def _draw_bursts(

@@ -167,11 +167,12 @@ class Plan:
     ramp_factor: float  # ramp growth per level
     ramp_max_levels: int
     quiesce_timeout_s: float  # longest wait for a server to go idle after a step
+    quiesce_window_s: float  # idle means under 5% of a core over this long
     memory_warm_s: float  # load before reading PSS
     system_warmup_s: float  # unmeasured light load after a system starts
     bursts: int  # bursts per system
     recovery_s: float  # ordinary calls after each burst
-    time_budget_s: float  # steps that would start after this are skipped (noted)
+    time_budget_s: float  # load steps that would start after this are skipped (noted)
     max_requests_per_step: int = 200_000
 
     def __post_init__(self) -> None:
@@ -182,6 +183,7 @@ class Plan:
             self.memory_warm_s,
             self.system_warmup_s,
             self.recovery_s,
+            self.quiesce_window_s,
         )
         if min(durations) <= 0:
             raise ValueError("durations must be > 0")
@@ -192,19 +194,21 @@ class Plan:
 
 
 # Quick: every profile on every system in under 3 minutes on 2 cores (short steps, a coarse
-# ramp, one burst). Its numbers are for smoke-testing the bench, not for the acceptance.
+# ramp, one burst; the budget leaves ~30 s for start-up and the memory readings). Its numbers
+# are for smoke-testing the bench, not for the acceptance.
 QUICK = Plan(
-    warmup_s=0.25,
-    measure_s=1.0,
-    ramp_level_s=0.8,
-    ramp_factor=1.4,
+    warmup_s=0.2,
+    measure_s=0.7,
+    ramp_level_s=0.7,
+    ramp_factor=1.5,
     ramp_max_levels=6,
-    quiesce_timeout_s=2.0,
-    memory_warm_s=0.6,
-    system_warmup_s=0.5,
+    quiesce_timeout_s=1.5,
+    quiesce_window_s=0.1,
+    memory_warm_s=0.5,
+    system_warmup_s=0.4,
     bursts=1,
     recovery_s=1.5,
-    time_budget_s=170.0,
+    time_budget_s=150.0,
 )
 # Full: long enough for queues to reach their steady state (collapse takes seconds to build);
 # the recovery window is the issue's: 6 s of ordinary calls at 60/s after each burst.
@@ -215,6 +219,7 @@ FULL = Plan(
     ramp_factor=1.12,
     ramp_max_levels=16,
     quiesce_timeout_s=15.0,
+    quiesce_window_s=0.2,
     memory_warm_s=5.0,
     system_warmup_s=3.0,
     bursts=3,

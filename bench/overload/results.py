@@ -266,33 +266,20 @@ def acceptance(run: Mapping[str, Any]) -> list[Check]:
         if system == RPCKIT:
             checks.append(health_throughout(steps, name="seed: health Check, every step"))
     io_own, io_base = steps_of(run, "io", RPCKIT), steps_of(run, "io", BASELINE)
-    checks.append(
-        share_of(
-            step_at(io_own, 1.0),
-            step_at(io_base, 1.0),
-            share=1.0,
-            name="io: goodput at 1x",
-            what="gunicorn's at 1x",
+    for multiple, reference, share, what in (
+        (1.0, step_at(io_base, 1.0), 1.0, "gunicorn's at 1x"),
+        (3.0, step_at(io_base, 3.0), IO_SHARE_AT_3X, "gunicorn's at 3x"),
+        (3.0, step_at(io_own, 1.0), IO_SHARE_AT_3X, "its own at 1x"),
+    ):
+        checks.append(
+            share_of(
+                step_at(io_own, multiple),
+                reference,
+                share=share,
+                name=f"io: goodput at {multiple:g}x",
+                what=what,
+            )
         )
-    )
-    checks.append(
-        share_of(
-            step_at(io_own, 3.0),
-            step_at(io_base, 3.0),
-            share=IO_SHARE_AT_3X,
-            name="io: goodput at 3x",
-            what="gunicorn's at 3x",
-        )
-    )
-    checks.append(
-        share_of(
-            step_at(io_own, 3.0),
-            step_at(io_own, 1.0),
-            share=IO_SHARE_AT_3X,
-            name="io: goodput at 3x",
-            what="its own at 1x",
-        )
-    )
     burst = run.get("profiles", {}).get("burst", {})
     default_entry = system_entry(run, "burst", DEFAULT)
     bursts = [] if default_entry is None else list(default_entry.get("bursts", []))
@@ -536,7 +523,7 @@ def _memory_section(run: Mapping[str, Any]) -> list[str]:
                     m.get("processes"),
                     m.get("processes_that_replied"),
                     None if m.get("pss_kib") is None else m["pss_kib"] / 1024,
-                    m.get("error") or "",
+                    m.get("note") or "",
                 ]
                 for m in memory
             ],
@@ -578,6 +565,7 @@ def render_markdown(run: Mapping[str, Any]) -> str:
         "(`rpckit serve --http`) is driven by the same HTTP/JSON client as gunicorn, which "
         "sends no deadline rpckit reads: the route's timeout stands in for it.\n",
         _machine_line(run["machine"]),
+        f"Command: `{run.get('command', '-')}`.\n",
         "Goodput = calls that returned OK within their deadline, per second. Latencies of "
         "successful calls (p50, p99) are measured from the scheduled send time, so a late "
         "sender counts against them; refusal latency from the actual send (time to refusal). "

@@ -106,6 +106,26 @@ class OverloadBenchmark:
         )
         return Running(spec, process, stats_dir, processes)
 
+    def start_for(
+        self,
+        spec: systems.SystemSpec,
+        entry: dict[str, Any],
+        *,
+        deadline_ms: float,
+        budgeted: bool = True,
+    ) -> Running | None:
+        """Start a system for one profile; None, with a note in its ``entry``, when it
+        cannot (out of time, when ``budgeted``, or it did not start)."""
+        if budgeted and self.over_budget():
+            entry["note"] = "skipped (time budget)"
+            return None
+        try:
+            return self.start(spec, deadline_ms=deadline_ms)
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            entry["note"] = f"did not start: {str(exc).splitlines()[0][:300]}"
+            procs.progress(f"{spec.name}: {entry['note']}")
+            return None
+
     def stop_soon(self, process: procs.SystemProcess, entry: dict[str, Any]) -> None:
         """SIGTERM; an idle server drains in the background (it costs no CPU meanwhile), a busy
         one is waited for, so its backlog does not eat into the next system's measurements.
@@ -131,7 +151,10 @@ class OverloadBenchmark:
     def quiesce(self, process: procs.SystemProcess) -> bool:
         """Wait (bounded) until the server stopped working off a backlog."""
         idle = procs.wait_idle(
-            process.pid, max_cpu_share=0.05, window_s=0.2, timeout_s=self.plan.quiesce_timeout_s
+            process.pid,
+            max_cpu_share=0.05,
+            window_s=self.plan.quiesce_window_s,
+            timeout_s=self.plan.quiesce_timeout_s,
         )
         time.sleep(0.05)  # the last calls' stats file writes
         return idle
@@ -410,11 +433,8 @@ class OverloadBenchmark:
             else systems.gunicorn_spec(workers)
         )
         entry: dict[str, Any] = {"family": family, "workers": workers, "label": spec.label}
-        try:
-            running = self.start(spec, deadline_ms=profile.deadline_ms)
-        except (RuntimeError, TimeoutError, OSError) as exc:
-            entry["error"] = f"did not start: {str(exc).splitlines()[0][:200]}"
-            procs.progress(f"{spec.label}: {entry['error']}")
+        running = self.start_for(spec, entry, deadline_ms=profile.deadline_ms, budgeted=False)
+        if running is None:
             return entry
         try:
             duration = self.plan.memory_warm_s
@@ -437,7 +457,7 @@ class OverloadBenchmark:
                 f"over {entry['processes']} processes"
             )
         except RuntimeError as exc:
-            entry["error"] = f"failed: {str(exc)[:200]}"
+            entry["note"] = f"failed: {str(exc)[:200]}"
         finally:
             self.stop_soon(running.process, entry)
         return entry

@@ -150,14 +150,12 @@ def test_the_report_has_the_medians_the_ratio_and_every_round() -> None:
     rows = rounds([900.0, 950.0], [1000.0, 1000.0])
     run: dict[str, Any] = {
         "mode": "full",
+        "command": "python -m bench.overhead",
         "config": {"rounds": 2, "round_s": 5.0, "clients": ["h2load"], "in_flight": 16},
         "machine": {
             "cpu_model": "x",
             "cores": 2,
-            "kernel": "k",
-            "python": "3.11",
-            "grpcio": "1",
-            "protobuf": "1",
+            **dict.fromkeys(("kernel", "python", "grpcio", "protobuf"), "1"),
             "h2load": "h2load nghttp2/1.52.0",
         },
         "systems": {
@@ -170,6 +168,7 @@ def test_the_report_has_the_medians_the_ratio_and_every_round() -> None:
     run["acceptance"] = [dataclasses.asdict(c) for c in results.acceptance(run)]
     text = results.render_markdown(run)
     assert "`rpckit serve app` against `python -m plain`" in text
+    assert "Command: `python -m bench.overhead`." in text
     assert "| h2load | rpckit serve | 925.0 | 900-950 |" in text
     assert "| h2load | rpckit / plain grpcio | 0.93x | per round 0.90-0.95x |" in text
     assert "| >= 0.85x | PASS |" in text
