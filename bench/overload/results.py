@@ -184,7 +184,8 @@ def bursts_all_ok(bursts: Sequence[Mapping[str, Any]], size: int, *, name: str) 
     oks = [b["burst"]["ok"] for b in bursts]
     return Check(
         name=name,
-        value=f"{', '.join(str(ok) for ok in oks)} OK of {size} ({len(bursts)} bursts)",
+        value=f"{', '.join(str(ok) for ok in oks)} OK of {size} "
+        f"({len(bursts)} burst{'' if len(bursts) == 1 else 's'})",
         target=target,
         passed=all(b["burst"]["ok"] == b["burst"]["sent"] == size for b in bursts),
     )
