@@ -166,8 +166,8 @@ def rpckit_http_spec(workers_argv: Sequence[str], extra_args: Sequence[str] = ()
 
 
 def default_gunicorn_workers() -> int:
-    """cores + 1, the issue's gunicorn deployment."""
-    return (os.cpu_count() or 1) + 1
+    """Usable cores + 1, the issue's gunicorn deployment (and what ``--workers auto`` runs)."""
+    return len(os.sched_getaffinity(0)) + 1
 
 
 def overload_systems(rpckit_args: Sequence[str] = ()) -> dict[str, SystemSpec]:

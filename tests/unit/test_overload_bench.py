@@ -3,6 +3,7 @@ shim's route timeout, and issue 12's acceptance checks computed from a run's num
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -97,7 +98,9 @@ def test_rpckit_runs_as_cores_plus_one_processes_from_one_place() -> None:
         assert argv[-2:] == ("--threads", "6")  # extra flags last, so they may override
         assert specs[name].processes is None  # counted once it runs
     assert "--workers" not in specs["rpckit-default"].argv
-    assert specs["gunicorn"].argv[specs["gunicorn"].argv.index("-w") + 1] == str(cores + 1)
+    assert specs["gunicorn"].argv[specs["gunicorn"].argv.index("-w") + 1] == str(
+        len(os.sched_getaffinity(0)) + 1
+    )
     assert specs["rpckit"].health_probe
     assert not specs["grpc-plain"].health_probe
 
