@@ -28,8 +28,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import faulthandler
 import functools
 import http.client
+import itertools
 import json
 import math
 import multiprocessing
@@ -37,6 +39,7 @@ import multiprocessing.connection
 import os
 import queue
 import random
+import signal
 import sys
 import threading
 import time
@@ -56,9 +59,15 @@ DEADLINE_HEADER = "X-Request-Deadline"
 CONNECT_TIMEOUT_S = 10.0
 # Extra time a sender waits, after the last deadline of a step, for calls to report back.
 REPLY_GRACE_S = 2.0
+# How much longer than a command should take the parent waits for a sender's answer.
+ANSWER_SLACK_S = 10.0
+# Longest an HTTP client waits for its threads when it is closed.
+CLOSE_TIMEOUT_S = 5.0
 # Senders ask for this scheduling priority (-10: ahead of the servers they load).
 SENDER_NICENESS = -10
 SENDER_SWITCH_INTERVAL_S = 0.0005
+# A sender that misses a deadline is sent this before it is replaced: it dumps its stacks.
+STACK_DUMP_SIGNAL = signal.SIGUSR1
 
 
 def poisson_schedule(
@@ -111,9 +120,10 @@ class Target:
     # 4 connections per sender: with 2+ senders, enough for SO_REUSEPORT to spread the load
     # over a few server processes (each channel costs the sender CPU: keep it small).
     channels_per_sender: int = 4
-    # Cap on concurrent HTTP requests per sender (one thread + connection each); 512 covers
-    # 1000 req/s x 250 ms deadlines with room for Poisson bursts.
-    max_http_threads: int = 512
+    # Cap on concurrent HTTP requests per sender (one thread + connection each); 1024 covers
+    # 3000 req/s x 500 ms deadlines over 2 senders (bench/overload's io profile at 3x). A
+    # request that finds every thread busy waits, and its send lag says so.
+    max_http_threads: int = 1024
     # gRPC: server processes sharing the port (SO_REUSEPORT). The kernel hashes each connection
     # to one of them, so 4 connections land 2:2 on 2 processes only 3 times in 8 and all on one
     # 1 time in 8; with processes > 1 a sender redials until its connections are spread evenly
@@ -168,32 +178,64 @@ class LoadGenerator:
     they got.
     """
 
-    def __init__(self, *, senders: int) -> None:
-        if senders < 1:
-            raise ValueError("senders must be >= 1")
-        context = multiprocessing.get_context("spawn")
+    def __init__(self, *, senders: int, answer_slack_s: float = ANSWER_SLACK_S) -> None:
+        if senders < 1 or answer_slack_s <= 0:
+            raise ValueError("senders must be >= 1 and answer_slack_s > 0")
+        self._answer_slack_s = answer_slack_s
+        self._context = multiprocessing.get_context("spawn")
         self.niceness: int | None = None
+        self._prepared: tuple[Target, Work] | None = None
+        self._commands = itertools.count(1)
         self._conns: list[multiprocessing.connection.Connection] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []
         for index in range(senders):
-            parent_end, child_end = context.Pipe()
-            proc = context.Process(
-                target=_sender_main, args=(child_end,), name=f"bench-sender-{index}", daemon=True
-            )
-            proc.start()
-            child_end.close()
-            self._conns.append(parent_end)
+            conn, proc = self._spawn(index)
+            self._conns.append(conn)
             self._procs.append(proc)
+
+    def _spawn(
+        self, index: int
+    ) -> tuple[multiprocessing.connection.Connection, multiprocessing.process.BaseProcess]:
+        parent_end, child_end = self._context.Pipe()
+        proc = self._context.Process(
+            target=_sender_main, args=(child_end,), name=f"bench-sender-{index}", daemon=True
+        )
+        proc.start()
+        child_end.close()
+        return parent_end, proc
 
     @property
     def senders(self) -> int:
         return len(self._procs)
 
-    def prepare(self, target: Target, work: Work) -> None:
-        """Connect every sender to the target (raises RuntimeError if one cannot)."""
+    @property
+    def _prepare_timeout_s(self) -> float:
+        return CONNECT_TIMEOUT_S + self._answer_slack_s
+
+    def _send_all(self, kind: str, *args: Any) -> int:
+        """Send one command to every sender; its id (replies carry it)."""
+        command = next(self._commands)
         for conn in self._conns:
-            conn.send(("prepare", target, work))
-        self.niceness = max(self._collect("ready", timeout_s=CONNECT_TIMEOUT_S + 5))
+            conn.send((command, kind, *args))
+        return command
+
+    def prepare(self, target: Target, work: Work) -> None:
+        """Connect every sender to the target (raises RuntimeError if one cannot).
+
+        Preparing for the target and work the senders already have keeps their connections,
+        as a long-lived client keeps its own; `forget` makes the next `prepare` connect anew
+        (call it when the server at an address changes).
+        """
+        if self._prepared == (target, work):
+            return
+        self._prepared = None
+        command = self._send_all("prepare", target, work)
+        self.niceness = max(self._collect(command, "ready", timeout_s=self._prepare_timeout_s))
+        self._prepared = (target, work)
+
+    def forget(self) -> None:
+        """The next `prepare` connects anew, even to the same target."""
+        self._prepared = None
 
     def prepare_client(self, factory: ClientFactory) -> None:
         """Give every sender its own client, ``factory()`` called in the sender process.
@@ -201,39 +243,84 @@ class LoadGenerator:
         For load that `Target` does not describe (e.g. a client-side load balancer over
         many backends); `run` then drives these clients like the built-in ones.
         """
-        for conn in self._conns:
-            conn.send(("prepare_client", factory))
-        self.niceness = max(self._collect("ready", timeout_s=CONNECT_TIMEOUT_S + 5))
+        self._prepared = None
+        command = self._send_all("prepare_client", factory)
+        self.niceness = max(self._collect(command, "ready", timeout_s=self._prepare_timeout_s))
 
     def run(self, schedule: Sequence[float], *, deadline_s: float) -> RunResult:
         """Fire `schedule` (offsets in s from a common start); one record per arrival."""
         if deadline_s <= 0:
             raise ValueError("deadline_s must be > 0")
         start_at = time.monotonic() + 0.2  # CLOCK_MONOTONIC is system-wide: one start for all
+        command = next(self._commands)
         for conn, part in zip(self._conns, deal_round_robin(schedule, self.senders), strict=True):
-            conn.send(("run", part, start_at, deadline_s))
+            conn.send((command, "run", part, start_at, deadline_s))
         last = schedule[-1] if schedule else 0.0
-        replies = self._collect("records", timeout_s=0.2 + last + deadline_s + REPLY_GRACE_S + 10)
+        replies = self._collect(
+            command,
+            "records",
+            timeout_s=0.2 + last + deadline_s + REPLY_GRACE_S + self._answer_slack_s,
+        )
         records = [_to_record(raw) for raws, _ in replies for raw in raws]
         records.sort(key=lambda record: record.scheduled_s)
         return RunResult(records, sum(cpu_s for _, cpu_s in replies))
 
-    def _collect(self, kind: str, *, timeout_s: float) -> list[Any]:
+    def _collect(self, command: int, kind: str, *, timeout_s: float) -> list[Any]:
+        """Every sender's reply to ``command`` (replies to earlier commands, come late, are
+        dropped). A sender that does not answer in time dumps its threads' stacks to stderr
+        and is replaced by a fresh one, then RuntimeError says so."""
         give_up_at = time.monotonic() + timeout_s
+        answers: list[tuple[str, Any] | None] = []
+        for conn in self._conns:
+            answers.append(self._answer(conn, command, give_up_at))
+        stuck = [index for index, answer in enumerate(answers) if answer is None]
+        if stuck:
+            names = ", ".join(self._procs[index].name for index in stuck)
+            for index in stuck:
+                self._replace(index)
+            raise RuntimeError(
+                f"{names} did not answer {kind!r} within {timeout_s:.0f} s (stacks on stderr; "
+                "a fresh sender took the place of each)"
+            )
         replies: list[Any] = []
-        for conn, proc in zip(self._conns, self._procs, strict=True):
-            if not conn.poll(max(0.0, give_up_at - time.monotonic())):
-                raise RuntimeError(f"{proc.name} did not answer {kind!r} within {timeout_s:.0f} s")
-            got, payload = conn.recv()
+        for proc, answer in zip(self._procs, answers, strict=True):
+            assert answer is not None
+            got, payload = answer
             if got != kind:
                 raise RuntimeError(f"{proc.name} answered {got!r}, not {kind!r}: {payload!s:.300}")
             replies.append(payload)
         return replies
 
+    @staticmethod
+    def _answer(
+        conn: multiprocessing.connection.Connection, command: int, give_up_at: float
+    ) -> tuple[str, Any] | None:
+        """A sender's answer to ``command`` by ``give_up_at`` (earlier answers are dropped)."""
+        while conn.poll(max(0.0, give_up_at - time.monotonic())):
+            got_command, got, payload = conn.recv()
+            if got_command == command:
+                return got, payload
+        return None
+
+    def _replace(self, index: int) -> None:
+        """Stop a stuck sender (after it dumped its stacks) and start a fresh one."""
+        proc = self._procs[index]
+        if proc.pid is not None and proc.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, STACK_DUMP_SIGNAL)
+            proc.join(timeout=1)  # the dump is written by then; the sender carries on
+            proc.terminate()
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
+        self._conns[index].close()
+        self._conns[index], self._procs[index] = self._spawn(index)
+        self._prepared = None
+
     def close(self) -> None:
-        for conn in self._conns:
-            with contextlib.suppress(OSError):
-                conn.send(("close",))
+        with contextlib.suppress(OSError):
+            self._send_all("close")
         for proc in self._procs:
             proc.join(timeout=5)
             if proc.is_alive():
@@ -272,7 +359,12 @@ ClientFactory = Callable[[], Client]
 
 
 def _sender_main(conn: multiprocessing.connection.Connection) -> None:
-    """Sender process: prepare / run / close commands from the parent, until close or EOF."""
+    """Sender process: prepare / run / close commands from the parent, until close or EOF.
+
+    Each command comes as ``(id, kind, *args)`` and its reply goes back as ``(id, kind,
+    payload)``. STACK_DUMP_SIGNAL makes it write every thread's stack to stderr.
+    """
+    faulthandler.register(STACK_DUMP_SIGNAL, all_threads=True)
     client: Client | None = None
     # Not permitted (no root/CAP_SYS_NICE): run at normal priority; the niceness is reported.
     with contextlib.suppress(OSError):
@@ -287,36 +379,32 @@ def _sender_main(conn: multiprocessing.connection.Connection) -> None:
                 message = conn.recv()
             except EOFError:
                 return
-            if message[0] == "close":
+            command, kind, *args = message
+            if kind == "close":
                 return
-            if message[0] == "prepare":
+            if kind in ("prepare", "prepare_client"):
                 if client is not None:
                     client.close()
                     client = None
                 try:
-                    client = _make_client(message[1], message[2])
+                    client = _make_client(*args) if kind == "prepare" else args[0]()
                 except Exception as exc:
-                    conn.send(("failed", f"cannot connect to {message[1].address}: {exc!r}"))
+                    what = (
+                        f"connect to {args[0].address}"
+                        if kind == "prepare"
+                        else f"make a client with {args[0]!r}"
+                    )
+                    conn.send((command, "failed", f"cannot {what}: {exc!r}"))
                 else:
-                    conn.send(("ready", niceness))
-            elif message[0] == "prepare_client":
-                if client is not None:
-                    client.close()
-                    client = None
-                try:
-                    client = message[1]()
-                except Exception as exc:
-                    conn.send(("failed", f"cannot make a client with {message[1]!r}: {exc!r}"))
-                else:
-                    conn.send(("ready", niceness))
-            elif message[0] == "run":
+                    conn.send((command, "ready", niceness))
+            elif kind == "run":
                 if client is None:
-                    conn.send(("failed", "run before prepare"))
+                    conn.send((command, "failed", "run before prepare"))
                     continue
-                _, schedule, start_at, deadline_s = message
+                schedule, start_at, deadline_s = args
                 cpu_before = time.process_time()
                 raws = _fire_schedule(client, schedule, start_at, deadline_s)
-                conn.send(("records", (raws, time.process_time() - cpu_before)))
+                conn.send((command, "records", (raws, time.process_time() - cpu_before)))
     finally:
         if client is not None:
             client.close()
@@ -595,7 +683,12 @@ class _HttpClient:
         deadline_s: float,
         lag: float,
     ) -> http.client.HTTPConnection | None:
-        """One request (retried once if a reused keep-alive connection turned out closed)."""
+        """One request (retried once if a reused keep-alive connection turned out closed).
+
+        Its lag is measured now, as it leaves: a request that waited in this client for a
+        free thread was sent late, and its lag says so.
+        """
+        lag = max(lag, time.monotonic() - due)
         headers = {
             "Content-Type": "application/json",
             DEADLINE_HEADER: str(round((self._epoch_offset + due + deadline_s) * 1000)),
@@ -650,10 +743,13 @@ class _HttpClient:
         return self._outstanding.collect(self._records, until)
 
     def close(self) -> None:
+        """Stop the threads (each ends after its request, which has a timeout); waits at most
+        CLOSE_TIMEOUT_S in all, whatever the number of threads."""
         for _ in self._threads:
             self._jobs.put(None)
+        give_up_at = time.monotonic() + CLOSE_TIMEOUT_S
         for thread in self._threads:
-            thread.join(timeout=2)
+            thread.join(timeout=max(0.0, give_up_at - time.monotonic()))
         for conn in self._prewarm:
             conn.close()
 

@@ -84,18 +84,30 @@ def descendants(root: int, parent_of: Mapping[int, int]) -> list[int]:
     return tree
 
 
-def json_line_address(stdout: str, stderr: str) -> str | None:
-    """Ready check for ``{"grpc": "HOST:PORT"}`` printed on stdout (rpckit serve's contract)."""
-    del stderr
+def announced_address(stdout: str, key: str) -> str | None:
+    """The address under ``key`` in the first JSON line on stdout that has it (``rpckit
+    serve`` announces ``{"grpc": "HOST:PORT", "http": "HOST:PORT"}``), else None."""
     for line in stdout.splitlines():
         if line.startswith("{"):
             try:
-                address = json.loads(line).get("grpc")
+                address = json.loads(line).get(key)
             except (ValueError, AttributeError):
                 continue
             if isinstance(address, str):
                 return address
     return None
+
+
+def json_line_address(stdout: str, stderr: str) -> str | None:
+    """Ready check for ``{"grpc": "HOST:PORT"}`` printed on stdout (rpckit serve's contract)."""
+    del stderr
+    return announced_address(stdout, "grpc")
+
+
+def json_line_http_address(stdout: str, stderr: str) -> str | None:
+    """Ready check for the ``"http"`` address of ``rpckit serve --http``'s announcement."""
+    del stderr
+    return announced_address(stdout, "http")
 
 
 # ---------------------------------------------------------------- /proc readers

@@ -6,25 +6,36 @@ matplotlib is imported lazily with the Agg backend, so nothing needs a display.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 Cell = str | int | float | None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Check:
-    """One acceptance check: passed is None when the data to decide is missing."""
+    """One acceptance check: passed is None when the data to decide is missing.
+
+    A check that is not a ``gate`` is a goal worth reporting: its outcome reads "met" or
+    "missed", never PASS or FAIL.
+    """
 
     name: str
     value: str
     target: str
     passed: bool | None
+    gate: bool = True
 
 
-def verdict(passed: bool | None) -> str:
-    """How a check's outcome reads in a table: PASS, FAIL, or n/a when undecided."""
+def verdict(passed: bool | None, *, gate: bool = True) -> str:
+    """How a check's outcome reads in a table: PASS, FAIL, or n/a when undecided (goals:
+    met, missed, n/a)."""
+    if not gate:
+        return {True: "goal met", False: "goal missed", None: "n/a"}[passed]
     return {True: "PASS", False: "FAIL", None: "n/a"}[passed]
 
 
@@ -77,6 +88,56 @@ def plot_load_curves(
     from matplotlib import pyplot
 
     figure, (goodput_axes, latency_axes) = pyplot.subplots(1, 2, figsize=(12, 4.8))
+    draw_load_curves(
+        goodput_axes, latency_axes, curves, deadline_ms=deadline_ms, capacity_rps=capacity_rps
+    )
+    save_figure(figure, path, title=title, dpi=110)
+
+
+def save_figure(figure: Any, path: Path, *, title: str, dpi: int = 100) -> None:
+    """Title, lay out, write and close a matplotlib figure."""
+    from matplotlib import pyplot
+
+    figure.suptitle(title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    pyplot.close(figure)
+
+
+def publish(
+    run: Mapping[str, Any],
+    out: Path,
+    *,
+    render: Callable[[Mapping[str, Any]], str],
+    plot: Callable[[Mapping[str, Any], Path], None],
+    png: str,
+) -> str:
+    """Write a run into ``out``: ``results.json`` (everything measured), ``results.md``
+    (``render(run)``, returned) and the plot ``png``; say so on stderr."""
+    markdown = render(run)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(run, indent=2) + "\n")
+    (out / "results.md").write_text(markdown)
+    plot(run, out / png)
+    elapsed = run.get("elapsed_s", "?")
+    print(
+        f"[bench] done in {elapsed} s: {out}/results.md, results.json, {png}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return markdown
+
+
+def draw_load_curves(
+    goodput_axes: Any,
+    latency_axes: Any,
+    curves: Mapping[str, Sequence[CurvePoint]],
+    *,
+    deadline_ms: float | None = None,
+    capacity_rps: float | None = None,
+) -> None:
+    """Draw goodput and p99 vs offered load, one line per system, on two matplotlib axes."""
     top = max((p.offered_rps for points in curves.values() for p in points), default=1.0)
     goodput_axes.plot([0, top], [0, top], color="0.8", linestyle=":", label="offered")
     for label, points in curves.items():
@@ -97,8 +158,3 @@ def plot_load_curves(
     for axes in (goodput_axes, latency_axes):
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
-    figure.suptitle(title)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    pyplot.close(figure)

@@ -57,9 +57,15 @@ def classify_grpc(code_name: str, latency_s: float, deadline_s: float) -> tuple[
 
 
 def classify_http(status: int, latency_s: float, deadline_s: float) -> tuple[Outcome, str]:
-    """Outcome of an HTTP exchange that got a status line back."""
+    """Outcome of an HTTP exchange that got a status line back.
+
+    A 504 is the HTTP face of DEADLINE_EXCEEDED (the shim's route timeout): read like it, a
+    refusal when it comes early, a timeout when it comes at the deadline.
+    """
     if 200 <= status < 300:
         return (Outcome.OK, "") if latency_s <= deadline_s else (Outcome.DEADLINE, "late OK")
+    if status == 504 and latency_s >= deadline_s * SERVER_DEADLINE_FRACTION:
+        return Outcome.DEADLINE, f"HTTP {status}"
     if status in HTTP_REJECTION_STATUSES:
         return Outcome.REJECTED, f"HTTP {status}"
     return Outcome.ERROR, f"HTTP {status}"
@@ -219,3 +225,36 @@ def ramp_done(levels: Sequence[StepSummary], *, misses: int = 2) -> bool:
 def capacity_from_ramp(levels: Sequence[StepSummary]) -> float:
     """Capacity estimate: the best goodput seen on the ramp (0 when there are no levels)."""
     return max((level.goodput_rps for level in levels), default=0.0)
+
+
+# ---------------------------------------------------------------- bursts
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BurstSummary:
+    """How one burst of calls sent at once ended."""
+
+    sent: int
+    ok: int  # OK within the deadline
+    refused: int  # Outcome.REJECTED
+    failed: int  # timed out at the client, or any other error
+    finish_ms: float | None  # from the burst's send to the end of its last call
+    ok_max_ms: float | None  # the slowest OK call
+    codes: dict[str, int]  # refusals and failures by code
+
+    def as_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def summarize_burst(records: Sequence[RequestRecord]) -> BurstSummary:
+    """Summary of one burst (every record scheduled at once; latencies from that moment)."""
+    ok = [r.latency_s for r in records if r.outcome is Outcome.OK]
+    return BurstSummary(
+        sent=len(records),
+        ok=len(ok),
+        refused=sum(1 for r in records if r.outcome is Outcome.REJECTED),
+        failed=sum(1 for r in records if r.outcome in (Outcome.DEADLINE, Outcome.ERROR)),
+        finish_ms=_ms(max((r.latency_s for r in records), default=None)),
+        ok_max_ms=_ms(max(ok, default=None)),
+        codes=dict(Counter(r.code for r in records if r.outcome is not Outcome.OK)),
+    )

@@ -111,13 +111,19 @@ def do_work(
 
 
 def read_stats_dir(stats_dir: Path) -> list[dict[str, Any]]:
-    """The per-process dumps in a stats directory (a file caught mid-write is read again)."""
+    """The per-process dumps in a stats directory."""
+    return read_json_files(stats_dir, "stats-*.json")
+
+
+def read_json_files(directory: Path, pattern: str) -> list[dict[str, Any]]:
+    """The JSON object in each file matching ``pattern``: a file caught mid-write is read
+    again (a few times), an empty one (created, nothing written yet) is skipped."""
     dumps: list[dict[str, Any]] = []
-    for path in sorted(stats_dir.glob("stats-*.json")):
+    for path in sorted(directory.glob(pattern)):
         for _attempt in range(5):
             text = path.read_text().strip()
             if not text:
-                break  # created, first call not finished: nothing to count yet
+                break
             try:
                 dumps.append(json.loads(text))
                 break

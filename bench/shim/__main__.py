@@ -55,19 +55,6 @@ class System:
     ready: procs.ReadyCheck
 
 
-def _http_from_json_line(stdout: str, stderr: str) -> str | None:
-    del stderr
-    for line in stdout.splitlines():
-        if line.startswith("{"):
-            try:
-                address = json.loads(line).get("http")
-            except (ValueError, AttributeError):
-                continue
-            if isinstance(address, str):
-                return address
-    return None
-
-
 def _gunicorn_ready(stdout: str, stderr: str) -> str | None:
     del stdout
     marker = "Listening at: http://"
@@ -100,13 +87,13 @@ def systems(workers: int, threads: int, rpckit_args: tuple[str, ...]) -> list[Sy
             "rpckit-shim",
             f"rpckit serve --http --workers {workers} (admission, {threads} handler slots)",
             (*rpckit, "--http-app", "examples.inventory.server:legacy_http"),
-            _http_from_json_line,
+            procs.json_line_http_address,
         ),
         System(
             "rpckit-shim-inline",
             f"rpckit serve --http --workers {workers}, no admission control",
             (*rpckit, "--http-app", "bench.shim.apps:inline_http"),
-            _http_from_json_line,
+            procs.json_line_http_address,
         ),
         System(
             "gunicorn-gevent",

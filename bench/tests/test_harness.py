@@ -23,13 +23,15 @@ from bench.harness.loadgen import (
     senders_for,
     spread_plan,
 )
+from bench.harness.neighbour import spin
 from bench.harness.procs import (
     descendants,
     json_line_address,
+    json_line_http_address,
     parse_proc_stat,
     parse_pss_kib,
 )
-from bench.harness.report import format_cell, markdown_table
+from bench.harness.report import Check, format_cell, markdown_table, verdict
 from bench.harness.stats import (
     HandlerTotals,
     Outcome,
@@ -43,9 +45,9 @@ from bench.harness.stats import (
     ramp_done,
     ramp_rates,
     summarize,
+    summarize_burst,
 )
 from bench.overload.handler import WorkAccounting, do_work, read_stats_dir
-from bench.overload.results import acceptance, memory_ratio, render_markdown
 from bench.overload.systems import gunicorn_ready
 
 OK, DEADLINE, REJECTED, ERROR = Outcome.OK, Outcome.DEADLINE, Outcome.REJECTED, Outcome.ERROR
@@ -200,6 +202,8 @@ def test_grpc_outcomes(code: str, latency: float, expected: tuple[Outcome, str])
         (429, 0.002, (REJECTED, "HTTP 429")),
         (500, 0.010, (ERROR, "HTTP 500")),
         (404, 0.010, (ERROR, "HTTP 404")),
+        (504, 0.003, (REJECTED, "HTTP 504")),  # refused early: deadline too short
+        (504, 0.249, (DEADLINE, "HTTP 504")),  # the route's timeout ran out: a timeout
     ],
 )
 def test_http_outcomes(status: int, latency: float, expected: tuple[Outcome, str]) -> None:
@@ -354,6 +358,9 @@ def test_descendants_walks_the_whole_tree_only() -> None:
 def test_ready_checks_read_the_servers_announcements() -> None:
     assert json_line_address('log line\n{"grpc": "127.0.0.1:5000"}\n', "") == "127.0.0.1:5000"
     assert json_line_address("{not json\n", "") is None
+    both = '{"grpc": "127.0.0.1:5000", "http": "127.0.0.1:5001"}\n'
+    assert json_line_http_address(both, "") == "127.0.0.1:5001"
+    assert json_line_http_address('{"grpc": "127.0.0.1:5000"}\n', "") is None
     ready = gunicorn_ready(2)
     listening = "[INFO] Listening at: http://127.0.0.1:41234 (99)\n"
     one = "bench.overload.flask_app ready in pid 100\n"
@@ -398,102 +405,40 @@ def test_markdown_table_aligns_numbers_and_escapes_pipes() -> None:
         markdown_table(["a", "b"], [["only one"]])
 
 
-def step(
-    multiple: float, goodput: float, *, wasted: float = 0.0, reject_p99: float | None = 2.0
-) -> dict[str, Any]:
-    summary = summary_of(0, 0).as_json() | {
-        "goodput_rps": float(goodput),
-        "offered_rps": multiple * 200.0,
-        "good_p99_ms": 100.0,
-        "rejected_p99_ms": reject_p99,
-    }
-    return {
-        "multiple": multiple,
-        "target_rps": multiple * 200,
-        "summary": summary,
-        "handler": {"cpu_total_s": 1.0, "cpu_wasted_s": wasted, "calls": 1, "late_calls": 0},
-        "wasted_fraction": wasted,
-        "tree_cpu_s": 1.0,
-        "sender_cpu_s": 0.1,
-    }
-
-
-def a_run(*, goodput_3x: float, memory_four: int) -> dict[str, Any]:
-    return {
-        "mode": "full",
-        "config": {"cpu_ms": 5, "wait_ms": 20, "deadline_ms": 250, "warmup_s": 3,
-                   "measure_s": 15, "senders": 2},
-        "machine": {"cpu_model": "x", "cores": 2, "kernel": "k", "python": "3.11",
-                    "grpcio": "1", "protobuf": "1", "gunicorn": "1", "gevent": "1",
-                    "flask": "1"},
-        "capacity": {"system": "rpckit-workers", "rps": 200.0, "source": "ramp"},
-        "systems": [
-            {"name": "rpckit-workers", "label": "rpckit --workers 2",
-             "steps": [step(1, 200), step(2, 195), step(3, goodput_3x, wasted=0.01)]},
-            {"name": "gunicorn", "label": "gunicorn", "steps": [step(1, 150), step(3, 30)]},
-            {"name": "grpc-plain", "label": "plain", "steps": [], "note": "not found"},
-        ],
-        "memory": [
-            {"family": "rpckit", "workers": 1, "label": "r1", "pss_kib": 20_000, "processes": 1},
-            {"family": "rpckit", "workers": 4, "label": "r4", "pss_kib": memory_four,
-             "processes": 5},
-        ],
-    }  # fmt: skip
-
-
-def test_acceptance_passes_and_fails_on_the_issue_targets() -> None:
-    good = {
-        check.name: check.passed for check in acceptance(a_run(goodput_3x=190, memory_four=30_000))
-    }
-    assert good == {
-        "goodput at 2x / 1x": True,
-        "goodput at 3x / 1x": True,
-        "wasted CPU (worst step)": True,
-        "rejection p99 (worst step)": True,
-        "capacity vs gunicorn's best goodput": True,
-        "PSS --workers 4 / --workers 1": True,
-        "health Check at 3x: all SERVING, slowest": None,  # a_run has no health probes
-    }
-    bad = {
-        check.name: check.passed for check in acceptance(a_run(goodput_3x=100, memory_four=40_000))
-    }
-    assert bad["goodput at 3x / 1x"] is False
-    assert bad["PSS --workers 4 / --workers 1"] is False
-    missing = acceptance({"systems": [], "memory": []})
-    assert all(check.passed is None for check in missing if "rejection" not in check.name)
-
-
-def test_health_check_acceptance_needs_all_serving_and_the_slowest_under_50ms() -> None:
-    def checked(health: dict[str, object]) -> bool | None:
-        run = a_run(goodput_3x=190, memory_four=30_000)
-        for entry in run["systems"]:
-            for step in entry["steps"]:
-                step["health"] = health
-        return next(c.passed for c in acceptance(run) if c.name.startswith("health Check"))
-
-    assert checked({"probes": 40, "serving": 40, "p99_ms": 12.0, "max_ms": 31.0}) is True
-    assert checked({"probes": 40, "serving": 40, "p99_ms": 12.0, "max_ms": 51.0}) is False
-    assert checked({"probes": 40, "serving": 39, "p99_ms": 12.0, "max_ms": 20.0}) is False
-
-
-def test_memory_ratio_needs_both_configurations() -> None:
-    assert memory_ratio(a_run(goodput_3x=1, memory_four=30_000), family="rpckit") == 1.5
-    assert memory_ratio(a_run(goodput_3x=1, memory_four=30_000), family="gunicorn") is None
-
-
-def test_report_has_the_tables_and_says_what_did_not_run() -> None:
-    run = a_run(goodput_3x=190, memory_four=30_000)
-    run["acceptance"] = [
-        {"name": c.name, "value": c.value, "target": c.target, "passed": c.passed}
-        for c in acceptance(run)
+def test_verdicts_of_gates_and_goals() -> None:
+    assert [verdict(p) for p in (True, False, None)] == ["PASS", "FAIL", "n/a"]
+    assert [verdict(p, gate=False) for p in (True, False, None)] == [
+        "goal met",
+        "goal missed",
+        "n/a",
     ]
-    text = render_markdown(run)
-    assert "## Goodput (req/s) by offered load" in text
-    assert "| rpckit --workers 2 | 200.0 | 195.0 | 190.0 |" in text
-    assert "| gunicorn | 150.0 | - | 30.0 |" in text
-    assert "rpckit: 4 workers / 1 worker = **1.50x**" in text
-    assert "| PSS --workers 4 / --workers 1 | 1.50x | <= 1.6x | PASS |" in text
-    assert "- plain: not found" in text
+    assert Check(name="c", value="v", target="t", passed=True).gate  # a gate unless told
+
+
+# ---------------------------------------------------------------- bursts
+
+
+def test_a_burst_counts_outcomes_and_the_time_to_its_last_call() -> None:
+    records = [
+        RequestRecord(0.0, 0.81, OK, "", 7, 0.0),
+        RequestRecord(0.0, 0.85, OK, "", 8, 0.0),
+        RequestRecord(0.0, 0.002, REJECTED, "RESOURCE_EXHAUSTED", 0, 0.0),
+        RequestRecord(0.0, 10.0, DEADLINE, "DEADLINE_EXCEEDED", 0, 0.0),
+        RequestRecord(0.0, 0.5, ERROR, "INTERNAL", 0, 0.0),
+    ]
+    burst = summarize_burst(records)
+    assert (burst.sent, burst.ok, burst.refused, burst.failed) == (5, 2, 1, 2)
+    assert burst.finish_ms == 10_000.0  # the slowest call of any outcome
+    assert burst.ok_max_ms == 850.0
+    assert burst.codes == {"RESOURCE_EXHAUSTED": 1, "DEADLINE_EXCEEDED": 1, "INTERNAL": 1}
+    empty = summarize_burst([])
+    assert (empty.sent, empty.finish_ms, empty.ok_max_ms) == (0, None, None)
+
+
+def test_the_neighbour_spins_until_its_clock_says_stop() -> None:
+    ticks = iter([0.0, 0.5, 1.0, 1.5, 2.0])
+    assert spin(1.2, clock=lambda: next(ticks)) == 3  # rounds at 0.0, 0.5 and 1.0
+    assert spin(0.0, clock=lambda: 5.0) == 0
 
 
 def test_health_probe_summary_counts_serving_and_slowest() -> None:

@@ -71,12 +71,19 @@ def _parser() -> argparse.ArgumentParser:
         default="127.0.0.1:50051",
         help="where to listen for gRPC; port 0 picks a free port",
     )
-    serve.add_argument("--threads", type=int, default=8, help="handler threads per process")
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=256,
+        help="most handler threads (and calls running at once) per process; threads are "
+        "made when calls need them",
+    )
     serve.add_argument(
         "--fixed-threads",
         action="store_true",
-        help="run all --threads at once; by default admission runs fewer while CPU-bound "
-        "handlers make grpc's dispatch thread wait for the GIL (rpckit.server._concurrency)",
+        help="let up to --threads calls run at once; by default admission runs fewer while "
+        "CPU-bound handlers make grpc's dispatch thread wait for the GIL "
+        "(rpckit.server._concurrency)",
     )
     serve.add_argument(
         "--handler-nice",
@@ -89,9 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--workers",
-        type=int,
+        type=_workers,
         default=1,
-        help="processes sharing the port (SO_REUSEPORT); the app is imported once, then forked",
+        metavar="N|auto",
+        help="processes sharing the port (SO_REUSEPORT); the app is imported once, then "
+        "forked. auto: the cores this process may use, plus one (as gunicorn's guidance): "
+        "one Python process runs Python on one core at a time",
     )
     serve.add_argument(
         "--gil-switch-ms",
@@ -107,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
         "--queue-limit",
         type=int,
         default=256,
-        help="calls allowed to wait for a thread before new ones are rejected",
+        help="calls allowed to wait for a CPU slot before new ones are rejected",
     )
     serve.add_argument(
         "--drain",
@@ -220,7 +230,33 @@ def _parser() -> argparse.ArgumentParser:
     openapi.add_argument("--version", default="1.0.0", help="info.version of the API")
     openapi.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
     openapi.set_defaults(run=_openapi)
+
+    from rpckit.migrate._cli import add_parser as add_migrate_parser
+    from rpckit.scaffold import _command as scaffold_command
+
+    scaffold_command.add_parser(verbs)  # rpckit new
+    add_migrate_parser(verbs)  # rpckit migrate
     return parser
+
+
+def auto_workers() -> int:
+    """``--workers auto``: the cores this process may run on, plus one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return cores + 1
+
+
+def _workers(text: str) -> int:
+    if text == "auto":
+        return auto_workers()
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of processes or 'auto', got {text!r}"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

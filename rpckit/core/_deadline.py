@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import dataclasses
 import math
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 __all__ = [
     "NO_DEADLINE_S",
@@ -52,17 +52,47 @@ OUTBOUND_MARGIN_S = 0.005
 _GRPC_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
-@dataclasses.dataclass(eq=False, kw_only=True)
 class CallScope:
     """What a handler may know about the call it serves.
 
     ``deadline`` is on the :func:`time.monotonic` clock, ``None`` without one.
-    ``cancel_event`` is set when the caller goes away or the server stops.
+    :meth:`is_cancelled` says whether the caller went away or the server stopped:
+    :meth:`cancel` was called, or the call's ``context`` (anything with grpcio's
+    ``is_active()``/``add_callback()``) is no longer active -- asked only when
+    someone asks, so a call nobody checks costs nothing. ``cancel_event`` is an
+    Event made on first use, for code that wants to wait on it.
     """
 
-    method: str
-    deadline: float | None
-    cancel_event: threading.Event = dataclasses.field(default_factory=threading.Event)
+    __slots__ = ("_cancelled", "_context", "_event", "deadline", "method")
+
+    def __init__(self, *, method: str, deadline: float | None, context: Any = None) -> None:
+        self.method = method
+        self.deadline = deadline
+        self._context = context
+        self._cancelled = False
+        self._event: threading.Event | None = None
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        event = self._event
+        if event is not None:
+            event.set()
+
+    def is_cancelled(self) -> bool:
+        if not self._cancelled and self._context is not None and not self._context.is_active():
+            self.cancel()
+        return self._cancelled
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """An Event set once the call is cancelled (made, and hooked to the call, on first use)."""
+        if self._event is None:
+            event = threading.Event()
+            self._event = event
+            hooked = self._context is not None and self._context.add_callback(self.cancel)
+            if self._cancelled or (self._context is not None and not hooked):
+                self.cancel()
+        return self._event
 
     def time_remaining(self, now: float) -> float | None:
         if self.deadline is None:
@@ -114,7 +144,7 @@ def cancelled() -> bool:
     scope = _SCOPE.get()
     if scope is None:
         return False
-    if scope.cancel_event.is_set():
+    if scope.is_cancelled():
         return True
     remaining = scope.time_remaining(time.monotonic())
     return remaining is not None and remaining <= 0

@@ -513,7 +513,7 @@ class Shim:
         headers = self._headers_from_metadata(outcome)
         if not outcome.ok:
             failed = HttpError(
-                http_status_for(outcome.code, self.config.status_for_code),
+                self._status_of_failed(outcome),
                 outcome.message,
                 reason="call_failed",
                 grpc_code=outcome.code,
@@ -523,6 +523,18 @@ class Shim:
             return self._error(failed, profile)
         assert outcome.response is not None
         return self._success(route, settings, outcome.response, headers)
+
+    def _status_of_failed(self, outcome: CallOutcome) -> int:
+        """The HTTP status of a failed call: ``overload_status`` for admission control's
+        refusals (RESOURCE_EXHAUSTED with a pushback), else the code's from the table."""
+        overload = self.config.overload_status
+        if (
+            overload is not None
+            and outcome.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+            and any(key == PUSHBACK_METADATA_KEY for key, _ in outcome.metadata)
+        ):
+            return overload
+        return http_status_for(outcome.code, self.config.status_for_code)
 
     def _run_guard(
         self, settings: RouteSettings, route: Route, metadata: tuple[tuple[str, str], ...]

@@ -26,6 +26,7 @@ import grpc
 from google.protobuf import descriptor
 
 from rpckit.core._descriptors import FieldPathError, fields_on_path
+from rpckit.core._validate import check_int
 from rpckit.core._wire import CRITICALITY_METADATA_KEY
 from rpckit.http._errors import ErrorRenderer, render_gateway_error
 from rpckit.http._mapping._jsonmap import LegacyProfile
@@ -178,6 +179,10 @@ class ShimConfig:
             something other than ``application/json`` (or ``application/*+json``).
         retry_after_from_pushback: turn ``grpc-retry-pushback-ms`` (admission
             control's hint) into ``Retry-After`` (whole seconds, rounded up).
+        overload_status: the HTTP status of a call admission control refused for
+            overload (RESOURCE_EXHAUSTED with a pushback): 503 Service Unavailable,
+            which HTTP clients and proxies retry after ``Retry-After``; None keeps
+            the code's status from the table (429 for RESOURCE_EXHAUSTED).
         caller_header: the request header naming the caller in the traffic
             counters; None (default) uses the User-Agent's first product token.
         max_callers: distinct callers counted before the rest count as ``(other)``
@@ -197,6 +202,7 @@ class ShimConfig:
     error_renderer: ErrorRenderer = render_gateway_error
     require_json_content_type: bool = True
     retry_after_from_pushback: bool = True
+    overload_status: int | None = 503
     caller_header: str | None = None
     max_callers: int = 100
     traffic_report_path: str | None = None
@@ -223,6 +229,13 @@ class ShimConfig:
             raise ValueError(f"ShimConfig.caller_header: {self.caller_header!r} is not a header")
         if self.traffic_report_path is not None and not self.traffic_report_path.startswith("/"):
             raise ValueError("ShimConfig.traffic_report_path must start with '/'")
+        if self.overload_status is not None:
+            check_int("ShimConfig", "overload_status", self.overload_status, low=400)
+            if self.overload_status > 599:
+                raise ValueError(
+                    f"ShimConfig.overload_status must be an HTTP error status, got "
+                    f"{self.overload_status!r}"
+                )
 
 
 def _forward_headers(names: Sequence[str]) -> tuple[str, ...]:

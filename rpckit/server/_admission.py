@@ -5,26 +5,35 @@ The policy decides, cheaply and without running the handler, which calls run
 and which are rejected. It holds no locks, threads or clocks: the executor
 adapter serialises access and passes ``now`` (monotonic seconds) to every call.
 
-The rules (DESIGN.md, "Server" -> "Admission policy"):
+Calls wait here for a *CPU slot*: the executor runs at most ``workers``
+handlers that are using the CPU at once, on as many threads as it takes (a
+handler waiting on I/O gives its slot back; see :mod:`rpckit.server._executor`). The
+rules (docs/architecture.md, "Admission"):
 
 * **Deadlines.** A call whose deadline has passed is rejected
-  (``DEADLINE_GONE``); so is one whose remaining time is below its method's
-  recent service time, an EWMA (``DEADLINE_SHORT``): it could not finish.
+  (``DEADLINE_GONE``); so is one whose time left is below the *fastest*
+  recent service time of its method (``DEADLINE_SHORT``): it surely cannot
+  finish. That estimate is a windowed minimum: it forgets what it has not
+  seen again for ``service_window_s``, and while it refuses every call of a
+  method, one call per ``deadline_probe_s`` runs anyway to measure again. No
+  burst of slow calls can lock a method out.
+* **A call's own deadline bounds its wait while no queue stands.** It may
+  wait until its deadline leaves the method's fastest service time, capped at
+  ``max_wait_s`` (and never less than ``codel_interval_s``).
 * **CoDel** (Facebook, "Fail at Scale", 2015). If the queue has not been idle
   at any time during the last ``codel_interval_s`` it is *standing*, and a
-  call queued now may wait at most the CoDel target; otherwise it may wait up
-  to the interval. As in the paper, a call's allowance is fixed when it is
-  queued (``enqueue(req, timeout)``): a burst admitted into an idle queue is
-  not dropped wholesale the moment the queue turns standing. Late calls are
-  dropped (``CODEL``). The target scales with the method's service time
-  (``max(codel_target_s, target_service_multiple x EWMA)``) so a 50 ms method
-  is not held to a 5 ms budget. *Idle* means empty with no call shed for
-  overload (``CODEL``, ``QUEUE_FULL``) within the interval: a queue kept short
-  by refusing newcomers on arrival is still a standing one. A newcomer whose
-  predicted wait is over a quarter of its allowance is refused on arrival
-  (``admit_within_allowance``, ``admit_wait_fraction``): a refusal's latency
-  is the wait before it, so a standing queue admits a call only into a worker
-  that is free or about to be.
+  call queued now may wait at most the CoDel target. As in the paper, a call's
+  allowance is fixed when it is queued (``enqueue(req, timeout)``): a burst
+  admitted into an idle queue is not dropped wholesale the moment the queue
+  turns standing. Late calls are dropped (``CODEL``). The target scales with
+  the method's service time (``max(codel_target_s, target_service_multiple x
+  average)``) so a 50 ms method is not held to a 5 ms budget. *Idle* means
+  empty with no call shed for overload (``CODEL``, ``QUEUE_FULL``) within the
+  interval: a queue kept short by refusing newcomers on arrival is still a
+  standing one. A newcomer whose predicted wait is over a quarter of its
+  allowance is refused on arrival (``admit_within_allowance``,
+  ``admit_wait_fraction``): a refusal's latency is the wait before it, so a
+  standing queue admits a call only into a slot that is free or about to be.
 * **Adaptive LIFO** (same paper). FIFO while there is no standing queue;
   newest first once one stands, so the calls served are the ones whose clients
   are still waiting, and the stale ones age out through CoDel.
@@ -35,7 +44,7 @@ The rules (DESIGN.md, "Server" -> "Admission policy"):
 * **Bound.** At most ``queue_limit`` calls are queued (``QUEUE_FULL``).
 
 Every rejection carries a pushback (``grpc-retry-pushback-ms``): the time the
-workers need to drain the current queue, from the service-time EWMAs.
+slots need to drain the current queue, from the service-time averages.
 
 Cost. Calls sit in one deque per criticality (arrival order, for FIFO/LIFO),
 one CoDel heap (earliest expiry first: each call's enqueue time plus its
@@ -123,7 +132,7 @@ class Reason(enum.Enum):
     DEADLINE_GONE = "deadline_gone"
     """The call's deadline had passed."""
     DEADLINE_SHORT = "deadline_short"
-    """The time left was below the method's service-time EWMA."""
+    """The time left was below the method's fastest recent service time."""
     PREEMPTED = "preempted"
     """The queue was full and a call of higher criticality took this one's place."""
 
@@ -142,10 +151,10 @@ class Reason(enum.Enum):
 
 _REASON_MESSAGES = {
     Reason.QUEUE_FULL: "server overloaded: admission queue is full",
-    Reason.CODEL: "server overloaded: call waited too long in the queue (CoDel)",
+    Reason.CODEL: "server overloaded: the call could not start within its allowed wait",
     Reason.PREEMPTED: "server overloaded: call shed for more critical traffic",
     Reason.DEADLINE_GONE: "deadline expired before the call could start",
-    Reason.DEADLINE_SHORT: "deadline too short for this method's recent service time",
+    Reason.DEADLINE_SHORT: "deadline too short for this method's fastest recent service time",
 }
 
 
@@ -154,9 +163,8 @@ class AdmissionConfig:
     """Parameters of :class:`AdmissionQueue`; every field is validated on construction."""
 
     workers: int = 8
-    """Worker threads the queue feeds; used to estimate drain time (pushback).
-    DESIGN.md: a modest pool (8-16) per process; the sync server is CPU-bound
-    on one core under the GIL, so more threads add contention, not throughput."""
+    """CPU slots the queue feeds (the executor adapts how many are open at once,
+    ``set_workers``); used to predict waits and drain time (pushback)."""
 
     queue_limit: int = 256
     """Hard bound on queued (not running) calls. CoDel does the real shedding;
@@ -172,7 +180,7 @@ class AdmissionConfig:
     until then a call may wait this long. 100 ms: Fail at Scale."""
 
     target_service_multiple: float = 0.1
-    """Effective target = max(codel_target_s, multiple x method service EWMA).
+    """Effective target = max(codel_target_s, multiple x method service time average).
     A call dropped from a standing queue has waited its target, and that wait
     is its refusal's latency, so the target stays short: measured in
     bench/overload (25-40 ms calls), 0.2 x S had such drops wait 10-12 ms and
@@ -180,6 +188,13 @@ class AdmissionConfig:
     let refusals take 25+ ms and queued calls sink under LIFO. Slow methods
     get proportionally longer targets (a 500 ms method: 50 ms). 0 disables
     scaling (the fixed 5 ms target)."""
+
+    max_wait_s: float = 10.0
+    """While no queue stands, the longest a call may wait: its deadline's budget
+    (time left minus the method's fastest service time), capped here; a call
+    without a deadline may wait this long. A burst of calls that cannot all
+    start at once (while the executor's limit grows, say) is served within
+    deadlines instead of being shed after ``codel_interval_s``."""
 
     admit_within_allowance: bool = True
     """Refuse a newcomer at once (``Reason.CODEL``) when its predicted wait is
@@ -202,6 +217,16 @@ class AdmissionConfig:
     admits a call only into a worker that is free or about to be: with W
     workers of service time S busy, the next one frees up S / W later on
     average, longer than a quarter of the target for any S above W x 1.25 ms."""
+
+    service_window_s: float = 5.0
+    """Window of each method's *fastest* service time, the bound ``DEADLINE_SHORT``
+    refuses against: kept as five buckets, a sample is forgotten 1 to 1.2 windows
+    after it came."""
+
+    deadline_probe_s: float = 0.05
+    """While ``DEADLINE_SHORT`` refuses a method's calls, one call per this interval
+    is let through anyway (the probe), so the fastest service time is measured
+    again; a probe that has to queue is dropped only once its deadline is gone."""
 
     service_half_life_s: float = 1.0
     """Half-life of the per-method service-time average. It is a time-decayed
@@ -239,9 +264,8 @@ class AdmissionConfig:
             low=0.0,
             strict=False,
         )
-        check_number(
-            "AdmissionConfig", "service_half_life_s", self.service_half_life_s, low=0.0, strict=True
-        )
+        for name in ("service_half_life_s", "service_window_s", "deadline_probe_s", "max_wait_s"):
+            check_number("AdmissionConfig", name, getattr(self, name), low=0.0, strict=True)
         check_number(
             "AdmissionConfig",
             "sheddable_target_factor",
@@ -296,17 +320,21 @@ class Rejection(Generic[T]):
 class _Entry(Generic[T]):
     """A ticket's place in the queue; ``live`` turns False when it leaves by any path."""
 
-    __slots__ = ("expires_at", "live", "seq", "ticket")
+    __slots__ = ("expires_at", "live", "probe", "seq", "ticket")
 
-    def __init__(self, ticket: Ticket[T], seq: int, expires_at: float) -> None:
+    def __init__(self, ticket: Ticket[T], seq: int, expires_at: float, *, probe: bool) -> None:
         self.ticket = ticket
         self.seq = seq
         self.expires_at = expires_at  # CoDel: enqueue time + the allowance given then
         self.live = True
+        # Let in although its deadline looked too short (deadline_probe_s): it runs to
+        # measure the method again, so only a deadline that is gone drops it.
+        self.probe = probe
 
 
-class _ServiceTime:
-    """Time-decayed mean of one method's service times (see ``service_half_life_s``)."""
+class _DecayedMean:
+    """Time-decayed mean (see ``service_half_life_s``): each sample weighs 1, and
+    old samples fade by half every half-life, whatever the call rate."""
 
     __slots__ = ("estimate", "updated_at", "weight", "weighted_sum")
 
@@ -328,6 +356,78 @@ class _ServiceTime:
         self.estimate = self.weighted_sum / self.weight
 
 
+_FASTEST_BUCKETS = 5  # the fastest-service window is kept as this many buckets
+
+
+class _ServiceTime:
+    """What one method's calls recently took.
+
+    ``wall``: decayed mean of the time from start to return (CoDel target scaling).
+    ``hold``: decayed mean of the time a call held a CPU slot (wait predictions,
+    pushback); the wall time until the executor reports one.
+    ``fastest()``: the shortest wall time within ``service_window_s``, kept as
+    per-bucket minimums, so it forgets (``DEADLINE_SHORT``).
+    """
+
+    __slots__ = ("_buckets", "_cached", "_cached_bucket", "hold", "probed_at", "wall")
+
+    def __init__(self) -> None:
+        self.wall: _DecayedMean | None = None
+        self.hold: _DecayedMean | None = None
+        self._buckets: deque[tuple[int, float]] = deque()  # (bucket, min), oldest first
+        self._cached: float | None = None  # fastest() as of _cached_bucket
+        self._cached_bucket = -1
+        self.probed_at = -math.inf  # when a call last ran although DEADLINE_SHORT refused others
+
+    def add_wall(self, seconds: float, now: float, config: AdmissionConfig) -> None:
+        if self.wall is None:
+            self.wall = _DecayedMean(seconds, now)
+        else:
+            self.wall.add(seconds, now, config.service_half_life_s)
+        bucket = math.floor(now * _FASTEST_BUCKETS / config.service_window_s)
+        buckets = self._buckets
+        if buckets and buckets[-1][0] >= bucket:
+            buckets[-1] = (buckets[-1][0], min(buckets[-1][1], seconds))
+        else:
+            buckets.append((bucket, seconds))
+            if len(buckets) > _FASTEST_BUCKETS + 1:
+                buckets.popleft()
+        if self._cached_bucket == bucket:
+            self._cached = seconds if self._cached is None else min(self._cached, seconds)
+
+    def add_hold(self, seconds: float, now: float, half_life_s: float) -> None:
+        if self.hold is None:
+            self.hold = _DecayedMean(seconds, now)
+        else:
+            self.hold.add(seconds, now, half_life_s)
+
+    def wall_estimate(self) -> float | None:
+        return None if self.wall is None else self.wall.estimate
+
+    def hold_estimate(self) -> float | None:
+        return self.wall_estimate() if self.hold is None else self.hold.estimate
+
+    def fastest(self, now: float, config: AdmissionConfig) -> float | None:
+        """The shortest wall time within the window; None once every sample aged out.
+
+        Asked on every call: the answer is kept until the bucket changes.
+        """
+        bucket = math.floor(now * _FASTEST_BUCKETS / config.service_window_s)
+        if bucket == self._cached_bucket:
+            return self._cached
+        buckets = self._buckets
+        while buckets and buckets[0][0] < bucket - _FASTEST_BUCKETS:
+            buckets.popleft()
+        self._cached = min(value for _, value in buckets) if buckets else None
+        self._cached_bucket = bucket
+        return self._cached
+
+
+def _check_seconds(seconds: float) -> None:
+    if isinstance(seconds, bool) or not math.isfinite(seconds) or seconds < 0.0:
+        raise ValueError(f"service time must be a finite number >= 0, got {seconds!r}")
+
+
 _LEVELS = tuple(int(c) for c in Criticality)
 _SHEDDABLE = int(Criticality.SHEDDABLE)
 _LEVELS_HIGH_TO_LOW = tuple(sorted(Criticality, reverse=True))
@@ -336,6 +436,9 @@ _DUE_SLACK_S = 1e-9
 _LEVELS_LOW_TO_HIGH = tuple(sorted(Criticality))
 
 _Dropped = list[tuple[Ticket[T], Reason]]
+
+# _deadline_check's answer for a call the estimate would refuse that may run as the probe.
+_PROBE = object()
 
 
 class AdmissionQueue(Generic[T]):
@@ -386,7 +489,8 @@ class AdmissionQueue(Generic[T]):
         whether a worker is free for the newcomer.
 
         Rejects the newcomer when its deadline is gone or shorter than the
-        method's service EWMA, when its predicted wait is too long for its
+        method's fastest recent service time (but see ``deadline_probe_s``), when
+        its predicted wait is too long for its
         CoDel allowance (``admit_within_allowance``), or when the queue is
         full even after dropping doomed calls and no queued call has lower
         criticality. Otherwise, if
@@ -398,11 +502,12 @@ class AdmissionQueue(Generic[T]):
         if ticket in self._live:
             raise ValueError("ticket is already queued")
         dropped: _Dropped[T] = []
-        reason = self.deadline_reason(ticket.method, ticket.deadline, now)
-        if reason is not None:
+        reason = self._deadline_check(ticket.method, ticket.deadline, now)
+        if isinstance(reason, Reason):
             dropped.append((ticket, reason))
             self._after_change(now)
             return self._rejections(dropped, now)
+        probe = reason is _PROBE
         if self._config.admit_within_allowance and self._would_outwait(ticket, now, running):
             self._shed(dropped, ticket, Reason.CODEL, now)
             return self._rejections(dropped, now)
@@ -416,7 +521,7 @@ class AdmissionQueue(Generic[T]):
                 self._after_change(now)
                 return self._rejections(dropped, now)
             self._shed(dropped, victim, Reason.PREEMPTED, now)
-        self._add(ticket, now)
+        self._add(ticket, now, probe=probe)
         self._after_change(now)
         return self._rejections(dropped, now)
 
@@ -425,7 +530,8 @@ class AdmissionQueue(Generic[T]):
 
         The highest criticality is served first; within it the oldest call
         (FIFO) or, once the queue is standing, the newest (LIFO). A candidate
-        whose deadline is gone or too short for its service EWMA, or that has
+        whose deadline is gone or too short for its method's fastest service time
+        (a probe: only gone), or that has
         outwaited CoDel, is dropped and the next one tried, so the returned
         ticket is runnable at ``now``. Doomed calls elsewhere in the queue are
         left to :meth:`expire`, which keeps ``take`` O(1).
@@ -458,56 +564,82 @@ class AdmissionQueue(Generic[T]):
         return self._rejections(dropped, now)
 
     def record_service_time(self, method: str, seconds: float, now: float) -> None:
-        """Feed one handler's run time (seconds, from start in a worker to return)."""
-        if isinstance(seconds, bool) or not math.isfinite(seconds) or seconds < 0.0:
-            raise ValueError(f"service time must be a finite number >= 0, got {seconds!r}")
+        """Feed one handler's run time (seconds, from start to return)."""
+        _check_seconds(seconds)
         stats = self._service.get(method)
         if stats is None:
-            self._service[method] = _ServiceTime(seconds, now)
-        else:
-            stats.add(seconds, now, self._config.service_half_life_s)
+            stats = self._service[method] = _ServiceTime()
+        stats.add_wall(seconds, now, self._config)
         heap = self._deadlines.get(method)
         if heap:
             # The method's deadline margin changed: its queued calls may now be
             # due earlier than the sweep planned for.
-            self._sweep_due = min(self._sweep_due, self._deadline_due(heap[0][2].ticket))
+            self._sweep_due = min(self._sweep_due, self._deadline_due(heap[0][2].ticket, now))
+
+    def note_started(self, now: float) -> None:
+        """A call started at once without being queued (a slot and a thread were free)."""
+        if self._idle(now):
+            self._last_empty = now
+
+    def record_hold_time(self, method: str, seconds: float, now: float) -> None:
+        """Feed how long one call held its CPU slot (start to first wait, or return)."""
+        _check_seconds(seconds)
+        stats = self._service.get(method)
+        if stats is None:
+            stats = self._service[method] = _ServiceTime()
+        stats.add_hold(seconds, now, self._config.service_half_life_s)
 
     # ------------------------------------------------------------ observations
 
     def service_estimate(self, method: str) -> float | None:
-        """The method's service-time EWMA in seconds; ``None`` until its first sample."""
+        """The method's average service (wall) time in seconds; ``None`` before any."""
         stats = self._service.get(method)
-        return None if stats is None else stats.estimate
+        return None if stats is None else stats.wall_estimate()
+
+    def hold_estimate(self, method: str) -> float | None:
+        """The method's average CPU-slot hold time in seconds; ``None`` before any sample."""
+        stats = self._service.get(method)
+        return None if stats is None else stats.hold_estimate()
+
+    def fastest_service(self, method: str, now: float) -> float | None:
+        """The method's fastest service time within ``service_window_s``; ``None`` without."""
+        stats = self._service.get(method)
+        return None if stats is None else stats.fastest(now, self._config)
 
     def codel_target(self, method: str) -> float:
-        """The method's CoDel target: ``max(codel_target_s, multiple x service EWMA)``."""
+        """The method's CoDel target: ``max(codel_target_s, multiple x service time)``."""
         config = self._config
         estimate = self.service_estimate(method)
         if estimate is None:
             return config.codel_target_s
         return max(config.codel_target_s, config.target_service_multiple * estimate)
 
-    def allowance(self, method: str, criticality: Criticality, *, standing: bool) -> float:
-        """How long a queued call may wait before CoDel drops it.
+    def allowance(self, ticket: Ticket[T], now: float, *, standing: bool) -> float:
+        """How long ``ticket`` may wait, if queued at ``now``, before it is dropped.
 
         Standing queue: the method's CoDel target (times ``sheddable_target_factor``
-        for sheddable calls). Otherwise: ``max(codel_interval_s, target)``.
+        for sheddable calls). Otherwise: the deadline's budget (time left minus the
+        method's fastest service time; ``max_wait_s`` at most), and never less than
+        ``max(codel_interval_s, target)``.
         """
-        return self._allowance(method, criticality, standing)
+        return self._allowance(ticket, int(ticket.criticality), now, standing)
 
-    def _allowance(self, method: str, level: int, standing: bool) -> float:
-        # Hot path of the sweep: plain arithmetic, no enum construction.
+    def _allowance(self, ticket: Ticket[T], level: int, now: float, standing: bool) -> float:
+        # Hot path of offer: plain arithmetic, no enum construction.
         config = self._config
         target = config.codel_target_s
-        stats = self._service.get(method)
-        if stats is not None:
-            scaled = config.target_service_multiple * stats.estimate
-            target = max(target, scaled)
-        if not standing:
-            return target if target > config.codel_interval_s else config.codel_interval_s
-        if level == _SHEDDABLE:
-            return target * config.sheddable_target_factor
-        return target
+        stats = self._service.get(ticket.method)
+        wall = None if stats is None else stats.wall_estimate()
+        if wall is not None:
+            target = max(target, config.target_service_multiple * wall)
+        if standing:
+            return target * config.sheddable_target_factor if level == _SHEDDABLE else target
+        floor = target if target > config.codel_interval_s else config.codel_interval_s
+        budget = config.max_wait_s
+        if ticket.deadline is not None:
+            fastest = None if stats is None else stats.fastest(now, config)
+            budget = min(budget, ticket.deadline - now - (fastest or 0.0))
+        return budget if budget > floor else floor
 
     def set_workers(self, workers: int) -> None:
         """The adapter's concurrency limit changed: drain estimates use ``workers`` from now."""
@@ -551,16 +683,16 @@ class AdmissionQueue(Generic[T]):
         return min(100, max(1, round(100.0 * used)))
 
     def pushback_ms(self, now: float) -> int:
-        """Suggested client back-off: time for the workers to drain the queue, 1 ms..max.
+        """Suggested client back-off: time for the slots to drain the queue, 1 ms..max.
 
-        Each queued call counts its method's service EWMA (``codel_target_s``
-        while the method has none), divided over ``workers``. ``now`` is taken
-        for symmetry with the other observations; the estimate does not age.
+        Each queued call counts its method's average slot hold time
+        (``codel_target_s`` while the method has none), divided over ``workers``.
+        ``now`` is taken for symmetry with the other observations.
         """
         config = self._config
         work_s = 0.0
         for method, count in self._queued_per_method.items():
-            estimate = self.service_estimate(method)
+            estimate = self.hold_estimate(method)
             work_s += count * (config.codel_target_s if estimate is None else estimate)
         drain_ms = math.ceil(1000.0 * work_s / self._workers)
         return min(config.pushback_max_ms, max(1, drain_ms))
@@ -569,15 +701,45 @@ class AdmissionQueue(Generic[T]):
 
     def deadline_reason(self, method: str, deadline: float | None, now: float) -> Reason | None:
         """Why a call of ``method`` with ``deadline`` could not usefully start at ``now``
-        (gone, or shorter than the method's service EWMA); None if it could."""
+        (gone, or shorter than the method's fastest recent service time); None if it could.
+
+        For a call about to start: when the estimate alone would refuse it but no
+        call was let through for that reason within ``deadline_probe_s``, this one
+        is (and counts as the probe), so the estimate is measured again.
+        """
+        reason = self._deadline_check(method, deadline, now)
+        if reason is _PROBE:
+            self._probed(method, now)
+            return None
+        return reason  # type: ignore[return-value]  # not _PROBE
+
+    def _deadline_check(
+        self, method: str, deadline: float | None, now: float
+    ) -> Reason | object | None:
+        """The deadline rules for a newcomer: a Reason, None, or ``_PROBE`` -- too short
+        by the estimate, but no probe ran for ``deadline_probe_s`` (the caller decides
+        whether this call becomes it, and says so with ``_probed``)."""
+        reason = self._deadline_reason(method, deadline, now)
+        if reason is Reason.DEADLINE_SHORT:
+            stats = self._service[method]
+            if now - stats.probed_at >= self._config.deadline_probe_s:
+                return _PROBE
+        return reason
+
+    def _probed(self, method: str, now: float) -> None:
+        self._service[method].probed_at = now
+
+    def _deadline_reason(self, method: str, deadline: float | None, now: float) -> Reason | None:
+        """Gone, or shorter than the method's fastest service time within the window."""
         if deadline is None:
             return None
         if deadline <= now:
             return Reason.DEADLINE_GONE
-        estimate = self.service_estimate(method)
-        if estimate is not None and deadline - now < estimate:
-            return Reason.DEADLINE_SHORT
-        return None
+        stats = self._service.get(method)
+        fastest = None if stats is None else stats.fastest(now, self._config)
+        if fastest is None or deadline - now >= fastest:
+            return None
+        return Reason.DEADLINE_SHORT
 
     def _would_outwait(self, ticket: Ticket[T], now: float, running: int | None) -> bool:
         """Is the newcomer's predicted wait over ``admit_wait_fraction`` of its allowance?
@@ -586,7 +748,10 @@ class AdmissionQueue(Generic[T]):
         workers less one for the newcomer) takes one worker's turn: S / W.
         """
         stats = self._service.get(ticket.method)
-        if stats is None or stats.estimate <= 0.0:
+        if stats is None:
+            return False
+        hold = stats.hold_estimate()
+        if hold is None or hold <= 0.0:
             return False
         level = int(ticket.criticality)
         ahead = sum(self._live_per_level[lv] for lv in _LEVELS if lv >= level)
@@ -594,14 +759,14 @@ class AdmissionQueue(Generic[T]):
         busy = workers if running is None else running
         turns = ahead + busy - workers + 1
         if turns <= 0:
-            return False  # a worker is free for it
-        allowance = self._allowance(ticket.method, level, self.standing(now))
-        return turns * stats.estimate / workers > self._config.admit_wait_fraction * allowance
+            return False  # a slot is free for it
+        allowance = self._allowance(ticket, level, now, self.standing(now))
+        return turns * hold / workers > self._config.admit_wait_fraction * allowance
 
     def _doom_reason(self, entry: _Entry[T], now: float) -> Reason | None:
         ticket = entry.ticket
-        reason = self.deadline_reason(ticket.method, ticket.deadline, now)
-        if reason is not None:
+        reason = self._deadline_reason(ticket.method, ticket.deadline, now)
+        if reason is Reason.DEADLINE_GONE or (reason is not None and not entry.probe):
             return reason
         if now > entry.expires_at:
             return Reason.CODEL
@@ -615,30 +780,38 @@ class AdmissionQueue(Generic[T]):
         """Drop every call whose deadline is gone/too short or that outwaited CoDel.
 
         Deadlines: per method, the earliest deadline is the first to become too
-        short for that method's EWMA, so each heap is popped until its top is
+        short for that method's fastest service time, so each heap is popped until its top is
         fine. CoDel: the expiry heap is popped until its top has time left.
         Records when the next sweep can first find something to drop.
         """
         due = min(self._sweep_deadlines(now, dropped), self._sweep_codel(now, dropped))
+        if self._deadlines:
+            # A method's fastest time can rise with no new sample, when its fastest
+            # sample ages out at a bucket edge: look again then.
+            due = min(due, self._next_bucket_edge(now))
         self._sweep_due = due - _DUE_SLACK_S
+
+    def _next_bucket_edge(self, now: float) -> float:
+        width = self._config.service_window_s / _FASTEST_BUCKETS
+        return (math.floor(now / width) + 1) * width
 
     def _sweep_deadlines(self, now: float, dropped: _Dropped[T]) -> float:
         """Drop calls whose deadline is gone or too short; return the next deadline due time."""
         due = math.inf
-        service = self._service
         for method in list(self._deadlines):
             heap = self._deadlines[method]
-            stats = service.get(method)
-            margin = 0.0 if stats is None else stats.estimate
+            margin = self.fastest_service(method, now) or 0.0
             while heap:
                 deadline, _, entry = heap[0]
                 if entry.live:
                     if deadline <= now:
                         reason = Reason.DEADLINE_GONE
-                    elif deadline - now < margin:
+                    elif deadline - now < margin and not entry.probe:
                         reason = Reason.DEADLINE_SHORT
                     else:
-                        due = min(due, deadline - margin)
+                        # A probe at the top holds up the heap until its deadline is
+                        # gone: the calls behind it are checked at take() meanwhile.
+                        due = min(due, deadline if entry.probe else deadline - margin)
                         break
                     self._remove(entry)
                     dropped.append((entry.ticket, reason))
@@ -660,12 +833,12 @@ class AdmissionQueue(Generic[T]):
             heapq.heappop(heap)
         return math.inf
 
-    def _deadline_due(self, ticket: Ticket[T]) -> float:
-        """When the ticket's deadline leaves less than its method's service EWMA."""
+    def _deadline_due(self, ticket: Ticket[T], now: float) -> float:
+        """When the ticket's deadline leaves less than its method's fastest service time."""
         if ticket.deadline is None:
             return math.inf
-        stats = self._service.get(ticket.method)
-        return ticket.deadline - (0.0 if stats is None else stats.estimate) - _DUE_SLACK_S
+        fastest = self.fastest_service(ticket.method, now) or 0.0
+        return ticket.deadline - fastest - _DUE_SLACK_S
 
     def _preemption_victim(self, newcomer: Criticality) -> Ticket[T] | None:
         """Evict the oldest call of the lowest criticality below ``newcomer``, if any.
@@ -693,13 +866,15 @@ class AdmissionQueue(Generic[T]):
         """Empty, and nothing shed for overload within the CoDel interval."""
         return not self._live and now - self._last_shed > self._config.codel_interval_s
 
-    def _add(self, ticket: Ticket[T], now: float) -> None:
+    def _add(self, ticket: Ticket[T], now: float, *, probe: bool = False) -> None:
         if self._idle(now):
             self._last_empty = now  # idle until this instant
         level = int(ticket.criticality)
         method = ticket.method
-        allowance = self._allowance(method, level, self.standing(now))
-        entry = _Entry(ticket, self._next_seq, ticket.enqueued_at + allowance)
+        allowance = self._allowance(ticket, level, now, self.standing(now))
+        entry = _Entry(ticket, self._next_seq, ticket.enqueued_at + allowance, probe=probe)
+        if probe:
+            self._probed(method, now)
         self._next_seq += 1
         self._live[ticket] = entry
         self._live_per_level[level] += 1
@@ -712,7 +887,11 @@ class AdmissionQueue(Generic[T]):
             if heap is None:
                 heap = self._deadlines[method] = []
             heapq.heappush(heap, (ticket.deadline, entry.seq, entry))
-            due = min(due, self._deadline_due(ticket))
+            due = min(
+                due,
+                ticket.deadline if probe else self._deadline_due(ticket, now),
+                self._next_bucket_edge(now),
+            )
         self._sweep_due = min(self._sweep_due, due)
 
     def _remove(self, entry: _Entry[T]) -> None:

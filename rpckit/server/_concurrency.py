@@ -1,35 +1,35 @@
-"""Concurrency limit: how many handlers may run at once without starving grpcio's dispatcher.
+"""Concurrency limit: how many calls may run at once without starving grpcio's dispatcher.
 
 grpcio's sync server has one Python thread that turns every network event into
 work: a new call, a request message, a finished response. It needs the GIL for
 each. Handler threads that burn CPU hold the GIL in turns, and once more of them
 want it than the interpreter can serve, the dispatcher waits in that convoy
 every time: new calls then queue inside grpc, out of admission control's sight,
-and even a refusal takes tens of milliseconds (bench/overload measured a
-rejection p99 of 145 ms with 8 CPU-bound handler threads, 22 ms with 4).
+and even a refusal takes tens of milliseconds. Handlers that wait on I/O hold a
+thread but not the GIL, and hundreds of them cost the dispatcher nothing.
 
-So admission runs at most ``limit`` handlers at once, below the thread count,
-and adapts the limit to one signal: the *dispatch lag*, how late a thread that
-sleeps for a millisecond gets the GIL back (what the dispatcher suffers on each
-event). AIMD, evaluated once per window:
+So the executor runs at most ``limit`` calls at once and adapts the limit to one
+signal: the *dispatch lag*, how late a probe thread that sleeps a few
+milliseconds gets the GIL back (what the dispatcher suffers on every event; see
+:mod:`rpckit.server._executor` for which part of that lateness counts when). Evaluated
+once per window on the lag's 90th percentile (docs/architecture.md, "Executor"):
 
-* lag p90 above ``target_lag_s``: the GIL is oversubscribed; the limit shrinks
-  by ``decrease`` (at least by one), down to ``min_limit``;
-* lag p90 below ``increase_below`` x the target while calls waited for a free
-  slot, or were refused for want of one: the limit grows by one, up to the
-  thread count;
+* above ``target_lag_s`` while calls wanted more room than the limit gave (they
+  waited, or were refused for want of it) and the limit was reached: the GIL
+  is oversubscribed by the calls here; the limit shrinks by ``decrease`` (at
+  least by one; halves above ``FAST_DECREASE_ABOVE`` x the target), down to
+  ``min_limit``;
+* above the target without that demand: the lag is not the calls' doing (the
+  dispatcher's own work, or another process on the cores); the limit only
+  comes down to the most calls that ran plus ``IDLE_HEADROOM``, so that it binds
+  again soon should these calls turn CPU-bound;
+* below ``increase_below`` x the target while calls wanted more room: it grows
+  by one -- doubling below ``SLOW_START_BELOW`` x the target, where the GIL is
+  all but idle and the calls wait on I/O (slow start: a burst of slow
+  downstream calls gets hundreds of threads within a second or two);
 * otherwise it holds.
 
-I/O-bound handlers (which release the GIL while they wait) never raise the lag,
-so they keep every thread; CPU-bound ones settle where the dispatcher still
-answers within a couple of milliseconds. The lag also rises when other
-processes take the CPU, and the limit then shrinks too, on purpose: a process
-short of CPU that keeps every handler running descheduled GIL holders and
-starves its dispatcher worse (measured with a CPU hog beside bench/overload at
-3x: with the limit held at 8, refusals took 90-160 ms and goodput collapsed;
-with it lowered, the server kept refusing within ~20 ms). ``min_limit`` bounds
-how far either can throttle a process. Pure policy: the caller passes samples
-and ``now``.
+Pure policy: the caller passes samples and ``now``.
 """
 
 from __future__ import annotations
@@ -41,21 +41,24 @@ from rpckit.core._validate import check_int, check_number
 
 __all__ = ["ConcurrencyConfig", "ConcurrencyLimit"]
 
+#: Below this fraction of the target lag the limit doubles instead of growing by one.
+SLOW_START_BELOW = 0.25
+#: Above this multiple of the target lag the limit at least halves (``decrease`` if smaller).
+FAST_DECREASE_ABOVE = 3.0
+#: A lagging window that never reached the limit brings it down to the busiest moment
+#: plus this many, not below.
+IDLE_HEADROOM = 4
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ConcurrencyConfig:
     """Parameters of :class:`ConcurrencyLimit`; validated on construction."""
 
     target_lag_s: float = 0.0020
-    """Dispatch lag (p90 over a window) above which the limit shrinks. A refusal
-    costs the dispatcher a few GIL acquisitions; measured in bench/overload (5 ms
-    CPU + 20 ms wait per call, 2 processes on 2 cores, 3x overload), the window
-    p90 was typically 1.3 ms with 2 handlers running, 1.7 ms with 3, 2.3 ms with 4
-    and 4 ms with 6, and the rejection p99 grew from ~16 ms (3-4) to ~185 ms (6).
-    Since refusals come on arrival (``AdmissionConfig.admit_wait_fraction``) what
-    is left of their latency is the dispatcher's wait for the GIL: measured the
-    same way in 3 alternating rounds, 2.5 ms gave a refusal p99 of 12-15 ms and
-    202-205 req/s at 2x and 3x, 2.0 ms 8-11.5 ms and 178-190 req/s."""
+    """Dispatch lag (p90 over a window) above which the limit shrinks. What is left
+    of a refusal's latency, once refusals come on arrival, is the dispatcher's
+    wait for the GIL; bench/README.md ("Overload") has the measurements behind
+    2 ms."""
 
     increase_below: float = 0.6
     """The limit grows only while the lag p90 is below this fraction of the
@@ -72,9 +75,8 @@ class ConcurrencyConfig:
     """Multiplicative decrease on a lagging window."""
 
     min_limit: int = 2
-    """Never fewer handlers than this (capped by the thread count): the lag also
-    rises with the dispatch thread's own work and with other processes' CPU use,
-    which fewer handlers cannot fully cure."""
+    """Never fewer calls than this (capped by the thread count): the lag also rises
+    with the dispatch thread's own work, which fewer calls cannot cure."""
 
     def __post_init__(self) -> None:
         owner = "ConcurrencyConfig"
@@ -91,16 +93,26 @@ class ConcurrencyConfig:
 class ConcurrencyLimit:
     """AIMD limit on running handlers, driven by dispatch-lag samples. Not thread-safe."""
 
-    def __init__(self, threads: int, now: float, config: ConcurrencyConfig | None = None) -> None:
+    def __init__(
+        self,
+        threads: int,
+        now: float,
+        config: ConcurrencyConfig | None = None,
+        *,
+        start: int | None = None,
+    ) -> None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be an int >= 1, got {threads!r}")
         self._config = config if config is not None else ConcurrencyConfig()
         self._max = threads
         self._min = min(threads, self._config.min_limit)
-        self._limit = threads
+        if start is not None:
+            check_int("ConcurrencyLimit", "start", start, low=1)
+        self._limit = threads if start is None else max(self._min, min(threads, start))
         self._window_start = now
         self._samples: list[float] = []
         self._saturated = False
+        self._busiest = 0  # the most calls running at one sample of the window
 
     @property
     def limit(self) -> int:
@@ -111,8 +123,11 @@ class ConcurrencyLimit:
     def threads(self) -> int:
         return self._max
 
-    def observe(self, lag_s: float, *, saturated: bool, now: float) -> bool:
-        """Feed one dispatch-lag sample; ``saturated``: calls wanted more slots than the limit.
+    def observe(
+        self, lag_s: float, *, saturated: bool, now: float, busy: int | None = None
+    ) -> bool:
+        """Feed one dispatch-lag sample; ``saturated``: calls wanted more room than the
+        limit; ``busy``: calls running now (``None``: as many as the limit).
 
         Returns True when the limit changed.
         """
@@ -120,18 +135,33 @@ class ConcurrencyLimit:
             raise ValueError(f"lag must be finite, got {lag_s!r}")
         self._samples.append(max(0.0, lag_s))
         self._saturated = self._saturated or saturated
+        self._busiest = max(self._busiest, self._limit if busy is None else busy)
         config = self._config
         if now - self._window_start < config.window_s or len(self._samples) < config.min_samples:
             return False
         samples = sorted(self._samples)
         p90 = samples[min(len(samples) - 1, int(0.9 * len(samples)))]
         before = self._limit
-        if p90 > config.target_lag_s:
-            shrunk = min(self._limit - 1, math.floor(self._limit * config.decrease))
+        if p90 > config.target_lag_s and self._busiest >= self._limit and self._saturated:
+            # Far over the target (a limit grown large for I/O-bound calls meeting
+            # CPU-bound ones), halve; otherwise the gentler decrease.
+            fast = p90 > FAST_DECREASE_ABOVE * config.target_lag_s
+            factor = min(0.5, config.decrease) if fast else config.decrease
+            shrunk = min(self._limit - 1, math.floor(self._limit * factor))
             self._limit = max(self._min, shrunk)
+        elif p90 > config.target_lag_s:
+            # Lagging while no call waited for room: the handlers here are not what
+            # crowds the GIL (or the cores; another process may). Only bring the limit
+            # down to what ran, with room, so that it binds again soon if they are.
+            self._limit = max(self._min, min(self._limit, self._busiest + IDLE_HEADROOM))
         elif p90 < config.target_lag_s * config.increase_below and self._saturated:
-            self._limit = min(self._max, self._limit + 1)
+            if p90 < config.target_lag_s * SLOW_START_BELOW:
+                # The GIL is all but idle: the handlers wait on I/O. Double (slow start).
+                self._limit = min(self._max, self._limit * 2)
+            else:
+                self._limit = min(self._max, self._limit + 1)
         self._samples.clear()
         self._saturated = False
+        self._busiest = 0
         self._window_start = now
         return self._limit != before

@@ -42,24 +42,17 @@ class ServerConfig:
     """How an rpckit server runs.
 
     Attributes:
-        threads: handler threads. 8: with the GIL one process runs one handler's
-            Python at a time; a few more threads cover handlers waiting on I/O.
-            Measured on 2 cores: more threads only lengthen queues (DESIGN.md).
-            Scale with processes (``workers``), not threads.
-        adaptive_concurrency: run fewer than ``threads`` handlers at once while
-            CPU-bound handlers make grpc's dispatch thread wait for the GIL
-            (:mod:`rpckit.server._concurrency`); False runs all threads.
+        threads: the most handler threads, and calls running at once, per
+            process. Threads are made when calls need them and end after 30 s
+            idle; a handler waiting on I/O costs a thread, not a core. 256: a
+            burst of slow downstream calls is served at once.
+        adaptive_concurrency: run fewer calls at once while CPU-bound handlers
+            make grpc's dispatch thread wait for the GIL (``rpckit.server._concurrency``:
+            from 8, growing fast while the GIL is free); False runs up to
+            ``threads`` at once.
         handler_nice: the CPU priority (nice, 0-19) of the handler threads, Linux
-            only. 10: below grpc's dispatch thread, the side pool and the
-            admission threads, which stay at the process's own priority, so on
-            a busy machine the threads that admit, refuse and answer health
-            checks get a core first; the handlers still get every cycle nobody
-            else wants. Measured in bench/overload (2 processes, 3x overload,
-            3 alternating rounds): 205 req/s of goodput against 182 at nice 0,
-            with refusals alike (p99 12-14 ms against 11-13): the dispatch
-            thread keeps up, so the concurrency limit lets more handlers run.
-            It also yields to other processes at normal priority on the
-            machine; 0 keeps the handlers level with everything else.
+            only: above 0, grpc's dispatch thread, the side pool and the
+            admission thread get a core before the handlers on a busy machine.
         queue_limit: calls admitted to wait for a thread; beyond it calls are
             rejected at once (RESOURCE_EXHAUSTED with pushback).
         side_threads: threads answering health checks and rejections, so those
@@ -82,7 +75,7 @@ class ServerConfig:
             picks one); ``None`` (the default) serves none. Needs prometheus-client.
     """
 
-    threads: int = 8
+    threads: int = 256
     adaptive_concurrency: bool = True
     handler_nice: int = 10
     queue_limit: int = 256

@@ -93,7 +93,7 @@ def raise_if_cancelled() -> None:
     remaining = scope.time_remaining(time.monotonic())
     if remaining is not None and remaining <= 0:
         raise StatusError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed; work stopped")
-    if scope.cancel_event.is_set():
+    if scope.is_cancelled():
         raise StatusError(grpc.StatusCode.CANCELLED, "caller cancelled; work stopped")
 
 

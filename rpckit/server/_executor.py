@@ -1,28 +1,38 @@
-"""The executor grpcio's sync server runs handlers on: admission control in front of OS threads.
+"""The executor grpcio's sync server runs handlers on: threads on demand, calls limited by the GIL.
 
 grpcio hands every call to ``executor.submit(...)`` from its single dispatch
-thread. A plain ThreadPoolExecutor queues without bound, in FIFO order, and
-runs calls whose client has long given up. :class:`AdmissionExecutor` instead
-puts each call through :class:`~rpckit.server._admission.AdmissionQueue` (pure
-policy: deadline checks, CoDel, adaptive LIFO, criticality, a hard bound):
+thread, which needs the GIL for every network event (a new call, a request
+message, a finished response). A plain ThreadPoolExecutor queues without bound,
+in FIFO order, runs calls whose client has long given up, and lets every
+thread compete for the GIL: with many CPU-bound handlers the dispatch thread
+waits in that convoy, calls pile up inside grpcio where no policy can see them,
+and even a refusal takes tens of milliseconds. A small fixed pool avoids that
+but refuses a burst of calls that only wait on a downstream, CPU idle.
 
-* at submit -- a call that cannot be admitted is rejected at once;
-* when a thread frees up -- the policy picks the next call and drops doomed ones;
-* every few milliseconds while calls wait -- a sweeper drops calls that can no
-  longer finish in time, so under overload clients get a fast rejection
-  instead of a timeout.
+:class:`AdmissionExecutor` (docs/architecture.md, "Executor"):
 
-A rejected call is answered at once, on whichever thread decided it:
-RESOURCE_EXHAUSTED (or DEADLINE_EXCEEDED when the deadline is the reason) with
-``grpc-retry-pushback-ms`` and the load report, without reading its request or
-taking a handler thread (see :mod:`rpckit.server._grpc_internals`). Refusing must cost
-far less than serving, or overload turns into a backlog inside grpcio where no
-policy can see it. Should grpcio's internals ever differ, the call instead runs
-on a small side pool with a *verdict* that makes rpckit's handler wrapper
-refuse it.
+* **Threads on demand.** Handler threads are made when calls need them, up to
+  ``threads`` (hundreds), and end after ``idle_timeout_s`` without work; a
+  handler blocked on I/O costs a thread, not a core or the GIL.
+* **Calls limited by the GIL wait.** How many calls run at once is adapted
+  (:mod:`rpckit.server._concurrency`) to one signal: how late a probe thread gets the
+  GIL back after a short sleep -- the wait grpc's dispatch thread has on every
+  event -- minus the time the probe waited for a *core*, which other processes
+  cause and fewer calls here would not cure. CPU-bound handlers thus run a few
+  at a time and the dispatch thread keeps up; handlers that wait on I/O leave
+  the GIL free, and the limit grows fast (slow start) to hundreds.
+
+Calls beyond the limit wait in :class:`~rpckit.server._admission.AdmissionQueue`
+(pure policy: deadline budgets, CoDel, adaptive LIFO, criticality, a bound). A
+call that finds room and an idle thread with nothing queued goes straight to
+that thread. A refused call is answered with RESOURCE_EXHAUSTED (or
+DEADLINE_EXCEEDED), ``grpc-retry-pushback-ms`` and the load report, without
+reading its request or taking a handler thread (see :mod:`rpckit.server._grpc_internals`);
+should grpcio's internals ever differ, the call instead runs on a small side
+pool with a *verdict* that makes rpckit's handler wrapper refuse it.
 
 Per-call facts (method, deadline, criticality) are read from the arguments
-grpcio passes to ``submit``. When they cannot be read the call is admitted
+grpcio passes to ``submit``; when they cannot be read the call is admitted
 with no deadline.
 """
 
@@ -36,7 +46,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -63,67 +73,30 @@ __all__ = ["AdmissionExecutor", "CallFacts", "Verdict", "current_verdict"]
 
 _log = logging.getLogger("rpckit.server")
 
-#: How often waiting calls are re-checked. 5 ms keeps rejections within a few
-#: ms of becoming certain without burning a core on wake-ups.
+#: While calls are queued, how often doomed ones are swept out: refusals come
+#: within a few milliseconds of becoming certain without burning a core.
 SWEEP_INTERVAL_S = 0.005
-
-#: The dispatch-lag probe sleeps this long and measures how late it wakes with
-#: the GIL (see _concurrency). It runs only while calls are queued or on handler threads.
+#: The lag probe sleeps this long and measures how late it gets the GIL back.
 PROBE_SLEEP_S = 0.005
-
-
-def lower_thread_priority(nice: int) -> None:
-    """Raise the calling thread's nice value by ``nice`` (Linux threads have their own).
-
-    Elsewhere, or where the kernel refuses, the thread keeps its priority: that
-    only costs refusal latency under CPU contention, so it is logged, not raised.
-    """
-    if sys.platform != "linux":
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
-    except OSError as exc:
-        _log.debug("could not lower the handler thread's priority: %s", exc)
-
-
-@dataclasses.dataclass(frozen=True)
-class CallFacts:
-    """What is known about a call before it runs."""
-
-    method: str
-    deadline: float | None  # monotonic
-    criticality: Criticality
-
-
-@dataclasses.dataclass
-class _Work:
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    future: concurrent.futures.Future[None]
-    facts: CallFacts
-
-
-Verdict = Rejection[_Work] | None
-
-_local = threading.local()
-
-
-def current_verdict() -> Rejection[Any] | None:
-    """The rejection this thread must answer with, if any; consumed on read.
-
-    Called by the handler wrapper first thing: ``None`` means run the handler.
-    """
-    verdict: Rejection[Any] | None = getattr(_local, "verdict", None)
-    _local.verdict = None
-    return verdict
+#: The limit on calls running at once starts here (slow start grows it).
+START_LIMIT = 8
+#: How long a built load report is reused (each response carries one).
+LOAD_REPORT_TTL_S = 0.005
 
 
 def rejection_status(rejection: Rejection[Any]) -> tuple[grpc.StatusCode, str]:
     """The status code and message a rejected call is answered with."""
     reason = rejection.reason
     return grpc.StatusCode[reason.status], f"{REJECTION_DETAILS_PREFIX}{reason.message}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallFacts:
+    """What is known about a call before it runs."""
+
+    method: str
+    deadline: float | None  # monotonic
+    criticality: Criticality
 
 
 def facts_from_submit(args: tuple[Any, ...], now_mono: float, now_wall: float) -> CallFacts:
@@ -143,8 +116,107 @@ def facts_from_submit(args: tuple[Any, ...], now_mono: float, now_wall: float) -
     return CallFacts(method=call.method, deadline=deadline, criticality=criticality)
 
 
+class _Done:
+    """What ``submit`` returns: grpcio only adds a done callback to it.
+
+    A ``concurrent.futures.Future`` builds a Condition per call; this is a lock
+    and a list, and the executor calls :meth:`finish` exactly once.
+    """
+
+    __slots__ = ("_callbacks", "_done", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[Any], object]] = []
+        self._done = False
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+        with self._lock:
+            if not self._done:
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def finish(self) -> None:
+        with self._lock:
+            self._done = True
+            callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            try:
+                fn(self)
+            except Exception:  # noqa: BLE001 - a callback's failure is its owner's
+                _log.exception("a done callback failed")
+
+    def done(self) -> bool:
+        return self._done
+
+
+class _FutureDone:
+    """:class:`_Done`'s interface over a real Future (``submit_call``'s callers wait on it)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        self.future: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    def finish(self) -> None:
+        self.future.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        self.future.set_exception(exc)
+
+
+@dataclasses.dataclass(slots=True)
+class _Work:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    done: _Done | _FutureDone
+    facts: CallFacts
+
+
+Verdict = Rejection[_Work] | None
+
+_local = threading.local()
+
+
+def current_verdict() -> Rejection[Any] | None:
+    """The rejection this thread must answer with, if any; consumed on read.
+
+    Called by the handler wrapper first thing: ``None`` means run the handler.
+    """
+    verdict: Rejection[Any] | None = getattr(_local, "verdict", None)
+    if verdict is not None:
+        _local.verdict = None
+    return verdict
+
+
+class _Running:
+    """A call on a handler thread (or run in its caller's)."""
+
+    __slots__ = ("facts", "started")
+
+    def __init__(self, facts: CallFacts, started: float) -> None:
+        self.facts = facts
+        self.started = started
+
+
+class _Handler:
+    """A handler thread's mailbox: the lock it sleeps on and the call handed to it."""
+
+    __slots__ = ("direct", "retired", "thread", "wake")
+
+    def __init__(self) -> None:
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.direct: tuple[_Work, _Running] | None = None  # a call started for it
+        self.thread: threading.Thread | None = None
+        self.retired = False
+
+
 class AdmissionExecutor(concurrent.futures.Executor):
-    """A fixed pool of handler threads fed by an admission-controlled queue."""
+    """Handler threads made on demand, running at most ``limit`` calls at once, fed by an
+    admission-controlled queue (see the module docstring)."""
 
     def __init__(
         self,
@@ -158,47 +230,54 @@ class AdmissionExecutor(concurrent.futures.Executor):
         on_start: Callable[[CallFacts, float], None] | None = None,
         concurrency: ConcurrencyConfig | None = None,
         handler_nice: int = 0,
+        idle_timeout_s: float = 30.0,
     ) -> None:
-        """``concurrency``: adapt how many of the threads may run at once to the
-        dispatch lag (:mod:`rpckit.server._concurrency`); ``None`` runs all of them.
-        ``handler_nice``: lower the handler threads' CPU priority by this much
-        (Linux; see ``ServerConfig.handler_nice``)."""
+        """``threads``: the most handler threads, made on demand and ended after
+        ``idle_timeout_s`` idle, and the most calls running at once.
+        ``concurrency``: adapt how many may run at once to the GIL wait
+        (:mod:`rpckit.server._concurrency`), starting at ``START_LIMIT``; ``None`` runs up
+        to ``threads``. ``handler_nice``: lower the handler threads' CPU priority
+        by this much (Linux; see ``ServerConfig.handler_nice``)."""
         self._threads = threads
         self._handler_nice = handler_nice
+        self._idle_timeout_s = idle_timeout_s
         self._side_pool = side_pool
         self._clock = clock
-        self._queue: AdmissionQueue[_Work] = AdmissionQueue(admission)
-        # One lock, three conditions: a notify for "work is queued" must wake a
-        # handler thread, never the sweeper (which would leave the call waiting).
-        # Critical sections take the lock itself (``with self._lock``): entering a
-        # Condition is a Python-level call, and these run on every call.
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._sweep_cond = threading.Condition(self._lock)
-        self._probe_cond = threading.Condition(self._lock)
         self._limit = (
-            None if concurrency is None else ConcurrencyLimit(threads, clock(), concurrency)
+            None
+            if concurrency is None
+            else ConcurrencyLimit(threads, clock(), concurrency, start=START_LIMIT)
         )
+        self._running_limit = threads if self._limit is None else self._limit.limit
+        self._queue: AdmissionQueue[_Work] = AdmissionQueue(
+            dataclasses.replace(admission, workers=self._running_limit)
+        )
+        # One lock. Idle handler threads sleep on locks of their own (_idle); the
+        # sweeper and the probe on conditions. Critical sections take the lock
+        # itself: entering a Condition is a Python-level call, and these run per call.
+        self._lock = threading.Lock()
+        self._sweep_wake = threading.Condition(self._lock)
+        self._probe_wake = threading.Condition(self._lock)
+        self._handlers: list[_Handler] = []
+        self._idle: list[_Handler] = []  # sleeping handler threads, most recent last
+        self._alive = 0  # handler threads, idle ones included
+        self._spawned = 0  # handler threads ever made (names them)
+        self._starting = 0  # handler threads woken or made for queued work, not yet looking
         self._in_flight = 0
         self._in_flight_here = 0  # of which run_now runs in their callers' threads
         self._busy_s = 0.0
-        self._util = (clock(), 0.0, 0.0)  # (sampled at, busy_s then, utilization)
+        self._util = (clock(), 0.0, 0.0)  # (sampled at, busy seconds then, utilization)
         self._shutdown = False
         self._worker_index = worker_index
         self._on_reject = on_reject
         self._on_start = on_start
-        self._pool = [
-            threading.Thread(target=self._work_loop, name=f"rpckit-handler-{i}", daemon=True)
-            for i in range(threads)
-        ]
+        self._load_cache: tuple[float, tuple[str, bytes]] = (-1.0, ("", b""))
         self._sweeper = threading.Thread(
             target=self._sweep_loop, name="rpckit-sweeper", daemon=True
         )
         self._probe = threading.Thread(
             target=self._probe_loop, name="rpckit-lag-probe", daemon=True
         )
-        for thread in self._pool:
-            thread.start()
         self._sweeper.start()
         if self._limit is not None:
             self._probe.start()
@@ -208,100 +287,108 @@ class AdmissionExecutor(concurrent.futures.Executor):
     def submit(  # type: ignore[override]  # Executor.submit is generic over fn's result
         self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[None]:
+        """Admit one gRPC call (grpcio's dispatch thread calls this). The result only
+        supports ``add_done_callback``, which is all grpcio uses."""
         now = self._clock()
         facts = facts_from_submit(args, now, time.time())
-        future: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._admit(_Work(fn, args, kwargs, future, facts), now)
-        return future
+        done = _Done()
+        self._admit(_Work(fn, args, kwargs, done, facts), now)
+        return cast("concurrent.futures.Future[None]", done)
 
     def submit_call(
         self, fn: Callable[[], Any], facts: CallFacts
     ) -> concurrent.futures.Future[None]:
         """Admit in-process work (the HTTP shim's calls) as a call with ``facts``.
 
-        Same queue, policy and handler threads as gRPC calls. ``fn`` runs on a
+        Same queue, policy, limit and threads as gRPC calls. ``fn`` runs on a
         handler thread; when admission rejects it, it runs on the side pool with
         a verdict (:func:`current_verdict`) that rpckit's handler wrapper
         answers without calling the handler. RuntimeError after shutdown.
         """
-        now = self._clock()
-        future: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._admit(_Work(fn, (), {}, future, facts), now)
-        return future
+        done = _FutureDone()
+        self._admit(_Work(fn, (), {}, done, facts), self._clock())
+        return done.future
 
     def _admit(self, work: _Work, now: float) -> None:
-        """Offer ``work`` to the admission queue: queue it and wake a handler, or refuse it."""
+        """Start ``work`` on an idle thread if there is room and nothing waits; else offer
+        it to the admission queue (queued, or refused)."""
         facts = work.facts
-        ticket = Ticket(
-            item=work,
-            method=facts.method,
-            enqueued_at=now,
-            deadline=facts.deadline,
-            criticality=facts.criticality,
-        )
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot submit to an executor that was shut down")
-            rejections = self._queue.offer(ticket, now, running=self._in_flight)
-            if not any(r.ticket is ticket for r in rejections):
-                self._notify_queued()
+            queue = self._queue
+            if (
+                self._idle
+                and self._in_flight < self._running_limit
+                and not queue.depth
+                and queue.deadline_reason(facts.method, facts.deadline, now) is None
+            ):
+                handler = self._idle.pop()
+                handler.direct = (work, self._start(facts, now))
+                queue.note_started(now)
+                handler.wake.release()
+                return
+            ticket = Ticket(
+                item=work,
+                method=facts.method,
+                enqueued_at=now,
+                deadline=facts.deadline,
+                criticality=facts.criticality,
+            )
+            rejections = queue.offer(ticket, now, running=self._in_flight)
+            spawn = self._dispatch()
+            if queue.depth:
+                self._sweep_wake.notify()
+                self._probe_wake.notify()
+        self._spawn(spawn)
         self._reject_all(rejections)
 
     def run_now(self, fn: Callable[[], Any], facts: CallFacts) -> bool:
         """Run in-process work in the calling thread if admission would start it at once.
 
-        That is: nothing is queued (no call is passed over), fewer calls are in
-        flight than there are handler threads, and the call's deadline leaves
-        more than its method's service time. Then ``fn`` runs here, counted
-        like a call on a handler thread (in flight, busy time, service-time
-        EWMA, queue-wait metric of 0), and True is returned once it has.
-        Otherwise it returns False at once without running ``fn``: use
-        :meth:`submit_call`, where the policy decides (queue, or reject). This
-        spares the HTTP shim a thread handoff per request.
-
-        The adaptive concurrency limit does not apply here: it keeps *handler
-        threads* from crowding grpc's dispatch thread out of the GIL, and work
-        run in its caller's thread is in that crowd either way -- handing it to
-        a handler thread would add a thread and two switches, not remove any.
-        bench/shim, 8 connections on one core: 2.5k req/s, p99 10 ms with the
-        limit applied here (the HTTP threads' own GIL use lowers it, and calls
-        then queue); 3.4k req/s, p99 3.7 ms without. Calls run here still
-        count in flight, so queued calls wait for them.
+        That is: nothing is queued (no call is passed over), fewer calls run than
+        the limit allows, and the call's deadline leaves more than its method's
+        fastest recent service time. Then ``fn`` runs here, counted like a call
+        on a handler thread (in flight, busy time, service times, queue wait of
+        0), and True is returned once it has. Otherwise it returns False at once
+        without running ``fn``: use :meth:`submit_call`, where the policy decides
+        (queue, or refuse). This spares the HTTP shim a thread handoff per request.
         """
         now = self._clock()
         with self._lock:
             if (
                 self._shutdown
                 or self._queue.depth
-                or self._in_flight >= self._threads
+                or self._in_flight >= self._running_limit
                 or self._queue.deadline_reason(facts.method, facts.deadline, now) is not None
             ):
                 return False
-            self._in_flight += 1
+            record = self._start(facts, now)
             self._in_flight_here += 1
+            self._queue.note_started(now)
         try:
             if self._on_start is not None:
                 self._on_start(facts, 0.0)
             fn()
         finally:
-            ended = self._clock()
             with self._lock:
-                self._in_flight -= 1
                 self._in_flight_here -= 1
-                self._busy_s += ended - now
-                self._queue.record_service_time(facts.method, ended - now, ended)
-                if self._queue.depth:  # calls queued meanwhile: this slot is theirs now
-                    self._cond.notify()
+                self._finish(record)
+                spawn = self._dispatch()
+            self._spawn(spawn)
         return True
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
             self._shutdown = True
-            self._cond.notify_all()
-            self._sweep_cond.notify_all()
-            self._probe_cond.notify_all()
+            for handler in self._idle:
+                handler.wake.release()
+            self._idle.clear()
+            self._sweep_wake.notify_all()
+            self._probe_wake.notify_all()
+            threads = [h.thread for h in self._handlers if h.thread is not None]
         if wait:
-            for thread in (*self._pool, self._sweeper):
+            for thread in (*threads, self._sweeper):
                 thread.join()
             if self._limit is not None:
                 self._probe.join()
@@ -312,118 +399,243 @@ class AdmissionExecutor(concurrent.futures.Executor):
         """The server's current load, for the ``rpckit-load-bin`` trailer."""
         now = self._clock()
         with self._lock:
-            return load_pb2.LoadReport(
-                queue_depth=self._queue.depth,
-                in_flight=self._in_flight,
-                workers=self._threads,
-                concurrency_limit=self._running_limit(),
-                utilization=self._utilization(now),
-                codel_load=self._queue.codel_load(now),
-                pid=os.getpid(),
-                worker_index=self._worker_index,
-                monotonic_ms=int(now * 1000),
-            )
+            return self._load_report(now)
+
+    def load_pair(self) -> tuple[str, bytes]:
+        """The encoded load trailer, rebuilt at most every ``LOAD_REPORT_TTL_S``.
+
+        Every response carries one; a few milliseconds of staleness is far below
+        what a client's balancer can react to, and building one per call cost
+        more than the rest of rpckit's per-call work.
+        """
+        now = self._clock()
+        built_at, pair = self._load_cache
+        if now - built_at < LOAD_REPORT_TTL_S:
+            return pair
+        with self._lock:
+            pair = encode_load(self._load_report(now))
+        self._load_cache = (now, pair)
+        return pair
 
     def pushback_ms(self) -> int:
         with self._lock:
             return self._queue.pushback_ms(self._clock())
 
+    def _load_report(self, now: float) -> load_pb2.LoadReport:
+        queue = self._queue
+        return load_pb2.LoadReport(
+            queue_depth=queue.depth,
+            in_flight=self._in_flight,
+            workers=self._alive,
+            concurrency_limit=self._running_limit,
+            utilization=self._utilization(now),
+            codel_load=queue.codel_load(now),
+            pid=os.getpid(),
+            worker_index=self._worker_index,
+            monotonic_ms=int(now * 1000),
+        )
+
     def _utilization(self, now: float) -> float:
+        """Share of the limit's calls busy over the last second or so (0..1)."""
         sampled_at, busy_then, last = self._util
         if now - sampled_at < 1.0:
             return last
         busy_now = self._busy_s
-        util = min(1.0, max(0.0, (busy_now - busy_then) / ((now - sampled_at) * self._threads)))
+        limit = max(1, self._running_limit)
+        util = min(1.0, max(0.0, (busy_now - busy_then) / ((now - sampled_at) * limit)))
         self._util = (now, busy_now, util)
         return util
 
+    # -- calls (the lock is held)
+
+    def _start(self, facts: CallFacts, now: float) -> _Running:
+        self._in_flight += 1
+        if self._in_flight == 1 and self._limit is not None:
+            self._probe_wake.notify()
+        return _Running(facts, now)
+
+    def _finish(self, record: _Running) -> None:
+        ended = self._clock()
+        self._in_flight -= 1
+        self._busy_s += ended - record.started
+        self._queue.record_service_time(record.facts.method, ended - record.started, ended)
+
     # -- threads
 
-    def _notify_queued(self) -> None:
-        """A call was queued (lock held): wake a handler, the sweeper and the probe."""
-        if self._in_flight < self._running_limit():
-            self._cond.notify()
-        self._sweep_cond.notify()
-        self._probe_cond.notify()
+    def _dispatch(self) -> int:
+        """(Lock held.) Wake idle threads for queued calls there is room for; returns
+        threads to spawn."""
+        wanted = min(self._queue.depth, self._running_limit - self._in_flight) - self._starting
+        if wanted <= 0:
+            return 0
+        while wanted and self._idle:
+            self._idle.pop().wake.release()  # the most recently idle: warm caches
+            self._starting += 1
+            wanted -= 1
+        spawn = min(wanted, self._threads - self._alive)
+        self._alive += spawn
+        self._starting += spawn
+        return spawn
 
-    def _running_limit(self) -> int:
-        return self._threads if self._limit is None else self._limit.limit
+    def _spawn(self, count: int) -> None:
+        """Start ``count`` handler threads (already counted alive); the lock is not held."""
+        for _ in range(count):
+            handler = _Handler()
+            with self._lock:
+                handler.thread = threading.Thread(
+                    target=self._work_loop,
+                    args=(handler,),
+                    name=f"rpckit-handler-{self._spawned}",
+                    daemon=True,
+                )
+                self._spawned += 1
+                self._handlers.append(handler)
+            handler.thread.start()
 
-    def _work_loop(self) -> None:
+    def _work_loop(self, handler: _Handler) -> None:
+        """A handler thread: run what it is handed or finds queued; sleep when idle; end
+        after ``idle_timeout_s`` without work.
+
+        A thread is idle exactly while it is in ``_idle``; ``_admit`` hands a call
+        to an idle thread directly (``handler.direct``), ``_dispatch`` wakes one
+        to take from the queue (counted in ``_starting`` until it looks).
+        """
         if self._handler_nice:
             lower_thread_priority(self._handler_nice)
-        while True:
+        looking: bool | None = True  # made for queued work
+        while looking is not None:
             with self._lock:
-                while not self._shutdown and (
-                    self._queue.depth == 0 or self._in_flight >= self._running_limit()
-                ):
-                    self._cond.wait()
-                if self._shutdown and self._queue.depth == 0:
-                    return
-                ticket, drops = self._queue.take(self._clock())
-                if ticket is not None:
-                    self._in_flight += 1
-            self._reject_all(drops)
-            if ticket is None:
+                started, waited, drops = self._next(handler, looking=looking)
+            looking = False
+            if drops:
+                self._reject_all(drops)
+            if started is None:
+                if not drops:
+                    looking = self._sleep(handler)
                 continue
-            work = ticket.item
-            started = self._clock()
+            work, record = started
             if self._on_start is not None:
-                self._on_start(work.facts, started - ticket.enqueued_at)
+                self._on_start(work.facts, waited)
             try:
                 self._run(work, None)
             finally:
-                ended = self._clock()
                 with self._lock:
-                    self._in_flight -= 1
-                    self._busy_s += ended - started
-                    self._queue.record_service_time(work.facts.method, ended - started, ended)
+                    self._finish(record)
+
+    def _next(
+        self, handler: _Handler, *, looking: bool
+    ) -> tuple[tuple[_Work, _Running] | None, float, list[Rejection[_Work]]]:
+        """(Lock held.) The call handed to ``handler`` or taken from the queue, how long it
+        waited, and the calls dropped on the way; with no call and no drops the thread
+        is now idle (in ``_idle``), or retired at shutdown."""
+        started = handler.direct
+        if started is not None:
+            handler.direct = None
+            return started, 0.0, []
+        if looking:
+            self._starting -= 1
+        if self._queue.depth and self._in_flight < self._running_limit:
+            now = self._clock()
+            ticket, drops = self._queue.take(now)
+            if ticket is None:
+                return None, 0.0, drops
+            record = self._start(ticket.item.facts, now)
+            return (ticket.item, record), now - ticket.enqueued_at, drops
+        if self._shutdown:
+            self._retire(handler)
+        else:
+            self._idle.append(handler)
+        return None, 0.0, []
+
+    def _sleep(self, handler: _Handler) -> bool | None:
+        """Sleep until woken (True: for queued work; False: with a call handed over) or
+        idle too long, or retired at shutdown (None: the thread ends)."""
+        if handler.retired:
+            return None  # by _next, at shutdown
+        if handler.wake.acquire(timeout=self._idle_timeout_s):
+            return handler.direct is None
+        with self._lock:
+            if handler in self._idle:  # nobody woke it: end
+                self._idle.remove(handler)
+                self._retire(handler)
+                return None
+        handler.wake.acquire()  # woken just as it timed out: the release has happened
+        return handler.direct is None
+
+    def _retire(self, handler: _Handler) -> None:
+        handler.retired = True
+        self._alive -= 1
+        self._handlers.remove(handler)
 
     def _sweep_loop(self) -> None:
+        """While calls are queued, drop the doomed ones every ``SWEEP_INTERVAL_S``."""
         while True:
             with self._lock:
                 while not self._shutdown and self._queue.depth == 0:
-                    self._sweep_cond.wait()
+                    self._sweep_wake.wait()
                 if self._shutdown and self._queue.depth == 0:
                     return
-                self._sweep_cond.wait(timeout=SWEEP_INTERVAL_S)
+                self._sweep_wake.wait(SWEEP_INTERVAL_S)
                 drops = self._queue.expire(self._clock())
             self._reject_all(drops)
 
     def _probe_loop(self) -> None:
-        """Measure the dispatch lag while there is work, and adapt the limit to it."""
+        """While calls run or wait, measure how late a sleeping thread wakes with the GIL
+        (what grpc's dispatch thread suffers on every event) and adapt the limit to it.
+
+        Which lateness counts depends on the queue (docs/architecture.md, "Executor"):
+        while no queue stands, only the wait for the GIL -- the time the probe
+        waited for a *core* (its scheduler run delay) is taken out, so a neighbour
+        process busy on the cores does not throttle a lightly loaded server; once
+        a queue stands, the whole lateness, because then the dispatch thread's wait
+        for a core is what makes refusals slow, and fewer runnable handlers here
+        shorten it (measured in bench/overload with 4 workers at 3x: GIL wait
+        alone let the limit grow and the refusal p99 rose from ~17 to ~40 ms).
+        Calls run in their callers' threads (run_now) are outside the limit: no
+        reason to measure for them alone.
+        """
         limit = self._limit
         assert limit is not None
+        stat = SchedStat()
         while True:
             with self._lock:
-                # Calls run in their callers' threads (run_now) are outside the limit:
-                # no reason to measure the lag for them alone.
                 while (
                     not self._shutdown
                     and self._in_flight == self._in_flight_here
-                    and self._queue.depth == 0
+                    and not self._queue.depth
                 ):
-                    self._probe_cond.wait()
+                    self._probe_wake.wait()
                 if self._shutdown:
                     return
             started = self._clock()
+            delay_before = stat.run_delay_s()
             time.sleep(PROBE_SLEEP_S)
             now = self._clock()
+            late = now - started - PROBE_SLEEP_S
+            waited_for_a_core = stat.run_delay_s() - delay_before
+            spawn = 0
             with self._lock:
-                # Demand beyond the limit: calls wait for a slot, or (in a standing
-                # queue, which admits calls only into free slots) are refused for want of one.
-                saturated = self._in_flight >= limit.limit and (
+                if not self._queue.standing(now):
+                    late -= waited_for_a_core
+                # Demand beyond the limit: calls wait for room, or (in a standing
+                # queue, which admits only into free room) are refused for want of it.
+                saturated = self._in_flight >= self._running_limit and (
                     self._queue.depth > 0 or self._queue.standing(now)
                 )
-                if limit.observe(now - started - PROBE_SLEEP_S, saturated=saturated, now=now):
+                busy = self._in_flight - self._in_flight_here
+                if limit.observe(max(0.0, late), saturated=saturated, now=now, busy=busy):
+                    self._running_limit = limit.limit
                     self._queue.set_workers(limit.limit)
-                    self._cond.notify_all()
-                    _log.debug("concurrency limit now %d of %d", limit.limit, self._threads)
+                    spawn = self._dispatch()
+                    _log.debug("running limit now %d of %d", limit.limit, self._threads)
+            self._spawn(spawn)
+
+    # -- refusals
 
     def _reject_all(self, rejections: list[Rejection[_Work]]) -> None:
         if not rejections:
             return
-        load = encode_load(self.load_report())
+        load = self.load_pair()
         for rejection in rejections:
             work = rejection.ticket.item
             if self._on_reject is not None:
@@ -431,22 +643,63 @@ class AdmissionExecutor(concurrent.futures.Executor):
             code, details = rejection_status(rejection)
             trailers = ((PUSHBACK_METADATA_KEY, str(rejection.pushback_ms)), load)
             if abort_queued(work.args, code, details, trailers):
-                work.future.set_result(None)
+                work.done.finish()
                 continue
             try:
                 self._side_pool.submit(self._run, work, rejection)
             except RuntimeError:  # side pool already shut down: the server is gone
-                work.future.set_result(None)
+                work.done.finish()
 
     @staticmethod
     def _run(work: _Work, verdict: Verdict) -> None:
-        _local.verdict = verdict
+        if verdict is not None:
+            _local.verdict = verdict
         try:
             work.fn(*work.args, **work.kwargs)
         except BaseException as exc:  # noqa: BLE001 - grpcio itself failed; keep the thread alive
             _log.exception("grpcio failed running %s", work.facts.method)
-            work.future.set_exception(exc)
-        else:
-            work.future.set_result(None)
+            if isinstance(work.done, _FutureDone):
+                work.done.fail(exc)
+                return
         finally:
             _local.verdict = None
+        work.done.finish()
+
+
+class SchedStat:
+    """The calling thread's scheduler statistics (Linux ``/proc/thread-self/schedstat``)."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+
+    def run_delay_s(self) -> float:
+        """Seconds this thread has spent runnable but waiting for a core (0 if unknown)."""
+        if self._fd is None:
+            return 0.0
+        try:
+            return int(os.pread(self._fd, 128, 0).split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Raise the calling thread's nice value by ``nice`` (Linux threads have their own).
+
+    Elsewhere, or where the kernel refuses, the thread keeps its priority: that
+    only costs refusal latency under CPU contention, so it is logged, not raised.
+    """
+    if sys.platform != "linux":
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError as exc:
+        _log.debug("could not lower the handler thread's priority: %s", exc)

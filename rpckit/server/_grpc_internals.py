@@ -20,17 +20,15 @@ rejection through the handler wrapper, slower but correct.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 
 __all__ = ["SubmittedCall", "abort_queued", "read_call"]
 
 
-@dataclasses.dataclass(frozen=True)
-class SubmittedCall:
+class SubmittedCall(NamedTuple):
     """What grpcio's submit arguments say about a call."""
 
     method: str
@@ -48,17 +46,20 @@ def read_call(args: tuple[Any, ...]) -> SubmittedCall | None:
         rpc_event = args[1]
         details = rpc_event.call_details
         deadline = float(details.deadline)
-        metadata = tuple(rpc_event.invocation_metadata or ())
+        metadata = rpc_event.invocation_metadata or ()
         raw = details.method
     except (AttributeError, IndexError, TypeError, ValueError):
         return None
-    method = next(
-        (a.rpckit_method for a in args if isinstance(getattr(a, "rpckit_method", None), str)),
-        None,
-    )
+    # The behaviour is args[3] for every call shape in grpcio 1.85; look further if not.
+    method = getattr(args[3], "rpckit_method", None) if len(args) > 3 else None
+    if not isinstance(method, str):
+        method = next(
+            (a.rpckit_method for a in args if isinstance(getattr(a, "rpckit_method", None), str)),
+            None,
+        )
     if method is None:
         method = raw.decode() if isinstance(raw, bytes) else str(raw)
-    return SubmittedCall(method=method, deadline_wall=deadline, metadata=metadata)
+    return SubmittedCall(method, deadline, metadata)
 
 
 def abort_queued(

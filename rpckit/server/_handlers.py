@@ -26,19 +26,18 @@ from typing import Any, NoReturn, cast
 
 import grpc
 
-from rpckit.core._deadline import _SCOPE, CallScope, call_scope, deadline_from_remaining
-from rpckit.core._load import encode_load
+from rpckit.core._deadline import _SCOPE, CallScope, deadline_from_remaining
 from rpckit.core._wire import PUSHBACK_METADATA_KEY
 from rpckit.server._admission import Rejection
 from rpckit.server._errors import INTERNAL_MESSAGE, StatusError, to_grpc_status
 from rpckit.server._executor import current_verdict, rejection_status
-from rpckit.v1 import load_pb2
 
 __all__ = ["wrap_method_handlers"]
 
 _log = logging.getLogger("rpckit.server")
 
-LoadSource = Callable[[], load_pb2.LoadReport]
+#: Gives the encoded ``rpckit-load-bin`` trailer pair (key, serialized report).
+LoadSource = Callable[[], tuple[str, bytes]]
 #: Told of every finished call: (method, status code name, seconds in the handler).
 CallObserver = Callable[[str, str, float], None]
 
@@ -107,18 +106,20 @@ class _Behavior:
             self._reject(context, verdict)
         now = time.monotonic()
         scope = CallScope(
-            method=self._method, deadline=deadline_from_remaining(context.time_remaining(), now)
+            method=self._method,
+            deadline=deadline_from_remaining(context.time_remaining(), now),
+            context=context,
         )
-        if not context.add_callback(scope.cancel_event.set):
-            scope.cancel_event.set()
         if self._streaming and not rest:
             return self._stream(request, context, scope)
-        with call_scope(scope):
-            try:
-                response = self._behavior(request, context, *rest)
-            except Exception as exc:  # noqa: BLE001 - every handler error is mapped in _fail
-                self._observe(_code_of(context, exc), now)
-                self._fail(context, exc)
+        token = _SCOPE.set(scope)
+        try:
+            response = self._behavior(request, context, *rest)
+        except Exception as exc:  # noqa: BLE001 - every handler error is mapped in _fail
+            self._observe(_code_of(context, exc), now)
+            self._fail(context, exc)
+        finally:
+            _SCOPE.reset(token)
         self._add_load(context)
         self._observe("OK", now)
         return response
@@ -168,7 +169,7 @@ class _Behavior:
     def _load_pair(self, context: grpc.ServicerContext) -> list[tuple[str, str | bytes]]:
         if self._load is None or not getattr(context, "wants_load_report", True):
             return []
-        return [encode_load(self._load())]
+        return [self._load()]
 
     def _add_load(self, context: grpc.ServicerContext) -> None:
         pair = self._load_pair(context)

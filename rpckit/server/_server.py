@@ -112,8 +112,7 @@ class Server:
         self._executor = AdmissionExecutor(
             threads=self.config.threads,
             side_pool=self._side_pool,
-            admission=admission
-            or AdmissionConfig(workers=self.config.threads, queue_limit=self.config.queue_limit),
+            admission=_admission_config(self.config, admission),
             worker_index=self.config.worker_index,
             on_reject=self._on_reject,
             # Only the queue-wait metric needs it: no call per handler without metrics.
@@ -185,7 +184,7 @@ class Server:
         handlers = wrap_method_handlers(
             binding.name,
             binding.method_handlers,
-            load=self._executor.load_report if report_load else None,
+            load=self._executor.load_pair if report_load else None,
             thread_pool=thread_pool,
             observer=self.metrics.call_done if self.metrics is not None else None,
         )
@@ -300,6 +299,24 @@ class Server:
         elif self._state is ServerState.CREATED:
             self.stop()
         self.wait()
+
+
+def _admission_config(config: ServerConfig, admission: AdmissionConfig | None) -> AdmissionConfig:
+    """The admission policy's parameters: ``admission`` if given, else from ``config``.
+
+    Both give the queue bound; when both are given they must agree.
+    """
+    if admission is None:
+        return AdmissionConfig(queue_limit=config.queue_limit)
+    defaults = ServerConfig()
+    for ours, theirs in (("queue_limit", "queue_limit"),):
+        set_here = getattr(config, ours) != getattr(defaults, ours)
+        if set_here and getattr(config, ours) != getattr(admission, theirs):
+            raise ValueError(
+                f"ServerConfig.{ours} ({getattr(config, ours)}) and AdmissionConfig.{theirs} "
+                f"({getattr(admission, theirs)}) disagree: set it in one place"
+            )
+    return admission
 
 
 def _credentials(tls: TlsConfig) -> grpc.ServerCredentials:

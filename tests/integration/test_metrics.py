@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 
 import grpc
@@ -13,6 +14,12 @@ from examples.inventory.service import Inventory
 from rpckit.testing import running
 
 GET = "/inventory.v1.Inventory/GetItem"
+
+
+def _scrape(address: str) -> str:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as reply:
+        text: str = reply.read().decode()
+    return text
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -34,8 +41,13 @@ def test_calls_are_counted_by_method_and_code_and_scraped_over_http() -> None:
             stub.GetItem(inventory_pb2.GetItemRequest(sku="missing"), timeout=5)
         address = live.server.metrics_address
         assert address is not None
-        with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as reply:
-            text = reply.read().decode()
+        text = _scrape(address)
+        # A handler thread leaves in_flight just after grpc sent its reply, so the
+        # client may be answered first: the gauge must reach 0 (scraped until it
+        # does, within 10 s), not be 0 at once.
+        give_up = time.monotonic() + 10
+        while _sample(text, "rpckit_in_flight") != 0 and time.monotonic() < give_up:
+            text = _scrape(address)
     assert _sample(text, "grpc_server_handled_total", grpc_method=GET, grpc_code="OK") == 3
     assert _sample(text, "grpc_server_handled_total", grpc_method=GET, grpc_code="NOT_FOUND") == 1
     assert _sample(text, "grpc_server_handling_seconds_count", grpc_method=GET) == 4

@@ -113,6 +113,14 @@ def test_sigterm_drains_both_workers(serve: Serve) -> None:
         assert f"[{pid}] stopped" in log
 
 
+def test_workers_auto_runs_one_per_core_plus_one(serve: Serve) -> None:
+    server = serve(PROBE, "--workers", "auto", "--drain", "0")
+    expected = len(os.sched_getaffinity(0)) + 1
+    assert server.announcement["workers"] == expected
+    assert len(server.announcement["pids"]) == expected
+    assert server.terminate() == 0
+
+
 def test_announcement_line_names_workers(serve: Serve) -> None:
     server = serve(PROBE, "--workers", "2", "--drain", "0")
     assert server.announcement["workers"] == 2

@@ -125,6 +125,18 @@ def shim_proxy_balanced_app(backends: SharedBackends) -> Shim:
     return legacy_shim(inventory, channel=channel, services=["inventory.v1.Inventory"])
 
 
+def _migration_stage(name: str) -> LegacyAppFactory:
+    """(d) A stage of the worked migration (migrate/README.md): scan's proto, shim in front."""
+
+    def factory(backends: SharedBackends) -> Shim:
+        from examples.migrated_inventory import stages
+
+        shim: Shim = getattr(stages, f"stage_{name}")()
+        return shim
+
+    return factory
+
+
 #: (id, factory) for every way the legacy contract is served. Ids appear in test names.
 LEGACY_APP_FACTORIES: tuple[tuple[str, LegacyAppFactory], ...] = (
     ("flask", flask_legacy_app),
@@ -133,6 +145,7 @@ LEGACY_APP_FACTORIES: tuple[tuple[str, LegacyAppFactory], ...] = (
     ("shim-server", shim_server_app),
     ("shim-proxy", shim_proxy_app),
     ("shim-proxy-balanced", shim_proxy_balanced_app),
+    *((f"migration-stage-{name}", _migration_stage(name)) for name in ("0", "1", "3", "all")),
 )
 
 

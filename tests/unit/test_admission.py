@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import itertools
 import math
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,6 +30,12 @@ SHED, DEFAULT, CRIT = Criticality.SHEDDABLE, Criticality.DEFAULT, Criticality.CR
 # The model below predates refusing on arrival: it checks queueing, CoDel drops and order,
 # with a service-time target of 1x and no wait bound at offer. That rule has its own tests.
 UNBOUNDED_WAIT: dict[str, Any] = {"target_service_multiple": 1.0, "admit_within_allowance": False}
+
+# While no queue stands, a call without a deadline may wait max_wait_s (10 s by default). The
+# CoDel examples bound that at the interval (the rule before deadline-bound waits) so a queue
+# turns standing and sheds within a few hundred simulated milliseconds; the deadline-bound
+# waits have their own section.
+INTERVAL_WAIT: dict[str, Any] = {"max_wait_s": 0.100}
 
 
 def ticket(
@@ -162,7 +171,7 @@ def test_fifo_while_no_standing_queue() -> None:
 
 
 def test_lifo_once_the_queue_has_stood_then_fifo_again() -> None:
-    q: AdmissionQueue[str] = AdmissionQueue()
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(**INTERVAL_WAIT))
     q.offer(ticket("old", 0.0), 0.0)
     for i, name in enumerate("abc"):
         q.offer(ticket(name, 0.104 + i * 0.0001), 0.104 + i * 0.0001)
@@ -183,7 +192,7 @@ def test_lifo_once_the_queue_has_stood_then_fifo_again() -> None:
 
 
 def test_idle_is_tracked_on_every_path() -> None:
-    q: AdmissionQueue[str] = AdmissionQueue()
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(**INTERVAL_WAIT))
     q.offer(ticket("a", 0.0, deadline=0.05), 0.0)
     assert q.expire(0.06)[0].reason is Reason.DEADLINE_GONE  # emptied by expire at 0.06
     q.offer(ticket("b", 0.1), 0.1)  # a deadline is the caller's limit, not overload: idle
@@ -217,7 +226,7 @@ def test_higher_criticality_served_first() -> None:
 
 
 def test_codel_standing_queue_drops_calls_older_than_target() -> None:
-    q: AdmissionQueue[str] = AdmissionQueue()
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(**INTERVAL_WAIT))
     q.offer(ticket("anchor", 0.0), 0.0)
     assert q.standing(0.101)
     q.offer(ticket("stale", 0.101), 0.101)  # will have waited 6.5 ms
@@ -229,32 +238,42 @@ def test_codel_standing_queue_drops_calls_older_than_target() -> None:
 
 
 def test_codel_allowance_is_fixed_when_a_call_is_queued() -> None:
-    """Fail at Scale's enqueue(req, timeout): a burst queued while idle keeps its interval."""
+    """Fail at Scale's enqueue(req, timeout): a burst queued while idle keeps its allowance."""
     q: AdmissionQueue[str] = AdmissionQueue()
     q.offer(ticket("anchor", 0.0), 0.0)
-    for i in range(3):  # queued before the queue stands: 100 ms each
+    for i in range(3):  # queued before the queue stands, no deadline: max_wait_s, 10 s each
         q.offer(ticket(f"burst{i}", 0.05), 0.05)
     assert q.standing(0.101)
     q.offer(ticket("late", 0.101), 0.101)  # queued into a standing queue: 5 ms
-    assert reasons(q.expire(0.107)) == {"anchor": Reason.CODEL, "late": Reason.CODEL}
-    assert q.depth == 3  # the burst has waited 57 ms of its 100
-    assert q.expire(0.1495) == []
-    assert set(reasons(q.expire(0.1505))) == {"burst0", "burst1", "burst2"}
+    assert reasons(q.expire(0.107)) == {"late": Reason.CODEL}
+    assert q.depth == 4  # the others keep their 10 s although the queue now stands
+    assert q.expire(9.999) == []
+    assert reasons(q.expire(10.001)) == {"anchor": Reason.CODEL}
+    assert q.expire(10.0495) == []
+    assert set(reasons(q.expire(10.0505))) == {"burst0", "burst1", "burst2"}
 
 
-def test_codel_without_standing_queue_allows_waiting_up_to_interval() -> None:
-    q: AdmissionQueue[str] = AdmissionQueue()
+@pytest.mark.parametrize(
+    ("max_wait_s", "allowed_s"),
+    [(10.0, 10.0), (0.5, 0.5), (0.100, 0.100), (0.020, 0.100)],  # never below the interval
+)
+def test_without_a_standing_queue_a_call_without_a_deadline_may_wait_max_wait(
+    max_wait_s: float, allowed_s: float
+) -> None:
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(max_wait_s=max_wait_s))
     q.offer(ticket("patient", 0.0), 0.0)
-    assert q.expire(0.090) == []  # 90 ms > target, but the queue has not stood
-    t, dropped = q.take(0.095)
+    assert q.allowance(ticket("probe", 0.0), 0.0, standing=False) == allowed_s
+    assert q.expire(0.99 * allowed_s) == []  # far over the 5 ms target: the queue had not stood
+    t, dropped = q.take(0.99 * allowed_s)
     assert (t and t.item, dropped) == ("patient", [])
-    # A call that outwaits the interval is dropped either way.
-    q.offer(ticket("late", 0.2), 0.2)
-    assert reasons(q.expire(0.301)) == {"late": Reason.CODEL}
+    # A call that outwaits its allowance is dropped either way.
+    q.offer(ticket("late", 100.0), 100.0)
+    assert q.expire(100.0 + 0.99 * allowed_s) == []
+    assert reasons(q.expire(100.0 + 1.01 * allowed_s)) == {"late": Reason.CODEL}
 
 
 def test_codel_target_scales_with_service_time() -> None:
-    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(**UNBOUNDED_WAIT))
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(**UNBOUNDED_WAIT, **INTERVAL_WAIT))
     q.record_service_time("slow", 0.020, now=0.0)
     assert q.codel_target("slow") == pytest.approx(0.020)
     assert q.codel_target("fast") == 0.005
@@ -269,7 +288,7 @@ def test_codel_target_scales_with_service_time() -> None:
 
 
 def test_sheddable_gets_a_tighter_allowance_in_a_standing_queue() -> None:
-    q: AdmissionQueue[str] = AdmissionQueue()
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(**INTERVAL_WAIT))
     q.offer(ticket("anchor", 0.0, crit=CRIT), 0.0)
     q.offer(ticket("shed", 0.101, crit=SHED), 0.101)
     q.offer(ticket("default", 0.101), 0.101)
@@ -280,7 +299,7 @@ def test_sheddable_gets_a_tighter_allowance_in_a_standing_queue() -> None:
 
 
 def test_codel_load_measures_use_of_the_allowance() -> None:
-    q: AdmissionQueue[str] = AdmissionQueue()
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(**INTERVAL_WAIT))
     assert q.codel_load(0.0) == 0  # empty
     q.offer(ticket("anchor", 0.0), 0.0)
     assert q.codel_load(0.099) == 0  # not standing
@@ -295,19 +314,28 @@ def test_codel_load_measures_use_of_the_allowance() -> None:
 # ---------------------------------------------------------------- deadlines
 
 
-def test_deadline_gone_and_short_at_offer_use_the_method_ewma() -> None:
+def test_deadline_gone_and_short_at_offer_use_the_fastest_recent_service_time() -> None:
     q: AdmissionQueue[str] = AdmissionQueue()
     q.record_service_time("slow", 0.050, now=0.0)
+    q.record_service_time("slow", 0.090, now=0.0)  # mean 70 ms, fastest 50 ms
     assert reasons(q.offer(ticket("gone", 1.0, deadline=1.0), 1.0)) == {
         "gone": Reason.DEADLINE_GONE
     }
+    # The first call the estimate alone would refuse is let through to measure again ...
+    assert q.offer(ticket("probe", 1.0, method="slow", deadline=1.03), 1.0) == []
+    # ... and the next ones within deadline_probe_s are refused.
     assert reasons(q.offer(ticket("short", 1.0, method="slow", deadline=1.03), 1.0)) == {
         "short": Reason.DEADLINE_SHORT
     }
+    # 50 ms left: below the 70 ms mean, but the method has finished that fast.
     assert q.offer(ticket("enough", 1.0, method="slow", deadline=1.05), 1.0) == []
     assert q.offer(ticket("fast", 1.0, method="fast", deadline=1.03), 1.0) == []
     assert q.offer(ticket("none", 1.0, method="slow"), 1.0) == []
-    assert q.depth == 3
+    later = 1.0 + 0.9 * q.config.deadline_probe_s  # still within the interval
+    assert reasons(
+        q.offer(ticket("short2", later, method="slow", deadline=later + 0.03), later)
+    ) == {"short2": Reason.DEADLINE_SHORT}
+    assert q.depth == 4
 
 
 def test_deadline_short_while_queued_is_dropped_at_take() -> None:
@@ -325,8 +353,24 @@ def test_a_new_service_time_sample_can_make_queued_calls_due_at_once() -> None:
     q: AdmissionQueue[str] = AdmissionQueue()
     q.offer(ticket("t", 0.0, deadline=0.100), 0.0)
     assert q.expire(0.010) == []
-    q.record_service_time("m", 0.095, now=0.020)  # 80 ms left < 95 ms EWMA
+    q.record_service_time("m", 0.095, now=0.020)  # 80 ms left < the fastest, 95 ms
     assert reasons(q.expire(0.020)) == {"t": Reason.DEADLINE_SHORT}
+
+
+def test_expire_drops_a_call_made_short_when_the_fastest_sample_ages_out() -> None:
+    """The fastest service time can rise with no new sample: its minimum left the window.
+
+    The sweep must not sleep past the moment that dooms a queued call (a refusal that
+    waits is a slow refusal); ``take`` already drops such a call, ``expire`` must too.
+    """
+    q: AdmissionQueue[str] = AdmissionQueue()  # 5 s window
+    q.record_service_time("m", 0.010, now=0.0)
+    q.record_service_time("m", 0.500, now=4.5)
+    assert q.offer(ticket("c", 5.0, deadline=8.0), 5.0) == []  # may wait 2.99 s
+    assert q.expire(5.0) == []
+    assert q.fastest_service("m", 7.6) == 0.500  # the 10 ms sample was forgotten at 6.0
+    # 0.4 s left at 7.6, below the 0.5 s it takes at the fastest: doomed, so dropped now.
+    assert reasons(q.expire(7.6)) == {"c": Reason.DEADLINE_SHORT}
 
 
 def test_expire_rejects_doomed_calls_without_taking() -> None:
@@ -338,6 +382,314 @@ def test_expire_rejects_doomed_calls_without_taking() -> None:
     assert reasons(q.expire(0.011)) == {"d10": Reason.DEADLINE_GONE}
     assert reasons(q.expire(0.031)) == {"d30": Reason.DEADLINE_GONE}
     assert q.depth == 1
+
+
+# ---------------------------------------------------------------- the fastest service time
+
+
+def test_fastest_service_is_a_windowed_minimum_that_forgets() -> None:
+    q: AdmissionQueue[str] = AdmissionQueue()  # a 5 s window kept in 1 s buckets
+    assert q.fastest_service("m", 0.0) is None
+    q.record_service_time("m", 0.030, now=0.5)
+    q.record_service_time("m", 0.010, now=0.9)
+    q.record_service_time("m", 0.020, now=1.0)
+    q.record_service_time("m", 0.800, now=4.0)
+    assert q.fastest_service("m", 4.0) == 0.010  # the minimum ...
+    estimate = q.service_estimate("m")
+    assert estimate is not None
+    assert estimate > 0.2  # ... where the mean is dragged up by one slow call
+    assert q.fastest_service("m", 5.99) == 0.010  # remembered for the whole window
+    assert q.fastest_service("m", 6.0) == 0.020  # [0 s, 1 s) forgotten at 6 s
+    assert q.fastest_service("m", 7.0) == 0.800
+    assert q.fastest_service("m", 10.0) is None  # every sample forgotten
+    assert q.fastest_service("other", 10.0) is None
+    q.record_service_time("m", 0.050, now=10.5)  # a fresh sample counts at once
+    assert q.fastest_service("m", 10.5) == 0.050
+    q.record_service_time("m", 0.040, now=10.6)  # also within the bucket last asked about
+    assert q.fastest_service("m", 10.6) == 0.040
+    q.record_service_time("m", 0.045, now=10.7)
+    assert q.fastest_service("m", 10.7) == 0.040
+
+
+@settings(deadline=None, max_examples=150, derandomize=True)
+@given(
+    window_s=st.sampled_from([0.05, 1.0, 5.0]),
+    samples=st.lists(
+        st.tuples(st.floats(0.0, 0.7), st.floats(0.0, 1.0)),  # (gap in windows, seconds)
+        min_size=1,
+        max_size=40,
+    ),
+    asked_after=st.floats(0.0, 1.5),  # in windows, after the last sample
+)
+def test_property_fastest_remembers_a_sample_for_one_to_six_fifths_of_the_window(
+    window_s: float, samples: list[tuple[float, float]], asked_after: float
+) -> None:
+    """Kept in 5 buckets: a sample counts for at least the window and at most 1.2 windows."""
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(service_window_s=window_s))
+    fed: list[tuple[float, float]] = []
+    now = 0.0
+
+    def check(at: float) -> None:
+        surely = [s for t, s in fed if at - t < window_s * (1 - 1e-9)]
+        maybe = [s for t, s in fed if at - t < 1.2 * window_s * (1 + 1e-9)]
+        fastest = q.fastest_service("m", at)
+        if surely:
+            assert fastest is not None
+            assert fastest <= min(surely)
+        if not maybe:
+            assert fastest is None
+        if fastest is not None:
+            assert fastest in maybe
+
+    for gap, seconds in samples:
+        now += gap * window_s
+        q.record_service_time("m", seconds, now)
+        fed.append((now, seconds))
+        check(now)
+    check(now + asked_after * window_s)
+
+
+# ---------------------------------------------------------------- probes and recovery
+
+
+def test_one_call_per_probe_interval_runs_while_the_estimate_refuses() -> None:
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(deadline_probe_s=0.25))
+    q.record_service_time("m", 0.8, now=0.0)
+    q.record_service_time("n", 0.8, now=0.0)
+    short = Reason.DEADLINE_SHORT
+    # 250 ms deadlines against an 800 ms fastest service time.
+    verdicts = [q.deadline_reason("m", at + 0.25, at) for at in (1.0, 1.0, 1.1, 1.249, 1.25, 1.3)]
+    assert verdicts == [None, short, short, short, None, short]
+    assert q.deadline_reason("n", 1.3 + 0.25, 1.3) is None  # each method has its own probe
+    assert q.deadline_reason("m", 1.5, 1.5) is Reason.DEADLINE_GONE  # gone is never probed
+    # A call whose deadline is long enough runs on its own merit and spends no probe.
+    assert q.deadline_reason("m", 1.5 + 1.0, 1.5) is None
+    assert q.deadline_reason("m", 1.5 + 0.25, 1.5) is None  # the probe due since 1.5
+    assert q.deadline_reason("m", 1.6 + 0.25, 1.6) is short
+
+
+def test_the_sweep_and_take_do_not_probe() -> None:
+    """Calls already queued are dropped on the estimate, and spend no probe doing it."""
+    q: AdmissionQueue[str] = AdmissionQueue()
+    q.offer(ticket("swept", 0.0, deadline=0.5), 0.0)
+    q.offer(ticket("taken", 0.0, deadline=0.5, crit=CRIT), 0.0)
+    q.record_service_time("m", 0.8, now=0.01)  # both have 490 ms left, below 800 ms
+    t, dropped = q.take(0.01)  # the critical one first
+    assert (t, reasons(dropped)) == (
+        None,
+        {"taken": Reason.DEADLINE_SHORT, "swept": Reason.DEADLINE_SHORT},
+    )
+    assert q.offer(ticket("later", 0.02, deadline=0.835), 0.02, running=0) == []  # 815 ms left
+    assert q.expire(0.03) == []
+    assert reasons(q.expire(0.04)) == {"later": Reason.DEADLINE_SHORT}  # 795 ms left
+    assert q.deadline_reason("m", 0.04 + 0.25, 0.04) is None  # the probe is still unspent
+
+
+def test_a_probe_that_has_to_queue_still_runs() -> None:
+    """While every slot is busy a probe is queued. It must reach a slot, not be dropped by
+    ``take`` as DEADLINE_SHORT: otherwise a busy server never measures the method again
+    until the slow samples leave the window (5-6 s), one wasted probe per interval."""
+    q: AdmissionQueue[str] = AdmissionQueue()
+    q.record_service_time("m", 0.8, now=0.0)
+    q.record_hold_time("m", 0.001, now=0.0)  # it waits on a downstream: turns are short
+    assert q.offer(ticket("probe", 1.0, deadline=1.25), 1.0, running=8) == []
+    assert reasons(q.offer(ticket("short", 1.0, deadline=1.25), 1.0, running=8)) == {
+        "short": Reason.DEADLINE_SHORT
+    }
+    t, dropped = q.take(1.001)  # a slot frees up
+    assert (t and t.item, dropped) == ("probe", [])
+
+
+SLOW_S, ORDINARY_S = 0.8, 0.025  # the issue's downstream hiccup; an ordinary call
+
+
+def slow_spell(q: AdmissionQueue[str], *, until: float) -> None:
+    """Drive ``m`` into its worst state: 800 ms calls end every 10 ms from 0.8 s to ``until``,
+    so every bucket of the window holds only slow samples."""
+    i = 0
+    while (at := SLOW_S + i * 0.01) <= until:
+        q.record_service_time("m", SLOW_S, now=at)
+        i += 1
+    assert q.fastest_service("m", until) == SLOW_S
+
+
+def ordinary_calls(
+    q: AdmissionQueue[str],
+    *,
+    start: float,
+    stop: float,
+    took: Callable[[float], float],
+    rate: float = 60.0,
+    deadline_s: float = 0.25,
+) -> list[tuple[float, bool]]:
+    """Calls of ``m`` arriving at ``rate`` on an otherwise idle server (the executor's
+    direct start); each admitted one records ``took(started)`` when it ends.
+    Returns (arrival, admitted) per call."""
+    ends: list[tuple[float, float]] = []
+    outcomes: list[tuple[float, bool]] = []
+    i = 0
+    while (now := start + i / rate) < stop:
+        while ends and ends[0][0] <= now:
+            end, seconds = heapq.heappop(ends)
+            q.record_service_time("m", seconds, now=end)
+        admitted = q.deadline_reason("m", now + deadline_s, now) is None
+        if admitted:
+            q.note_started(now)
+            heapq.heappush(ends, (now + took(now), took(now)))
+        outcomes.append((now, admitted))
+        i += 1
+    return outcomes
+
+
+def test_a_slow_spell_does_not_lock_a_method_out_one_probe_brings_it_back() -> None:
+    """The issue's lock-out: after 800 ms calls, 250 ms deadlines looked hopeless forever."""
+    q: AdmissionQueue[str] = AdmissionQueue()
+    slow_spell(q, until=6.0)
+    outcomes = ordinary_calls(q, start=6.0, stop=12.0, took=lambda _: ORDINARY_S)
+    assert len(outcomes) == 360  # 6 s at 60/s
+    assert outcomes[0] == (6.0, True)  # the probe: its 25 ms is the new fastest
+    refused = [at for at, admitted in outcomes if not admitted]
+    assert refused == [outcomes[1][0]]  # only the call that came while the probe ran
+
+
+def test_while_the_downstream_stays_slow_one_call_per_probe_interval_runs() -> None:
+    q: AdmissionQueue[str] = AdmissionQueue()
+    every = q.config.deadline_probe_s
+    slow_spell(q, until=6.0)
+    healed, rate = 8.0, 60.0
+    outcomes = ordinary_calls(
+        q, start=6.0, stop=12.0, rate=rate, took=lambda at: SLOW_S if at < healed else ORDINARY_S
+    )
+    probes = [at for at, admitted in outcomes if admitted and at < healed]
+    # While slow: the first call that comes once an interval has passed; the rest refused.
+    assert probes[0] == 6.0
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
+    assert all(every - 1e-9 <= gap <= every + 1 / rate + 1e-9 for gap in gaps)
+    assert len(probes) >= (healed - 6.0) / (every + 1 / rate)
+    assert len(probes) < len(outcomes) / 2  # most are refused at once, as they should be
+    # The first probe after the downstream healed measures 25 ms: from its end on all run.
+    first = next(at for at, admitted in outcomes if admitted and at >= healed)
+    assert first <= healed + every + 1 / rate
+    assert all(admitted for at, admitted in outcomes if at >= first + ORDINARY_S)
+
+
+def test_without_probes_a_slow_spell_ages_out_of_the_window() -> None:
+    config = AdmissionConfig(deadline_probe_s=3600.0)  # one probe an hour: the window alone
+    q: AdmissionQueue[str] = AdmissionQueue(config)
+    slow_spell(q, until=6.0)
+    outcomes = ordinary_calls(
+        q, start=6.0, stop=14.0, took=lambda at: SLOW_S if at < 6.5 else ORDINARY_S
+    )
+    admitted = [at for at, ok in outcomes if ok]
+    assert admitted[0] == 6.0  # the one probe, which met the slow downstream too
+    last_slow = 6.0 + SLOW_S
+    recovered = admitted[1]
+    window = config.service_window_s
+    assert last_slow + window <= recovered <= last_slow + 1.2 * window
+    assert all(ok for at, ok in outcomes if at >= recovered)
+
+
+# ---------------------------------------------------------------- deadline-bound waits
+
+
+def test_without_a_standing_queue_a_call_may_wait_most_of_its_deadline() -> None:
+    q: AdmissionQueue[str] = AdmissionQueue()
+    q.record_service_time("m", 0.025, now=0.0)
+    q.record_service_time("m", 0.040, now=0.0)  # fastest 25 ms
+    assert q.offer(ticket("ten", 0.0, deadline=10.0), 0.0) == []
+    assert q.offer(ticket("three", 0.0, deadline=3.0), 0.0) == []
+    assert q.standing(0.2)  # it has stood since: a newcomer now gets the 5 ms target ...
+    assert q.allowance(ticket("new", 0.2, deadline=10.2), 0.2, standing=True) == 0.005
+    # ... but the calls queued before keep their deadline budgets.
+    assert q.expire(2.9749) == []
+    assert reasons(q.expire(2.9751)) == {"three": Reason.DEADLINE_SHORT}  # 24.9 ms left
+    t, dropped = q.take(5.0)
+    assert (t and t.item, dropped) == ("ten", [])
+
+
+@pytest.mark.parametrize(
+    ("max_wait_s", "served"),
+    [(10.0, 20), (0.100, 8)],  # 0.1 s: the rule before deadline-bound waits
+)
+def test_a_burst_that_cannot_start_at_once_waits_within_its_deadlines(
+    max_wait_s: float, served: int
+) -> None:
+    """The issue's burst: 20 calls that each wait 800 ms on a downstream, 10 s deadlines,
+    8 slots. With waits bound by the interval, 12 of 20 were refused after ~100 ms."""
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(max_wait_s=max_wait_s))
+    q.record_service_time("burst", SLOW_S, now=0.0)
+    q.record_hold_time("burst", 0.001, now=0.0)  # a CPU slot for 1 ms of the 800
+    for _ in range(8):
+        q.note_started(1.0)  # 8 start at once
+    for i in range(12):
+        t = ticket(f"b{i}", 1.0, method="burst", deadline=11.0)
+        assert q.offer(t, 1.0, running=8) == []
+    taken, dropped = take_all(q, 1.0 + SLOW_S)  # the first 8 end, 8 slots free
+    assert len(dropped) == 20 - served
+    assert all(r.reason is Reason.CODEL for r in dropped)
+    more, dropped = take_all(q, 1.0 + 2 * SLOW_S)
+    assert 8 + len(taken) + len(more) == served
+    assert dropped == []
+
+
+@pytest.mark.parametrize(
+    ("method", "deadline_in", "standing", "crit", "expected"),
+    [
+        ("m", None, False, DEFAULT, 10.0),  # no deadline: max_wait_s
+        ("m", 60.0, False, DEFAULT, 10.0),  # capped at max_wait_s
+        ("m", 2.0, False, DEFAULT, 1.8),  # the budget: 2 s left less the fastest 0.2 s
+        ("m", 2.0, False, SHED, 1.8),  # criticality counts only once a queue stands
+        ("m", 0.25, False, DEFAULT, 0.1),  # a 50 ms budget: never below the interval
+        ("m", 0.1, False, DEFAULT, 0.1),  # no budget at all: still the interval
+        ("slow", 2.1, False, DEFAULT, 0.2),  # or the target, when that is longer
+        ("m", 2.0, True, DEFAULT, 0.04),  # standing: the target (0.1 x the 0.4 s mean)
+        ("m", None, True, CRIT, 0.04),
+        ("m", 2.0, True, SHED, 0.02),  # x sheddable_target_factor
+        ("new", 2.0, False, DEFAULT, 2.0),  # no sample yet: the whole time left
+        ("new", 2.0, True, DEFAULT, 0.005),
+    ],
+)
+def test_allowance(
+    method: str, deadline_in: float | None, standing: bool, crit: Criticality, expected: float
+) -> None:
+    q: AdmissionQueue[str] = AdmissionQueue()
+    q.record_service_time("m", 0.2, now=0.0)
+    q.record_service_time("m", 0.6, now=0.0)  # mean 0.4 s, fastest 0.2 s
+    q.record_service_time("slow", 2.0, now=0.0)  # target 0.2 s
+    now = 1.0
+    deadline = None if deadline_in is None else now + deadline_in
+    t = ticket("t", now, method=method, deadline=deadline, crit=crit)
+    assert q.allowance(t, now, standing=standing) == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------- idle moments
+
+
+def test_a_call_started_without_queueing_is_an_idle_moment() -> None:
+    """A call that started at once (a slot and a thread were free) shows the queue idle then,
+    so a shed moments later does not make it a standing queue it never was."""
+
+    def after_a_shed(*, started_at: float | None) -> AdmissionQueue[str]:
+        q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1))
+        q.record_service_time("m", 0.010, now=0.0)
+        assert q.offer(ticket("a", 0.0), 0.0, running=0) == []
+        assert q.take(0.0)[0] is not None  # the queue was last seen idle at 0.0
+        if started_at is not None:
+            q.note_started(started_at)
+        # Three calls ahead on one slot (30 ms) > a quarter of its 100 ms: refused, a shed.
+        refused = q.offer(ticket("b", 1.05, deadline=1.16), 1.05, running=3)
+        assert reasons(refused) == {"b": Reason.CODEL}
+        return q
+
+    noted = after_a_shed(started_at=1.0)
+    assert not noted.standing(1.06)
+    assert noted.offer(ticket("c", 1.06), 1.06, running=0) == []
+    assert noted.expire(1.07) == []  # queued into an idle queue: max_wait_s
+    unnoted = after_a_shed(started_at=None)
+    unnoted.note_started(1.055)  # a shed 5 ms ago: the queue is not idle, nothing changes
+    assert unnoted.standing(1.06)
+    assert unnoted.offer(ticket("c", 1.06), 1.06, running=0) == []
+    assert reasons(unnoted.expire(1.07)) == {"c": Reason.CODEL}  # the 5 ms target
 
 
 # ---------------------------------------------------------------- bound and preemption
@@ -418,6 +770,61 @@ def test_pushback_is_the_drain_time_clamped() -> None:
     assert [(r.reason, r.pushback_ms) for r in rejected] == [(Reason.QUEUE_FULL, 1000)]
 
 
+def test_hold_estimate_is_a_decayed_mean_that_falls_back_to_the_wall_time() -> None:
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(service_half_life_s=1.0))
+    assert q.hold_estimate("m") is None
+    q.record_service_time("m", 0.800, now=0.0)
+    assert q.hold_estimate("m") == pytest.approx(0.800)  # no hold sample yet: the wall time
+    q.record_hold_time("m", 0.002, now=0.0)
+    assert q.hold_estimate("m") == pytest.approx(0.002)  # from the first hold sample on
+    q.record_hold_time("m", 0.008, now=1.0)  # the old sample now weighs 1/2
+    assert q.hold_estimate("m") == pytest.approx((0.002 * 0.5 + 0.008) / 1.5)
+    assert q.service_estimate("m") == pytest.approx(0.800)  # the wall mean is apart
+    assert q.codel_target("m") == pytest.approx(0.080)  # and still scales the target
+    # Hold samples alone: no wall time, no fastest time, the fixed target.
+    q.record_hold_time("cpu", 0.004, now=0.0)
+    assert q.hold_estimate("cpu") == pytest.approx(0.004)
+    assert q.service_estimate("cpu") is None
+    assert q.fastest_service("cpu", 0.0) is None
+    assert q.codel_target("cpu") == 0.005
+    for bad in (-1.0, math.nan, math.inf, True):
+        with pytest.raises(ValueError, match="service time"):
+            q.record_hold_time("m", bad, now=2.0)
+
+
+@pytest.mark.parametrize(
+    ("holds", "admitted"),
+    [
+        ((), 0),  # no hold sample: a turn is the 800 ms wall time, over the 25 ms at once
+        ((0.004,), 12),  # 2 ms per turn on 2 slots: 12 turns fit 25 ms
+        ((0.004, 0.014), 5),  # the mean, 9 ms: 4.5 ms per turn
+    ],
+)
+def test_wait_predictions_count_slot_hold_times_not_wall_times(
+    holds: tuple[float, ...], admitted: int
+) -> None:
+    """An I/O-bound method holds a CPU slot for a sliver of its wall time: slots free quickly."""
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
+    q.record_service_time("m", SLOW_S, now=0.0)
+    for hold in holds:
+        q.record_hold_time("m", hold, now=0.0)
+    deadline = 1.0 + SLOW_S + 0.100  # a 100 ms budget: up to 25 ms predicted wait admitted
+    offers = [q.offer(ticket(f"t{i}", 1.0, deadline=deadline), 1.0, running=2) for i in range(30)]
+    assert [r == [] for r in offers] == [True] * admitted + [False] * (30 - admitted)
+
+
+def test_pushback_counts_slot_hold_times() -> None:
+    q: AdmissionQueue[str] = AdmissionQueue(
+        AdmissionConfig(workers=8, admit_within_allowance=False)
+    )
+    q.record_service_time("m", 0.080, now=0.0)
+    for i in range(16):
+        q.offer(ticket(f"t{i}", 0.0), 0.0)
+    assert q.pushback_ms(0.0) == 160  # no hold sample: 16 calls x 80 ms wall / 8 slots
+    q.record_hold_time("m", 0.004, now=0.0)
+    assert q.pushback_ms(0.0) == 8  # 16 calls x 4 ms in a slot / 8 slots
+
+
 def test_structures_stay_bounded_under_sustained_overload() -> None:
     config = AdmissionConfig(queue_limit=32, workers=2, **UNBOUNDED_WAIT)
     q: AdmissionQueue[str] = AdmissionQueue(config)
@@ -453,13 +860,15 @@ offer_op = st.tuples(
     steps,
     st.sampled_from(list(Criticality)),
     st.sampled_from(METHODS),
-    st.none() | st.floats(-0.01, 0.3),  # deadline relative to now
+    # deadline relative to now; often within the service times recorded, to meet probes
+    st.none() | st.floats(-0.01, 0.3) | st.floats(0.0, 0.05),
 )
 take_op = st.tuples(st.just("take"), steps)
 expire_op = st.tuples(st.just("expire"), steps)
 record_op = st.tuples(st.just("record"), steps, st.sampled_from(METHODS), st.floats(0.0, 0.06))
+start_op = st.tuples(st.just("start"), steps)  # a call started without queueing
 operations = st.lists(
-    st.one_of(offer_op, offer_op, offer_op, take_op, take_op, expire_op, record_op),
+    st.one_of(offer_op, offer_op, offer_op, take_op, take_op, expire_op, record_op, start_op),
     min_size=20,
     max_size=150,
 )
@@ -470,11 +879,18 @@ configs = st.builds(
     target_service_multiple=st.sampled_from([0.0, 1.0, 2.0]),
     sheddable_target_factor=st.sampled_from([0.5, 1.0]),
     admit_within_allowance=st.just(False),
+    max_wait_s=st.sampled_from([0.05, 0.2, 10.0]),  # below, above and far above the interval
+    service_window_s=st.sampled_from([0.05, 0.5, 5.0]),  # runs last up to ~4 s
+    deadline_probe_s=st.sampled_from([0.01, 0.25]),
 )
 
 
 class Model:
-    """What the queue should hold, kept by the test independently of the implementation."""
+    """What the queue should hold, kept by the test independently of the implementation.
+
+    The decayed mean service time is read from the queue (it has its own test above); the
+    fastest service time, the probes, idleness and every allowance are the model's own.
+    """
 
     def __init__(self, q: AdmissionQueue[int], config: AdmissionConfig) -> None:
         self.q = q
@@ -485,18 +901,38 @@ class Model:
         self.last_shed = -math.inf  # last overload rejection (CODEL, QUEUE_FULL, PREEMPTED)
         self.shed_now = False  # the current operation shed a call for overload
         self.allow: dict[Ticket[int], float] = {}  # CoDel allowance, fixed when queued
+        self.samples: dict[str, list[tuple[float, float]]] = {}  # method -> (at, seconds)
+        self.probed_at: dict[str, float] = {}  # method -> when a probe was last let through
+        self.probes = 0
+        self.probe_tickets: set[Ticket[int]] = set()  # only a gone deadline drops these
         self.offered = 0
         self.taken_by_mode = {"fifo": 0, "lifo": 0}
 
-    def allowance(self, t: Ticket[int], standing: bool) -> float:
+    def fastest(self, method: str, now: float) -> float | None:
+        """The shortest sample still in the window. The window is kept as five buckets of a
+        fifth of ``service_window_s`` on a grid from time 0; a sample counts while its
+        bucket is the current one or one of the five before it."""
+        window = self.config.service_window_s
+        current = math.floor(now * 5 / window)
+        kept = [
+            seconds
+            for at, seconds in self.samples.get(method, [])
+            if current - math.floor(at * 5 / window) <= 5
+        ]
+        return min(kept, default=None)
+
+    def allowance(self, t: Ticket[int], now: float, standing: bool) -> float:
         c = self.config
         estimate = self.q.service_estimate(t.method)
         target = c.codel_target_s
         if estimate is not None:
             target = max(target, c.target_service_multiple * estimate)
-        if not standing:
-            return max(c.codel_interval_s, target)
-        return target * (c.sheddable_target_factor if t.criticality is SHED else 1.0)
+        if standing:
+            return target * (c.sheddable_target_factor if t.criticality is SHED else 1.0)
+        budget = c.max_wait_s  # while no queue stands: the deadline's budget, capped ...
+        if t.deadline is not None:
+            budget = min(budget, t.deadline - now - (self.fastest(t.method, now) or 0.0))
+        return max(budget, c.codel_interval_s, target)  # ... and never below the interval
 
     def standing(self, now: float) -> bool:
         interval = self.config.codel_interval_s
@@ -505,8 +941,9 @@ class Model:
         return self.last_empty is not None and now - self.last_empty > interval
 
     def runnable(self, t: Ticket[int], now: float) -> bool:
-        estimate = self.q.service_estimate(t.method) or 0.0
-        deadline_ok = t.deadline is None or (t.deadline > now and t.deadline - now >= estimate)
+        fastest = self.fastest(t.method, now) or 0.0
+        long_enough = t in self.probe_tickets or (t.deadline or 0.0) - now >= fastest
+        deadline_ok = t.deadline is None or (t.deadline > now and long_enough)
         return deadline_ok and now <= t.enqueued_at + self.allow[t]
 
     def leave(self, t: Ticket[int], how: str) -> None:
@@ -525,14 +962,15 @@ class Model:
     def check_rejection(self, r: Rejection[int], now: float) -> None:
         t = r.ticket
         assert 1 <= r.pushback_ms <= self.config.pushback_max_ms
-        estimate = self.q.service_estimate(t.method)
         if r.reason is Reason.DEADLINE_GONE:
             assert t.deadline is not None
             assert t.deadline <= now
         elif r.reason is Reason.DEADLINE_SHORT:
+            fastest = self.fastest(t.method, now)
+            assert t not in self.probe_tickets, "a probe dropped before its deadline was gone"
             assert t.deadline is not None
-            assert estimate is not None
-            assert t.deadline - now < estimate
+            assert fastest is not None
+            assert t.deadline - now < fastest
         elif r.reason is Reason.CODEL:
             assert t in self.allow, "refused on arrival, but the model disables that"
             assert now > t.enqueued_at + self.allow[t]
@@ -552,8 +990,11 @@ class Model:
                 self.reject_all(q.expire(now), now)
                 for t in self.queued:  # the sweep left only runnable calls
                     assert self.runnable(t, now)
+            elif op[0] == "start":
+                q.note_started(now)  # idle now if nothing is queued or was shed lately
             else:
                 q.record_service_time(op[2], op[3], now)
+                self.samples.setdefault(op[2], []).append((now, op[3]))
             if self.shed_now:
                 self.last_shed = now
             if not self.queued and now - self.last_shed > self.config.codel_interval_s:
@@ -562,6 +1003,8 @@ class Model:
             assert (q.codel_load(now) == 0) == (not q.standing(now))
             assert 0 <= q.codel_load(now) <= 100
             assert 1 <= q.pushback_ms(now) <= self.config.pushback_max_ms
+            for method in METHODS:
+                assert q.fastest_service(method, now) == self.fastest(method, now)
         # Flush: everything offered is accounted for exactly once.
         for r in q.expire(now + 1000.0):
             self.leave(r.ticket, "rejected")
@@ -576,7 +1019,8 @@ class Model:
         self.offered += 1
         was_full = len(self.queued) >= self.config.queue_limit
         before = list(self.queued)
-        self.allow[t] = self.allowance(t, standing)
+        self.allow[t] = self.allowance(t, now, standing)
+        fastest = self.fastest(method, now)
         rejected = self.q.offer(t, now)
         self.queued[t] = t.item
         self.reject_all(rejected, now)
@@ -587,11 +1031,17 @@ class Model:
         if idle and not any(o in self.queued for o in before):
             self.last_empty = now  # idle before the newcomer, or emptied to make room for it
         by_reason = {r.ticket.item: r.reason for r in rejected}
-        estimate = self.q.service_estimate(method)
         if deadline is not None and deadline <= now:
             assert by_reason == {t.item: Reason.DEADLINE_GONE}
-        elif deadline is not None and estimate is not None and deadline - now < estimate:
-            assert by_reason == {t.item: Reason.DEADLINE_SHORT}
+        elif deadline is not None and fastest is not None and deadline - now < fastest:
+            if now - self.probed_at.get(method, -math.inf) >= self.config.deadline_probe_s:
+                assert by_reason.get(t.item) is not Reason.DEADLINE_SHORT
+                if t.item not in by_reason:  # queued: it is the probe, measuring again
+                    self.probed_at[method] = now
+                    self.probes += 1
+                    self.probe_tickets.add(t)
+            else:
+                assert by_reason == {t.item: Reason.DEADLINE_SHORT}
         if t.item not in by_reason:
             assert t in self.queued
         for r in rejected:
@@ -637,8 +1087,8 @@ def test_property_queue_matches_model(config: AdmissionConfig, ops: list[tuple[A
     Model(AdmissionQueue(config), config).run(ops)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_model_under_sustained_overload(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "window_s"), [(0, 5.0), (1, 5.0), (2, 0.2), (3, 0.05)])
+def test_model_under_sustained_overload(seed: int, window_s: float) -> None:
     """Long seeded runs at ~2x capacity, where standing queues, LIFO and shedding are the norm."""
     rng = random.Random(seed)
     ops: list[tuple[Any, ...]] = []
@@ -654,7 +1104,9 @@ def test_model_under_sustained_overload(seed: int) -> None:
             ops.append(("expire", dt))
         else:
             ops.append(("record", dt, rng.choice(METHODS), rng.uniform(0.0, 0.01)))
-    config = AdmissionConfig(workers=2, queue_limit=16, **UNBOUNDED_WAIT)
+    config = AdmissionConfig(
+        workers=2, queue_limit=16, max_wait_s=0.2, service_window_s=window_s, **UNBOUNDED_WAIT
+    )
     model = Model(AdmissionQueue(config), config)
     model.run(ops)
     assert model.taken_by_mode["fifo"] > 0
@@ -674,21 +1126,32 @@ def test_property_out_of_order_stamps_never_yield_a_doomed_call(
     q: AdmissionQueue[int] = AdmissionQueue(config)
     now, offered, left = 0.0, 0, 0
     allowance: dict[int, float] = {}  # fixed when queued
+    probes: set[int] = set()
     for op, lag in zip(ops, lags, strict=False):
         now += op[1]
         standing = q.standing(now)
         if op[0] == "offer":
             deadline = None if op[4] is None else now + op[4]
-            allowance[offered] = q.allowance(op[3], op[2], standing=standing)
-            left += len(q.offer(Ticket(offered, op[3], now - lag, deadline, op[2]), now))
+            t = Ticket(offered, op[3], now - lag, deadline, op[2])
+            allowance[offered] = q.allowance(t, now, standing=standing)
+            fastest = q.fastest_service(t.method, now)
+            rejected = q.offer(t, now)
+            queued = all(r.ticket is not t for r in rejected)
+            short = deadline is not None and fastest is not None and deadline - now < fastest
+            if queued and short:
+                probes.add(t.item)  # let in to measure again: only a gone deadline drops it
+            left += len(rejected)
             offered += 1
         elif op[0] in ("take", "expire"):
-            t, rejected = q.take(now) if op[0] == "take" else (None, q.expire(now))
-            left += len(rejected) + (t is not None)
-            if t is not None:
-                estimate = q.service_estimate(t.method) or 0.0
-                assert t.deadline is None or (t.deadline > now and t.deadline - now >= estimate)
-                assert now <= t.enqueued_at + allowance[t.item]
+            taken, rejected = q.take(now) if op[0] == "take" else (None, q.expire(now))
+            left += len(rejected) + (taken is not None)
+            if taken is not None:
+                fastest = q.fastest_service(taken.method, now) or 0.0
+                long_enough = taken.item in probes or (taken.deadline or 0.0) - now >= fastest
+                assert taken.deadline is None or (taken.deadline > now and long_enough)
+                assert now <= taken.enqueued_at + allowance[taken.item]
+        elif op[0] == "start":
+            q.note_started(now)
         else:
             q.record_service_time(op[2], op[3], now)
         assert q.depth <= config.queue_limit
@@ -698,18 +1161,25 @@ def test_property_out_of_order_stamps_never_yield_a_doomed_call(
 # ---------------------------------------------------------------- refusing on arrival
 
 
-def test_newcomer_refused_at_once_when_its_predicted_wait_is_over_a_quarter_of_its_allowance() -> (
-    None
-):
+# A 110 ms deadline on a method whose fastest call took 10 ms: a 100 ms budget, so while no
+# queue stands a newcomer is admitted if it is predicted to wait at most 25 ms.
+BUDGET_100MS = 0.110
+
+
+@pytest.mark.parametrize(("deadline", "admitted"), [(BUDGET_100MS, 5), (0.2225, 10)])
+def test_newcomer_refused_at_once_when_its_predicted_wait_is_over_a_quarter_of_its_allowance(
+    deadline: float, admitted: int
+) -> None:
     q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
-    q.record_service_time("m", 0.010, now=0.0)  # not standing: allowance 100 ms, admits 25 ms
+    q.record_service_time("m", 0.010, now=0.0)  # not standing: allowance = deadline budget
     # Both workers busy: a call with k queued ahead waits k + 1 turns of 10 ms / 2 workers.
-    for i in range(5):  # waits of 5, 10, ..., 25 ms
-        assert q.offer(ticket(f"t{i}", 0.0), 0.0, running=2) == []
-    (refused,) = q.offer(ticket("late", 0.0), 0.0, running=2)  # 30 ms: likely dropped later
+    for i in range(admitted):  # waits of 5, 10, ... ms, up to a quarter of the budget
+        assert q.offer(ticket(f"t{i}", 0.0, deadline=deadline), 0.0, running=2) == []
+    # One more turn: likely dropped later, so refused now.
+    (refused,) = q.offer(ticket("late", 0.0, deadline=deadline), 0.0, running=2)
     assert refused.ticket.item == "late"
     assert refused.reason is Reason.CODEL
-    assert q.depth == 5
+    assert q.depth == admitted
 
 
 def test_free_workers_shorten_the_predicted_wait() -> None:
@@ -717,17 +1187,18 @@ def test_free_workers_shorten_the_predicted_wait() -> None:
     q.record_service_time("m", 0.010, now=0.0)
     # Nothing running: the first two calls start at once, five more fit the 25 ms.
     for i in range(7):
-        assert q.offer(ticket(f"t{i}", 0.0), 0.0, running=0) == []
-    assert q.offer(ticket("late", 0.0), 0.0, running=0) != []
+        assert q.offer(ticket(f"t{i}", 0.0, deadline=BUDGET_100MS), 0.0, running=0) == []
+    assert q.offer(ticket("late", 0.0, deadline=BUDGET_100MS), 0.0, running=0) != []
 
 
 def test_without_a_running_count_every_worker_counts_as_busy() -> None:
     def admitted(running: int | None) -> int:
         q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
         q.record_service_time("m", 0.010, now=0.0)
+        tickets = [ticket(f"t{i}", 0.0, deadline=BUDGET_100MS) for i in range(20)]
         if running is None:
-            return sum(q.offer(ticket(f"t{i}", 0.0), 0.0) == [] for i in range(20))
-        return sum(q.offer(ticket(f"t{i}", 0.0), 0.0, running=running) == [] for i in range(20))
+            return sum(q.offer(t, 0.0) == [] for t in tickets)
+        return sum(q.offer(t, 0.0, running=running) == [] for t in tickets)
 
     assert admitted(None) == admitted(2) == 5
     assert admitted(1) == 6
@@ -764,32 +1235,51 @@ def test_standing_queue_still_queues_calls_short_enough_to_wait() -> None:
 def test_critical_newcomer_counts_only_calls_at_or_above_its_level() -> None:
     q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1))
     q.record_service_time("m", 0.010, now=0.0)  # allowance 100 ms: waits up to 25 ms admitted
+
+    def offer(name: str, crit: Criticality) -> list[Rejection[str]]:
+        return q.offer(ticket(name, 0.0, deadline=BUDGET_100MS, crit=crit), 0.0, running=1)
+
     for i in range(2):  # waits of 10 and 20 ms behind the running call
-        assert q.offer(ticket(f"s{i}", 0.0, crit=Criticality.SHEDDABLE), 0.0, running=1) == []
-    assert q.offer(ticket("s-late", 0.0, crit=Criticality.SHEDDABLE), 0.0, running=1) != []
-    assert q.offer(ticket("crit", 0.0, crit=Criticality.CRITICAL), 0.0, running=1) == []
+        assert offer(f"s{i}", SHED) == []
+    assert offer("s-late", SHED) != []
+    assert offer("crit", CRIT) == []
 
 
+@settings(deadline=None, derandomize=True)
 @given(
     workers=st.integers(1, 16),
     service_s=st.floats(0.0001, 1.0),
+    hold_s=st.none() | st.floats(0.0001, 1.0),
+    budget_s=st.none() | st.floats(0.0, 20.0),
     queued=st.integers(0, 20),
     running=st.integers(0, 32),
     standing=st.booleans(),
 )
 def test_property_refused_on_arrival_only_when_no_worker_is_free_for_it(
-    workers: int, service_s: float, queued: int, running: int, standing: bool
+    workers: int,
+    service_s: float,
+    hold_s: float | None,
+    budget_s: float | None,
+    queued: int,
+    running: int,
+    standing: bool,
 ) -> None:
     q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=workers))
     q.record_service_time("m", service_s, now=0.0)
+    if hold_s is not None:
+        q.record_hold_time("m", hold_s, now=0.0)
     for i in range(queued):  # a method with no service sample yet is never refused on arrival
         assert q.offer(ticket(f"q{i}", 0.0, method="other"), 0.0, running=running) == []
     now = 0.2 if standing else 0.0  # queued since 0 and never empty: standing at 0.2 s
     assert q.standing(now) == (standing and queued > 0)
-    allowance = q.allowance("m", DEFAULT, standing=q.standing(now))
+    # The deadline leaves the fastest service time plus the budget (no deadline: none).
+    deadline = None if budget_s is None else now + service_s + budget_s
+    new = ticket("new", now, deadline=deadline)
+    allowance = q.allowance(new, now, standing=q.standing(now))
     turns = queued + running - workers + 1  # worker turns before "new" could start
-    refused = q.offer(ticket("new", now), now, running=running) != []
-    assert refused == (turns > 0 and turns * service_s / workers > 0.25 * allowance)
+    turn_s = service_s if hold_s is None else hold_s  # a turn is a slot's hold time
+    refused = q.offer(new, now, running=running) != []
+    assert refused == (turns > 0 and turns * turn_s / workers > 0.25 * allowance)
 
 
 def test_no_bound_before_the_first_service_sample() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -52,13 +54,68 @@ def test_scope_without_deadline_passes_explicit_through() -> None:
         assert outbound_timeout(3.0, now=1.0) == 3.0
 
 
-def test_cancel_event_and_scope_reset() -> None:
+def test_cancel_and_scope_reset() -> None:
     scope = CallScope(method="/a.B/C", deadline=None)
     with call_scope(scope):
         assert cancelled() is False
-        scope.cancel_event.set()
+        scope.cancel()
         assert cancelled() is True
     assert current_scope() is None
+
+
+def test_cancel_event_is_made_on_first_use_and_follows_the_flag() -> None:
+    early = CallScope(method="/a.B/C", deadline=None)
+    early.cancel()
+    assert early.cancel_event.is_set()  # made after the cancel: already set
+    late = CallScope(method="/a.B/C", deadline=None)
+    event = late.cancel_event
+    assert not event.is_set()
+    late.cancel()
+    assert event.is_set()
+    assert late.is_cancelled()
+
+
+class FakeContext:
+    """The two calls CallScope makes on a grpcio context."""
+
+    def __init__(self, *, active: bool, accepts_callbacks: bool = True) -> None:
+        self.active = active
+        self.accepts_callbacks = accepts_callbacks
+        self.callbacks: list[Callable[[], None]] = []
+
+    def is_active(self) -> bool:
+        return self.active
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        if self.accepts_callbacks:
+            self.callbacks.append(callback)
+        return self.accepts_callbacks
+
+
+def test_cancellation_is_asked_of_the_context_only_when_someone_asks() -> None:
+    context = FakeContext(active=True)
+    scope = CallScope(method="/a.B/C", deadline=None, context=context)
+    assert scope.is_cancelled() is False
+    assert context.callbacks == []  # nothing registered per call
+    context.active = False  # the client went away
+    assert scope.is_cancelled() is True
+
+
+def test_cancel_event_hooks_the_context_and_follows_it() -> None:
+    context = FakeContext(active=True)
+    scope = CallScope(method="/a.B/C", deadline=None, context=context)
+    event = scope.cancel_event
+    assert len(context.callbacks) == 1
+    assert not event.is_set()
+    context.callbacks[0]()  # grpcio runs it when the call ends
+    assert event.is_set()
+    assert scope.is_cancelled()
+
+
+def test_cancel_event_is_set_at_once_for_a_call_that_already_ended() -> None:
+    context = FakeContext(active=False, accepts_callbacks=False)
+    scope = CallScope(method="/a.B/C", deadline=None, context=context)
+    assert scope.cancel_event.is_set()
 
 
 def test_grpcio_no_deadline_sentinel_means_none() -> None:

@@ -20,7 +20,18 @@ def test_all_is_sorted_and_complete() -> None:
     loaded = {name: getattr(rpckit, name) for name in rpckit.__all__}  # imported on first use
     assert all(value is not None for value in loaded.values())
     public = {name for name in vars(rpckit) if not name.startswith("_")}
-    submodules = {"cli", "client", "codegen", "core", "http", "server", "testing", "v1"}
+    submodules = {
+        "cli",
+        "client",
+        "codegen",
+        "core",
+        "http",
+        "migrate",
+        "scaffold",
+        "server",
+        "testing",
+        "v1",
+    }
     assert public - submodules == set(rpckit.__all__)
     assert set(dir(rpckit)) >= set(rpckit.__all__)
 

@@ -583,10 +583,24 @@ def test_only_allowlisted_headers_reach_the_handler() -> None:
 
 def test_allowlisted_metadata_becomes_headers_and_pushback_retry_after() -> None:
     response = Client(shim()).get("/v1/items/busy")
-    assert response.status_code == 429
+    assert response.status_code == 503  # refused for overload (a pushback came with it)
     assert response.headers["X-Request-Id"] == "r-1"
     assert response.headers["Retry-After"] == "2"
     assert "X-Private" not in response.headers
+
+
+def test_overload_status_can_keep_the_codes_table() -> None:
+    response = Client(shim(config=ShimConfig(overload_status=None))).get("/v1/items/busy")
+    assert response.status_code == 429  # grpc-gateway's RESOURCE_EXHAUSTED
+    assert response.headers["Retry-After"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(200, ValueError), (600, ValueError), ("503", TypeError)]
+)
+def test_overload_status_must_be_an_http_error(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="overload_status"):
+        ShimConfig(overload_status=value)  # type: ignore[arg-type]
 
 
 def test_guard_runs_before_the_body_is_read() -> None:

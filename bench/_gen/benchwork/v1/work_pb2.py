@@ -22,9 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from rpckit.v1 import http_pb2 as rpckit_dot_v1_dot_http__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62\x65nchwork/v1/work.proto\x12\x0c\x62\x65nchwork.v1\"=\n\tDoRequest\x12\x0e\n\x06\x63pu_ms\x18\x01 \x01(\x01\x12\x0f\n\x07wait_ms\x18\x02 \x01(\x01\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"*\n\nDoResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x32\x44\n\x04Work\x12<\n\x02\x44o\x12\x17.benchwork.v1.DoRequest\x1a\x18.benchwork.v1.DoResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62\x65nchwork/v1/work.proto\x12\x0c\x62\x65nchwork.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x14rpckit/v1/http.proto\"=\n\tDoRequest\x12\x0e\n\x06\x63pu_ms\x18\x01 \x01(\x01\x12\x0f\n\x07wait_ms\x18\x02 \x01(\x01\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"*\n\nDoResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x32[\n\x04Work\x12S\n\x02\x44o\x12\x17.benchwork.v1.DoRequest\x1a\x18.benchwork.v1.DoResponse\"\x1a\x90\x02\x01\x82\xa8\x19\x03 \xfa\x01\x82\xd3\xe4\x93\x02\n\"\x05/work:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,11 +34,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'benchwork.v1.work_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WORK'].methods_by_name['Do']._loaded_options = None
-  _globals['_WORK'].methods_by_name['Do']._serialized_options = b'\220\002\001'
-  _globals['_DOREQUEST']._serialized_start=41
-  _globals['_DOREQUEST']._serialized_end=102
-  _globals['_DORESPONSE']._serialized_start=104
-  _globals['_DORESPONSE']._serialized_end=146
-  _globals['_WORK']._serialized_start=148
-  _globals['_WORK']._serialized_end=216
+  _globals['_WORK'].methods_by_name['Do']._serialized_options = b'\220\002\001\202\250\031\003 \372\001\202\323\344\223\002\n\"\005/work:\001*'
+  _globals['_DOREQUEST']._serialized_start=93
+  _globals['_DOREQUEST']._serialized_end=154
+  _globals['_DORESPONSE']._serialized_start=156
+  _globals['_DORESPONSE']._serialized_end=198
+  _globals['_WORK']._serialized_start=200
+  _globals['_WORK']._serialized_end=291
 # @@protoc_insertion_point(module_scope)
