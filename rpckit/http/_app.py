@@ -86,7 +86,12 @@ from rpckit.http._request import (
     parse_query,
     raw_request_path,
 )
-from rpckit.http._server._turns import OUTSIDE_TURN_ENVIRON_KEY, OutsideTurn, QuickCalls
+from rpckit.http._server._turns import (
+    OUTSIDE_TURN_ENVIRON_KEY,
+    RECEIVED_AT_ENVIRON_KEY,
+    OutsideTurn,
+    QuickCalls,
+)
 from rpckit.http._shadow import (
     CapturedResponse,
     ShadowReport,
@@ -497,7 +502,7 @@ class Shim:
             )
             if timeout is None:
                 timeout = settings.timeout_s
-            deadline = None if timeout is None else self._clock() + timeout
+            deadline = None if timeout is None else self._received_at(environ) + timeout
             request = self._request(environ, match, settings, body)
         except HttpError as error:
             return self._error(error, profile)
@@ -631,6 +636,16 @@ class Shim:
         return _Answer(error.status, headers, dumps(obj, profile))
 
     # ---------------------------------------------------------------- metadata
+
+    def _received_at(self, environ: WSGIEnvironment) -> float:
+        """When the client's wait began: the HTTP server's stamp (rpckit's own server, on
+        the monotonic clock) if there is one, else now. The deadline counts from here,
+        so time spent queued for a thread or a turn comes out of the route's timeout."""
+        now = self._clock()
+        received = environ.get(RECEIVED_AT_ENVIRON_KEY)
+        if self._clock is time.monotonic and isinstance(received, float) and received <= now:
+            return received
+        return now
 
     def _metadata(self, environ: WSGIEnvironment) -> tuple[tuple[str, str], ...]:
         pairs = []

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from http.client import HTTPConnection
 
 import grpc
 import pytest
@@ -118,3 +119,45 @@ def test_proxy_mode_over_a_plain_channel() -> None:
         assert json.loads(response.get_data())["sku"] == "A-1"
         missing = client.get("/items")  # ListItems is not implemented by Gate
         assert (missing.status_code, json.loads(missing.get_data())["code"]) == (501, 12)
+
+
+def test_time_queued_in_the_http_server_counts_against_the_route_timeout() -> None:
+    """A request that waited for one of the HTTP server's threads past its timeout is not run:
+    its deadline counts from when the server saw it coming, not from when a thread took it."""
+    from rpckit.http._server._server import HttpServer
+
+    gate = Gate()
+    config = rpckit.ServerConfig(drain_s=0)
+    with running([gate], config=config) as live, ThreadPoolExecutor(2) as pool:
+        http = HttpServer(
+            Shim(server=live.server), "127.0.0.1:0", threads=1, linger_s=0, turn_lease_s=None
+        )
+        host, port = http.start().rsplit(":", 1)
+
+        def get(path: str, timeout_s: str | None = None) -> tuple[int, bytes]:
+            connection = HTTPConnection(host, int(port), timeout=30)
+            headers = {} if timeout_s is None else {"X-Request-Timeout": timeout_s}
+            try:
+                connection.request("GET", path, headers=headers)
+                reply = connection.getresponse()
+                return reply.status, reply.read()
+            finally:
+                connection.close()
+
+        try:
+            held = pool.submit(get, "/items/hold")  # takes the server's only thread
+            assert gate.entered.acquire(timeout=20)
+            late = pool.submit(get, "/items/late", "0.2")  # 200 ms to answer
+            give_up = time.monotonic() + 10
+            while http.waiting < 1:  # it waits for a thread, unseen by admission
+                assert time.monotonic() < give_up, "the second request never queued"
+                time.sleep(0.002)
+            time.sleep(0.3)  # the scenario, not a synchronisation: its client's 200 ms pass
+            gate.open.set()
+            assert held.result(timeout=20)[0] == 200
+            status, body = late.result(timeout=20)
+        finally:
+            gate.open.set()
+            http.stop()
+    assert status == 504, body
+    assert "late" not in gate.skus, "the handler ran for a request whose client had given up"

@@ -44,7 +44,12 @@ from typing import Any, cast
 
 from cheroot import makefile, server, wsgi
 
-from rpckit.http._server._turns import OUTSIDE_TURN_ENVIRON_KEY, TurnHold, Turns
+from rpckit.http._server._turns import (
+    OUTSIDE_TURN_ENVIRON_KEY,
+    RECEIVED_AT_ENVIRON_KEY,
+    TurnHold,
+    Turns,
+)
 
 __all__ = ["TunedWsgiServer"]
 
@@ -139,6 +144,11 @@ class _Connection(server.HTTPConnection):
     turn: TurnHold | None = None
     #: Set by whoever just saw data waiting on the socket (a lingering thread).
     readable = False
+    #: When the next request was first seen coming (monotonic), set where cheroot
+    #: queues the connection for a thread or a lingering thread sees data.
+    waiting_since: float | None = None
+    #: When the request being served was first seen coming (monotonic).
+    received_at: float | None = None
 
     def __init__(self, http_server: Any, sock: Any, make_file: Any = makefile.MakeFile) -> None:
         if make_file is makefile.MakeFile:  # plain TCP (a TLS adapter brings its own)
@@ -147,6 +157,8 @@ class _Connection(server.HTTPConnection):
 
     def communicate(self) -> Any:
         """Serve one request, in a turn when the server has :class:`Turns`."""
+        since, self.waiting_since = self.waiting_since, None
+        self.received_at = time.monotonic() if since is None else since
         turns: Turns | None = getattr(self.server, "turns", None)
         readable, self.readable = self.readable, False
         if turns is None:
@@ -170,6 +182,9 @@ class _Gateway(wsgi.Gateway_10):
 
     def get_environ(self) -> Any:
         environ = cast(Any, super()).get_environ()
+        received_at = getattr(self.req.conn, "received_at", None)
+        if received_at is not None:
+            environ[RECEIVED_AT_ENVIRON_KEY] = received_at
         turn = getattr(self.req.conn, "turn", None)
         if turn is not None:
             environ[OUTSIDE_TURN_ENVIRON_KEY] = turn.outside
@@ -222,6 +237,12 @@ class TunedWsgiServer(wsgi.Server):
             self._date = (now, text)
         return text
 
+    def process_conn(self, conn: Any) -> None:
+        """cheroot's selector hands over a connection that connected or turned readable:
+        from now on its client waits on us (see :data:`RECEIVED_AT_ENVIRON_KEY`)."""
+        conn.waiting_since = time.monotonic()
+        super().process_conn(conn)
+
     def put_conn(self, conn: Any) -> None:
         """Called by the request thread that just answered on ``conn`` (kept alive)."""
         with self._linger_lock:
@@ -236,6 +257,7 @@ class TunedWsgiServer(wsgi.Server):
                 if not conn.rfile.has_data() and not _wait_readable(conn.socket, self._linger_s):
                     break  # idle: back to the selector
                 conn.readable = True
+                conn.waiting_since = time.monotonic()
                 if not conn.communicate():
                     conn.close()
                     return

@@ -140,6 +140,11 @@ class HttpServer:
                 self.address = f"{shown}:{port}"
             return self.address
 
+    @property
+    def waiting(self) -> int:
+        """Connections with a request waiting for a request thread (none free)."""
+        return int(self._server.requests.qsize) if self._server.requests else 0
+
     def start(self) -> str:
         """Bind if needed, serve in a background thread; returns the bound ``host:port``."""
         self.bind()

@@ -42,6 +42,7 @@ from typing import Any
 __all__ = [
     "OUTSIDE_TURN_ENVIRON_KEY",
     "QUICK_CALL_S",
+    "RECEIVED_AT_ENVIRON_KEY",
     "OutsideTurn",
     "QuickCalls",
     "TurnHold",
@@ -52,6 +53,13 @@ __all__ = [
 #: WSGI environ key of a context manager factory: code run inside it runs without
 #: the request's turn (present only when the server serves the app with turns).
 OUTSIDE_TURN_ENVIRON_KEY = "rpckit.outside_turn"
+
+#: WSGI environ key of the ``time.monotonic()`` at which the HTTP server saw the
+#: request coming (its connection turned readable, or connected): the start of
+#: the client's wait, before any time spent in the server's own queues. A route's
+#: timeout counts from here, so a request that waited unseen for a thread or a
+#: turn is not given more time than its client has left.
+RECEIVED_AT_ENVIRON_KEY = "rpckit.received_at"
 
 
 #: What the environ holds under that key: ``with outside(): ...``.
