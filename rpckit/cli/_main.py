@@ -574,7 +574,11 @@ def _run_worker(
         host, _, port = metrics.rpartition(":")
         metrics = f"{host}:{int(port) + index if int(port) else 0}"
     worker_config = dataclasses.replace(
-        config, so_reuseport=True, worker_index=index, metrics_address=metrics
+        config,
+        so_reuseport=True,
+        worker_index=index,
+        processes=args.workers,
+        metrics_address=metrics,
     )
     server = Server(make_servicers(args.app, target), config=worker_config)
     server.add_port(address)

@@ -71,6 +71,9 @@ class ServerConfig:
         tls: serve TLS instead of plaintext.
         max_concurrent_rpcs: grpcio's own hard limit, a backstop behind admission control.
         worker_index: which process of a multi-process server this is (load reports).
+        processes: how many processes serve the port (``rpckit serve --workers`` sets
+            it): the overload signal counts a wait for a core as this server's own in
+            proportion to these processes' share of the busy CPU.
         metrics_address: serve Prometheus metrics on this ``host:port`` (port 0
             picks one); ``None`` (the default) serves none. Needs prometheus-client.
     """
@@ -92,6 +95,7 @@ class ServerConfig:
     tls: TlsConfig | None = None
     max_concurrent_rpcs: int | None = None
     worker_index: int = 0
+    processes: int = 1
     metrics_address: str | None = None
 
     def __post_init__(self) -> None:
@@ -116,6 +120,7 @@ class ServerConfig:
             raise ValueError("ServerConfig.max_concurrent_rpcs must be > 0 or None")
         if self.worker_index < 0:
             raise ValueError("ServerConfig.worker_index must be >= 0")
+        check_int("ServerConfig", "processes", self.processes, low=1)
 
     def grpc_options(self) -> list[tuple[str, int | str]]:
         """Channel arguments for grpc.server()."""

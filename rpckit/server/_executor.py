@@ -66,6 +66,7 @@ from rpckit.server._admission import (
     parse_criticality,
 )
 from rpckit.server._concurrency import ConcurrencyConfig, ConcurrencyLimit
+from rpckit.server._cpu import CpuShare
 from rpckit.server._grpc_internals import abort_queued, read_call
 from rpckit.v1 import load_pb2
 
@@ -231,14 +232,17 @@ class AdmissionExecutor(concurrent.futures.Executor):
         concurrency: ConcurrencyConfig | None = None,
         handler_nice: int = 0,
         idle_timeout_s: float = 30.0,
+        processes: int = 1,
     ) -> None:
         """``threads``: the most handler threads, made on demand and ended after
         ``idle_timeout_s`` idle, and the most calls running at once.
         ``concurrency``: adapt how many may run at once to the GIL wait
         (:mod:`rpckit.server._concurrency`), starting at ``START_LIMIT``; ``None`` runs up
         to ``threads``. ``handler_nice``: lower the handler threads' CPU priority
-        by this much (Linux; see ``ServerConfig.handler_nice``)."""
+        by this much (Linux; see ``ServerConfig.handler_nice``). ``processes``: how many
+        processes serve the port (``ServerConfig.processes``), for :mod:`rpckit.server._cpu`."""
         self._threads = threads
+        self._processes = processes
         self._handler_nice = handler_nice
         self._idle_timeout_s = idle_timeout_s
         self._side_pool = side_pool
@@ -587,16 +591,19 @@ class AdmissionExecutor(concurrent.futures.Executor):
         while no queue stands, only the wait for the GIL -- the time the probe
         waited for a *core* (its scheduler run delay) is taken out, so a neighbour
         process busy on the cores does not throttle a lightly loaded server; once
-        a queue stands, the whole lateness, because then the dispatch thread's wait
-        for a core is what makes refusals slow, and fewer runnable handlers here
-        shorten it (measured in bench/overload with 4 workers at 3x: GIL wait
-        alone let the limit grow and the refusal p99 rose from ~17 to ~40 ms).
+        a queue stands, the wait for a core counts too, as far as this server's own
+        processes take the cores (:mod:`rpckit.server._cpu`): then the dispatch
+        thread's wait for a core is what makes refusals slow, and fewer runnable
+        handlers here shorten it (measured in bench/overload with 4 workers at 3x:
+        GIL wait alone let the limit grow and the refusal p99 rose from ~17 to
+        ~40 ms), while a wait a neighbour causes is not cured by refusing calls.
         Calls run in their callers' threads (run_now) are outside the limit: no
         reason to measure for them alone.
         """
         limit = self._limit
         assert limit is not None
         stat = SchedStat()
+        cpu = CpuShare(self._processes, clock=self._clock)
         while True:
             with self._lock:
                 while (
@@ -614,9 +621,10 @@ class AdmissionExecutor(concurrent.futures.Executor):
             late = now - started - PROBE_SLEEP_S
             waited_for_a_core = stat.run_delay_s() - delay_before
             spawn = 0
+            # Of the wait for a core, only this server's share of the busy CPU is ours.
+            others = waited_for_a_core * (1.0 - cpu.fraction())
             with self._lock:
-                if not self._queue.standing(now):
-                    late -= waited_for_a_core
+                late -= waited_for_a_core if not self._queue.standing(now) else others
                 # Demand beyond the limit: calls wait for room, or (in a standing
                 # queue, which admits only into free room) are refused for want of it.
                 saturated = self._in_flight >= self._running_limit and (

@@ -119,6 +119,7 @@ class Server:
             on_start=self._on_start if self.config.metrics_address is not None else None,
             concurrency=ConcurrencyConfig() if self.config.adaptive_concurrency else None,
             handler_nice=self.config.handler_nice,
+            processes=self.config.processes,
         )
         self.metrics = (
             ServerMetrics(self._executor.load_report)

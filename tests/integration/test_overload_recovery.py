@@ -125,7 +125,16 @@ def test_a_burst_of_slow_downstream_calls_is_served_not_shed(server: ServeProces
             channel.close()
 
 
+def served_share(codes: Counter[str]) -> float:
+    total = sum(codes.values())
+    assert total > 0
+    return codes["OK"] / total
+
+
 def test_ordinary_calls_are_served_again_right_after_a_burst(server: ServeProcess) -> None:
+    # The baseline, same server, same run: what this machine serves of the same load now
+    # (all of it on a quiet machine; less when other processes take the cores).
+    before = open_loop_elsewhere(server.address, rate=60, seconds=6, seed=6)
     channels, calls = stubs(server.address)
     try:
         # The metastable lock-out this guards against: 200 calls that wait 800 ms taught
@@ -135,9 +144,10 @@ def test_ordinary_calls_are_served_again_right_after_a_burst(server: ServeProces
     finally:
         for channel in channels:
             channel.close()
-    total = sum(after.values())
-    assert total > 300
-    assert after["OK"] >= 0.99 * total, after
+    assert sum(after.values()) > 300
+    # <= 1% refused or late -- or, on a machine too busy for that, no worse than before.
+    wanted = min(0.99, served_share(before) - 0.01)
+    assert served_share(after) >= wanted, (before, after)
 
 
 @pytest.fixture
@@ -155,12 +165,35 @@ def cpu_hog() -> Iterator[subprocess.Popen[bytes]]:
     hog.wait(timeout=10)
 
 
+@pytest.fixture
+def plain_server() -> Iterator[str]:
+    """The same servicer on a plain grpcio server (a subprocess); yields its address."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.work_app"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+
+
 def test_a_busy_neighbour_does_not_make_a_lightly_loaded_server_refuse(
-    server: ServeProcess, cpu_hog: subprocess.Popen[bytes]
+    server: ServeProcess, plain_server: str, cpu_hog: subprocess.Popen[bytes]
 ) -> None:
-    open_loop_elsewhere(server.address, rate=20, seconds=1, seed=1)  # warm the server up
+    """rpckit's overload signal must not read another process's CPU use as its own
+    overload: beside the same neighbour it serves >= 99% -- or, on a machine too busy
+    for that, as much as a plain grpcio server with no admission control does."""
+    for address in (server.address, plain_server):
+        open_loop_elsewhere(address, rate=20, seconds=1, seed=1)  # warm up
     # 40/s of 5 ms CPU + 20 ms wait: a fifth of a core, while the hog holds another.
     result = open_loop_elsewhere(server.address, rate=40, seconds=5, seed=2)
-    total = sum(result.values())
-    assert total > 150
-    assert result["OK"] >= 0.99 * total, result
+    plain = open_loop_elsewhere(plain_server, rate=40, seconds=5, seed=2)
+    assert sum(result.values()) > 150
+    wanted = min(0.99, served_share(plain) - 0.01)
+    assert served_share(result) >= wanted, (result, plain)

@@ -1,6 +1,7 @@
 """A servicer for overload tests: ``GetItem`` burns CPU and waits, as the request's sku says.
 
     rpckit serve tests.integration.work_app:servicers --grpc 127.0.0.1:0
+    python -m tests.integration.work_app    # the same servicer on a plain grpcio server
 
 sku ``"wait:MS"`` waits MS milliseconds (a slow downstream, no CPU); ``"work:CPU:WAIT"``
 burns CPU ms of this thread's CPU (holding the GIL) then waits WAIT ms; anything else
@@ -39,3 +40,20 @@ class Work(inventory_pb2_grpc.InventoryServicer):
 
 def servicers() -> list[object]:
     return [Work()]
+
+
+def serve_plain() -> None:
+    """The baseline: a plain grpcio server (8 threads, as grpcio's examples) on 127.0.0.1:0;
+    prints its address, serves until killed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=8))
+    inventory_pb2_grpc.add_InventoryServicer_to_server(Work(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(f"127.0.0.1:{port}", flush=True)  # the parent reads the address
+    server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    serve_plain()
