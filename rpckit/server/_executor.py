@@ -589,8 +589,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
         process busy on the cores does not throttle a lightly loaded server; once
         a queue stands, the whole lateness, because then the dispatch thread's wait
         for a core is what makes refusals slow, and fewer runnable handlers here
-        shorten it (measured in bench/overload with 4 workers at 3x: GIL wait
-        alone let the limit grow and the refusal p99 rose from ~17 to ~40 ms).
+        shorten it (measurements: bench/README.md, "Measurements behind the defaults").
         Calls run in their callers' threads (run_now) are outside the limit: no
         reason to measure for them alone.
         """
