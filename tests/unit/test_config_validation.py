@@ -83,7 +83,7 @@ def _numeric(hint: object) -> type | None:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         rest = [a for a in typing.get_args(hint) if a is not type(None)]
         hint = rest[0] if len(rest) == 1 else None
-    return hint if hint in (int, float) else None  # type: ignore[return-value]
+    return hint if hint in (int, float) else None
 
 
 def _fields_of(kind: Callable[[object], bool]) -> list[tuple[type[Any], str, object]]:
