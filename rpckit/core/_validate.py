@@ -14,6 +14,7 @@ Each error names the field as ``Owner.field`` and says what it must be.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -57,22 +58,25 @@ def check_fields(obj: DataclassInstance) -> None:
     ``X | None`` field also takes None. Annotations this cannot check
     (callables, mappings, sequences) are left to the class.
     """
-    cls = type(obj)
-    fields = [f for f in dataclasses.fields(obj) if f.init]
-    for field, hint in zip(fields, _init_hints(cls, fields), strict=True):
-        _check_value(cls.__name__, field.name, getattr(obj, field.name), hint)
+    owner = type(obj).__name__
+    for name, hint in _init_hints(type(obj)):
+        _check_value(owner, name, getattr(obj, name), hint)
 
 
-def _init_hints(cls: type, fields: list[dataclasses.Field[object]]) -> list[object]:
-    """The resolved annotations of ``fields``: only these, so a derived field may name a
-    type defined after an instance is built at import time (a module's default)."""
+@functools.cache
+def _init_hints(cls: type) -> tuple[tuple[str, object], ...]:
+    """``(name, resolved annotation)`` of ``cls``'s init fields, once per class (a memo of
+    a pure function: resolving annotations costs ~100 us a field, a config may be built per
+    request). Only init fields are resolved, so a derived field may name a type defined
+    after an instance is built at import time (a module's default instance)."""
+    fields = [f for f in dataclasses.fields(cls) if f.init]
 
     def holder() -> None: ...
 
     holder.__annotations__ = {f.name: f.type for f in fields}
     namespace = vars(sys.modules[cls.__module__])
-    hints = typing.get_type_hints(holder, globalns=namespace, include_extras=False)
-    return [hints[f.name] for f in fields]
+    hints = typing.get_type_hints(holder, globalns=namespace)
+    return tuple((f.name, hints[f.name]) for f in fields)
 
 
 def _check_value(owner: str, name: str, value: object, hint: object) -> None:
