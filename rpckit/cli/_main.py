@@ -182,7 +182,8 @@ def _parser() -> argparse.ArgumentParser:
         help="generate Python code from .proto files (package-relative imports, .pyi stubs)",
         description=(
             "Run grpcio-tools for every [[tool.rpckit.gen]] table in pyproject.toml: writes "
-            "_pb2.py, _pb2_grpc.py and .pyi stubs with imports made package-relative. "
+            "_pb2.py, _pb2_grpc.py and .pyi stubs (with mypy-protobuf installed) with imports "
+            "made package-relative where they can be (see the README, 'Generated code'). "
             "--check writes nothing and exits 1 if any generated file is stale (for CI)."
         ),
         epilog=(
@@ -276,6 +277,12 @@ def _gen(args: argparse.Namespace) -> int:
     from rpckit.codegen import _gen as _codegen
 
     root = args.project.resolve()
+    if _codegen.stub_plugins() is None:
+        print(
+            "rpckit gen: note: writing no .pyi stubs (they need mypy-protobuf: "
+            "pip install mypy-protobuf)",
+            file=sys.stderr,
+        )
     try:
         targets = _codegen.load_targets(root / "pyproject.toml")
         stale_files: list[str] = []

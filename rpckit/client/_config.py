@@ -14,14 +14,9 @@ from rpckit.client._outlier import OutlierConfig
 from rpckit.client._p2c import PickerConfig
 from rpckit.client._retry import AdaptiveThrottleConfig, RetryBudgetConfig
 from rpckit.core._deadline import OUTBOUND_MARGIN_S
-from rpckit.core._validate import check_int, check_number
+from rpckit.core._validate import check_fields, check_int, check_number, conflict
 
 __all__ = ["BackendStatus", "BalancedChannelConfig", "ConnectionStatus", "is_method_path"]
-
-
-def _check_type(name: str, value: object, kind: type | tuple[type, ...]) -> None:
-    if not isinstance(value, kind):
-        raise TypeError(f"BalancedChannelConfig.{name} has the wrong type: {value!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -35,7 +30,8 @@ class BalancedChannelConfig:
     connections_per_backend: int = 2
     """grpc channels (TCP connections) per backend. 2: reaches both processes of a
     ``--workers 2`` host (with ``worker_redials``) and keeps a backend in rotation
-    through one broken connection. DESIGN.md: "several per multi-process host"."""
+    through one broken connection (docs/architecture.md, "A call's path through the
+    client")."""
 
     worker_redials: int = 10
     """A connection that reaches the same server process as another connection of
@@ -51,7 +47,7 @@ class BalancedChannelConfig:
     outage (gRPC's own retry policy caps attempts at 5)."""
 
     retry_budget: RetryBudgetConfig = dataclasses.field(default_factory=RetryBudgetConfig)
-    """Retries may be at most 20% of requests plus 10/s over 10 s (Finagle; DESIGN.md)."""
+    """Retries may be at most 20% of requests plus 10/s over 10 s (Finagle's ``RetryBudget``)."""
 
     adaptive_throttle: AdaptiveThrottleConfig | None = None
     """Client-side adaptive throttling (SRE book, K = 2), or None (the default) for
@@ -103,19 +99,18 @@ class BalancedChannelConfig:
     those whose proto says so (for methods without a descriptor in the pool)."""
 
     def __post_init__(self) -> None:
+        check_fields(self)  # types, nested configs; numbers finite and >= 0
         check_int(
             "BalancedChannelConfig", "connections_per_backend", self.connections_per_backend, low=1
         )
         check_int("BalancedChannelConfig", "worker_redials", self.worker_redials, low=0)
         check_int("BalancedChannelConfig", "max_attempts", self.max_attempts, low=1)
-        _check_type("retry_budget", self.retry_budget, RetryBudgetConfig)
-        _check_type(
-            "adaptive_throttle", self.adaptive_throttle, (AdaptiveThrottleConfig, type(None))
-        )
-        _check_type("picker", self.picker, PickerConfig)
-        _check_type("outlier", self.outlier, (OutlierConfig, type(None)))
-        _check_type("health_check", self.health_check, bool)
-        _check_type("health_service", self.health_service, str)
+        if not self.health_check and self.health_service:
+            raise conflict(
+                "BalancedChannelConfig",
+                f"health_service={self.health_service!r} is not watched with health_check=False; "
+                "drop one of them",
+            )
         check_number(
             "BalancedChannelConfig",
             "health_backoff_initial_s",

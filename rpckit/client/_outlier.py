@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Hashable, Iterable
 from typing import Generic, TypeVar
 
-from rpckit.core._validate import check_int
+from rpckit.core._validate import check_fields, check_int
 
 __all__ = ["BackendState", "OutlierConfig", "OutlierDetector"]
 
@@ -64,16 +64,16 @@ class OutlierConfig:
 
     consecutive_failures: int = 5
     """Eject after this many failures in a row. 5: Envoy's ``consecutive_5xx``
-    default, and DESIGN.md."""
+    default (docs/architecture.md, "A call's path through the client")."""
 
     success_rate_threshold: float = 0.8
-    """Eject when the success rate over ``window_s`` falls below this. 80%: DESIGN.md.
+    """Eject when the success rate over ``window_s`` falls below this. 80%.
     Envoy's comparable ``failure_percentage_threshold`` is 85% failures; ours is
     stricter because only failures that are the backend's fault are counted."""
 
     window_s: float = 30.0
     """Length of the success-rate window; also the time back in service that
-    forgives one past ejection. 30 s: DESIGN.md (Envoy evaluates every 10 s)."""
+    forgives one past ejection. 30 s (Envoy evaluates every 10 s)."""
 
     min_window_calls: int = 20
     """The success rate is judged only over at least this many calls in the window.
@@ -84,11 +84,11 @@ class OutlierConfig:
     (Envoy asks 50-100 calls per 10 s, as a proxy that sees far more traffic.)"""
 
     base_ejection_s: float = 5.0
-    """Length of a first ejection. 5 s: DESIGN.md (Envoy's base is 30 s, but it
+    """Length of a first ejection. 5 s (Envoy's base is 30 s, but it
     probes with real traffic; one probe call is cheap enough to try sooner)."""
 
     max_ejection_s: float = 300.0
-    """No ejection lasts longer. 300 s: Envoy's ``max_ejection_time`` default, and DESIGN.md."""
+    """No ejection lasts longer. 300 s: Envoy's ``max_ejection_time`` default."""
 
     ejection_multiplier: float = 2.0
     """Each further ejection (without forgiveness) lasts this much longer:
@@ -100,7 +100,8 @@ class OutlierConfig:
     that ejected a backend together do not probe it together."""
 
     max_ejected_fraction: float = 0.5
-    """At most ``floor(fraction x backends)`` are out at once. 0.5: DESIGN.md."""
+    """At most ``floor(fraction x backends)`` are out at once. 0.5: a partial outage never
+    becomes a total one."""
 
     probe_timeout_s: float = 30.0
     """A probe with no result after this long is presumed lost and another one
@@ -109,6 +110,7 @@ class OutlierConfig:
     merely lets one more probe through."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         check_int("OutlierConfig", "consecutive_failures", self.consecutive_failures, low=1)
         _check_number("success_rate_threshold", self.success_rate_threshold, low=0.0, high=1.0)
         _check_number("window_s", self.window_s, low=1e-9)

@@ -6,7 +6,7 @@ call starts and finishes and with the queue depth the server reports in its
 at random and returns the cheaper one (Mitzenmacher, "The Power of Two Choices
 in Randomized Load Balancing", 2001; Finagle's ``P2CPeakEwma``; Linkerd).
 
-Cost (DESIGN.md, "Client" -> "P2C")::
+Cost (docs/architecture.md, "A call's path through the client", step 5)::
 
     cost = latency x (outstanding + fresh reported queue depth + 1)
 
@@ -30,7 +30,7 @@ import math
 import random
 from collections.abc import Sequence
 
-from rpckit.core._validate import check_number
+from rpckit.core._validate import check_fields, check_number
 
 __all__ = ["BackendLoad", "PickerConfig", "pick"]
 
@@ -51,9 +51,11 @@ class PickerConfig:
     report_ttl_s: float = 2.0
     """A server-reported queue depth older than this is ignored: the server
     reports on every response, so a report this old describes a backend we
-    have not talked to for a while. 2 s: DESIGN.md."""
+    have not talked to for a while. 2 s: docs/architecture.md, "A call's path
+    through the client"."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         check_number("PickerConfig", "decay_s", self.decay_s, low=0.0, strict=True)
         check_number(
             "PickerConfig", "initial_latency_s", self.initial_latency_s, low=0.0, strict=True

@@ -26,7 +26,7 @@ import math
 import random
 from collections import deque
 
-from rpckit.core._validate import check_number
+from rpckit.core._validate import check_fields, check_number
 
 __all__ = [
     "STATUS_CODE_NAMES",
@@ -237,6 +237,7 @@ class RetryBudgetConfig:
     """Length of the sliding window. 10 s: Finagle's budget ``ttl``."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         check_number("RetryBudgetConfig", "ratio", self.ratio, low=0.0, strict=False)
         check_number("RetryBudgetConfig", "min_per_s", self.min_per_s, low=0.0, strict=False)
         check_number("RetryBudgetConfig", "window_s", self.window_s, low=0.0, strict=True)
@@ -348,6 +349,7 @@ class AdaptiveThrottleConfig:
     """The history the formula counts. Two minutes: the Google SRE book."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         check_number(
             "AdaptiveThrottleConfig",
             "accepts_multiplier",

@@ -39,11 +39,13 @@ __all__ = [
     "GenTarget",
     "apply",
     "include_paths",
+    "is_in_package",
     "load_targets",
     "render",
     "rewrite_imports",
     "same_content",
     "stale",
+    "stub_plugins",
 ]
 
 _GENERATED_SUFFIXES = ("_pb2.py", "_pb2_grpc.py", "_pb2.pyi", "_pb2_grpc.pyi")
@@ -87,6 +89,12 @@ class GenTarget:
 
 def load_targets(pyproject: Path) -> list[GenTarget]:
     """Read the ``[[tool.rpckit.gen]]`` tables of a pyproject.toml."""
+    if not pyproject.is_file():
+        raise GenError(
+            f"no {pyproject.name} in {pyproject.parent}: create one with a [[tool.rpckit.gen]] "
+            'table (proto_path = "protos", protos = ["protos/my/v1"], out = "my_pkg/_gen"), '
+            "or pass --project DIR"
+        )
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -112,14 +120,24 @@ def load_targets(pyproject: Path) -> list[GenTarget]:
     return targets
 
 
-def rewrite_imports(source: str, *, module: str, generated: frozenset[str]) -> str:
+def rewrite_imports(
+    source: str, *, module: str, generated: frozenset[str], out_is_package: bool = True
+) -> str:
     """Make imports between modules of one generation run package-relative.
 
     ``module`` is the dotted proto-path name of the file being rewritten
     (``inventory.v1.inventory_pb2_grpc``); ``generated`` holds the dotted names
     of every module produced by the same run. Other imports are left alone.
+    When the output directory is not inside a Python package
+    (``out_is_package=False``) it must be on ``sys.path`` for its modules to be
+    imported at all, and an import that would climb out of the generated
+    packages (a top-level module's, or one between two top-level packages)
+    stays absolute: Python cannot resolve it relatively there.
     """
     here = module.split(".")[:-1]
+
+    def climbs_out(target_pkg: list[str]) -> bool:
+        return not out_is_package and (not here or not target_pkg or here[0] != target_pkg[0])
 
     def relative(target_pkg: list[str]) -> str:
         common = 0
@@ -130,13 +148,13 @@ def rewrite_imports(source: str, *, module: str, generated: frozenset[str]) -> s
 
     def from_import(m: re.Match[str]) -> str:
         pkg, mod = m["pkg"], m["mod"]
-        if f"{pkg}.{mod}" not in generated:
+        if f"{pkg}.{mod}" not in generated or climbs_out(pkg.split(".")):
             return m.group(0)
         return f"{m['indent']}from {relative(pkg.split('.'))} import {mod}{m['rest']}"
 
     def plain_import(m: re.Match[str]) -> str:
         dotted = m["dotted"]
-        if dotted not in generated:
+        if dotted not in generated or climbs_out(dotted.split(".")[:-1]):
             return m.group(0)
         *pkg, mod = dotted.split(".")
         alias = m["alias"] or f" as {dotted.replace('.', '_dot_')}"
@@ -146,7 +164,9 @@ def rewrite_imports(source: str, *, module: str, generated: frozenset[str]) -> s
     rewritten_plain = [
         m["dotted"]
         for m in _PLAIN_IMPORT.finditer(out)
-        if m["dotted"] in generated and not m["alias"]
+        if m["dotted"] in generated
+        and not m["alias"]
+        and not climbs_out(m["dotted"].split(".")[:-1])
     ]
     out = _PLAIN_IMPORT.sub(plain_import, out)
     for dotted in rewritten_plain:
@@ -175,11 +195,9 @@ def include_paths() -> list[Path]:
 
 
 def _rpckit_protos() -> Path | None:
-    package = Path(__file__).resolve().parents[1]  # rpckit/
-    for candidate in (package.parent / "protos", package / "_protos"):
-        if (candidate / "rpckit" / "v1" / "load.proto").is_file():
-            return candidate
-    return None
+    """rpckit's own protos (``rpckit/v1/*.proto``), package data in ``rpckit/_protos``."""
+    protos = Path(__file__).resolve().parents[1] / "_protos"
+    return protos if (protos / "rpckit" / "v1" / "load.proto").is_file() else None
 
 
 def _expand(root: Path, target: GenTarget) -> list[Path]:
@@ -212,17 +230,26 @@ def render(root: Path, target: GenTarget) -> dict[str, str]:
             rel_files.append(f.resolve().relative_to(proto_root))
         except ValueError:
             raise GenError(f"{f} is not under proto_path {target.proto_path}") from None
-    plugins = _mypy_plugins()
+    plugins = stub_plugins()
+    out_dir = root / target.out
+    if plugins is None and any(out_dir.rglob("*_pb2.pyi")):
+        raise GenError(
+            f"{target.out} holds .pyi stubs, which need mypy-protobuf to be regenerated: "
+            "pip install mypy-protobuf (or delete the stubs)"
+        )
     with tempfile.TemporaryDirectory(prefix="rpckit-gen-") as scratch:
+        stub_args = [
+            f"--mypy_out={scratch}",
+            f"--mypy_grpc_out={scratch}",
+            *(f"--plugin=protoc-gen-{name}={path}" for name, path in (plugins or {}).items()),
+        ]
         args = [
             "grpc_tools.protoc",
             f"-I{proto_root}",
             *(f"-I{p}" for p in include_paths()),
             f"--python_out={scratch}",
             f"--grpc_python_out={scratch}",
-            f"--mypy_out={scratch}",
-            f"--mypy_grpc_out={scratch}",
-            *(f"--plugin=protoc-gen-{name}={path}" for name, path in plugins.items()),
+            *(stub_args if plugins is not None else []),
             *(str(p) for p in rel_files),
         ]
         with _captured_stderr() as err:
@@ -235,8 +262,11 @@ def render(root: Path, target: GenTarget) -> dict[str, str]:
             if p.is_file() and p.name.endswith(_GENERATED_SUFFIXES)
         }
     modules = frozenset(_module_name(rel) for rel in produced)
+    in_package = is_in_package(out_dir)
     rendered = {
-        rel: rewrite_imports(text, module=_module_name(rel), generated=modules)
+        rel: rewrite_imports(
+            text, module=_module_name(rel), generated=modules, out_is_package=in_package
+        )
         for rel, text in produced.items()
     }
     for rel in list(rendered):
@@ -251,14 +281,25 @@ def _module_name(rel: str) -> str:
     return ".".join((*path.parent.parts, path.name.split(".", 1)[0]))
 
 
-def _mypy_plugins() -> dict[str, str]:
+def is_in_package(out: Path) -> bool:
+    """Whether generated code in ``out`` is imported as part of a Python package: ``out`` or
+    the folder holding it has an ``__init__.py`` (``out`` may be a namespace package)."""
+    return (out / "__init__.py").is_file() or (out.parent / "__init__.py").is_file()
+
+
+def stub_plugins() -> dict[str, str] | None:
+    """mypy-protobuf's protoc plugins (the ``.pyi`` stubs), or None when it is not installed.
+
+    mypy-protobuf is a development tool (``rpckit[dev]``, ``rpckit[new]``): without it
+    ``rpckit gen`` writes the code and no stubs, and says so.
+    """
     bindir = Path(sys.executable).parent
     plugins = {}
     for name in ("mypy", "mypy_grpc"):
         exe = bindir / f"protoc-gen-{name}"
         found = str(exe) if exe.exists() else shutil.which(f"protoc-gen-{name}")
         if found is None:
-            raise GenError(f"protoc-gen-{name} not found: pip install mypy-protobuf")
+            return None
         plugins[name] = found
     return plugins
 

@@ -1,7 +1,7 @@
 """Load reports: the server's own view of its load, in every response's trailers.
 
 Key ``rpckit-load-bin`` holds a serialized ``rpckit.v1.LoadReport`` (see
-``protos/rpckit/v1/load.proto``): queue depth, in-flight calls, workers,
+``rpckit/_protos/rpckit/v1/load.proto``): queue depth, in-flight calls, workers,
 utilization, CoDel pressure and which process answered. The rpckit client
 balances on it; anything else can read it with :func:`load_from_metadata`.
 (grpcio hides gRPC's standard ORCA trailer from Python clients, hence a key of

@@ -26,7 +26,7 @@ import grpc
 from google.protobuf import descriptor
 
 from rpckit.core._descriptors import FieldPathError, fields_on_path
-from rpckit.core._validate import check_int
+from rpckit.core._validate import check_fields, check_int
 from rpckit.core._wire import CRITICALITY_METADATA_KEY
 from rpckit.http._errors import ErrorRenderer, render_gateway_error
 from rpckit.http._mapping._jsonmap import LegacyProfile
@@ -119,6 +119,7 @@ class RouteOptions:
     shadow_side_effects: bool | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.success_status is not None:
             _check_success_status(self.success_status, "RouteOptions.success_status")
         if self.response_headers is not None:
@@ -129,8 +130,6 @@ class RouteOptions:
             self.timeout_s > 0 and math.isfinite(self.timeout_s)
         ):
             raise ValueError(f"RouteOptions.timeout_s must be > 0, got {self.timeout_s!r}")
-        if self.max_body_bytes is not None and self.max_body_bytes < 0:
-            raise ValueError(f"RouteOptions.max_body_bytes must be >= 0, got {self.max_body_bytes}")
         if self.rollout_percent is not None and not 0 <= self.rollout_percent <= 100:
             raise ValueError(
                 f"RouteOptions.rollout_percent must be from 0 to 100, got {self.rollout_percent!r}"
@@ -208,8 +207,7 @@ class ShimConfig:
     traffic_report_path: str | None = None
 
     def __post_init__(self) -> None:
-        if self.max_body_bytes < 0:
-            raise ValueError(f"ShimConfig.max_body_bytes must be >= 0, got {self.max_body_bytes}")
+        check_fields(self)
         if self.default_timeout_s is not None and not (
             self.default_timeout_s > 0 and math.isfinite(self.default_timeout_s)
         ):
@@ -223,19 +221,13 @@ class ShimConfig:
             raise TypeError(
                 f"ShimConfig.error_renderer must be callable, not {self.error_renderer!r}"
             )
-        if self.max_callers < 1:
-            raise ValueError(f"ShimConfig.max_callers must be >= 1, got {self.max_callers}")
+        check_int("ShimConfig", "max_callers", self.max_callers, low=1)
         if self.caller_header is not None and not _HEADER_NAME.fullmatch(self.caller_header):
             raise ValueError(f"ShimConfig.caller_header: {self.caller_header!r} is not a header")
         if self.traffic_report_path is not None and not self.traffic_report_path.startswith("/"):
             raise ValueError("ShimConfig.traffic_report_path must start with '/'")
         if self.overload_status is not None:
-            check_int("ShimConfig", "overload_status", self.overload_status, low=400)
-            if self.overload_status > 599:
-                raise ValueError(
-                    f"ShimConfig.overload_status must be an HTTP error status, got "
-                    f"{self.overload_status!r}"
-                )
+            check_int("ShimConfig", "overload_status", self.overload_status, low=400, high=599)
 
 
 def _forward_headers(names: Sequence[str]) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
+from rpckit.core._validate import check_fields
 from rpckit.migrate._infer import (
     INT64_MAX,
     INT64_MIN,
@@ -193,6 +194,11 @@ class PlanOptions:
     app_service: str
     split: str = "blueprint"
     strict_json: bool = False
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.split not in ("blueprint", "app"):
+            raise ValueError(f"PlanOptions.split must be 'blueprint' or 'app', got {self.split!r}")
 
 
 #: Message name -> field name -> (number, type) from the proto scan wrote last time.

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote_plus
 
+from rpckit.core._validate import check_fields, check_int
 from rpckit.migrate._samples import REDACTED, Exchange, dump_exchange
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ class RecordConfig:
     redact_fields: Sequence[str] = ()
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not 0 <= self.sample_rate <= 1:
             raise ValueError(
                 f"RecordConfig.sample_rate must be from 0 to 1, got {self.sample_rate}"
@@ -115,8 +117,7 @@ class RecordConfig:
             raise ValueError(f"RecordConfig.max_per_second must be > 0, got {self.max_per_second}")
         for name in ("burst", "max_body_bytes", "max_file_bytes"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"RecordConfig.{name} must be an int >= 1, got {value!r}")
+            check_int("RecordConfig", name, value, low=1)
         for name in ("redact_headers", "redact_fields"):
             value = getattr(self, name)
             if isinstance(value, str):

@@ -19,6 +19,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from rpckit.core._validate import check_fields
 from rpckit.migrate._diff import (
     Answer,
     Difference,
@@ -51,6 +52,9 @@ class ReplayOptions:
     set_headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     max_body_bytes: int = 16 * 1024 * 1024
     rules: Sequence[IgnoreRule] = ()
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def answer(app: Any, exchange: Exchange, options: ReplayOptions) -> Answer:

@@ -73,7 +73,7 @@ import math
 from collections import deque
 from typing import Generic, TypeVar
 
-from rpckit.core._validate import check_int, check_number
+from rpckit.core._validate import check_fields, check_int, check_number
 from rpckit.core._wire import CRITICALITY_METADATA_KEY
 
 __all__ = [
@@ -182,10 +182,9 @@ class AdmissionConfig:
     target_service_multiple: float = 0.1
     """Effective target = max(codel_target_s, multiple x method service time average).
     A call dropped from a standing queue has waited its target, and that wait
-    is its refusal's latency, so the target stays short: measured in
-    bench/overload (25-40 ms calls), 0.2 x S had such drops wait 10-12 ms and
-    0.1 x S (the 5 ms floor) 5-8 ms, with the same goodput; a multiple of 1.0
-    let refusals take 25+ ms and queued calls sink under LIFO. Slow methods
+    is its refusal's latency, so the target stays short: 0.1 x S keeps such
+    drops near the 5 ms floor at the goodput of longer targets (measurements:
+    bench/README.md, "Measurements behind the defaults"). Slow methods
     get proportionally longer targets (a 500 ms method: 50 ms). 0 disables
     scaling (the fixed 5 ms target)."""
 
@@ -210,10 +209,9 @@ class AdmissionConfig:
     its allowance. Predictions err short under load: service times grow with
     the number of handlers sharing the GIL and the CPU, and a call admitted
     on a wrong prediction is dropped only after waiting its whole allowance
-    (100 ms while the queue is not standing), a refusal as slow as it gets.
-    Measured in bench/overload (2 processes, 2x overload): at 1.0, 2-4% of
-    refusals were such drops after ~100 ms, setting the refusal p99 at 104 ms;
-    at 0.25 and 0.5 there were none. In a standing queue (5 ms target) this
+    (100 ms while the queue is not standing), a refusal as slow as it gets;
+    at 0.25 there are next to none (measurements: bench/README.md,
+    "Measurements behind the defaults"). In a standing queue (5 ms target) this
     admits a call only into a worker that is free or about to be: with W
     workers of service time S busy, the next one frees up S / W later on
     average, longer than a quarter of the target for any S above W x 1.25 ms."""
@@ -246,6 +244,7 @@ class AdmissionConfig:
     (the client still caps pushback by its own deadline and retry budget)."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         check_int("AdmissionConfig", "workers", self.workers, low=1)
         check_int("AdmissionConfig", "queue_limit", self.queue_limit, low=1)
         check_number("AdmissionConfig", "codel_target_s", self.codel_target_s, low=0.0, strict=True)

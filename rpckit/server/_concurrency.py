@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from rpckit.core._validate import check_int, check_number
+from rpckit.core._validate import check_fields, check_int, check_number
 
 __all__ = ["ConcurrencyConfig", "ConcurrencyLimit"]
 
@@ -57,8 +57,8 @@ class ConcurrencyConfig:
     target_lag_s: float = 0.0020
     """Dispatch lag (p90 over a window) above which the limit shrinks. What is left
     of a refusal's latency, once refusals come on arrival, is the dispatcher's
-    wait for the GIL; bench/README.md ("Overload") has the measurements behind
-    2 ms."""
+    wait for the GIL; bench/README.md, "Measurements behind the defaults", has
+    the measurements behind 2 ms."""
 
     increase_below: float = 0.6
     """The limit grows only while the lag p90 is below this fraction of the
@@ -79,6 +79,7 @@ class ConcurrencyConfig:
     with the dispatch thread's own work, which fewer calls cannot cure."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         owner = "ConcurrencyConfig"
         for name in ("target_lag_s", "window_s", "increase_below", "decrease"):
             check_number(owner, name, getattr(self, name), low=0.0, strict=True)

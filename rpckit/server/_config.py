@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from rpckit.core._validate import check_int
+from rpckit.core._validate import check_fields, check_int, check_number
 
 __all__ = ["ConfigError", "ServerConfig", "TlsConfig"]
 
@@ -32,9 +32,10 @@ class TlsConfig:
     client_ca: Path | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for label, path in (("cert", self.cert), ("key", self.key), ("client_ca", self.client_ca)):
             if path is not None and not Path(path).is_file():
-                raise ValueError(f"TLS {label} file not found: {path}")
+                raise ValueError(f"TlsConfig.{label}: file not found: {path}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -99,28 +100,20 @@ class ServerConfig:
     metrics_address: str | None = None
 
     def __post_init__(self) -> None:
-        positive = {
-            "threads": self.threads,
-            "queue_limit": self.queue_limit,
-            "side_threads": self.side_threads,
-            "max_message_bytes": self.max_message_bytes,
-            "keepalive_time_s": self.keepalive_time_s,
-            "keepalive_timeout_s": self.keepalive_timeout_s,
-        }
-        for name, value in positive.items():
-            if value <= 0:
-                raise ValueError(f"ServerConfig.{name} must be > 0, got {value!r}")
-        for name, value in {"drain_s": self.drain_s, "grace_s": self.grace_s}.items():
-            if value < 0:
-                raise ValueError(f"ServerConfig.{name} must be >= 0, got {value!r}")
-        check_int("ServerConfig", "handler_nice", self.handler_nice, low=0)
-        if self.handler_nice > 19:
-            raise ValueError(f"ServerConfig.handler_nice must be <= 19, got {self.handler_nice!r}")
-        if self.max_concurrent_rpcs is not None and self.max_concurrent_rpcs <= 0:
-            raise ValueError("ServerConfig.max_concurrent_rpcs must be > 0 or None")
-        if self.worker_index < 0:
-            raise ValueError("ServerConfig.worker_index must be >= 0")
-        check_int("ServerConfig", "processes", self.processes, low=1)
+        check_fields(self)  # types; numbers finite and >= 0
+        owner = "ServerConfig"
+        for name in ("threads", "queue_limit", "side_threads", "max_message_bytes"):
+            check_int(owner, name, getattr(self, name), low=1)
+        for name in ("keepalive_time_s", "keepalive_timeout_s"):
+            check_number(owner, name, getattr(self, name), low=0.0, strict=True)
+        check_int(owner, "handler_nice", self.handler_nice, low=0, high=19)
+        if self.max_concurrent_rpcs is not None:
+            check_int(owner, "max_concurrent_rpcs", self.max_concurrent_rpcs, low=1)
+        check_int(owner, "processes", self.processes, low=1)
+        if self.metrics_address is not None and ":" not in self.metrics_address:
+            raise ValueError(
+                f"ServerConfig.metrics_address must be host:port, got {self.metrics_address!r}"
+            )
 
     def grpc_options(self) -> list[tuple[str, int | str]]:
         """Channel arguments for grpc.server()."""

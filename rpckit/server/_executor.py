@@ -594,9 +594,9 @@ class AdmissionExecutor(concurrent.futures.Executor):
         a queue stands, the wait for a core counts too, as far as this server's own
         processes take the cores (:mod:`rpckit.server._cpu`): then the dispatch
         thread's wait for a core is what makes refusals slow, and fewer runnable
-        handlers here shorten it (measured in bench/overload with 4 workers at 3x:
-        GIL wait alone let the limit grow and the refusal p99 rose from ~17 to
-        ~40 ms), while a wait a neighbour causes is not cured by refusing calls.
+        handlers here shorten it (measurements: bench/README.md, "Measurements
+        behind the defaults"), while a wait a neighbour causes is not cured by
+        refusing calls.
         Calls run in their callers' threads (run_now) are outside the limit: no
         reason to measure for them alone.
         """

@@ -34,6 +34,7 @@ import grpc
 from google.protobuf import descriptor
 from grpc_reflection.v1alpha import reflection
 
+from rpckit.core._validate import conflict
 from rpckit.server._admission import AdmissionConfig, Rejection
 from rpckit.server._concurrency import ConcurrencyConfig
 from rpckit.server._config import ServerConfig, TlsConfig
@@ -305,18 +306,30 @@ class Server:
 def _admission_config(config: ServerConfig, admission: AdmissionConfig | None) -> AdmissionConfig:
     """The admission policy's parameters: ``admission`` if given, else from ``config``.
 
-    Both give the queue bound; when both are given they must agree.
+    Nothing given is silently ignored. The queue bound may be set in either
+    place; set in both (neither left at its default) they must agree. The
+    queue's worker count is the executor's running limit, from
+    ``ServerConfig.threads``: ``AdmissionConfig.workers`` must be left at its
+    default or equal ``threads``.
     """
     if admission is None:
         return AdmissionConfig(queue_limit=config.queue_limit)
-    defaults = ServerConfig()
-    for ours, theirs in (("queue_limit", "queue_limit"),):
-        set_here = getattr(config, ours) != getattr(defaults, ours)
-        if set_here and getattr(config, ours) != getattr(admission, theirs):
-            raise ValueError(
-                f"ServerConfig.{ours} ({getattr(config, ours)}) and AdmissionConfig.{theirs} "
-                f"({getattr(admission, theirs)}) disagree: set it in one place"
+    defaults = AdmissionConfig()
+    if config.queue_limit != admission.queue_limit:
+        if admission.queue_limit == defaults.queue_limit:
+            admission = dataclasses.replace(admission, queue_limit=config.queue_limit)
+        elif config.queue_limit != ServerConfig().queue_limit:
+            raise conflict(
+                "Server",
+                f"ServerConfig.queue_limit ({config.queue_limit}) and AdmissionConfig.queue_limit "
+                f"({admission.queue_limit}) disagree: set it in one place",
             )
+    if admission.workers not in (defaults.workers, config.threads):
+        raise conflict(
+            "Server",
+            f"AdmissionConfig.workers ({admission.workers}) is ignored by a Server, which runs "
+            f"up to ServerConfig.threads ({config.threads}) calls: set threads instead",
+        )
     return admission
 
 

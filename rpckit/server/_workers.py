@@ -17,7 +17,8 @@ threads, health -- so one process's GIL never limits another's.
 The supervisor never imports the app, grpc or protobuf (``rpckit`` loads its
 names lazily for this). Were the workers forked from it, it would keep a
 private copy of every inherited page that all of them have written since
-(refcounts, new objects in freed slots): 6.5 MB with 4 workers, measured.
+(refcounts, new objects in freed slots): megabytes with a few workers
+(bench/README.md, "Measurements behind the defaults").
 The zygote's copies are freed when it exits; its workers are re-parented to
 the supervisor (``PR_SET_CHILD_SUBREAPER``), which waits for them as for its
 own children. A crashed worker is replaced by a child of the supervisor that
@@ -119,7 +120,7 @@ def _release_free_heap_pages() -> None:
     """glibc ``malloc_trim(0)``: free pages inside the heap go back to the kernel before the fork.
 
     A worker allocating there then gets a fresh page instead of a copy of a page the zygote
-    image held: bench.overload's memory step, --workers 4: 58.6 -> 57.8 MiB.
+    image held (measured: bench/README.md, "Measurements behind the defaults").
     """
     malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
     if malloc_trim is not None:
@@ -130,8 +131,9 @@ def freeze_start_up() -> None:
     """Collect, then put every object alive now out of the collector's reach (``gc.freeze``).
 
     What start-up built lives as long as the process: full collections then walk only what
-    serving creates, not every imported object (a 15-20 ms stall of all threads measured in
-    bench/shim), and forked workers do not copy the pages the collector would write.
+    serving creates, not every imported object (each full collection stalls every thread;
+    measured: bench/README.md, "Measurements behind the defaults"), and forked workers do
+    not copy the pages the collector would write.
     """
     gc.collect()
     gc.freeze()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -41,7 +40,14 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from tests.integration.wheelhouse import closure, wheelhouse
+from tests.integration.wheelhouse import (
+    closure,
+    copy_checkout,
+    offline_env,
+    requirements,
+    run,
+    wheelhouse,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME, PACKAGE = "scaffold-check", "scaffold_check"
@@ -61,69 +67,29 @@ class Installed:
         return str(self.venv / "bin" / name)
 
 
-def _offline_env(wheels: Path) -> dict[str, str]:
-    """This environment without pip's settings; pip reads only the wheelhouse."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
-    env.update(
-        PIP_CONFIG_FILE=os.devnull,
-        PIP_NO_INDEX="1",
-        PIP_FIND_LINKS=str(wheels),
-        PIP_DISABLE_PIP_VERSION_CHECK="1",
-        PIP_NO_COMPILE="1",
-        PIP_QUIET="1",
-    )
-    return env
-
-
-def _run(argv: list[str], *, env: dict[str, str], cwd: Path, timeout: float = 600) -> str:
-    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{argv} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
-def _copy_checkout(destination: Path) -> Path:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, check=True,
-    )  # fmt: skip
-    for name in listed.stdout.decode().split("\0"):
-        source = ROOT / name
-        if name and source.is_file():
-            target = destination / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-    return destination
-
-
-def _requirements(pyproject: Path, *extras: str) -> list[str]:
-    project = tomllib.loads(pyproject.read_text())["project"]
-    optional = project.get("optional-dependencies", {})
-    return [*project.get("dependencies", []), *(r for e in extras for r in optional[e])]
-
-
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     work = tmp_path_factory.mktemp("rpckit-new")
-    source = _copy_checkout(work / "rpckit-checkout")
+    source = copy_checkout(work / "rpckit-checkout")
     wheels = work / "wheels"
-    env = _offline_env(wheels)
-    needs = _requirements(source / "pyproject.toml", "new", "http", "metrics")
+    env = offline_env(wheels)
+    needs = requirements(source / "pyproject.toml", "new", "http", "metrics")
     wheelhouse(closure([*needs, "setuptools>=77", "wheel"]).values(), wheels)
 
     venv = work / "venv"
-    _run([sys.executable, "-m", "venv", str(venv)], env=env, cwd=work)
+    run([sys.executable, "-m", "venv", str(venv)], env=env, cwd=work)
     pip = str(venv / "bin" / "pip")
     # The venv comes with an older setuptools; rpckit's PEP 639 license string needs 77.
-    _run([pip, "install", "--upgrade", "setuptools>=77", "wheel"], env=env, cwd=work)
+    run([pip, "install", "--upgrade", "setuptools>=77", "wheel"], env=env, cwd=work)
     rpckit = f"rpckit[new,http,metrics] @ {source.as_uri()}"
-    _run([pip, "install", "--no-build-isolation", rpckit], env=env, cwd=work)
+    run([pip, "install", "--no-build-isolation", rpckit], env=env, cwd=work)
 
     project = work / NAME
     new = [str(venv / "bin" / "rpckit"), "new", NAME, "--path", str(project)]
-    _run([*new, "--rpckit", str(source)], env=env, cwd=work)
-    dev = _requirements(project / "pyproject.toml", "dev")
+    run([*new, "--rpckit", str(source)], env=env, cwd=work)
+    dev = requirements(project / "pyproject.toml", "dev")
     wheelhouse(closure(dev, skip=["rpckit"]).values(), wheels)
-    _run([pip, "install", "--no-build-isolation", "-e", f"{project}[dev]"], env=env, cwd=work)
+    run([pip, "install", "--no-build-isolation", "-e", f"{project}[dev]"], env=env, cwd=work)
     return Installed(venv=venv, project=project, env=env, work=work)
 
 
@@ -132,7 +98,7 @@ def test_the_project_depends_on_the_rpckit_checkout_by_path(installed: Installed
     checkout = (installed.work / "rpckit-checkout").as_uri()
     assert pyproject["project"]["dependencies"] == [f"rpckit[http,metrics] @ {checkout}"]
     direct = json.loads(
-        _run(
+        run(
             [installed.bin("python"), "-c",
              "import importlib.metadata as m; print(m.distribution('rpckit').read_text("
              "'direct_url.json'))"],
@@ -146,7 +112,7 @@ def test_the_project_depends_on_the_rpckit_checkout_by_path(installed: Installed
 def test_the_generated_projects_ci_passes_in_the_fresh_venv(installed: Installed) -> None:
     """The project's own CI: rpckit gen --check, ruff check and format, mypy, its tests."""
     env = {**installed.env, "VENV": str(installed.venv)}
-    out = _run(["bash", ".ci/run"], env=env, cwd=installed.project)
+    out = run(["bash", ".ci/run"], env=env, cwd=installed.project)
     assert "generated code is up to date (1 targets)" in out
     assert "Success: no issues found" in out
     summary = out.strip().splitlines()[-1]
@@ -156,14 +122,12 @@ def test_the_generated_projects_ci_passes_in_the_fresh_venv(installed: Installed
 
 
 def test_rpckit_gen_check_passes_inside_it(installed: Installed) -> None:
-    out = _run(
-        [installed.bin("rpckit"), "gen", "--check"], env=installed.env, cwd=installed.project
-    )
+    out = run([installed.bin("rpckit"), "gen", "--check"], env=installed.env, cwd=installed.project)
     assert out.strip() == "generated code is up to date (1 targets)"
 
 
 def test_the_quick_start_demo_runs(installed: Installed) -> None:
-    out = _run(
+    out = run(
         [installed.bin("python"), "-m", f"{PACKAGE}.demo"], env=installed.env, cwd=installed.project
     )
     assert f"health of {SERVICE}" in out
@@ -227,10 +191,10 @@ def test_the_served_project_answers_health_and_the_same_item_over_grpc_and_http(
 def test_an_installed_rpckit_pins_its_own_version(installed: Installed) -> None:
     """Not a checkout: the default requirement is this rpckit's version; templates shipped."""
     other = installed.work / "by-version"
-    _run([installed.bin("rpckit"), "new", "by-version", "--path", str(other)],
+    run([installed.bin("rpckit"), "new", "by-version", "--path", str(other)],
          env=installed.env, cwd=installed.work)  # fmt: skip
     query = "import importlib.metadata as m; print(m.version('rpckit'))"
-    version = _run([installed.bin("python"), "-c", query], env=installed.env, cwd=installed.work)
+    version = run([installed.bin("python"), "-c", query], env=installed.env, cwd=installed.work)
     version = version.strip()
     pyproject = tomllib.loads((other / "pyproject.toml").read_text())
     assert pyproject["project"]["dependencies"] == [f"rpckit[http,metrics]=={version}"]
@@ -248,7 +212,7 @@ def test_a_grpc_only_project_with_the_longest_name_passes_its_ci(tmp_path: Path)
     name = "warehouse-inventory-reservations"  # 32 characters, the most rpckit new takes
     project = tmp_path / name
     rpckit = str(Path(sys.executable).parent / "rpckit")
-    _run(
+    run(
         [rpckit, "new", name, "--no-http", "--path", str(project)],
         env=dict(os.environ),
         cwd=tmp_path,
@@ -258,7 +222,7 @@ def test_a_grpc_only_project_with_the_longest_name_passes_its_ci(tmp_path: Path)
     stubs.mkdir()
     (stubs / "rpckit").symlink_to(ROOT / "rpckit")
     env = {**os.environ, "VENV": sys.prefix, "MYPYPATH": str(stubs)}
-    out = _run(["bash", ".ci/run"], env=env, cwd=project)
+    out = run(["bash", ".ci/run"], env=env, cwd=project)
     assert "Success: no issues found" in out
     summary = out.strip().splitlines()[-1]
     assert " passed in " in summary

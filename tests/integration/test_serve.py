@@ -208,7 +208,7 @@ def test_open_health_watch_does_not_hold_the_stop(serve: Serve) -> None:
         (["serve", "no_such_module:x"], "cannot import 'no_such_module'"),
         (["serve", "examples.inventory.server:nope"], "has no attribute 'nope'"),
         (["serve", "justamodule"], "is not MODULE:FACTORY"),
-        (["serve", INVENTORY, "--threads", "0"], "threads must be > 0"),
+        (["serve", INVENTORY, "--threads", "0"], "ServerConfig.threads must be >= 1, got 0"),
         (["serve", INVENTORY, "--threads", "many"], "invalid int value"),
         (["serve", INVENTORY, "--grpc", "256.1.1.1:0"], "cannot resolve host '256.1.1.1'"),
         (["serve", INVENTORY, "--grpc", "127.0.0.1"], "expected HOST:PORT"),

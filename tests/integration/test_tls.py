@@ -70,7 +70,7 @@ def test_mtls_requires_a_client_certificate(pki: Path) -> None:
 
 
 def test_missing_cert_file_is_named() -> None:
-    with pytest.raises(ValueError, match=r"TLS cert file not found: /nonexistent\.pem"):
+    with pytest.raises(ValueError, match=r"TlsConfig.cert: file not found: /nonexistent\.pem"):
         rpckit.TlsConfig(cert=Path("/nonexistent.pem"), key=Path("/nonexistent.key"))
 
 

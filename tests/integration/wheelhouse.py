@@ -19,7 +19,10 @@ import base64
 import hashlib
 import importlib.metadata
 import os
+import shutil
+import subprocess
 import sys
+import tomllib
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,7 +31,17 @@ from packaging.requirements import Requirement
 from packaging.tags import sys_tags
 from packaging.utils import canonicalize_name
 
-__all__ = ["closure", "repack", "wheelhouse"]
+__all__ = [
+    "closure",
+    "copy_checkout",
+    "offline_env",
+    "repack",
+    "requirements",
+    "run",
+    "wheelhouse",
+]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 #: Written by the installer, not part of a wheel.
 _INSTALL_RECORDS = ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")
@@ -142,3 +155,47 @@ def _portable_shebang(script: bytes) -> bytes:
     if first.startswith(b"#!") and b"python" in first:
         return b"#!python" + newline + rest
     return script
+
+
+def offline_env(wheels: Path) -> dict[str, str]:
+    """This environment without pip's settings; pip reads only the wheelhouse."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
+    env.update(
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_NO_INDEX="1",
+        PIP_FIND_LINKS=str(wheels),
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        PIP_NO_COMPILE="1",
+        PIP_QUIET="1",
+    )
+    return env
+
+
+def run(argv: list[str], *, env: dict[str, str], cwd: Path, timeout: float = 600) -> str:
+    """Run ``argv``; its stdout, or an assertion error with both outputs."""
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{argv} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def copy_checkout(destination: Path) -> Path:
+    """The checkout's files (tracked and untracked, not ignored), copied: a build writes
+    nothing into the checkout."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, check=True,
+    )  # fmt: skip
+    for name in listed.stdout.decode().split("\0"):
+        source = ROOT / name
+        if name and source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return destination
+
+
+def requirements(pyproject: Path, *extras: str) -> list[str]:
+    """A pyproject's dependencies, with those of ``extras``."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    optional = project.get("optional-dependencies", {})
+    return [*project.get("dependencies", []), *(r for e in extras for r in optional[e])]

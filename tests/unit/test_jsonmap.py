@@ -86,7 +86,7 @@ def rich_item() -> pb.Item:
         ({"enum_style": "label"}, ValueError),
         ({"unknown_fields": "drop"}, ValueError),
         ({"indent": -1}, ValueError),
-        ({"indent": True}, ValueError),
+        ({"indent": True}, TypeError),  # a bool is not an int (rpckit.core._validate)
         ({"separators": (",",)}, ValueError),
         ({"separators": [",", ":"]}, ValueError),
         ({"sort_keys": 1}, TypeError),

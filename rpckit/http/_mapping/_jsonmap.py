@@ -42,6 +42,7 @@ from rpckit.core._descriptors import (
     is_wrapper,
     message_type_of,
 )
+from rpckit.core._validate import check_fields
 
 __all__ = [
     "JsonError",
@@ -165,31 +166,7 @@ class LegacyProfile:
     )
 
     def __post_init__(self) -> None:
-        choices: dict[str, tuple[object, tuple[str, ...]]] = {
-            "field_names": (self.field_names, ("proto", "json")),
-            "enum_style": (self.enum_style, ("name", "number")),
-            "unknown_fields": (self.unknown_fields, ("reject", "ignore")),
-        }
-        for name, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise ValueError(f"LegacyProfile.{name} must be one of {allowed}, not {value!r}")
-        flags = {
-            "int64_as_number": self.int64_as_number,
-            "emit_defaults": self.emit_defaults,
-            "struct_whole_numbers_as_int": self.struct_whole_numbers_as_int,
-            "sort_keys": self.sort_keys,
-            "ensure_ascii": self.ensure_ascii,
-            "trailing_newline": self.trailing_newline,
-        }
-        for name, flag in flags.items():
-            if not isinstance(flag, bool):
-                raise TypeError(f"LegacyProfile.{name} must be a bool, not {flag!r}")
-        if self.indent is not None and (
-            isinstance(self.indent, bool) or not isinstance(self.indent, int) or self.indent < 0
-        ):
-            raise ValueError(
-                f"LegacyProfile.indent must be None or an int >= 0, not {self.indent!r}"
-            )
+        check_fields(self)  # the flags, the choices, indent
         if self.separators is not None and (
             not isinstance(self.separators, tuple)
             or len(self.separators) != 2
