@@ -19,8 +19,8 @@ Errors map gRPC codes to HTTP statuses (grpc-gateway's table) and get their
 body from a pluggable renderer, which sees every value it needs to word them as
 the old app did (:class:`HttpError`, :class:`FieldViolation`, :data:`ErrorReason`).
 A :class:`Dialect` reproduces the old framework's habits around the JSON
-(:data:`FLASK_DIALECT`, on by default in front of a Flask app). Shadow mode and rollout percentages move
-traffic route by route; :meth:`Shim.traffic_report` shows who still calls.
+(:data:`FLASK_DIALECT`, on by default in front of a Flask app). Shadow mode and
+rollout percentages move traffic route by route; :meth:`Shim.traffic_report` shows who still calls.
 """
 
 from rpckit.http._app import Shim

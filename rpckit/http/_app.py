@@ -60,13 +60,13 @@ from rpckit.http._errors import (
     render_error_object,
     render_gateway_error,
 )
+from rpckit.http._flask import FlaskHooks
 from rpckit.http._invoke import (
     CallOutcome,
     ChannelInvoker,
     Invoker,
     LocalInvoker,
 )
-from rpckit.http._flask import FlaskHooks
 from rpckit.http._mapping._converters import converter_accepts, converter_for_field
 from rpckit.http._mapping._jsonmap import LegacyProfile, dumps, field_to_obj, message_to_obj
 from rpckit.http._mapping._routes import (
@@ -82,11 +82,11 @@ from rpckit.http._mapping._routes import (
 )
 from rpckit.http._options import (
     GuardedCall,
-    identity_set,
     RouteOptions,
     RouteSettings,
     ShimConfig,
     check_option_keys,
+    identity_set,
     resolve_settings,
     route_key,
 )
@@ -95,11 +95,11 @@ from rpckit.http._request import (
     check_query_types,
     check_required,
     deadline_from_headers,
-    request_url_part,
     decode_body,
     is_json_content_type,
     parse_query,
     raw_request_path,
+    request_url_part,
 )
 from rpckit.http._server._turns import OUTSIDE_TURN_ENVIRON_KEY, OutsideTurn, QuickCalls
 from rpckit.http._shadow import (
@@ -576,7 +576,9 @@ class Shim:
                     identity = self._run_guard(settings, route, metadata)
             read = self.dialect.timeout_headers
             timeout = deadline_from_headers(
-                _text(environ.get("HTTP_X_REQUEST_TIMEOUT")) if TIMEOUT_HEADERS[0] in read else None,
+                _text(environ.get("HTTP_X_REQUEST_TIMEOUT"))
+                if TIMEOUT_HEADERS[0] in read
+                else None,
                 _text(environ.get("HTTP_GRPC_TIMEOUT")) if TIMEOUT_HEADERS[1] in read else None,
             )
             if timeout is None:

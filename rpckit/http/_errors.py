@@ -112,21 +112,21 @@ ErrorLocation = Literal["path", "query", "body", "header", ""]
 JsonType = Literal["object", "array", "string", "integer", "number", "boolean", "null", ""]
 
 
+#: Python types of decoded JSON and their JSON type names (bool before int: True is an int).
+_JSON_TYPE_NAMES: tuple[tuple[type, JsonType], ...] = (
+    (type(None), "null"),
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+)
+
+
 def json_type_of(value: Any) -> JsonType:
     """The JSON Schema type name of a decoded JSON value (``True`` is ``"boolean"``)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else ""
+    return next((name for kind, name in _JSON_TYPE_NAMES if isinstance(value, kind)), "")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -45,12 +45,12 @@ __all__ = [
     "DEFAULT_FORWARD_HEADERS",
     "DEFAULT_RESPONSE_HEADERS",
     "SUCCESS_STATUSES",
+    "BodyMode",
+    "CallContext",
     "Guard",
     "GuardedCall",
     "RouteOptions",
     "RouteSettings",
-    "BodyMode",
-    "CallContext",
     "ShimConfig",
     "check_option_keys",
     "guard_identity",
@@ -180,6 +180,28 @@ class RouteOptions:
     required_fields: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
+        self._check_legacy_input()
+        if self.success_status is not None:
+            _check_success_status(self.success_status, "RouteOptions.success_status")
+        if self.response_headers is not None:
+            object.__setattr__(self, "response_headers", tuple(self.response_headers))
+            for name, value in self.response_headers:
+                _check_header(name, value)
+        if self.timeout_s is not None and not (
+            self.timeout_s > 0 and math.isfinite(self.timeout_s)
+        ):
+            raise ValueError(f"RouteOptions.timeout_s must be > 0, got {self.timeout_s!r}")
+        if self.max_body_bytes is not None and self.max_body_bytes < 0:
+            raise ValueError(f"RouteOptions.max_body_bytes must be >= 0, got {self.max_body_bytes}")
+        if self.rollout_percent is not None and not 0 <= self.rollout_percent <= 100:
+            raise ValueError(
+                f"RouteOptions.rollout_percent must be from 0 to 100, got {self.rollout_percent!r}"
+            )
+        if self.guard is not None and not callable(self.guard):
+            raise TypeError(f"RouteOptions.guard must be callable, not {self.guard!r}")
+
+    def _check_legacy_input(self) -> None:
+        """Validate (and freeze) the options for reading legacy input."""
         if self.required_fields is not None:
             if isinstance(self.required_fields, str):
                 raise TypeError("RouteOptions.required_fields is a sequence of keys, not a str")
@@ -200,24 +222,6 @@ class RouteOptions:
             raise ValueError(
                 f"RouteOptions.body_mode must be 'json' or 'webargs', not {self.body_mode!r}"
             )
-        if self.success_status is not None:
-            _check_success_status(self.success_status, "RouteOptions.success_status")
-        if self.response_headers is not None:
-            object.__setattr__(self, "response_headers", tuple(self.response_headers))
-            for name, value in self.response_headers:
-                _check_header(name, value)
-        if self.timeout_s is not None and not (
-            self.timeout_s > 0 and math.isfinite(self.timeout_s)
-        ):
-            raise ValueError(f"RouteOptions.timeout_s must be > 0, got {self.timeout_s!r}")
-        if self.max_body_bytes is not None and self.max_body_bytes < 0:
-            raise ValueError(f"RouteOptions.max_body_bytes must be >= 0, got {self.max_body_bytes}")
-        if self.rollout_percent is not None and not 0 <= self.rollout_percent <= 100:
-            raise ValueError(
-                f"RouteOptions.rollout_percent must be from 0 to 100, got {self.rollout_percent!r}"
-            )
-        if self.guard is not None and not callable(self.guard):
-            raise TypeError(f"RouteOptions.guard must be callable, not {self.guard!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -428,6 +432,14 @@ def resolve_settings(
     for _, template in settings.response_headers:
         for field_path in _PLACEHOLDER.findall(template):
             _check_response_path(route, field_path)
+    _check_legacy_settings(route, settings)
+    return settings
+
+
+def _check_legacy_settings(route: Route, settings: RouteSettings) -> None:
+    """ValueError naming the route for request placeholders, required fields and
+    converters that cannot work."""
+    for _, template in settings.response_headers:
         for name in _REQUEST_PLACEHOLDER.findall(template):
             if name not in REQUEST_PLACEHOLDERS:
                 raise ValueError(
@@ -443,7 +455,6 @@ def resolve_settings(
             f"{route}: path_converters names no path variable: {unknown}; "
             f"the variables are {sorted(variables)}"
         )
-    return settings
 
 
 def _apply_proto(

@@ -246,9 +246,7 @@ def check_required(
     present = obj if isinstance(obj, dict) else {}
     for name in required:
         if present.get(name) is None:
-            found.append(
-                FieldViolation(field=name, description="is required", reason="missing")
-            )
+            found.append(FieldViolation(field=name, description="is required", reason="missing"))
 
 
 def check_query_types(
@@ -294,16 +292,15 @@ def check_query_types(
             name, low, high = kind
             pattern = _UNSIGNED if name.startswith("u") else _SIGNED
             violation = None
-            if python_ints:
-                value = _python_int_text(value)
-            if pattern.fullmatch(value) is None:
+            text = _python_int_text(value) if python_ints else value
+            if pattern.fullmatch(text) is None:
                 violation = FieldViolation(
                     field=key,
                     description="must be an integer",
                     location="query",
                     expected="integer",
                 )
-            elif not low <= int(value) <= high:
+            elif not _fits(text, low, high):
                 violation = FieldViolation(
                     field=key,
                     description=f"is out of range for {name}",
@@ -316,13 +313,29 @@ def check_query_types(
                     raise HttpError.for_violations([violation])
                 found.append(violation)
                 continue
+            kept.append((key, text))
+            continue
         kept.append((key, value))
     return kept
+
+
+#: More digits than any 64-bit value has: out of range without calling int() (which
+#: refuses over 4300 digits with a ValueError, a hostile query's way to a 500).
+_MAX_INT_DIGITS = 20
+
+
+def _fits(digits: str, low: int, high: int) -> bool:
+    """Whether the integer text ``digits`` (``-?[0-9]+``) is from ``low`` to ``high``."""
+    if len(digits.lstrip("+-").lstrip("0")) > _MAX_INT_DIGITS:
+        return False
+    return low <= int(digits) <= high
 
 
 def _python_int_text(text: str) -> str:
     """``text`` as the digits of Python's ``int(text)`` (``"+1"`` -> ``"1"``); unchanged
     when ``int()`` refuses it (the caller reports it)."""
+    if len(text) > 4 * _MAX_INT_DIGITS:  # no 64-bit value needs more, even with "_"s
+        return text
     try:
         return str(int(text))
     except ValueError:
@@ -497,7 +510,8 @@ class _StrictChecker:
         if not is_int and cpp in _INT64_CPP and not self._profile.int64_as_number:
             pattern = _UNSIGNED if name.startswith("u") else _SIGNED
             if isinstance(value, str) and pattern.fullmatch(value):
-                value, is_int = int(value), True
+                fits = len(value.lstrip("-").lstrip("0")) <= _MAX_INT_DIGITS
+                value, is_int = (int(value) if fits else high + 1), True
         if not is_int:
             self._fail(named, wrong, value, expected="integer")
         elif not low <= value <= high:

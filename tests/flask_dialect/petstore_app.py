@@ -132,9 +132,7 @@ def create_app(store: PetStore | None = None) -> Flask:
         if request.content_type != "application/json":
             abort(415, "expected Content-Type: application/json")
         data = parser.parse(NewPetSchema(), request, location="json")
-        pet = pets.add(
-            name=data["name"], tag=data.get("tag"), age=data.get("age"), owner=g.user
-        )
+        pet = pets.add(name=data["name"], tag=data.get("tag"), age=data.get("age"), owner=g.user)
         location = url_for("get_pet", pet_id=pet.id, _external=True)
         return jsonify(dump.dump(pet)), 201, {"Location": location}
 

@@ -137,9 +137,7 @@ class PetStoreService(pb_grpc.PetStoreServicer):
         self, request: pb.GetPetRequest, context: grpc.ServicerContext
     ) -> empty_pb2.Empty:
         if not self._store.remove(request.pet_id):
-            raise rpckit.StatusError(
-                grpc.StatusCode.NOT_FOUND, f"pet {request.pet_id} not found"
-            )
+            raise rpckit.StatusError(grpc.StatusCode.NOT_FOUND, f"pet {request.pet_id} not found")
         return empty_pb2.Empty()
 
 

@@ -155,9 +155,7 @@ def test_every_pet_route_is_served_by_rpckit_when_migrated() -> None:
     client.get("/health")
     shim = app.wsgi_app
     assert isinstance(shim, Shim)
-    served = {
-        (row["route"], row["served_by"]) for row in shim.traffic_report()["requests"]
-    }
+    served = {(row["route"], row["served_by"]) for row in shim.traffic_report()["requests"]}
     assert {("/pets", "rpckit"), ("/pets/{pet_id}", "rpckit")} <= served
     assert ("(fallback)", "fallback") in served
     assert not any(r == "/pets/{pet_id}" and by == "fallback" for r, by in served)

@@ -153,3 +153,17 @@ def test_the_probes_reach_both_sides_of_the_shim(answers: tuple[list[bytes], lis
     assert b'"tag":null' in by_name["get"][2]
     assert b"Access-Control-Allow-Origin: http://front.example" in by_name["get, with origin"][1]
     assert b"Vary: Origin" in by_name["get, with origin"][1]
+
+
+def test_the_documented_contract_change_body_before_lookup() -> None:
+    """README, "Flask dialect": the shim reads the body before the handler looks the pet
+    up, so a bad body on a missing pet is 422 where the old view's lookup made it 404."""
+    probe = ("PUT", "/pets/77", JSON, b'{"age":"old"}')
+    with serving(create_app()) as address:
+        flask_status = parsed(raw_exchange(address, *probe))[0]
+    with serving(migrated_app()) as address:
+        shim_status = parsed(raw_exchange(address, *probe))[0]
+    assert (flask_status, shim_status) == (
+        b"HTTP/1.1 404 NOT FOUND",
+        b"HTTP/1.1 422 UNPROCESSABLE ENTITY",
+    )

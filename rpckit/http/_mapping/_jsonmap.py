@@ -506,7 +506,9 @@ def _direct_plan(desc: descriptor.Descriptor, profile: LegacyProfile) -> _Direct
 
 
 _TIMESTAMP = "google.protobuf.Timestamp"
-_PROTOJSON_TIME = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]+))?Z")
+_PROTOJSON_TIME = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]+))?Z"
+)
 
 
 def _isoformat(text: str, *, z: bool) -> str:
