@@ -4,7 +4,9 @@ run twice: on the Flask app, and with every pet route migrated to rpckit behind 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -159,3 +161,37 @@ def test_every_pet_route_is_served_by_rpckit_when_migrated() -> None:
     assert {("/pets", "rpckit"), ("/pets/{pet_id}", "rpckit")} <= served
     assert ("(fallback)", "fallback") in served
     assert not any(r == "/pets/{pet_id}" and by == "fallback" for r, by in served)
+
+
+def test_the_readme_example_is_the_migrated_app() -> None:
+    """The README's Flask-dialect block, run as written, serves the pet store as the
+    acceptance suites do."""
+    from tests.flask_dialect import petstore_shim
+    from tests.flask_dialect.petstore_app import PetStore
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### The Flask dialect", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert block is not None
+    scope: dict[str, object] = {
+        "PetStore": PetStore,
+        "create_app": create_app,
+        "PetStoreService": petstore_shim.PetStoreService,
+        "bearer_user": petstore_shim.bearer_user,
+        "render_like_the_app": petstore_shim.render_like_the_app,
+    }
+    exec(block.group(1), scope)
+    app = scope["app"]
+    assert isinstance(app, Flask)
+    assert isinstance(app.wsgi_app, Shim)
+    assert app.wsgi_app.routes
+    created = app.test_client().post("/pets", json={"name": "rex"}, headers=ALICE)
+    assert created.status == "201 CREATED"
+    assert created.headers["Location"] == "http://localhost/pets/1"
+    # The README's options are the acceptance suites' options.
+    tested = migrated_app().wsgi_app
+    assert isinstance(tested, Shim)
+    shown = app.wsgi_app
+    assert [shown.settings_for(r) for r in shown.routes] == [
+        tested.settings_for(r) for r in tested.routes
+    ]
