@@ -699,7 +699,7 @@ class Shim:
         query = parse_query(str(environ.get("QUERY_STRING", "")))
         if strict:
             query = check_query_types(
-                route, query, python_ints=self.dialect.query_ints_as_python, found=found
+                route, query, python_ints=settings.query_ints == "python", found=found
             )
         if found:
             raise HttpError.for_violations(found, status=_WEBARGS_VALIDATION_STATUS)

@@ -75,10 +75,6 @@ class Dialect:
         flask_request_context: run guards and handlers inside the Flask
             fallback's request context (``url_for``, ``request.host_url``,
             ``current_app`` work in handlers as they did in views).
-        query_ints_as_python: strict query integers are read as Python's ``int()``
-            reads text (``+1``, `` 1`` -- a ``+`` in a query is a space --,
-            ``1_000``), as ``request.args.get("page", type=int)`` and marshmallow's
-            ``Int()`` did; otherwise only ``-?[0-9]+``.
     """
 
     name: str
@@ -89,7 +85,6 @@ class Dialect:
     timeout_headers: Sequence[str] = TIMEOUT_HEADERS
     flask_response_hooks: bool = False
     flask_request_context: bool = False
-    query_ints_as_python: bool = False
 
     def __post_init__(self) -> None:
         if self.reason_phrases not in ("werkzeug", "rfc"):
@@ -120,7 +115,6 @@ FLASK_DIALECT = Dialect(
     timeout_headers=("x-request-timeout",),
     flask_response_hooks=True,
     flask_request_context=True,
-    query_ints_as_python=True,
 )
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "CallContext",
     "Guard",
     "GuardedCall",
+    "QueryInts",
     "RouteOptions",
     "RouteSettings",
     "ShimConfig",
@@ -111,6 +112,9 @@ CallContext = Callable[["WSGIEnvironment"], contextlib.AbstractContextManager[An
 #: empty, reads as ``{}``, and every wrong field is reported together.
 BodyMode = Literal["json", "webargs"]
 
+#: How strict query integers are read (``RouteOptions.query_ints``).
+QueryInts = Literal["strict", "python"]
+
 _IDENTITY: contextvars.ContextVar[object] = contextvars.ContextVar("rpckit_http_identity")
 
 
@@ -159,6 +163,10 @@ class RouteOptions:
             (``["application/json"]``); anything else, a missing header
             included, is 415, as a view comparing ``request.content_type`` did.
         body_mode: ``"json"`` or ``"webargs"`` (:data:`BodyMode`).
+        query_ints: how strict query integers are read: ``"strict"``
+            (``-?[0-9]+``, a view's regex) or ``"python"`` (what Python's ``int()``
+            reads: ``+1``, `` 1`` -- a ``+`` in a query is a space --, ``1_0``), as
+            ``request.args.get("page", type=int)`` and marshmallow's ``Int()`` did.
         required_fields: body keys that must be present and not null, checked
             with the types in ``"webargs"`` mode (marshmallow's ``required=True``):
             each absent one is a ``missing`` violation.
@@ -178,6 +186,7 @@ class RouteOptions:
     content_types: Sequence[str] | None = None
     body_mode: BodyMode | None = None
     required_fields: Sequence[str] | None = None
+    query_ints: QueryInts | None = None
 
     def __post_init__(self) -> None:
         self._check_legacy_input()
@@ -218,6 +227,10 @@ class RouteOptions:
             if isinstance(self.content_types, str):
                 raise TypeError("RouteOptions.content_types is a sequence of values, not a str")
             object.__setattr__(self, "content_types", tuple(self.content_types))
+        if self.query_ints is not None and self.query_ints not in ("strict", "python"):
+            raise ValueError(
+                f"RouteOptions.query_ints must be 'strict' or 'python', not {self.query_ints!r}"
+            )
         if self.body_mode is not None and self.body_mode not in ("json", "webargs"):
             raise ValueError(
                 f"RouteOptions.body_mode must be 'json' or 'webargs', not {self.body_mode!r}"
@@ -241,6 +254,7 @@ class RouteSettings:
     content_types: tuple[str, ...] | None
     body_mode: BodyMode
     required_fields: tuple[str, ...]
+    query_ints: QueryInts
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -404,6 +418,7 @@ def resolve_settings(
         content_types=None,
         body_mode="json",
         required_fields=(),
+        query_ints="strict",
     )
     service_options = method.containing_service.GetOptions()
     if service_options.HasExtension(http_pb2.http_defaults):

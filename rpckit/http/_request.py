@@ -33,7 +33,13 @@ from rpckit.core._descriptors import (
     is_plain_message,
     message_type_of,
 )
-from rpckit.http._errors import FieldViolation, HttpError, json_type_of
+from rpckit.http._errors import (
+    ErrorReason,
+    FieldViolation,
+    HttpError,
+    JsonType,
+    json_type_of,
+)
 from rpckit.http._mapping._jsonmap import JsonError, LegacyProfile, loads
 from rpckit.http._mapping._routes import Route, query_fields
 
@@ -365,8 +371,8 @@ class _StrictChecker:
         description: str,
         value: Any,
         *,
-        reason: Any = "wrong_type",
-        expected: Any = "",
+        reason: ErrorReason = "wrong_type",
+        expected: JsonType = "",
     ) -> None:
         """Report one violation: raise it, or note it when collecting them all."""
         violation = FieldViolation(
@@ -566,7 +572,7 @@ _SCALAR_ACCEPTS = {
 }
 
 #: The JSON type a field's value takes, by C++ type (anything else: a string).
-_EXPECTED = {
+_EXPECTED: dict[int, JsonType] = {
     **dict.fromkeys(_INT_KINDS, "integer"),
     _FD.CPPTYPE_DOUBLE: "number",
     _FD.CPPTYPE_FLOAT: "number",

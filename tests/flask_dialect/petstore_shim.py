@@ -150,7 +150,7 @@ PETSTORE_PROFILE = LegacyProfile(
 def petstore_routes() -> dict[str, RouteOptions]:
     """Every pet route's options: the whole contract, as configuration."""
     return {
-        SERVICE: RouteOptions(json=PETSTORE_PROFILE, strict_types=True),
+        SERVICE: RouteOptions(json=PETSTORE_PROFILE, strict_types=True, query_ints="python"),
         f"{SERVICE}.CreatePet": RouteOptions(
             guard=bearer_user,
             content_types=["application/json"],

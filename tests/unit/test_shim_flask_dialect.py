@@ -289,12 +289,15 @@ def test_required_fields_need_webargs_mode() -> None:
 
 
 def test_query_integers_read_as_python_did() -> None:
-    app, _ = shimmed(FLASK_DIALECT)
+    app, _ = shimmed()
     add_pet(app)
     for query in ("limit=%2B1", "limit=+1", "limit=1_0"):
         assert app.test_client().get(f"/pets?{query}").status_code == 200, query
-    app, _ = shimmed(with_dialect(query_ints_as_python=False))
+    strict = {SERVICE: dataclasses.replace(petstore_routes()[SERVICE], query_ints="strict")}
+    app, _ = shimmed(routes=strict)
     assert app.test_client().get("/pets?limit=%2B1").status_code == 422
+    with pytest.raises(ValueError, match="query_ints"):
+        RouteOptions(query_ints="lenient")  # type: ignore[arg-type]
     huge = "9" * 5000  # beyond Python's int() digit limit: refused, not a crash
     assert shimmed(FLASK_DIALECT)[0].test_client().get(f"/pets?limit={huge}").status_code == 422
 
