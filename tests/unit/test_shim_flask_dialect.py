@@ -448,3 +448,20 @@ def test_hostile_long_integers_are_refused_not_crashed_on() -> None:
     app, _ = shimmed()
     add_pet(app)
     assert app.test_client().put("/pets/1", json={"age": int("9" * 40)}).status_code == 422
+
+
+def test_a_failing_after_request_hook_is_a_500_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Worst input for the response hooks: the app's own hook raises."""
+    app, _ = shimmed()
+
+    @app.after_request
+    def broken(response: Any) -> Any:
+        raise RuntimeError("HOOK-SECRET")
+
+    with caplog.at_level("ERROR"):
+        response = app.test_client().get("/pets")
+    assert response.status_code == 500
+    assert b"HOOK-SECRET" not in response.data
+    assert "HOOK-SECRET" in caplog.text
