@@ -5,8 +5,10 @@
 One request, in order (the first failure wins, as in a typical Flask view):
 
 1. route it (:class:`~rpckit.http._mapping._routes.Router`): no route -> the fallback app (or
-   404); another method -> 405 with ``Allow`` (merged with the fallback's);
-   ``OPTIONS`` -> ``Allow``; a slash policy redirect -> 308;
+   404), and so is a path value the legacy rule's converter refuses (``<int:id>``
+   and ``abc``); another method -> 405 with ``Allow`` (merged with the fallback's, or
+   the fallback's own answer under the Flask dialect); ``OPTIONS`` -> ``Allow``; a
+   slash policy redirect -> 308;
 2. pick the side that answers (rollout percentage) and whether to shadow;
 3. the route's guard (auth) on the allowlisted headers;
 4. the deadline (``X-Request-Timeout``, ``grpc-timeout``, or the route's);
@@ -18,6 +20,10 @@ One request, in order (the first failure wins, as in a typical Flask view):
 8. the answer: the route's success status and headers and the response JSON in
    the route's profile -- or the gRPC status mapped to HTTP and the error body
    from the pluggable renderer. Never a traceback.
+
+Steps 3-8 run inside the Flask fallback's request context and ``ShimConfig.call_context``
+when set, and the answer goes through the app's ``after_request`` hooks; the
+:class:`~rpckit.http._dialect.Dialect` says which (:mod:`rpckit.http._flask`).
 
 Unmatched requests go to the fallback untouched (streamed, not buffered).
 Every answer is counted for the legacy-traffic report.
