@@ -465,3 +465,13 @@ def test_a_failing_after_request_hook_is_a_500_without_a_traceback(
     assert response.status_code == 500
     assert b"HOOK-SECRET" not in response.data
     assert "HOOK-SECRET" in caplog.text
+
+
+def test_openapi_names_the_exact_content_types() -> None:
+    _, shim = shimmed()
+    paths = shim.openapi()["paths"]
+    assert list(paths["/pets"]["post"]["requestBody"]["content"]) == ["application/json"]
+    odd = {f"{SERVICE}.UpdatePet": RouteOptions(content_types=["application/vnd.pets+json"])}
+    _, shim = shimmed(routes=odd)
+    body = shim.openapi()["paths"]["/pets/{pet_id}"]["put"]["requestBody"]
+    assert list(body["content"]) == ["application/vnd.pets+json"]
