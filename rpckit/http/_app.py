@@ -5,8 +5,10 @@
 One request, in order (the first failure wins, as in a typical Flask view):
 
 1. route it (:class:`~rpckit.http._mapping._routes.Router`): no route -> the fallback app (or
-   404); another method -> 405 with ``Allow`` (merged with the fallback's);
-   ``OPTIONS`` -> ``Allow``; a slash policy redirect -> 308;
+   404), and so is a path value the legacy rule's converter refuses (``<int:id>``
+   and ``abc``); another method -> 405 with ``Allow`` (merged with the fallback's, or
+   the fallback's own answer under the Flask dialect); ``OPTIONS`` -> ``Allow``; a
+   slash policy redirect -> 308;
 2. pick the side that answers (rollout percentage) and whether to shadow;
 3. the route's guard (auth) on the allowlisted headers;
 4. the deadline (``X-Request-Timeout``, ``grpc-timeout``, or the route's);
@@ -18,6 +20,10 @@ One request, in order (the first failure wins, as in a typical Flask view):
 8. the answer: the route's success status and headers and the response JSON in
    the route's profile -- or the gRPC status mapped to HTTP and the error body
    from the pluggable renderer. Never a traceback.
+
+Steps 3-8 run inside the Flask fallback's request context and ``ShimConfig.call_context``
+when set, and the answer goes through the app's ``after_request`` hooks; the
+:class:`~rpckit.http._dialect.Dialect` says which (:mod:`rpckit.http._flask`).
 
 Unmatched requests go to the fallback untouched (streamed, not buffered).
 Every answer is counted for the legacy-traffic report.
@@ -40,8 +46,18 @@ import grpc
 from google.protobuf import descriptor, descriptor_pool
 from google.protobuf.message import Message
 
+from rpckit.core._descriptors import fields_on_path
 from rpckit.core._wire import PUSHBACK_METADATA_KEY
+from rpckit.http._dialect import (
+    FLASK_DIALECT,
+    RPCKIT_DIALECT,
+    TIMEOUT_HEADERS,
+    Dialect,
+    flask_app_of,
+    status_line,
+)
 from rpckit.http._errors import (
+    FieldViolation,
     HttpError,
     error_object_schema,
     gateway_error_schema,
@@ -50,12 +66,14 @@ from rpckit.http._errors import (
     render_error_object,
     render_gateway_error,
 )
+from rpckit.http._flask import FlaskHooks
 from rpckit.http._invoke import (
     CallOutcome,
     ChannelInvoker,
     Invoker,
     LocalInvoker,
 )
+from rpckit.http._mapping._converters import converter_accepts, converter_for_field
 from rpckit.http._mapping._jsonmap import LegacyProfile, dumps, field_to_obj, message_to_obj
 from rpckit.http._mapping._routes import (
     Match,
@@ -74,17 +92,20 @@ from rpckit.http._options import (
     RouteSettings,
     ShimConfig,
     check_option_keys,
+    identity_set,
     resolve_settings,
     route_key,
 )
 from rpckit.http._request import (
     check_body_types,
     check_query_types,
+    check_required,
     deadline_from_headers,
     decode_body,
     is_json_content_type,
     parse_query,
     raw_request_path,
+    request_url_part,
 )
 from rpckit.http._server._turns import (
     OUTSIDE_TURN_ENVIRON_KEY,
@@ -116,6 +137,9 @@ JSON_CONTENT_TYPE = "application/json"
 #: Body read size per chunk for requests without Content-Length (chunked).
 _CHUNK = 64 * 1024
 
+#: webargs' ``DEFAULT_VALIDATION_STATUS``: what its parsers answered for field errors.
+_WEBARGS_VALIDATION_STATUS = 422
+
 _PATH_SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
 
 #: Error-body schemas of the built-in renderers, for the OpenAPI document.
@@ -141,9 +165,11 @@ class _Answer:
         self.headers = headers
         self.body = body
 
-    def send(self, start_response: StartResponse, *, head: bool) -> list[bytes]:
-        headers = [*self.headers, ("Content-Length", str(len(self.body)))]
-        start_response(f"{self.status} {reason_phrase(self.status)}", headers)
+    def send(self, start_response: StartResponse, *, head: bool, dialect: Dialect) -> list[bytes]:
+        headers = list(self.headers)
+        if dialect.content_length_on_no_content or self.status not in (204, 304):
+            headers.append(("Content-Length", str(len(self.body))))
+        start_response(status_line(self.status, dialect, reason_phrase(self.status)), headers)
         return [] if head else [self.body]
 
     def captured(self) -> CapturedResponse:
@@ -200,6 +226,12 @@ class Shim:
             raise TypeError("services is a sequence of servicers or service names, not a str")
         self.config = config or ShimConfig()
         self.fallback = fallback
+        flask_app = flask_app_of(fallback) if fallback is not None else None
+        #: The legacy habits reproduced (``ShimConfig.dialect``, else by the fallback's kind).
+        self.dialect = self.config.dialect or (
+            FLASK_DIALECT if flask_app is not None else RPCKIT_DIALECT
+        )
+        self._flask = FlaskHooks(flask_app) if flask_app is not None else None
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - rollout draws, not secrets
         self._on_shadow = on_shadow
@@ -223,6 +255,9 @@ class Shim:
         self._settings: dict[str, RouteSettings] = {
             route_key(r): resolve_settings(r, methods[r.grpc_method], self.config, options)
             for r in all_routes
+        }
+        self._converters = {
+            route_key(r): self._converters_of(r, self._settings[route_key(r)]) for r in all_routes
         }
         self._default_profile = LegacyProfile()
         self.traffic = TrafficCounters(max_callers=self.config.max_callers)
@@ -277,6 +312,27 @@ class Shim:
             raise ValueError(f"the same service is given twice: {sorted(names)}")
         return found, LocalInvoker(handlers, submit=None, clock=self._clock)
 
+    def _converters_of(
+        self, route: Route, settings: RouteSettings
+    ) -> tuple[tuple[str, str, descriptor.FieldDescriptor], ...]:
+        """(variable, converter, field) for each path variable a converter checks."""
+        checks = []
+        for field_path in route.template.field_paths:
+            field = fields_on_path(route.request_descriptor, field_path)[-1]
+            name = settings.path_converters.get(field_path)
+            if name is None and self.dialect.path_converters:
+                name = converter_for_field(field)
+            if name is not None and name != "string":
+                checks.append((field_path, name, field))
+        return tuple(checks)
+
+    def _converters_accept(self, match: Match) -> bool:
+        """Whether the legacy rule's converters would have matched these path values."""
+        return all(
+            converter_accepts(name, match.path_params[variable], field)
+            for variable, name, field in self._converters[route_key(match.route)]
+        )
+
     # ---------------------------------------------------------------- public helpers
 
     @property
@@ -325,7 +381,7 @@ class Shim:
             route=counted[0], method=method, status=answer.status, caller=caller,
             served_by=counted[1],
         )  # fmt: skip
-        return answer.send(start_response, head=head)
+        return answer.send(start_response, head=head, dialect=self.dialect)
 
     def _pass_through(
         self, environ: WSGIEnvironment, start_response: StartResponse, method: str, caller: str,
@@ -352,6 +408,8 @@ class Shim:
             body = json.dumps(self.traffic_report(), sort_keys=True).encode() + b"\n"
             return _Answer(200, [("Content-Type", JSON_CONTENT_TYPE)], body), (path, "rpckit")
         resolution = self.router.resolve(method, path)
+        if isinstance(resolution, Match) and not self._converters_accept(resolution):
+            resolution = NotFound()  # the legacy rule's converter refuses the value
         if not isinstance(resolution, Match):
             return self._unmatched(environ, resolution)
         return self._matched(environ, resolution, method, path)
@@ -399,6 +457,8 @@ class Shim:
             return self._error(error, self._default_profile), ("(none)", "rpckit")
         if self.fallback is not None:
             theirs = _capture(self.fallback, environ)
+            if theirs.status < 400 and self.dialect.fallback_answers_untouched:
+                return _untouched(theirs), ("(options)", "fallback")
             if theirs.status < 400:
                 merged = _merge_allow(allowed, _header(theirs.headers, "Allow"))
                 return _with_allow(theirs, merged), ("(options)", "fallback")
@@ -408,6 +468,8 @@ class Shim:
     def _method_not_allowed(self, environ: WSGIEnvironment, allowed: Sequence[str]) -> _Answer:
         if self.fallback is not None:
             theirs = _capture(self.fallback, environ)
+            if theirs.status != 404 and self.dialect.fallback_answers_untouched:
+                return _untouched(theirs)
             if theirs.status == 405:
                 merged = _merge_allow(allowed, _header(theirs.headers, "Allow"))
                 return _with_allow(theirs, merged)
@@ -489,32 +551,57 @@ class Shim:
         *,
         body: bytes | None,
     ) -> _Answer:
+        """The answer of a migrated route, inside the legacy app's request context and the
+        per-call hook if any, after the app's response hooks (``Dialect``)."""
+        with contextlib.ExitStack() as contexts:
+            hooks = self._flask
+            if hooks is not None and self.dialect.flask_request_context:
+                contexts.enter_context(hooks.request_context(environ))
+            if self.config.call_context is not None:
+                contexts.enter_context(self.config.call_context(environ))
+            answer = self._answer(environ, match, settings, body=body)
+            if hooks is not None and self.dialect.flask_response_hooks:
+                if not self.dialect.flask_request_context:
+                    contexts.enter_context(hooks.request_context(environ))
+                status, headers, data = hooks.process_response(
+                    answer.status, answer.headers, answer.body
+                )
+                answer = _Answer(status, headers, data)
+            return answer
+
+    def _answer(
+        self,
+        environ: WSGIEnvironment,
+        match: Match,
+        settings: RouteSettings,
+        *,
+        body: bytes | None,
+    ) -> _Answer:
         route = match.route
         profile = settings.json
+        identity: object = None
         try:
             metadata = self._metadata(environ)
             if settings.guard is not None:
                 with self._guard_times.run(route_key(route), _outside(environ)):
-                    self._run_guard(settings, route, metadata)
+                    identity = self._run_guard(settings, route, metadata)
+            read = self.dialect.timeout_headers
             timeout = deadline_from_headers(
-                _text(environ.get("HTTP_X_REQUEST_TIMEOUT")),
-                _text(environ.get("HTTP_GRPC_TIMEOUT")),
+                _text(environ.get("HTTP_X_REQUEST_TIMEOUT"))
+                if TIMEOUT_HEADERS[0] in read
+                else None,
+                _text(environ.get("HTTP_GRPC_TIMEOUT")) if TIMEOUT_HEADERS[1] in read else None,
             )
             if timeout is None:
                 timeout = settings.timeout_s
             deadline = None if timeout is None else self._received_at(environ) + timeout
             request = self._request(environ, match, settings, body)
         except HttpError as error:
+            error.route = route_key(route)
             return self._error(error, profile)
         assert self._invoker is not None  # routes exist only with a source of calls
-        outcome = self._invoker.call(
-            route,
-            request,
-            metadata=metadata,
-            deadline=deadline,
-            peer=_peer(environ),
-            outside_turn=_outside(environ),
-        )
+        with identity_set(identity):
+            outcome = self._invoke(route, request, metadata, deadline, environ)
         headers = self._headers_from_metadata(outcome)
         if not outcome.ok:
             failed = HttpError(
@@ -524,10 +611,29 @@ class Shim:
                 grpc_code=outcome.code,
                 headers=headers,
                 details=outcome.details(),
+                route=route_key(route),
             )
             return self._error(failed, profile)
         assert outcome.response is not None
-        return self._success(route, settings, outcome.response, headers)
+        return self._success(environ, route, settings, outcome.response, headers)
+
+    def _invoke(
+        self,
+        route: Route,
+        request: Message,
+        metadata: tuple[tuple[str, str], ...],
+        deadline: float | None,
+        environ: WSGIEnvironment,
+    ) -> CallOutcome:
+        assert self._invoker is not None
+        return self._invoker.call(
+            route,
+            request,
+            metadata=metadata,
+            deadline=deadline,
+            peer=_peer(environ),
+            outside_turn=_outside(environ),
+        )
 
     def _status_of_failed(self, outcome: CallOutcome) -> int:
         """The HTTP status of a failed call: ``overload_status`` for admission control's
@@ -543,10 +649,11 @@ class Shim:
 
     def _run_guard(
         self, settings: RouteSettings, route: Route, metadata: tuple[tuple[str, str], ...]
-    ) -> None:
+    ) -> object:
+        """The guard's identity for the handler; an :class:`HttpError` if it refuses."""
         assert settings.guard is not None
         try:
-            settings.guard(GuardedCall(route=route, metadata=metadata))
+            return settings.guard(GuardedCall(route=route, metadata=metadata))
         except StatusError as refused:
             status = to_grpc_status(refused)
             outcome = CallOutcome(
@@ -566,25 +673,47 @@ class Shim:
     ) -> Message:
         route = match.route
         strict = settings.strict_types
+        webargs = settings.body_mode == "webargs"
+        # webargs reports every field at fault together; json, the first one.
+        found: list[FieldViolation] | None = [] if webargs else None
         decoded: Any = None
         if route.body:
-            if self.config.require_json_content_type and not is_json_content_type(
-                _text(environ.get("CONTENT_TYPE"))
-            ):
+            content_type = _text(environ.get("CONTENT_TYPE"))
+            if settings.content_types is not None and content_type not in settings.content_types:
+                raise HttpError(
+                    415,
+                    "expected Content-Type: " + " or ".join(settings.content_types),
+                    reason="unsupported_media_type",
+                    location="header",
+                    field="Content-Type",
+                )
+            is_json = is_json_content_type(content_type)
+            if not is_json and not webargs and self.config.require_json_content_type:
                 raise HttpError(
                     415,
                     "expected Content-Type: application/json",
                     reason="unsupported_media_type",
+                    location="header",
+                    field="Content-Type",
                 )
             raw = body if body is not None else _read_body(environ, settings.max_body_bytes)
             if len(raw) > settings.max_body_bytes:
                 raise HttpError(413, reason_phrase(413), reason="body_too_large")
-            decoded = decode_body(raw, strict=strict)
+            if webargs and (not is_json or not raw.strip()):
+                decoded = {}  # webargs' json location: no JSON body reads as an empty object
+            else:
+                decoded = decode_body(raw, strict=strict)
             if strict:
-                decoded = check_body_types(decoded, route, settings.json)
+                decoded = check_body_types(decoded, route, settings.json, found=found)
+            if found is not None and settings.required_fields:
+                check_required(decoded, settings.required_fields, settings.json, found)
         query = parse_query(str(environ.get("QUERY_STRING", "")))
         if strict:
-            query = check_query_types(route, query)
+            query = check_query_types(
+                route, query, python_ints=settings.query_ints == "python", found=found
+            )
+        if found:
+            raise HttpError.for_violations(found, status=_WEBARGS_VALIDATION_STATUS)
         try:
             return build_request(route, match.path_params, query, decoded, profile=settings.json)
         except RequestError as exc:
@@ -596,10 +725,12 @@ class Shim:
                 field=exc.field,
                 fields=exc.fields,
                 description=described,
+                location=exc.location,
             ) from None
 
     def _success(
         self,
+        environ: WSGIEnvironment,
         route: Route,
         settings: RouteSettings,
         response: Message,
@@ -607,7 +738,7 @@ class Shim:
     ) -> _Answer:
         profile = settings.json
         for name, template in settings.response_headers:
-            headers.append((name, _fill(template, response)))
+            headers.append((name, _fill(template, response, environ)))
         if settings.success_status == 204:
             return _Answer(204, headers, b"")
         if route.response_body:
@@ -799,15 +930,24 @@ def _merge_allow(ours: Sequence[str], theirs: str) -> str:
     return ", ".join(sorted(methods))
 
 
+def _untouched(captured: CapturedResponse) -> _Answer:
+    """The fallback's answer as it gave it (its ``Content-Length`` is sent again by ``send``)."""
+    headers = [(k, v) for k, v in captured.headers if k.lower() != "content-length"]
+    return _Answer(captured.status, headers, captured.body)
+
+
 def _with_allow(captured: CapturedResponse, allow: str) -> _Answer:
     headers = [(k, v) for k, v in captured.headers if k.lower() not in ("allow", "content-length")]
     return _Answer(captured.status, [*headers, ("Allow", allow)], captured.body)
 
 
-def _fill(template: str, response: Message) -> str:
-    """``/items/{sku}`` with ``{sku}`` from the response, percent-encoded as a path segment."""
+def _fill(template: str, response: Message, environ: WSGIEnvironment) -> str:
+    """``/items/{sku}`` with ``{sku}`` from the response, percent-encoded as a path segment;
+    ``{$scheme}``, ``{$host}``, ``{$script_root}`` and ``{$url_root}`` from the request."""
 
     def value(path: str) -> str:
+        if path.startswith("$"):
+            return request_url_part(environ, path)
         current: Any = response
         for name in path.split("."):
             current = getattr(current, name)

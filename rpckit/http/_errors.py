@@ -19,6 +19,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import http
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -28,12 +29,16 @@ from google.protobuf import any_pb2, json_format
 
 __all__ = [
     "GATEWAY_STATUS_FOR_CODE",
+    "ErrorLocation",
     "ErrorReason",
     "ErrorRenderer",
+    "FieldViolation",
     "HttpError",
+    "JsonType",
     "error_object_schema",
     "gateway_error_schema",
     "http_status_for",
+    "json_type_of",
     "reason_phrase",
     "render_error_object",
     "render_gateway_error",
@@ -91,6 +96,7 @@ ErrorReason = Literal[
     "not_an_object",  # the body must be a JSON object (400)
     "unknown_fields",  # keys the message lacks, under unknown_fields=reject (400)
     "wrong_type",  # a field holds the wrong JSON type (400)
+    "missing",  # a required field is absent (RouteOptions.required_fields)
     "out_of_range",  # an integer beyond its field's range (400)
     "bad_parameter",  # a path or query parameter, or body value, json_format refuses (400)
     "bad_timeout",  # X-Request-Timeout / grpc-timeout cannot be read (400)
@@ -98,10 +104,59 @@ ErrorReason = Literal[
     "internal",  # the shim itself failed; details are in the log only (500)
 ]
 
+#: Where in the request the value at fault was: the URL path, the query string, the body,
+#: a header, or ``""`` (the request as a whole).
+ErrorLocation = Literal["path", "query", "body", "header", ""]
+
+#: The JSON type of a received value, as JSON Schema names them (``""``: none was received).
+JsonType = Literal["object", "array", "string", "integer", "number", "boolean", "null", ""]
+
+
+#: Python types of decoded JSON and their JSON type names (bool before int: True is an int).
+_JSON_TYPE_NAMES: tuple[tuple[type, JsonType], ...] = (
+    (type(None), "null"),
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+)
+
+
+def json_type_of(value: Any) -> JsonType:
+    """The JSON Schema type name of a decoded JSON value (``True`` is ``"boolean"``)."""
+    return next((name for kind, name in _JSON_TYPE_NAMES if isinstance(value, kind)), "")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FieldViolation:
+    """One thing wrong with one request value; an :class:`HttpError` carries them all.
+
+    Attributes:
+        field: the field as the request spelled it (``quantity``, ``item.tags[2]``).
+        description: what is wrong (``"must be an integer"``).
+        reason: the kind of failure (:data:`ErrorReason`).
+        location: ``"path"``, ``"query"``, ``"body"`` or ``"header"``.
+        received: the JSON type of the value received (:data:`JsonType`), ``""`` if
+            none or not JSON (path and query values are text).
+        expected: the JSON type the field takes (``"integer"``; ``"string"`` for
+            enums and bytes; the field's type for each item of a list).
+    """
+
+    field: str
+    description: str
+    reason: ErrorReason = "wrong_type"
+    location: ErrorLocation = "body"
+    received: JsonType = ""
+    expected: JsonType = ""
+
+
 #: The gRPC code reported for errors the shim finds itself (grpc-gateway's choices).
 _CODE_FOR_STATUS = {
     400: _C.INVALID_ARGUMENT,
     404: _C.NOT_FOUND,
+    422: _C.INVALID_ARGUMENT,
     405: _C.UNIMPLEMENTED,
     413: _C.RESOURCE_EXHAUSTED,
     415: _C.INVALID_ARGUMENT,
@@ -135,6 +190,12 @@ class HttpError(Exception):
         description: what is wrong with ``field`` (``"must be an integer"``).
         headers: extra response headers (``Allow``, ``WWW-Authenticate``, ``Retry-After``).
         details: the ``google.rpc`` detail messages of a failed call, as ``Any``.
+        location: where ``field`` was (:data:`ErrorLocation`).
+        received: the JSON type of the value at fault (:data:`JsonType`).
+        violations: every field violation found in the request, in the order
+            found (path, query, body); the first is ``field``/``description``.
+        route: the route's key (``"PUT /pets/{pet_id}"``) once the request was
+            routed, else ``""``.
     """
 
     def __init__(
@@ -149,6 +210,10 @@ class HttpError(Exception):
         description: str = "",
         headers: Sequence[tuple[str, str]] = (),
         details: Sequence[any_pb2.Any] = (),
+        location: ErrorLocation = "",
+        received: JsonType = "",
+        violations: Sequence[FieldViolation] = (),
+        route: str = "",
     ) -> None:
         super().__init__(f"{status} {message}")
         self.status = status
@@ -160,18 +225,48 @@ class HttpError(Exception):
         self.description = description
         self.headers = tuple(headers)
         self.details = tuple(details)
+        self.location: ErrorLocation = location
+        self.received: JsonType = received
+        self.violations = tuple(violations)
+        self.route = route
 
     @classmethod
     def for_field(
-        cls, field: str, description: str, *, reason: ErrorReason = "wrong_type"
+        cls,
+        field: str,
+        description: str,
+        *,
+        reason: ErrorReason = "wrong_type",
+        location: ErrorLocation = "body",
+        received: JsonType = "",
     ) -> HttpError:
         """400 ``field 'quantity' must be an integer``: a field the request gets wrong."""
-        return cls(
-            400,
-            f"field '{field}' {description}",
-            reason=reason,
+        violation = FieldViolation(
             field=field,
             description=description,
+            reason=reason,
+            location=location,
+            received=received,
+        )
+        return cls.for_violations([violation])
+
+    @classmethod
+    def for_violations(
+        cls, violations: Sequence[FieldViolation], *, status: int = 400
+    ) -> HttpError:
+        """One error (400 by default) for every violation found; the message and ``field``
+        are the first's."""
+        first = violations[0]
+        return cls(
+            status,
+            f"field '{first.field}' {first.description}",
+            reason=first.reason,
+            field=first.field,
+            fields=[v.field for v in violations] if len(violations) > 1 else (),
+            description=first.description,
+            location=first.location,
+            received=first.received,
+            violations=violations,
         )
 
     def with_headers(self, headers: Sequence[tuple[str, str]]) -> HttpError:

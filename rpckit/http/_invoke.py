@@ -33,6 +33,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import threading
@@ -372,12 +373,15 @@ class _InProcessCall:
         self._behavior = behavior
         self._request = request
         self._clock = clock
+        # The request's context variables (a guard's identity, a legacy app's request
+        # context) reach the handler even when it runs on a server's handler thread.
+        self._variables = contextvars.copy_context()
 
     def __call__(self) -> None:
         self.ran = True
         started = self._clock()
         try:
-            self.response = self._behavior(self._request, self.context)
+            self.response = self._variables.run(self._behavior, self._request, self.context)
         except _Aborted:
             pass
         except Exception:  # noqa: BLE001 - the wrapper maps handler errors; this is ours

@@ -17,10 +17,13 @@ route is one frozen :class:`RouteSettings`. Pure: no I/O.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
 from google.protobuf import descriptor
@@ -28,21 +31,30 @@ from google.protobuf import descriptor
 from rpckit.core._descriptors import FieldPathError, fields_on_path
 from rpckit.core._validate import check_fields, check_int
 from rpckit.core._wire import CRITICALITY_METADATA_KEY
+from rpckit.http._dialect import Dialect
 from rpckit.http._errors import ErrorRenderer, render_gateway_error
+from rpckit.http._mapping._converters import CONVERTERS, ConverterName
 from rpckit.http._mapping._jsonmap import LegacyProfile
 from rpckit.http._mapping._routes import Route
 from rpckit.v1 import http_pb2
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = [
     "DEFAULT_FORWARD_HEADERS",
     "DEFAULT_RESPONSE_HEADERS",
     "SUCCESS_STATUSES",
+    "BodyMode",
+    "CallContext",
     "Guard",
     "GuardedCall",
+    "QueryInts",
     "RouteOptions",
     "RouteSettings",
     "ShimConfig",
     "check_option_keys",
+    "guard_identity",
     "method_key",
     "resolve_settings",
     "route_key",
@@ -66,6 +78,11 @@ DEFAULT_RESPONSE_HEADERS: Mapping[str, str] = {
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\}")
 
+#: Placeholders a response header template may use for the request's own URL:
+#: ``{$scheme}://{$host}{$script_root}/pets/{id}`` is Flask's ``url_for(..., _external=True)``.
+REQUEST_PLACEHOLDERS = frozenset({"$scheme", "$host", "$script_root", "$url_root"})
+_REQUEST_PLACEHOLDER = re.compile(r"\{(\$[A-Za-z_]+)\}")
+
 
 @dataclasses.dataclass(frozen=True)
 class GuardedCall:
@@ -81,8 +98,40 @@ class GuardedCall:
 
 #: Runs after routing and before the body is read; raise ``rpckit.StatusError`` to refuse.
 #: For checks a legacy app made first (a bearer token), so a request that fails two
-#: checks gets the same error as before the migration.
-Guard = Callable[[GuardedCall], None]
+#: checks gets the same error as before the migration. What it returns (the caller's
+#: identity, say its user record) is the handler's :func:`guard_identity` for that call.
+Guard = Callable[[GuardedCall], object]
+
+#: A per-call hook: given the WSGI environ, a context manager the guard, the handler
+#: and the answer run inside (e.g. a legacy app's ``app.app_context()``).
+CallContext = Callable[[dict[str, Any]], contextlib.AbstractContextManager[Any]]  # (WSGI environ)
+
+#: How a route reads its body. ``"json"``: as the JSON it is (the content type must
+#: be JSON, an empty body is no body, the first wrong field fails). ``"webargs"``: as
+#: webargs' ``json`` location did: a body that is not JSON by its content type, or is
+#: empty, reads as ``{}``, and every wrong field is reported together.
+BodyMode = Literal["json", "webargs"]
+
+#: How strict query integers are read (``RouteOptions.query_ints``).
+QueryInts = Literal["strict", "python"]
+
+_IDENTITY: contextvars.ContextVar[object] = contextvars.ContextVar("rpckit_http_identity")
+
+
+def guard_identity() -> object:
+    """What the route's guard returned for the request being handled (None: no guard,
+    or it returned nothing). For handlers called by the shim; None elsewhere."""
+    return _IDENTITY.get(None)
+
+
+@contextlib.contextmanager
+def identity_set(identity: object) -> Iterator[None]:
+    """Makes ``identity`` the :func:`guard_identity` inside the block."""
+    token = _IDENTITY.set(identity)
+    try:
+        yield
+    finally:
+        _IDENTITY.reset(token)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -105,6 +154,22 @@ class RouteOptions:
             the rest are answered by the fallback app.
         shadow_side_effects: allow ``shadow`` on a method not marked
             ``idempotency_level = NO_SIDE_EFFECTS`` (both sides would run a write).
+        path_converters: Werkzeug converter per path variable (``{"pet_id": "int"}``;
+            ``string``, ``int``, ``signed_int``, ``float``, ``uuid``, ``path``): a
+            value the converter refuses does not match the route, so the fallback
+            (or a 404) answers, as the Flask rule did. The Flask dialect infers
+            them from the field types (integers ``int``, floats ``float``).
+        content_types: the exact ``Content-Type`` values a body may come with
+            (``["application/json"]``); anything else, a missing header
+            included, is 415, as a view comparing ``request.content_type`` did.
+        body_mode: ``"json"`` or ``"webargs"`` (:data:`BodyMode`).
+        query_ints: how strict query integers are read: ``"strict"``
+            (``-?[0-9]+``, a view's regex) or ``"python"`` (what Python's ``int()``
+            reads: ``+1``, `` 1`` -- a ``+`` in a query is a space --, ``1_0``), as
+            ``request.args.get("page", type=int)`` and marshmallow's ``Int()`` did.
+        required_fields: body keys that must be present and not null, checked
+            with the types in ``"webargs"`` mode (marshmallow's ``required=True``):
+            each absent one is a ``missing`` violation.
     """
 
     json: LegacyProfile | None = None
@@ -117,9 +182,15 @@ class RouteOptions:
     shadow: bool | None = None
     rollout_percent: float | None = None
     shadow_side_effects: bool | None = None
+    path_converters: Mapping[str, ConverterName] | None = None
+    content_types: Sequence[str] | None = None
+    body_mode: BodyMode | None = None
+    required_fields: Sequence[str] | None = None
+    query_ints: QueryInts | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
+        self._check_legacy_input()
         if self.success_status is not None:
             _check_success_status(self.success_status, "RouteOptions.success_status")
         if self.response_headers is not None:
@@ -137,6 +208,33 @@ class RouteOptions:
         if self.guard is not None and not callable(self.guard):
             raise TypeError(f"RouteOptions.guard must be callable, not {self.guard!r}")
 
+    def _check_legacy_input(self) -> None:
+        """Validate (and freeze) the options for reading legacy input."""
+        if self.required_fields is not None:
+            if isinstance(self.required_fields, str):
+                raise TypeError("RouteOptions.required_fields is a sequence of keys, not a str")
+            object.__setattr__(self, "required_fields", tuple(self.required_fields))
+        if self.path_converters is not None:
+            object.__setattr__(self, "path_converters", dict(self.path_converters))
+            for variable, name in self.path_converters.items():
+                if name not in CONVERTERS:
+                    raise ValueError(
+                        f"RouteOptions.path_converters[{variable!r}]: unknown converter "
+                        f"{name!r}; use one of {sorted(CONVERTERS)}"
+                    )
+        if self.content_types is not None:
+            if isinstance(self.content_types, str):
+                raise TypeError("RouteOptions.content_types is a sequence of values, not a str")
+            object.__setattr__(self, "content_types", tuple(self.content_types))
+        if self.query_ints is not None and self.query_ints not in ("strict", "python"):
+            raise ValueError(
+                f"RouteOptions.query_ints must be 'strict' or 'python', not {self.query_ints!r}"
+            )
+        if self.body_mode is not None and self.body_mode not in ("json", "webargs"):
+            raise ValueError(
+                f"RouteOptions.body_mode must be 'json' or 'webargs', not {self.body_mode!r}"
+            )
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RouteSettings:
@@ -151,6 +249,11 @@ class RouteSettings:
     guard: Guard | None
     shadow: bool
     rollout_percent: float
+    path_converters: Mapping[str, ConverterName]
+    content_types: tuple[str, ...] | None
+    body_mode: BodyMode
+    required_fields: tuple[str, ...]
+    query_ints: QueryInts
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -188,6 +291,14 @@ class ShimConfig:
             (bounds the label cardinality of the Prometheus counters).
         traffic_report_path: if set, ``GET`` on this path answers the traffic
             report as JSON (e.g. ``/_rpckit/traffic``); None serves none.
+        dialect: the legacy habits around the JSON (:class:`~rpckit.http.Dialect`):
+            reason phrases, 204 headers, the fallback's answers, path converters,
+            deadline headers, Flask's hooks and request context. None (default):
+            ``FLASK_DIALECT`` when the fallback is a Flask app (or its
+            ``wsgi_app``), else ``RPCKIT_DIALECT``.
+        call_context: a per-call hook (:data:`CallContext`): the guard, the
+            handler and the answer of each migrated request run inside
+            ``call_context(environ)``, after the Flask request context if any.
     """
 
     strict_slashes: bool = True
@@ -205,9 +316,15 @@ class ShimConfig:
     caller_header: str | None = None
     max_callers: int = 100
     traffic_report_path: str | None = None
+    dialect: Dialect | None = None
+    call_context: CallContext | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.dialect is not None and not isinstance(self.dialect, Dialect):
+            raise TypeError(f"ShimConfig.dialect must be a Dialect, not {self.dialect!r}")
+        if self.call_context is not None and not callable(self.call_context):
+            raise TypeError(f"ShimConfig.call_context must be callable, not {self.call_context!r}")
         if self.default_timeout_s is not None and not (
             self.default_timeout_s > 0 and math.isfinite(self.default_timeout_s)
         ):
@@ -289,6 +406,11 @@ def resolve_settings(
         guard=None,
         shadow=False,
         rollout_percent=100.0,
+        path_converters={},
+        content_types=None,
+        body_mode="json",
+        required_fields=(),
+        query_ints="strict",
     )
     service_options = method.containing_service.GetOptions()
     if service_options.HasExtension(http_pb2.http_defaults):
@@ -317,7 +439,29 @@ def resolve_settings(
     for _, template in settings.response_headers:
         for field_path in _PLACEHOLDER.findall(template):
             _check_response_path(route, field_path)
+    _check_legacy_settings(route, settings)
     return settings
+
+
+def _check_legacy_settings(route: Route, settings: RouteSettings) -> None:
+    """ValueError naming the route for request placeholders, required fields and
+    converters that cannot work."""
+    for _, template in settings.response_headers:
+        for name in _REQUEST_PLACEHOLDER.findall(template):
+            if name not in REQUEST_PLACEHOLDERS:
+                raise ValueError(
+                    f"{route}: response header placeholder {{{name}}}: use one of "
+                    f"{sorted(REQUEST_PLACEHOLDERS)}"
+                )
+    if settings.required_fields and settings.body_mode != "webargs":
+        raise ValueError(f"{route}: required_fields is checked only with body_mode='webargs'")
+    variables = set(route.template.field_paths)
+    unknown = sorted(set(settings.path_converters) - variables)
+    if unknown:
+        raise ValueError(
+            f"{route}: path_converters names no path variable: {unknown}; "
+            f"the variables are {sorted(variables)}"
+        )
 
 
 def _apply_proto(

@@ -33,18 +33,26 @@ from rpckit.core._descriptors import (
     is_plain_message,
     message_type_of,
 )
-from rpckit.http._errors import HttpError
+from rpckit.http._errors import (
+    ErrorReason,
+    FieldViolation,
+    HttpError,
+    JsonType,
+    json_type_of,
+)
 from rpckit.http._mapping._jsonmap import JsonError, LegacyProfile, loads
 from rpckit.http._mapping._routes import Route, query_fields
 
 __all__ = [
     "check_body_types",
     "check_query_types",
+    "check_required",
     "deadline_from_headers",
     "decode_body",
     "is_json_content_type",
     "parse_query",
     "raw_request_path",
+    "request_url_part",
 ]
 
 _FD = descriptor.FieldDescriptor
@@ -97,6 +105,37 @@ def raw_request_path(environ: Mapping[str, Any]) -> str:
         return quote(path_info.encode("latin-1"), safe=_PATH_SAFE)
     except UnicodeEncodeError:
         return quote(path_info.encode("utf-8", "surrogateescape"), safe=_PATH_SAFE)
+
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def request_url_part(environ: Mapping[str, Any], name: str) -> str:
+    """One part of the URL the client used, as Werkzeug's request spells it.
+
+    ``$scheme`` (``http``), ``$host`` (the ``Host`` header, else ``SERVER_NAME`` and
+    port; a default port dropped), ``$script_root`` (``SCRIPT_NAME`` without its
+    trailing ``/``, percent-encoded) and ``$url_root`` (``http://host/root/``).
+    """
+    scheme = str(environ.get("wsgi.url_scheme") or "http")
+    if name == "$scheme":
+        return scheme
+    host = str(environ.get("HTTP_HOST") or "")
+    if not host:
+        host = str(environ.get("SERVER_NAME") or "localhost")
+        port = str(environ.get("SERVER_PORT") or "")
+        if port and port != _DEFAULT_PORTS.get(scheme):
+            host = f"{host}:{port}"
+    elif host.endswith(":" + _DEFAULT_PORTS.get(scheme, "-")):
+        host = host.rsplit(":", 1)[0]
+    if name == "$host":
+        return host
+    script_root = quote(str(environ.get("SCRIPT_NAME") or "").rstrip("/"), safe=_PATH_SAFE)
+    if name == "$script_root":
+        return script_root
+    if name == "$url_root":
+        return f"{scheme}://{host}{script_root}/"
+    raise ValueError(f"unknown request placeholder {{{name}}}")
 
 
 def parse_query(query_string: str) -> list[tuple[str, str]]:
@@ -176,11 +215,19 @@ def decode_body(raw: bytes, *, strict: bool) -> Any:
         raise HttpError(400, f"malformed JSON: {exc.reason}", reason="malformed_json") from None
 
 
-def check_body_types(obj: Any, route: Route, profile: LegacyProfile) -> Any:
+def check_body_types(
+    obj: Any,
+    route: Route,
+    profile: LegacyProfile,
+    *,
+    found: list[FieldViolation] | None = None,
+) -> Any:
     """Strict-type check of a decoded body for ``route``; returns it, unknown keys pruned
-    when the profile ignores them. Raises 400 :class:`HttpError` for the first failure.
+    when the profile ignores them. Raises 400 :class:`HttpError` for the first failure,
+    or, given ``found``, appends every field's violation there and raises only for the
+    body as a whole (not an object, unknown fields).
     """
-    checker = _StrictChecker(profile)
+    checker = _StrictChecker(profile, found)
     request = route.request_descriptor
     if route.body == "*":
         if not isinstance(obj, dict) and is_plain_message(request):
@@ -197,9 +244,29 @@ def check_body_types(obj: Any, route: Route, profile: LegacyProfile) -> Any:
     return obj
 
 
-def check_query_types(route: Route, query: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Strict query parameters: integer fields take ``-?[0-9]+`` within range, and a
-    repeated parameter for a singular field keeps its first value (``request.args.get``).
+def check_required(
+    obj: Any, required: Sequence[str], profile: LegacyProfile, found: list[FieldViolation]
+) -> None:
+    """Note a ``missing`` violation for each required top-level body key ``obj`` lacks
+    (``null`` counts as absent, as marshmallow's ``required=True`` without ``allow_none``)."""
+    present = obj if isinstance(obj, dict) else {}
+    for name in required:
+        if present.get(name) is None:
+            found.append(FieldViolation(field=name, description="is required", reason="missing"))
+
+
+def check_query_types(
+    route: Route,
+    query: Sequence[tuple[str, str]],
+    *,
+    python_ints: bool = False,
+    found: list[FieldViolation] | None = None,
+) -> list[tuple[str, str]]:
+    """Strict query parameters: integer fields take ``-?[0-9]+`` within range (with
+    ``python_ints``, whatever Python's ``int()`` reads, as ``request.args.get(type=int)``
+    did: ``+1``, `` 1``; passed on as the plain number), and a repeated parameter for a
+    singular field keeps its first value (``request.args.get``).
+    Given ``found``, violations are appended there instead of raised.
 
     A parameter names its field as :func:`~rpckit.http._mapping._routes.build_request`
     reads it (proto or JSON names: ``page_size`` and ``pageSize`` are one field), so
@@ -230,12 +297,55 @@ def check_query_types(route: Route, query: Sequence[tuple[str, str]]) -> list[tu
         if kind is not None:
             name, low, high = kind
             pattern = _UNSIGNED if name.startswith("u") else _SIGNED
-            if pattern.fullmatch(value) is None:
-                raise HttpError.for_field(key, "must be an integer")
-            if not low <= int(value) <= high:
-                raise HttpError.for_field(key, f"is out of range for {name}", reason="out_of_range")
+            violation = None
+            text = _python_int_text(value) if python_ints else value
+            if pattern.fullmatch(text) is None:
+                violation = FieldViolation(
+                    field=key,
+                    description="must be an integer",
+                    location="query",
+                    expected="integer",
+                )
+            elif not _fits(text, low, high):
+                violation = FieldViolation(
+                    field=key,
+                    description=f"is out of range for {name}",
+                    reason="out_of_range",
+                    location="query",
+                    expected="integer",
+                )
+            if violation is not None:
+                if found is None:
+                    raise HttpError.for_violations([violation])
+                found.append(violation)
+                continue
+            kept.append((key, text))
+            continue
         kept.append((key, value))
     return kept
+
+
+#: More digits than any 64-bit value has: out of range without calling int() (which
+#: refuses over 4300 digits with a ValueError, a hostile query's way to a 500).
+_MAX_INT_DIGITS = 20
+
+
+def _fits(digits: str, low: int, high: int) -> bool:
+    """Whether the integer text ``digits`` (``-?[0-9]+``) is from ``low`` to ``high``."""
+    if len(digits.lstrip("+-").lstrip("0")) > _MAX_INT_DIGITS:
+        return False
+    return low <= int(digits) <= high
+
+
+def _python_int_text(text: str) -> str:
+    """``text`` as the digits of Python's ``int(text)`` (``"+1"`` -> ``"1"``); unchanged
+    when ``int()`` refuses it (the caller reports it)."""
+    if len(text) > 4 * _MAX_INT_DIGITS:  # no 64-bit value needs more, even with "_"s
+        return text
+    try:
+        return str(int(text))
+    except ValueError:
+        return text
 
 
 def _query_fields(desc: descriptor.Descriptor, key: str) -> tuple[descriptor.FieldDescriptor, ...]:
@@ -250,14 +360,44 @@ def _query_fields(desc: descriptor.Descriptor, key: str) -> tuple[descriptor.Fie
 class _StrictChecker:
     """Walks request JSON along the message types: unknown keys first, then types."""
 
-    def __init__(self, profile: LegacyProfile) -> None:
+    def __init__(self, profile: LegacyProfile, found: list[FieldViolation] | None) -> None:
         self._profile = profile
         self._reject = profile.unknown_fields == "reject"
+        self._found = found
+
+    def _fail(
+        self,
+        field: str,
+        description: str,
+        value: Any,
+        *,
+        reason: ErrorReason = "wrong_type",
+        expected: JsonType = "",
+    ) -> None:
+        """Report one violation: raise it, or note it when collecting them all."""
+        violation = FieldViolation(
+            field=field,
+            description=description,
+            reason=reason,
+            received=json_type_of(value),
+            expected=expected,
+        )
+        if self._found is None:
+            raise HttpError.for_violations([violation])
+        if violation not in self._found:  # a list with several wrong items: once
+            self._found.append(violation)
 
     def root(self, obj: dict[str, Any], desc: descriptor.Descriptor) -> dict[str, Any]:
         unknown: list[str] = []
         pruned = self._unknown(obj, desc, "", unknown)
-        if unknown and self._reject:
+        if unknown and self._reject and self._found is not None:
+            for name in sorted(unknown):
+                self._found.append(
+                    FieldViolation(
+                        field=name, description="is not a known field", reason="unknown_fields"
+                    )
+                )
+        elif unknown and self._reject:
             names = sorted(unknown)
             quoted = ", ".join(f"'{n}'" for n in names)
             plural = "s" if len(names) > 1 else ""
@@ -321,13 +461,15 @@ class _StrictChecker:
             entry = message_type_of(field)
             value_field = entry.fields_by_name["value"]
             if not isinstance(value, dict):
-                raise HttpError.for_field(where, "must be an object")
+                self._fail(where, "must be an object", value, expected="object")
+                return
             for key, item in value.items():
                 self._single(value_field, item, f"{where}[{key}]", where, in_map=True)
             return
         if field.is_repeated:
             if not isinstance(value, list):
-                raise HttpError.for_field(where, f"must be a list of {_plural(field)}")
+                self._fail(where, f"must be a list of {_plural(field)}", value, expected="array")
+                return
             for i, item in enumerate(value):
                 self._single(field, item, f"{where}[{i}]", where, in_list=True)
             return
@@ -352,16 +494,18 @@ class _StrictChecker:
             if in_map
             else f"must be {_singular(field)}"
         )
+        expected = _EXPECTED.get(cpp, "string")
         if cpp == _FD.CPPTYPE_MESSAGE:
             sub = message_type_of(field)
             if is_plain_message(sub):  # well-known types are json_format's: their own JSON forms
                 if not isinstance(value, dict):
-                    raise HttpError.for_field(named, wrong)
+                    self._fail(named, wrong, value, expected=expected)
+                    return
                 self._message(value, sub, where)
         elif cpp in _INT_KINDS:
             self._integer(field, value, named, wrong)
         elif not _SCALAR_ACCEPTS.get(cpp, _is_str)(field, value):
-            raise HttpError.for_field(named, wrong)
+            self._fail(named, wrong, value, expected=expected)
 
     def _integer(
         self, field: descriptor.FieldDescriptor, value: Any, named: str, wrong: str
@@ -372,11 +516,18 @@ class _StrictChecker:
         if not is_int and cpp in _INT64_CPP and not self._profile.int64_as_number:
             pattern = _UNSIGNED if name.startswith("u") else _SIGNED
             if isinstance(value, str) and pattern.fullmatch(value):
-                value, is_int = int(value), True
+                fits = len(value.lstrip("-").lstrip("0")) <= _MAX_INT_DIGITS
+                value, is_int = (int(value) if fits else high + 1), True
         if not is_int:
-            raise HttpError.for_field(named, wrong)
-        if not low <= value <= high:
-            raise HttpError.for_field(named, f"is out of range for {name}", reason="out_of_range")
+            self._fail(named, wrong, value, expected="integer")
+        elif not low <= value <= high:
+            self._fail(
+                named,
+                f"is out of range for {name}",
+                value,
+                reason="out_of_range",
+                expected="integer",
+            )
 
 
 def _held_plain_message(field: descriptor.FieldDescriptor) -> descriptor.Descriptor | None:
@@ -418,6 +569,15 @@ _SCALAR_ACCEPTS = {
     _FD.CPPTYPE_FLOAT: _is_number,
     _FD.CPPTYPE_BOOL: _is_bool,
     _FD.CPPTYPE_ENUM: _is_enum_value,
+}
+
+#: The JSON type a field's value takes, by C++ type (anything else: a string).
+_EXPECTED: dict[int, JsonType] = {
+    **dict.fromkeys(_INT_KINDS, "integer"),
+    _FD.CPPTYPE_DOUBLE: "number",
+    _FD.CPPTYPE_FLOAT: "number",
+    _FD.CPPTYPE_BOOL: "boolean",
+    _FD.CPPTYPE_MESSAGE: "object",
 }
 
 _SINGULAR = {

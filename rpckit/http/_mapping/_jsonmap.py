@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Sequence
 from typing import Any, Literal, TypeVar, cast
 
@@ -141,6 +142,19 @@ class LegacyProfile:
             trailing_newline=False``. With ``sort_keys=False`` object keys follow
             the .proto declaration order (map and Struct keys: protobuf's order).
             ``separators=None`` means json's default for the indent.
+        datetime_style: how ``google.protobuf.Timestamp`` values are written.
+            ``"protojson"`` (default): ``2024-05-01T10:00:09.500Z`` (0, 3, 6 or 9
+            fraction digits). ``"isoformat"``: Python's ``datetime.isoformat()``
+            of an aware UTC datetime, ``2024-05-01T10:00:09.500000+00:00`` (six
+            digits, none when zero), as ``jsonify`` of ``.isoformat()`` and
+            marshmallow's ``DateTime()`` wrote them. ``"isoformat_z"``: the same
+            with ``Z`` for ``+00:00`` (``...09.500000Z``), as a schema that
+            formats UTC with ``Z`` did. Nanoseconds beyond the microsecond are
+            dropped (a datetime had none). Input accepts ProtoJSON's forms.
+        unset_optional: ``"omit"`` (default) leaves out fields with presence
+            (``optional`` scalars, messages) that are not set; ``"null"`` emits
+            them as ``null``, as a schema dumping an attribute holding None did.
+            Members of a real ``oneof`` stay omitted.
     """
 
     field_names: Literal["proto", "json"] = "proto"
@@ -154,6 +168,8 @@ class LegacyProfile:
     indent: int | None = None
     separators: tuple[str, str] | None = (",", ":")
     trailing_newline: bool = True
+    datetime_style: Literal["protojson", "isoformat", "isoformat_z"] = "protojson"
+    unset_optional: Literal["omit", "null"] = "omit"
     # Per-profile memos of per-message-type lookups (derived data, not configuration).
     _plans: dict[descriptor.Descriptor, _Plan] = dataclasses.field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
@@ -277,6 +293,8 @@ class _LegacyOutput:
         self._int64 = profile.int64_as_number
         self._struct_ints = profile.struct_whole_numbers_as_int
         self._reorder = not profile.sort_keys
+        self._datetime = profile.datetime_style
+        self._nulls = profile.unset_optional == "null"
 
     def _plan(self, desc: descriptor.Descriptor) -> _Plan:
         plans = self._profile._plans
@@ -293,6 +311,8 @@ class _LegacyOutput:
             return int(obj) if self._int64 and isinstance(obj, str) else obj
         if full_name in _STRUCT_TYPES:
             return _whole_numbers_to_int(obj) if self._struct_ints else obj
+        if full_name == _TIMESTAMP and self._datetime != "protojson" and isinstance(obj, str):
+            return _isoformat(obj, z=self._datetime == "isoformat_z")
         if full_name in SPECIAL_JSON_TYPES or not isinstance(obj, dict):
             return obj
         plan = self._plan(desc)
@@ -300,6 +320,10 @@ class _LegacyOutput:
             field = plan.fields.get(key)
             if field is not None and value is not None:
                 obj[key] = self._field(field, value)
+        if self._nulls:
+            for key, field in plan.fields.items():
+                if key not in obj and _optional_alone(field):
+                    obj[key] = None
         if self._reorder:
             return {key: obj[key] for key in plan.order if key in obj}
         return obj
@@ -427,6 +451,9 @@ def _direct_plan(desc: descriptor.Descriptor, profile: LegacyProfile) -> _Direct
     memo = profile._direct
     if desc in memo:
         return memo[desc]
+    if profile.unset_optional == "null":
+        memo[desc] = None  # the output pass adds the nulls
+        return None
     memo[desc] = None  # while building: a recursive type is rendered by json_format
     plan = _DirectPlan(profile)
     ok = is_plain_message(desc) and not desc.extension_ranges
@@ -451,6 +478,31 @@ def _direct_plan(desc: descriptor.Descriptor, profile: LegacyProfile) -> _Direct
         plan.fields.append(direct)
     memo[desc] = plan if ok else None
     return memo[desc]
+
+
+_TIMESTAMP = "google.protobuf.Timestamp"
+_PROTOJSON_TIME = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]+))?Z"
+)
+
+
+def _isoformat(text: str, *, z: bool) -> str:
+    """ProtoJSON's ``...09.5Z`` as ``datetime.isoformat()`` wrote it: ``...09.500000+00:00``."""
+    matched = _PROTOJSON_TIME.fullmatch(text)
+    if matched is None:  # json_format always writes UTC with Z; keep anything else
+        return text
+    seconds, fraction = matched.groups()
+    micro = (fraction or "")[:6].ljust(6, "0")
+    zone = "Z" if z else "+00:00"
+    return f"{seconds}.{micro}{zone}" if int(micro) else f"{seconds}{zone}"
+
+
+def _optional_alone(field: descriptor.FieldDescriptor) -> bool:
+    """A singular field with presence outside a real oneof (``optional`` or a message)."""
+    if field.is_repeated or not field.has_presence:
+        return False
+    oneof = field.containing_oneof
+    return oneof is None or (len(oneof.fields) == 1 and oneof.name == "_" + field.name)
 
 
 def _whole_numbers_to_int(value: Any) -> Any:

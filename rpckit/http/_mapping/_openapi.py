@@ -90,6 +90,8 @@ class ServedSettings(Protocol):
     def success_status(self) -> int: ...
     @property
     def response_headers(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def content_types(self) -> tuple[str, ...] | None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,9 +210,12 @@ class _Builder:
         if not operation["parameters"]:
             del operation["parameters"]
         if route.body:
+            schema = self._body_schema(route, settings)
+            # The exact Content-Type values a strict route takes (415 otherwise), or JSON.
+            media = settings.content_types or ("application/json",)
             operation["requestBody"] = {
                 "required": settings.strict_types,
-                "content": {"application/json": {"schema": self._body_schema(route, settings)}},
+                "content": {m: {"schema": schema} for m in media},
             }
         return operation
 

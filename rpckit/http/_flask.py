@@ -1,0 +1,48 @@
+"""The Flask fallback's own machinery, applied to the shim's answers for migrated routes.
+
+Two things a migrated route loses when rpckit answers instead of a Flask view,
+and gets back here (:data:`~rpckit.http._dialect.FLASK_DIALECT` turns both on):
+
+* the request context: guards and handlers run inside
+  ``app.request_context(environ)``, so ``url_for(..., _external=True)``,
+  ``request.host_url``, ``current_app`` and the app's extensions work as they
+  did in views (the context variables reach a server's handler thread too);
+* the response hooks: the shim's answer becomes ``app.response_class`` and goes
+  through ``app.process_response`` -- every ``after_request`` function
+  (flask-cors adds ``Access-Control-Allow-Origin`` and ``Vary: Origin``; apps
+  add their own headers) and the session save -- as a view's answer did.
+
+Flask is never imported here: the app object brings its own classes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
+__all__ = ["FlaskHooks"]
+
+
+class FlaskHooks:
+    """A Flask app's request context and response processing, for the shim's own answers."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    def request_context(self, environ: WSGIEnvironment) -> contextlib.AbstractContextManager[Any]:
+        """``with hooks.request_context(environ):`` -- Flask's request (and app) context."""
+        context: contextlib.AbstractContextManager[Any] = self._app.request_context(environ)
+        return context
+
+    def process_response(
+        self, status: int, headers: list[tuple[str, str]], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The answer after the app's ``after_request`` hooks (call inside the request
+        context). ``Content-Length`` is left to the caller: hooks may change the body."""
+        response = self._app.response_class(body, status=status, headers=headers)
+        response = self._app.process_response(response)
+        kept = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
+        return int(response.status_code), kept, bytes(response.get_data())

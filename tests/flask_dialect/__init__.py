@@ -1,0 +1,1 @@
+"""The shim's Flask dialect against a real Flask + flask-cors + webargs + marshmallow app."""
