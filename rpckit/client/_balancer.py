@@ -9,10 +9,11 @@ nothing they already decide::
 
     discovery (_discovery) --> backends --> N grpc channels each (distinct TCP connections)
                                    |            |  one health watch thread per connection
-    call --> deadline (_deadline) --> P2C over eligible backends (_p2c), minus ejected (_outlier)
-                                   --> least-loaded connection (by server process)
-         <-- response + rpckit-load-bin trailer: latency, queue depth, outcome fed back
-         on failure: retry_decision / backoff_s / RetryBudget (_retry), on another backend
+    call --> attempt engine (_attempts): deadline (_deadline), throttle, budget deposit
+                 --> pick: P2C over eligible backends (_p2c), minus ejected (_outlier)
+                           --> least-loaded connection (by server process)
+                 <-- outcome classified (_feedback) and applied here: latency, queue depth,
+                     outlier ejection; on failure a retry (_feedback, _retry), on another backend
 
 * **Eligible** backends have a connection whose ``grpc.health.v1.Health/Watch``
   says SERVING. NOT_SERVING, or a watch that breaks, takes the connection out
@@ -27,7 +28,8 @@ nothing they already decide::
   names the process (pid), so a connection that lands on a process another
   connection already reaches is redialed (``worker_redials``), and each call
   goes to the connection whose process has the least work.
-* **Feedback**: every response's ``rpckit-load-bin`` trailer (success or
+* **Feedback** (what :func:`rpckit.client._feedback.classify` decides, applied
+  by ``_release``): every response's ``rpckit-load-bin`` trailer (success or
   error; for futures and streams, when they end) updates the server's queue
   depth; unary calls that a handler answered without a fault (or that
   timed out) also give a latency sample (streams, which may last for
@@ -35,14 +37,15 @@ nothing they already decide::
   admission refusal holds the latency estimate (at least the server's
   pushback, no decay), so a shedding backend is not sought; outcomes feed
   outlier ejection.
-* **Retries**, only when safe (see :func:`rpckit.client._retry.retry_decision`): the
+* **Retries**, decided by the attempt engine, only when safe
+  (:func:`rpckit.client._feedback.plan_retry`, :func:`rpckit.client._retry.retry_decision`): the
   call never reached a handler (connect failure, a draining server's refusal,
   an admission rejection with ``grpc-retry-pushback-ms``), or the method is
   idempotent (``option idempotency_level`` in its proto, read from protobuf's
   default descriptor pool). Another backend, jittered backoff (or the
   server's pushback), within the caller's deadline and the retry budget.
   Unary-unary calls retry; unary-stream calls retry until their first
-  message; client-streaming calls never do (their requests cannot be replayed).
+  message; calls with a request stream never do (their requests cannot be replayed).
 * **Deadlines**: inside an rpckit handler the inbound deadline minus a margin
   is every call's ceiling; an explicit ``timeout`` can only shorten it
   (:func:`rpckit.core._deadline.outbound_timeout`). One deadline covers all
@@ -51,15 +54,20 @@ nothing they already decide::
 Threads: one scheduler (re-resolution, delayed retries of futures, closing
 retired connections, connectivity callbacks) and one health thread per
 connection, all daemons, all stopped and joined by :meth:`BalancedChannel.close`.
-All policy state sits behind one lock; no I/O happens under it.
+The backends' state sits behind one lock (the retry budget and throttle behind
+the engine's); no I/O happens under either.
 
-This module holds the channel and its state (backends, connections, the
-policy glue). Around it, imported one way only::
+This module holds the channel and its state (backends, connections, picking,
+applying feedback). Around it, imported one way only (docs/architecture.md,
+"The balanced client: attempts and feedback")::
 
+    _calls            the multicallables, futures and streams stubs get back
+    _attempts         the attempt engine they run on; it sees the channel only
+                      through ``_ChannelBackends`` (pick, release)
     _config           BalancedChannelConfig, BackendStatus, ConnectionStatus
+    _feedback         pure: what an attempt's outcome feeds, whether to retry
     _scheduler        the timer thread
     _backend_health   one connection's Health Check/Watch loop
-    _calls            the multicallables, futures and streams stubs get back
 """
 
 from __future__ import annotations
