@@ -34,7 +34,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import grpc
 
@@ -299,7 +299,14 @@ class AttemptEngine:
         plan.tried.add(lease.address)
         return lease
 
-    def send(self, plan: Plan, lease: Lease, request: Any, options: CallOptions, how: str) -> Any:
+    def send(
+        self,
+        plan: Plan,
+        lease: Lease,
+        request: Any,
+        options: CallOptions,
+        how: Literal["with_call", "future", "call"],
+    ) -> Any:
         """Send one attempt: ``how`` is ``"with_call"``, ``"future"`` or ``"call"`` (a stream)."""
         inner = lease.callable(plan.method)
         start = inner if how == "call" else getattr(inner, how)
@@ -392,7 +399,28 @@ class AttemptEngine:
         return self._sleep(delay_s)
 
 
-class AsyncRun:
+class _Run:
+    """What a future's and a stream's runs share: the call, its current attempt, cancellation."""
+
+    def __init__(self, engine: AttemptEngine, request: Any, options: CallOptions) -> None:
+        self._engine = engine
+        self._request = request
+        self._options = options
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self.attempt: Any = None  # the current attempt's grpc call (or the error that ended it)
+        self.plan: Plan | None = None
+
+    def _adopt(self, inner: Any) -> None:
+        """Make ``inner`` the current attempt; cancel it at once if the call was cancelled."""
+        with self._lock:
+            self.attempt = inner
+            cancelled = self._cancelled
+        if cancelled:
+            inner.cancel()
+
+
+class AsyncRun(_Run):
     """A future's attempts: each ends on grpc's callback thread; a retry is sent by the timer.
 
     ``on_done(response, error, final, cancelled)`` runs exactly once: on success (``final``
@@ -408,17 +436,11 @@ class AsyncRun:
         options: CallOptions,
         on_done: Callable[[Any, Any, Any, bool], None],
     ) -> None:
-        self._engine = engine
-        self._request = request
-        self._options = options
+        super().__init__(engine, request, options)
         self._on_done = on_done
-        self._lock = threading.Lock()
         self._done = False
-        self._cancelled = False
-        self._attempt: Any = None
         self._cancel_timer: Callable[[], None] | None = None
         self._last_error: Any = None
-        self.plan: Plan | None = None
         try:
             self.plan = engine.begin(method, options)
         except LocalRpcError as error:
@@ -432,7 +454,7 @@ class AsyncRun:
             if self._done:
                 return False
             self._cancelled = True
-            attempt, cancel_timer = self._attempt, self._cancel_timer
+            attempt, cancel_timer = self.attempt, self._cancel_timer
         if cancel_timer is not None:
             cancel_timer()
         self._finish(
@@ -470,11 +492,7 @@ class AsyncRun:
                 error=LocalRpcError(grpc.StatusCode.INTERNAL, f"rpckit: retry not sent: {error!r}")
             )
             return
-        with self._lock:
-            self._attempt = inner
-            cancelled = self._cancelled
-        if cancelled:
-            inner.cancel()
+        self._adopt(inner)
         inner.add_done_callback(functools.partial(self._attempt_done, lease))
 
     def _attempt_done(self, lease: Lease, inner: Any) -> None:
@@ -507,7 +525,7 @@ class AsyncRun:
         self._on_done(response, error, final if final is not None else error, cancelled)
 
 
-class StreamRun:
+class StreamRun(_Run):
     """A response stream's attempts; iterate it. Retried (when safe) until its first message.
 
     Only a unary-stream call retries (its one request can be sent again); the
@@ -517,14 +535,8 @@ class StreamRun:
     def __init__(
         self, engine: AttemptEngine, method: Method, request: Any, options: CallOptions
     ) -> None:
-        self._engine = engine
-        self._request = request
-        self._options = options
-        self._lock = threading.Lock()
+        super().__init__(engine, request, options)
         self._received = False
-        self._cancelled = False
-        self.attempt: Any = None
-        self.plan: Plan | None = None
         try:
             self.plan = engine.begin(method, options)
             self._start()
@@ -541,11 +553,7 @@ class StreamRun:
             self._engine.ended(plan, lease, None)
             raise
         inner.add_done_callback(functools.partial(self._engine.ended, plan, lease))
-        with self._lock:
-            self.attempt = inner
-            cancelled = self._cancelled
-        if cancelled:
-            inner.cancel()
+        self._adopt(inner)
 
     def cancel(self) -> bool:
         with self._lock:

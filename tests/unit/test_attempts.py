@@ -260,6 +260,7 @@ class FakeBackends:
         self.picks: list[tuple[frozenset[str], bool]] = []  # (tried before the pick, may_wait)
         self.released: list[tuple[str, Feedback, int | None]] = []
         self.closed = False
+        self.serving_picks: int | None = None  # after this many picks no backend serves
 
     def pick(self, plan: Plan, *, may_wait: bool) -> FakeBackend:
         self.picks.append((frozenset(plan.tried), may_wait))
@@ -267,7 +268,8 @@ class FakeBackends:
             raise LocalRpcError(grpc.StatusCode.CANCELLED, "rpckit: the channel was closed")
         untried = [b for a, b in self.backends.items() if a not in plan.tried]
         candidates = untried or list(self.backends.values())
-        if not candidates:
+        gone = self.serving_picks is not None and len(self.picks) > self.serving_picks
+        if not candidates or gone:
             raise LocalRpcError(grpc.StatusCode.UNAVAILABLE, "rpckit: no backend")
         return candidates[0]
 
@@ -409,6 +411,13 @@ def outcome(shape: Shape, r: Rig, timeout: float | None = None, idempotent: bool
         return error
 
 
+def failed_with(result: Any, code: grpc.StatusCode) -> grpc.RpcError:
+    """``result`` is an RpcError with ``code``; returned for further checks."""
+    assert isinstance(result, grpc.RpcError), result
+    assert result.code() is code
+    return result
+
+
 def retry_delays(r: Rig) -> list[float]:
     """The waits before retries: slept by blocking calls and streams, timed by futures."""
     return r.clock.sleeps + r.timer.delays
@@ -449,9 +458,7 @@ def test_each_retry_avoids_every_backend_already_tried(name: str) -> None:
 @pytest.mark.parametrize("name", RETRYING)
 def test_attempts_stop_at_max_attempts_with_the_last_error(name: str) -> None:
     r = rig({a: [connect_failure()] for a in "abcd"}, max_attempts=3)
-    error = outcome(RETRYING[name], r)
-    assert isinstance(error, grpc.RpcError)
-    assert error.code() is grpc.StatusCode.UNAVAILABLE
+    error = failed_with(outcome(RETRYING[name], r), grpc.StatusCode.UNAVAILABLE)
     assert error.details() == CONNECT_FAILED  # the backend's error, not a local one
     assert r.order == ["a", "b", "c"]
 
@@ -473,9 +480,7 @@ def test_a_failure_that_may_have_run_is_retried_only_for_an_idempotent_method(na
 @pytest.mark.parametrize("name", NOT_REPLAYABLE)
 def test_calls_with_a_request_stream_never_retry(name: str) -> None:
     r = rig({"a": [refusal(10)], "b": [Step()]})
-    error = outcome(NOT_REPLAYABLE[name], r)
-    assert isinstance(error, grpc.RpcError)
-    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    failed_with(outcome(NOT_REPLAYABLE[name], r), grpc.StatusCode.RESOURCE_EXHAUSTED)
     assert r.order == ["a"]
     assert retry_delays(r) == []
     [(_, feedback, _)] = r.backends.released
@@ -513,9 +518,7 @@ def test_the_servers_pushback_is_the_delay_before_the_retry(name: str) -> None:
 @pytest.mark.parametrize("name", RETRYING)
 def test_a_negative_pushback_declines_the_retry(name: str) -> None:
     r = rig({"a": [refusal(-1)], "b": [Step()]})
-    error = outcome(RETRYING[name], r)
-    assert isinstance(error, grpc.RpcError)
-    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    failed_with(outcome(RETRYING[name], r), grpc.StatusCode.RESOURCE_EXHAUSTED)
     assert r.order == ["a"]
 
 
@@ -537,9 +540,7 @@ def test_the_deadline_expires_mid_retry(name: str) -> None:
     # the same pushback, which would outlast the 0.1 s left: the call ends with b's refusal.
     r = rig({"a": [refusal(500, elapsed=0.3)], "b": [refusal(500, elapsed=0.1)], "c": [Step()]})
     start = r.clock.now
-    error = outcome(RETRYING[name], r, timeout=1.0)
-    assert isinstance(error, grpc.RpcError)
-    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    failed_with(outcome(RETRYING[name], r, timeout=1.0), grpc.StatusCode.RESOURCE_EXHAUSTED)
     assert r.order == ["a", "b"]
     assert retry_delays(r) == [0.5]
     assert r.clock.now - start == pytest.approx(0.9)  # no wait after the last attempt
@@ -662,28 +663,18 @@ def test_a_future_whose_channel_closes_while_its_retry_waits_ends_with_the_last_
 def test_a_channel_closed_during_the_backoff_ends_the_call_with_its_error(name: str) -> None:
     r = rig({"a": [refusal(300)], "b": [Step()]})
     r.clock.closed = True
-    error = outcome(RETRYING[name], r)
-    assert isinstance(error, grpc.RpcError)
-    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    failed_with(outcome(RETRYING[name], r), grpc.StatusCode.RESOURCE_EXHAUSTED)
     assert r.order == ["a"]
 
 
 @pytest.mark.parametrize("name", RETRYING)
 def test_no_backend_for_the_retry_ends_the_call_with_the_backends_error(name: str) -> None:
-    r = rig({"a": [connect_failure()]})  # only a, already tried: the fake picks it again
-    r.backends.backends.clear()
-    r.backends.backends["a"] = FakeBackend("a", r.clock, [connect_failure()])
-
-    def no_second_pick(plan: Plan, *, may_wait: bool) -> FakeBackend:
-        if plan.tried:
-            raise LocalRpcError(grpc.StatusCode.UNAVAILABLE, "rpckit: no backend can take it")
-        return r.backends.backends["a"]
-
-    r.backends.pick = no_second_pick  # type: ignore[method-assign]
-    error = outcome(RETRYING[name], r)
-    assert isinstance(error, grpc.RpcError)
+    r = rig({"a": [refusal(300)], "b": [Step()]})
+    r.backends.serving_picks = 1  # every backend goes away during the backoff
+    error = failed_with(outcome(RETRYING[name], r), grpc.StatusCode.RESOURCE_EXHAUSTED)
     assert not isinstance(error, LocalRpcError)  # the caller learns what the backend said
-    assert error.details() == CONNECT_FAILED
+    assert r.order == ["a"]
+    assert len(r.backends.picks) == 2
 
 
 @pytest.mark.parametrize("name", ALL)

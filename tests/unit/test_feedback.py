@@ -29,6 +29,14 @@ REPORT = encode_load(load_pb2.LoadReport(queue_depth=4, pid=321))
 REFUSAL = f"{REJECTION_DETAILS_PREFIX}queue full"
 
 
+def fed(
+    latency: Latency, outlier: bool | None = None, throttle: bool | None = None, hold_s: float = 0
+) -> Feedback:
+    return Feedback(
+        latency=latency, hold_s=hold_s, outlier_success=outlier, throttle_accepted=throttle
+    )
+
+
 def refused(pushback: str = "250") -> Outcome:
     """An rpckit server's admission refusal: its prefix, a pushback and its load report."""
     return observe("RESOURCE_EXHAUSTED", (REPORT, (PUSHBACK_METADATA_KEY, pushback)), REFUSAL)
@@ -90,76 +98,70 @@ def test_pushback_parsing(trailers: tuple[tuple[str, object], ...], expected: in
         (
             observe("OK", (REPORT,), ""),
             Shape.UNARY,
-            Feedback(latency=Latency.SAMPLE, outlier_success=True, throttle_accepted=True),
+            fed(Latency.SAMPLE, True, True),
         ),
         # Streams may last minutes: never a latency sample, still a success.
         (
             observe("OK", (REPORT,), ""),
             Shape.SERVER_STREAM,
-            Feedback(latency=Latency.ABANDON, outlier_success=True, throttle_accepted=True),
+            fed(Latency.ABANDON, True, True),
         ),
         (
             observe("OK", (), ""),
             Shape.BIDI_STREAM,
-            Feedback(latency=Latency.ABANDON, outlier_success=True, throttle_accepted=True),
+            fed(Latency.ABANDON, True, True),
         ),
         # An admission refusal holds the estimate at the pushback; overload, not a fault.
         (
             refused("250"),
             Shape.UNARY,
-            Feedback(
-                latency=Latency.HOLD, hold_s=0.25, outlier_success=True, throttle_accepted=False
-            ),
+            fed(Latency.HOLD, True, False, hold_s=0.25),
         ),
         (
             refused("250"),
             Shape.CLIENT_STREAM,
-            Feedback(
-                latency=Latency.HOLD, hold_s=0.25, outlier_success=True, throttle_accepted=False
-            ),
+            fed(Latency.HOLD, True, False, hold_s=0.25),
         ),
         # A negative pushback still holds (at 0 s), it never makes a negative latency.
         (
             refused("-1"),
             Shape.UNARY,
-            Feedback(
-                latency=Latency.HOLD, hold_s=0.0, outlier_success=True, throttle_accepted=False
-            ),
+            fed(Latency.HOLD, True, False, hold_s=0.0),
         ),
         # A connect failure: no sample (failing fast must not look fast), a fault, a reject.
         (
             observe("UNAVAILABLE", (), "failed to connect to all addresses"),
             Shape.UNARY,
-            Feedback(latency=Latency.ABANDON, outlier_success=False, throttle_accepted=False),
+            fed(Latency.ABANDON, False, False),
         ),
         # A timeout is a latency peak and a fault.
         (
             observe("DEADLINE_EXCEEDED", (), "Deadline Exceeded"),
             Shape.UNARY,
-            Feedback(latency=Latency.SAMPLE, outlier_success=False, throttle_accepted=True),
+            fed(Latency.SAMPLE, False, True),
         ),
         # A handler's crash: a fault, no sample.
         (
             observe("INTERNAL", (REPORT,), "boom"),
             Shape.UNARY,
-            Feedback(latency=Latency.ABANDON, outlier_success=False, throttle_accepted=True),
+            fed(Latency.ABANDON, False, True),
         ),
         # The request's own fault: the handler answered in its time; a success for the backend.
         (
             observe("INVALID_ARGUMENT", (REPORT,), "bad sku"),
             Shape.UNARY,
-            Feedback(latency=Latency.SAMPLE, outlier_success=True, throttle_accepted=True),
+            fed(Latency.SAMPLE, True, True),
         ),
         # A quota without an rpckit report: a reject for the throttle, not a fault, no sample.
         (
             observe("RESOURCE_EXHAUSTED", (), "quota"),
             Shape.UNARY,
-            Feedback(latency=Latency.ABANDON, outlier_success=True, throttle_accepted=False),
+            fed(Latency.ABANDON, True, False),
         ),
         # The caller cancelled: nothing about the backend.
-        (observe("CANCELLED", (), "Cancelled"), Shape.UNARY, Feedback(latency=Latency.ABANDON)),
+        (observe("CANCELLED", (), "Cancelled"), Shape.UNARY, fed(Latency.ABANDON)),
         # No status at all (the request failed to serialize): only the outstanding count drops.
-        (Outcome(code=None), Shape.UNARY, Feedback(latency=Latency.ABANDON)),
+        (Outcome(code=None), Shape.UNARY, fed(Latency.ABANDON)),
     ],
 )
 def test_classify(outcome: Outcome, shape: Shape, expected: Feedback) -> None:
