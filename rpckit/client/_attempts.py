@@ -293,8 +293,17 @@ class AttemptEngine:
         )
 
     def pick(self, plan: Plan) -> Lease:
-        """The next attempt's backend; only the first attempt may wait for one."""
-        lease = self._backends.pick(plan, may_wait=plan.attempts == 0)
+        """The next attempt's backend; only the first attempt may wait for one.
+
+        A retry whose deadline passed while it waited (a timer or a sleep that woke
+        late, e.g. on a busy machine) is not sent: it could only time out at once,
+        and that would look like a fast answer to P2C. The drivers then end the call
+        with the error of its last attempt.
+        """
+        first = plan.attempts == 0
+        if not first and plan.time_left(self._clock()) == 0.0:
+            raise LocalRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "rpckit: deadline passed")
+        lease = self._backends.pick(plan, may_wait=first)
         plan.attempts += 1
         plan.tried.add(lease.address)
         return lease

@@ -43,6 +43,7 @@ class FakeClock:
         self.now = 100.0
         self.sleeps: list[float] = []
         self.closed = False  # a closed channel cuts every sleep short
+        self.oversleep = 0.0  # a busy machine wakes sleepers late
 
     def __call__(self) -> float:
         return self.now
@@ -51,7 +52,7 @@ class FakeClock:
         self.sleeps.append(seconds)
         if self.closed:
             return True
-        self.now += seconds
+        self.now += seconds + self.oversleep
         return False
 
 
@@ -80,7 +81,7 @@ class FakeTimer:
         while self._heap:
             due, _, job = heapq.heappop(self._heap)
             if not job[2]:
-                self._clock.now = max(self._clock.now, due)
+                self._clock.now = max(self._clock.now, due + self._clock.oversleep)
                 job[0]()
 
     def close(self) -> None:
@@ -545,6 +546,18 @@ def test_the_deadline_expires_mid_retry(name: str) -> None:
     assert retry_delays(r) == [0.5]
     assert r.clock.now - start == pytest.approx(0.9)  # no wait after the last attempt
     assert r.timeouts() == [pytest.approx(1.0), pytest.approx(0.2)]
+
+
+@pytest.mark.parametrize("name", RETRYING)
+def test_a_retry_that_wakes_after_the_deadline_is_not_sent(name: str) -> None:
+    # Worst input: a busy machine. The pushback fits (0.5 s of 0.6 s left) but the wait
+    # overruns by 0.2 s: sending now could only time out at once and look fast to P2C.
+    r = rig({"a": [refusal(500, elapsed=0.4)], "b": [Step()]})
+    r.clock.oversleep = 0.2
+    error = failed_with(outcome(RETRYING[name], r, timeout=1.0), grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert not isinstance(error, LocalRpcError)  # a's refusal, what the caller can act on
+    assert r.order == ["a"]
+    assert len(r.backends.picks) == 1  # no pick, no attempt for b
 
 
 @pytest.mark.parametrize("name", ALL)
