@@ -18,6 +18,8 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rpckit.client._attempts import AttemptEngine, LocalRpcError, Method, Plan
 from rpckit.client._calls import StreamStream, StreamUnary, UnaryStream, UnaryUnary
@@ -705,3 +707,76 @@ def test_a_closed_channel_refuses_new_calls(name: str) -> None:
     r.backends.closed = True
     with pytest.raises(ValueError, match="closed channel"):
         ALL[name](r, None, False)
+
+
+# ---------------------------------------------------------------- invariants, any script
+
+
+def steps() -> st.SearchStrategy[Step]:
+    elapsed = st.floats(0.0, 0.5)
+    return st.one_of(
+        st.builds(Step, elapsed=elapsed, messages=st.integers(0, 2)),
+        st.builds(connect_failure, elapsed),
+        st.builds(refusal, st.integers(-1, 800), elapsed),
+        st.builds(
+            Step,
+            st.sampled_from(
+                [
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.INTERNAL,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ]
+            ),
+            st.just("handler said no"),
+            st.just((REPORT,)),
+            elapsed,
+            st.integers(0, 2),
+        ),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.sampled_from(sorted(ALL)),
+    scripts=st.lists(st.lists(steps(), max_size=3), min_size=1, max_size=4),
+    timeout=st.one_of(st.none(), st.floats(0.05, 3.0)),
+    idempotent=st.booleans(),
+    max_attempts=st.integers(1, 5),
+)
+def test_invariants_for_any_backend_behaviour(
+    name: str,
+    scripts: list[list[Step]],
+    timeout: float | None,
+    idempotent: bool,
+    max_attempts: int,
+) -> None:
+    r = rig({f"b{i}": s for i, s in enumerate(scripts)}, max_attempts=max_attempts)
+    start = r.clock.now
+    attempts_sent_at: list[float] = []
+    original_pick = r.backends.pick
+
+    def pick(plan: Plan, *, may_wait: bool) -> FakeBackend:
+        backend = original_pick(plan, may_wait=may_wait)
+        attempts_sent_at.append(r.clock.now)
+        return backend
+
+    r.backends.pick = pick  # type: ignore[method-assign]
+    outcome(ALL[name], r, timeout=timeout, idempotent=idempotent)
+
+    sent = len(attempts_sent_at)
+    assert 1 <= sent <= max_attempts
+    # Every attempt is released exactly once: P2C's outstanding counts cannot leak.
+    assert len(r.backends.released) == sent
+    if name in NOT_REPLAYABLE:
+        assert sent == 1
+    # Each retry goes to a backend not tried yet while there is one.
+    tried: list[str] = []
+    for address in r.order:
+        assert address not in tried or len(set(tried)) == len(scripts)
+        tried.append(address)
+    # No attempt is sent once the deadline has passed; each gets only what is left.
+    if timeout is not None:
+        assert all(at - start < timeout for at in attempts_sent_at[1:])
+        for at, attempt_timeout in zip(attempts_sent_at, r.timeouts(), strict=True):
+            assert attempt_timeout == pytest.approx(max(0.0, start + timeout - at))
