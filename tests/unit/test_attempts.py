@@ -225,6 +225,8 @@ class FakeMulticallable:
         if self._method.kind in ("stream_unary", "stream_stream"):
             request = list(request)  # read the request stream, as grpc would
         backend.attempts.append((self._method.kind, request, timeout))
+        if backend.refuse_send is not None:
+            raise backend.refuse_send
         step = backend.script.pop(0) if backend.script else Step()
         backend.clock.now += step.elapsed
         return FakeCall(backend, step, streaming=streaming)
@@ -250,6 +252,7 @@ class FakeBackend:
         self.clock = clock
         self.script = list(script)
         self.attempts: list[tuple[str, Any, float | None]] = []
+        self.refuse_send: Exception | None = None  # grpcio raising instead of sending
 
     def callable(self, method: Method) -> FakeMulticallable:
         return FakeMulticallable(self, method)
@@ -690,6 +693,57 @@ def test_no_backend_for_the_retry_ends_the_call_with_the_backends_error(name: st
     assert not isinstance(error, LocalRpcError)  # the caller learns what the backend said
     assert r.order == ["a"]
     assert len(r.backends.picks) == 2
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_request_grpc_cannot_send_raises_and_its_attempt_is_released(name: str) -> None:
+    r = rig({"a": [Step()]})
+    r.backends.backends["a"].refuse_send = TypeError("cannot serialize the request")
+    with pytest.raises(TypeError, match="serialize"):
+        ALL[name](r, None, False)
+    # Released once, teaching nothing: no latency, not a fault, not a reject.
+    assert r.backends.released == [("a", Feedback(latency=Latency.ABANDON), None)]
+
+
+@pytest.mark.parametrize(
+    ("refused", "code", "details"),
+    [
+        (ValueError("Cannot invoke RPC on closed channel!"), "CANCELLED", "channel was closed"),
+        (RuntimeError("odd"), "INTERNAL", "retry not sent"),
+    ],
+)
+def test_a_futures_retry_that_cannot_be_sent_ends_the_future(
+    refused: Exception, code: str, details: str
+) -> None:
+    r = rig({"a": [refusal(100)], "b": [Step()]})
+    r.backends.backends["b"].refuse_send = refused  # e.g. b's connection closed meanwhile
+    future = UnaryUnary(r.engine, method("unary_unary")).future(b"req")
+    r.timer.run()
+    error = failed_with(future.exception(timeout=0), getattr(grpc.StatusCode, code))
+    assert details in str(error.details())
+    assert r.order == ["a", "b"]  # both attempts released
+
+
+@pytest.mark.parametrize("name", ["unary.future", "unary_stream", "stream_stream"])
+def test_throttled_calls_of_every_shape_fail_locally_without_a_pick(name: str) -> None:
+    r = rig({"a": [refusal(-1)] * 40}, adaptive_throttle=AdaptiveThrottleConfig())
+    results = [outcome(ALL[name], r) for _ in range(40)]
+    local = [e for e in results if isinstance(e, LocalRpcError)]
+    assert len(local) > 10  # the backend refuses everything: most calls stay home
+    assert {e.code() for e in local} == {grpc.StatusCode.UNAVAILABLE}
+    assert len(r.backends.picks) == len(results) - len(local)
+
+
+def test_cancelling_a_stream_ends_it_cancelled_without_a_retry() -> None:
+    r = rig({"a": [Step(messages=3)], "b": [Step()]})
+    stream = UnaryStream(r.engine, method("unary_stream", idempotent=True))(b"req")
+    assert next(stream) == "message@a"
+    assert stream.cancel()
+    assert stream.cancelled()
+    assert stream.code() is grpc.StatusCode.CANCELLED
+    assert r.order == ["a"]
+    [(_, feedback, _)] = r.backends.released
+    assert feedback.outlier_success is None  # the caller's doing, not the backend's
 
 
 @pytest.mark.parametrize("name", ALL)
