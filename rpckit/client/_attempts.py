@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import random
 import threading
 import time
@@ -57,6 +58,8 @@ __all__ = [
     "StreamRun",
     "call_status",
 ]
+
+_log = logging.getLogger("rpckit.client")
 
 
 # ---------------------------------------------------------------- per-call data
@@ -351,8 +354,14 @@ class AttemptEngine:
                 time_left_s=plan.time_left(now),
                 rng=self._rng,
             )
-            if not retry.retry or not self._budget.try_withdraw(now):
-                return None  # withdraw last: only a retry that happens pays
+            if not retry.retry:
+                return None
+            granted = self._budget.try_withdraw(now)  # last: only a retry that happens pays
+        if not granted:
+            _log.debug(
+                "rpckit balanced channel: retry of %s denied by the budget", plan.method.path
+            )
+            return None
         return retry.delay_s
 
     # -------------------------------------------------------------- blocking calls

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import logging
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -590,7 +591,10 @@ def test_grpcios_no_deadline_value_means_no_deadline() -> None:
 
 
 @pytest.mark.parametrize("name", RETRYING)
-def test_an_exhausted_budget_ends_the_call_with_the_backends_error(name: str) -> None:
+def test_an_exhausted_budget_ends_the_call_with_the_backends_error(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="rpckit.client")
     # One retry per 10 s window whatever the traffic (min_per_s 0.1), none earned by requests.
     budget = RetryBudgetConfig(ratio=0.0, min_per_s=0.1, window_s=10.0)
     shape = RETRYING[name]
@@ -603,6 +607,7 @@ def test_an_exhausted_budget_ends_the_call_with_the_backends_error(name: str) ->
     assert isinstance(error, grpc.RpcError)
     assert error.details() == CONNECT_FAILED
     assert r.order == ["a", "b", "a"]
+    assert "retry of /test.Inventory/Get denied by the budget" in caplog.text
 
     r.clock.now += 10.0  # the window slides past the spent retry: the budget recovers
     assert outcome(shape, r) == EXPECTED_B[name]
