@@ -9,10 +9,11 @@ nothing they already decide::
 
     discovery (_discovery) --> backends --> N grpc channels each (distinct TCP connections)
                                    |            |  one health watch thread per connection
-    call --> deadline (_deadline) --> P2C over eligible backends (_p2c), minus ejected (_outlier)
-                                   --> least-loaded connection (by server process)
-         <-- response + rpckit-load-bin trailer: latency, queue depth, outcome fed back
-         on failure: retry_decision / backoff_s / RetryBudget (_retry), on another backend
+    call --> attempt engine (_attempts): deadline (_deadline), throttle, budget deposit
+                 --> pick: P2C over eligible backends (_p2c), minus ejected (_outlier)
+                           --> least-loaded connection (by server process)
+                 <-- outcome classified (_feedback) and applied here: latency, queue depth,
+                     outlier ejection; on failure a retry (_feedback, _retry), on another backend
 
 * **Eligible** backends have a connection whose ``grpc.health.v1.Health/Watch``
   says SERVING. NOT_SERVING, or a watch that breaks, takes the connection out
@@ -27,7 +28,8 @@ nothing they already decide::
   names the process (pid), so a connection that lands on a process another
   connection already reaches is redialed (``worker_redials``), and each call
   goes to the connection whose process has the least work.
-* **Feedback**: every response's ``rpckit-load-bin`` trailer (success or
+* **Feedback** (what :func:`rpckit.client._feedback.classify` decides, applied
+  by ``_release``): every response's ``rpckit-load-bin`` trailer (success or
   error; for futures and streams, when they end) updates the server's queue
   depth; unary calls that a handler answered without a fault (or that
   timed out) also give a latency sample (streams, which may last for
@@ -35,14 +37,15 @@ nothing they already decide::
   admission refusal holds the latency estimate (at least the server's
   pushback, no decay), so a shedding backend is not sought; outcomes feed
   outlier ejection.
-* **Retries**, only when safe (see :func:`rpckit.client._retry.retry_decision`): the
+* **Retries**, decided by the attempt engine, only when safe
+  (:func:`rpckit.client._feedback.plan_retry`, :func:`rpckit.client._retry.retry_decision`): the
   call never reached a handler (connect failure, a draining server's refusal,
   an admission rejection with ``grpc-retry-pushback-ms``), or the method is
   idempotent (``option idempotency_level`` in its proto, read from protobuf's
   default descriptor pool). Another backend, jittered backoff (or the
   server's pushback), within the caller's deadline and the retry budget.
   Unary-unary calls retry; unary-stream calls retry until their first
-  message; client-streaming calls never do (their requests cannot be replayed).
+  message; calls with a request stream never do (their requests cannot be replayed).
 * **Deadlines**: inside an rpckit handler the inbound deadline minus a margin
   is every call's ceiling; an explicit ``timeout`` can only shorten it
   (:func:`rpckit.core._deadline.outbound_timeout`). One deadline covers all
@@ -51,15 +54,20 @@ nothing they already decide::
 Threads: one scheduler (re-resolution, delayed retries of futures, closing
 retired connections, connectivity callbacks) and one health thread per
 connection, all daemons, all stopped and joined by :meth:`BalancedChannel.close`.
-All policy state sits behind one lock; no I/O happens under it.
+The backends' state sits behind one lock (the retry budget and throttle behind
+the engine's); no I/O happens under either.
 
-This module holds the channel and its state (backends, connections, the
-policy glue). Around it, imported one way only::
+This module holds the channel and its state (backends, connections, picking,
+applying feedback). Around it, imported one way only (docs/architecture.md,
+"The balanced client: attempts and feedback")::
 
+    _calls            the multicallables, futures and streams stubs get back
+    _attempts         the attempt engine they run on; it sees the channel only
+                      through ``_ChannelBackends`` (pick, release)
     _config           BalancedChannelConfig, BackendStatus, ConnectionStatus
+    _feedback         pure: what an attempt's outcome feeds, whether to retry
     _scheduler        the timer thread
     _backend_health   one connection's Health Check/Watch loop
-    _calls            the multicallables, futures and streams stubs get back
 """
 
 from __future__ import annotations
@@ -72,69 +80,33 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 import grpc
 
+from rpckit.client._attempts import AttemptEngine, LocalRpcError, Method, Plan
 from rpckit.client._backend_health import Health, HealthWatch
 from rpckit.client._calls import (
-    CallOptions,
-    LocalRpcError,
-    Method,
-    Plan,
     StreamStream,
     StreamUnary,
     UnaryStream,
     UnaryUnary,
-    call_status,
     idempotent_in_pool,
     method_key,
 )
 from rpckit.client._config import BackendStatus, BalancedChannelConfig, ConnectionStatus
 from rpckit.client._discovery import Discovery, DnsTarget, Resolver, parse_targets
+from rpckit.client._feedback import Feedback, Latency
 from rpckit.client._outlier import OutlierDetector
 from rpckit.client._p2c import BackendLoad, pick
-from rpckit.client._retry import (
-    STATUS_CODE_NAMES,
-    AdaptiveThrottle,
-    RetryBudget,
-    backoff_s,
-    retry_decision,
-)
 from rpckit.client._scheduler import JOIN_TIMEOUT_S, Scheduler, run_safely
-from rpckit.core._deadline import NO_DEADLINE_S, outbound_timeout
-from rpckit.core._load import load_from_metadata
-from rpckit.core._wire import PUSHBACK_METADATA_KEY, REJECTION_DETAILS_PREFIX
 from rpckit.v1 import load_pb2
 
 __all__ = ["BalancedChannel"]
 
 _log = logging.getLogger("rpckit.client")
-
-_NEVER_SENT_PREFIXES = (
-    "failed to connect to all addresses",  # grpc core: no connection to pick (refused, drained)
-    "DNS resolution failed",  # grpc core: a host-name target did not resolve
-    "empty address list",  # grpc core: the name resolved to nothing
-)
-"""How grpc core words a call it failed before sending it (checked only without server trailers)."""
-
-_BACKEND_FAULTS = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.DATA_LOSS,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-    }
-)
-"""Codes that count against a backend for outlier ejection (the _outlier docstring's list).
-Admission rejections (details starting with REJECTION_DETAILS_PREFIX) are overload, not
-faults: P2C steers by the queue depth those servers report instead."""
-
-_OVERLOAD_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE})
-"""Codes that mean the backend did not accept the call (adaptive throttling's "rejects")."""
 
 _MAX_PIDS_REMEMBERED = 64
 """Per backend, server process ids remembered to spot a new process (bounded across restarts)."""
@@ -214,39 +186,40 @@ class _Connection:
 
 @dataclasses.dataclass(eq=False)
 class _Choice:
-    """The backend and connection one attempt went to, and when it started."""
+    """The backend and connection one attempt went to, and when it started (an engine's Lease)."""
 
     backend: _Backend
     connection: _Connection
     started: float
 
+    @property
+    def address(self) -> str:
+        return self.backend.address
 
-def _pushback_ms(trailers: Iterable[Any] | None) -> int | None:
-    """The ``grpc-retry-pushback-ms`` trailer; -1 (do not retry) when unparseable."""
-    for key, value in trailers or ():
-        if key == PUSHBACK_METADATA_KEY:
-            text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-            try:
-                return int(text)
-            except ValueError:
-                return -1
-    return None
+    def callable(self, method: Method) -> Any:
+        return self.connection.callable(method)
 
 
-def _reached_handler(details: str, trailers: Sequence[Any]) -> bool | None:
-    """False when the failed call certainly never reached a handler; None when unknown.
+class _ChannelBackends:
+    """The channel as the attempt engine sees it: picks and feedback, nothing else."""
 
-    Errors grpc core makes up in the client carry no trailers; an rpckit
-    server's errors always carry its load report, so a handler relaying a
-    downstream "failed to connect" is not mistaken for one.
-    """
-    if not trailers and details.startswith(_NEVER_SENT_PREFIXES):
-        return False
-    if details.startswith(REJECTION_DETAILS_PREFIX) and any(
-        key == PUSHBACK_METADATA_KEY for key, _ in trailers
-    ):
-        return False  # rejected by admission control, which runs before the handler
-    return None
+    __slots__ = ("_channel",)
+
+    def __init__(self, channel: BalancedChannel) -> None:
+        self._channel = channel
+
+    @property
+    def closed(self) -> bool:
+        return self._channel._closed
+
+    def pick(self, plan: Plan, *, may_wait: bool) -> _Choice:
+        return self._channel._pick(plan, may_wait=may_wait)
+
+    def release(
+        self, lease: Any, feedback: Feedback, report: load_pb2.LoadReport | None, now: float
+    ) -> None:
+        assert isinstance(lease, _Choice)
+        self._channel._release(lease, feedback, report, now)
 
 
 # ---------------------------------------------------------------- the channel
@@ -291,9 +264,6 @@ class BalancedChannel(grpc.Channel):
         self._outlier: OutlierDetector[str] | None = (
             OutlierDetector(outlier) if outlier is not None else None
         )
-        self._budget = RetryBudget(self._config.retry_budget)
-        throttle = self._config.adaptive_throttle
-        self._throttle = AdaptiveThrottle(throttle) if throttle is not None else None
         self._slots = itertools.count()
         self._closed = False
         self._closed_event = threading.Event()
@@ -302,6 +272,12 @@ class BalancedChannel(grpc.Channel):
         self._subscribers: list[Callable[[grpc.ChannelConnectivity], None]] = []
         self._connectivity = grpc.ChannelConnectivity.IDLE
         self._scheduler = Scheduler("rpckit-balancer-scheduler")
+        self._engine = AttemptEngine(
+            _ChannelBackends(self),
+            self._config,
+            schedule=self._schedule_retry,
+            sleep=self._closed_event.wait,
+        )
         try:
             self._set_addresses(self._discovery.static_addresses())
             if self._discovery.dynamic:
@@ -325,7 +301,7 @@ class BalancedChannel(grpc.Channel):
         _registered_method: bool | None = False,
     ) -> grpc.UnaryUnaryMultiCallable[Any, Any]:
         return UnaryUnary(
-            self,
+            self._engine,
             self._method(
                 "unary_unary", method, request_serializer, response_deserializer, _registered_method
             ),
@@ -339,7 +315,7 @@ class BalancedChannel(grpc.Channel):
         _registered_method: bool | None = False,
     ) -> grpc.UnaryStreamMultiCallable[Any, Any]:
         return UnaryStream(
-            self,
+            self._engine,
             self._method(
                 "unary_stream",
                 method,
@@ -357,7 +333,7 @@ class BalancedChannel(grpc.Channel):
         _registered_method: bool | None = False,
     ) -> grpc.StreamUnaryMultiCallable[Any, Any]:
         return StreamUnary(
-            self,
+            self._engine,
             self._method(
                 "stream_unary",
                 method,
@@ -375,7 +351,7 @@ class BalancedChannel(grpc.Channel):
         _registered_method: bool | None = False,
     ) -> grpc.StreamStreamMultiCallable[Any, Any]:
         return StreamStream(
-            self,
+            self._engine,
             self._method(
                 "stream_stream",
                 method,
@@ -713,28 +689,12 @@ class BalancedChannel(grpc.Channel):
             key=method_key(kind, path, request_serializer, response_deserializer, registered),
         )
 
-    def _begin(self, method: Method, options: CallOptions) -> Plan:
-        """Start a logical call: its deadline, throttling, and a deposit in the retry budget."""
-        if self._closed:
-            raise ValueError("Cannot invoke RPC on closed channel!")
-        now = time.monotonic()
-        explicit = options.timeout
-        if explicit is not None and explicit > NO_DEADLINE_S:
-            explicit = None  # grpcio's "no deadline" (time_remaining() of a call without one)
-        effective = outbound_timeout(explicit, now=now, margin_s=self._config.deadline_margin_s)
-        with self._lock:
-            if self._throttle is not None and self._throttle.should_reject_locally(now, self._rng):
-                raise LocalRpcError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"rpckit: {method.path} rejected in the client by adaptive throttling "
-                    "(the backends have been rejecting most calls)",
-                )
-            self._budget.record_request(now)
-        return Plan(
-            method=method,
-            deadline=None if effective is None else now + effective,
-            wait_for_ready=bool(options.wait_for_ready),
-        )
+    def _schedule_retry(
+        self, delay_s: float, fn: Callable[[], None], on_drop: Callable[[], None]
+    ) -> Callable[[], None]:
+        """The engine's timer: a future's retry, sent from the scheduler thread."""
+        job = self._scheduler.call_later(delay_s, fn, on_drop=on_drop)
+        return (lambda: None) if job is None else functools.partial(Scheduler.cancel, job)
 
     def _pick(self, plan: Plan, *, may_wait: bool) -> _Choice:
         """Choose backend and connection for the plan's next attempt, or raise a local error.
@@ -755,8 +715,6 @@ class BalancedChannel(grpc.Channel):
                 now = time.monotonic()
                 choice = self._choose_locked(plan, now)
                 if choice is not None:
-                    plan.attempts += 1
-                    plan.tried.add(choice.backend.address)
                     return choice
                 if (
                     wait_until is None
@@ -854,53 +812,31 @@ class BalancedChannel(grpc.Channel):
                 latest[conn.pid] = (conn.reported_at, conn.queue_depth)
         return {pid: depth for pid, (_, depth) in latest.items()}
 
-    def _finish(
+    def _release(
         self,
         choice: _Choice,
-        code: grpc.StatusCode | None,
-        trailers: Sequence[Any],
-        details: str,
-        *,
-        unary: bool,
+        feedback: Feedback,
+        report: load_pb2.LoadReport | None,
+        now: float,
     ) -> None:
-        """An attempt ended (``code`` None: without a status, e.g. the request failed to serialize).
+        """An attempt ended: apply what the engine's feedback policy (_feedback) made of it.
 
-        Feeds P2C, the server's load report, outlier ejection and throttling. P2C
-        learns latency only from unary calls that a handler answered without a
-        fault, or that timed out (a peak): a backend failing fast must not look
-        fast and draw more calls. An admission refusal (a server's load report,
-        its pushback, never a handler) holds the backend's estimate at no less
-        than the pushback instead (:meth:`rpckit.client._p2c.BackendLoad.reject`).
+        P2C latency (a sample, a hold at the pushback, or nothing), the server's
+        load report, outlier ejection; a retired connection whose last call
+        this was is closed.
         """
-        report = load_from_metadata(trailers) if trailers else None
-        now = time.monotonic()
         backend, conn = choice.backend, choice.connection
-        refused = (
-            report is not None
-            and code is not grpc.StatusCode.OK
-            and _reached_handler(details, trailers) is False
-        )
         with self._lock:
             conn.outstanding -= 1
-            answered = code is grpc.StatusCode.OK or report is not None
-            if refused:
-                pushback = _pushback_ms(trailers)
-                backend.load.reject(max(0, pushback or 0) / 1000, now)
-            elif unary and (
-                code is grpc.StatusCode.DEADLINE_EXCEEDED
-                or (answered and code not in _BACKEND_FAULTS)
-            ):
+            if feedback.latency is Latency.HOLD:
+                backend.load.reject(feedback.hold_s, now)
+            elif feedback.latency is Latency.SAMPLE:
                 backend.load.finish(max(0.0, now - choice.started), now)
             else:
                 backend.load.abandon()
             redial = report is not None and self._record_report_locked(conn, report, now)
-            if code is not None and code is not grpc.StatusCode.CANCELLED:
-                if self._outlier is not None:
-                    shed = details.startswith(REJECTION_DETAILS_PREFIX)  # overload, not a fault
-                    fault = code in _BACKEND_FAULTS and not shed
-                    self._outlier.record(backend.address, not fault, now, self._rng)
-                if self._throttle is not None:
-                    self._throttle.record(code not in _OVERLOAD_CODES, now)
+            if self._outlier is not None and feedback.outlier_success is not None:
+                self._outlier.record(backend.address, feedback.outlier_success, now, self._rng)
             closable = self._take_closable_locked(conn)
         if closable:
             # Not here: this may be grpc's own callback thread for that channel.
@@ -939,114 +875,3 @@ class BalancedChannel(grpc.Channel):
         backend.redial_misses += 1
         conn.retired = True  # no new calls; _replace_connection swaps in a fresh one
         return True
-
-    def _retry_delay(self, plan: Plan, error: Any) -> float | None:
-        """Seconds to wait before retrying ``error``'s call, or None when it must not be retried."""
-        code, trailers, details = call_status(error)
-        if code is None or code.name not in STATUS_CODE_NAMES:
-            return None
-        pushback = _pushback_ms(trailers)
-        now = time.monotonic()
-        with self._lock:
-            delay = backoff_s(
-                plan.attempts,
-                self._rng,
-                pushback_ms=pushback if pushback is not None and pushback >= 0 else None,
-            )
-            verdict = retry_decision(
-                code=code.name,
-                reached_handler=_reached_handler(details, trailers),
-                idempotent=plan.method.idempotent,
-                pushback_ms=pushback,
-                attempts=plan.attempts,
-                max_attempts=self._config.max_attempts,
-                time_left_s=None if plan.deadline is None else plan.deadline - now,
-                backoff_s=delay,
-            )
-            if not verdict.retry:
-                return None
-            if not self._budget.try_withdraw(now):
-                _log.debug(
-                    "rpckit balanced channel: retry of %s denied by the budget", plan.method.path
-                )
-                return None
-        return delay
-
-    def _attempt_ended(self, choice: _Choice, inner: Any) -> None:
-        """Done-callback of an asynchronous attempt (future or stream)."""
-        code, trailers, details = call_status(inner)
-        self._finish(choice, code, trailers, details, unary=False)
-
-    # -------------------------------------------------------------- calls: shapes
-
-    def _unary_call(
-        self, method: Method, request: Any, options: CallOptions
-    ) -> tuple[Any, grpc.Call]:
-        plan = self._begin(method, options)
-        last_error: grpc.RpcError | None = None
-        while True:
-            try:
-                choice = self._pick(plan, may_wait=last_error is None)
-            except LocalRpcError:
-                if last_error is not None:
-                    raise last_error from None
-                raise
-            inner = choice.connection.callable(method)
-            try:
-                response, call = inner.with_call(
-                    request, timeout=plan.attempt_timeout(), **options.grpc_kwargs()
-                )
-            except grpc.RpcError as error:
-                code, trailers, details = call_status(error)
-                self._finish(choice, code, trailers, details, unary=True)
-                delay = self._retry_delay(plan, error)
-                if delay is None or self._closed_event.wait(delay):
-                    raise
-                last_error = error
-                continue
-            except BaseException:
-                self._finish(choice, None, (), "", unary=True)
-                raise
-            code, trailers, details = call_status(call)
-            self._finish(choice, grpc.StatusCode.OK, trailers, details, unary=True)
-            return response, call
-
-    def _client_stream_call(
-        self, method: Method, requests: Iterator[Any], options: CallOptions
-    ) -> tuple[Any, grpc.Call]:
-        plan = self._begin(method, options)
-        choice = self._pick(plan, may_wait=True)
-        inner = choice.connection.callable(method)
-        try:
-            response, call = inner.with_call(
-                requests, timeout=plan.attempt_timeout(), **options.grpc_kwargs()
-            )
-        except grpc.RpcError as error:
-            code, trailers, details = call_status(error)
-            self._finish(choice, code, trailers, details, unary=False)
-            raise
-        except BaseException:
-            self._finish(choice, None, (), "", unary=False)
-            raise
-        _, trailers, details = call_status(call)
-        self._finish(choice, grpc.StatusCode.OK, trailers, details, unary=False)
-        return response, call
-
-    def _async_call(
-        self, method: Method, request: Any, options: CallOptions, *, future: bool
-    ) -> Any:
-        """Start a call whose end is reported by grpc's done-callback: a stream, or a future."""
-        try:
-            plan = self._begin(method, options)
-            choice = self._pick(plan, may_wait=True)
-        except LocalRpcError as error:
-            return error
-        inner = choice.connection.callable(method)
-        try:
-            started = inner.future if future else inner
-            call = started(request, timeout=plan.attempt_timeout(), **options.grpc_kwargs())
-        except BaseException:
-            self._finish(choice, None, (), "", unary=False)
-            raise
-        call.add_done_callback(functools.partial(self._attempt_ended, choice))
-        return call
