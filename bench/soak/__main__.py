@@ -347,6 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run["buckets"] = results.buckets(
         records, rss, bucket_s=plan.bucket_s, duration_s=plan.duration_s
     )
+    run["by_phase"] = results.account_by_phase(
+        records, restarts=restarts, burst=run["burst"], settle_s=plan.deadline_s
+    )
     run["per_second"] = results.buckets(records, {}, bucket_s=1.0, duration_s=plan.duration_s)
     run["rss_growth"] = {
         name: results.rss_growth(

@@ -49,6 +49,46 @@ def account(records: Sequence[RequestRecord]) -> dict[str, Any]:
     }
 
 
+PHASES = ("steady", "restart", "burst")
+
+
+def phase_of(
+    at_s: float,
+    *,
+    restarts: Sequence[Mapping[str, Any]],
+    burst: Sequence[float],
+    settle_s: float,
+) -> str:
+    """Which part of the soak a call scheduled at ``at_s`` belongs to: ``burst`` from the
+    burst's start until ``settle_s`` after its end, ``restart`` from a SIGTERM until
+    ``settle_s`` after the backend was back (``ready_s``; the SIGTERM plus the drain and
+    restart time if unknown), else ``steady``. The burst wins where they overlap."""
+    start, end = burst
+    if start <= at_s < end + settle_s:
+        return "burst"
+    for restart in restarts:
+        back = restart.get("ready_s")
+        back = restart["at_s"] if back is None else back
+        if restart["at_s"] <= at_s < back + settle_s:
+            return "restart"
+    return "steady"
+
+
+def account_by_phase(
+    records: Sequence[RequestRecord],
+    *,
+    restarts: Sequence[Mapping[str, Any]],
+    burst: Sequence[float],
+    settle_s: float,
+) -> dict[str, dict[str, Any]]:
+    """`account` for each phase (see `phase_of`)."""
+    parts: dict[str, list[RequestRecord]] = {phase: [] for phase in PHASES}
+    for record in records:
+        phase = phase_of(record.scheduled_s, restarts=restarts, burst=burst, settle_s=settle_s)
+        parts[phase].append(record)
+    return {phase: account(part) for phase, part in parts.items()}
+
+
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
 
@@ -247,6 +287,30 @@ def render_markdown(run: Mapping[str, Any]) -> str:
         f"{totals.get('failed', 0)} failed ({_codes(totals.get('failed_by_code', {}))}), "
         f"{totals.get('lost', 0)} lost.",
         "",
+    ]
+    by_phase = run.get("by_phase") or {}
+    if by_phase:
+        lines += [
+            f"By phase (`burst`: from its start to {plan['deadline_s']:g} s after its end; "
+            f"`restart`: from a SIGTERM to {plan['deadline_s']:g} s after the backend was back; "
+            "`steady`: the rest):",
+            "",
+            markdown_table(
+                ["phase", "sent", "OK", "failed", "lost"],
+                [
+                    [
+                        phase,
+                        part["sent"],
+                        part["ok"],
+                        _codes(part["failed_by_code"]) if part["failed"] else 0,
+                        part["lost"],
+                    ]
+                    for phase, part in by_phase.items()
+                ],
+            ),
+            "",
+        ]
+    lines += [
         "## Checks",
         "",
         markdown_table(

@@ -23,8 +23,10 @@ from bench.soak.plan import (
 from bench.soak.results import (
     LOST_CODE,
     account,
+    account_by_phase,
     buckets,
     checks,
+    phase_of,
     render_markdown,
     rss_growth,
 )
@@ -219,3 +221,28 @@ def test_rss_is_read_from_proc_status() -> None:
     assert parse_rss_kib("Name:\tpython\nVmRSS:\t   51234 kB\nThreads: 3\n") == 51234
     with pytest.raises(ValueError, match="VmRSS"):
         parse_rss_kib("Name:\tzombie\n")
+
+
+def test_phases_split_the_run_into_burst_restarts_and_steady() -> None:
+    restarts: list[dict[str, Any]] = [
+        {"at_s": 7.5, "ready_s": 9.0},
+        {"at_s": 22.5, "ready_s": None},
+    ]
+    burst = (28.5, 31.5)
+
+    def phase(at: float) -> str:
+        return phase_of(at, restarts=restarts, burst=burst, settle_s=2.0)
+
+    assert [phase(t) for t in (0, 7.4, 7.5, 10.9, 11.0)] == [
+        "steady", "steady", "restart", "restart", "steady",
+    ]  # fmt: skip
+    assert [phase(t) for t in (22.5, 24.4, 24.5)] == ["restart", "restart", "steady"]
+    assert [phase(t) for t in (28.4, 28.5, 33.4, 33.5)] == ["steady", "burst", "burst", "steady"]
+    split = account_by_phase(
+        [record(1.0), record(8.0, REJECTED, "RESOURCE_EXHAUSTED"), record(30.0)],
+        restarts=restarts,
+        burst=burst,
+        settle_s=2.0,
+    )
+    assert [split[p]["sent"] for p in ("steady", "restart", "burst")] == [1, 1, 1]
+    assert split["restart"]["failed_by_code"] == {"RESOURCE_EXHAUSTED": 1}
