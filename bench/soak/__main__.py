@@ -149,6 +149,7 @@ class Backends:
         with self._lock:
             self.slots[index] = new
         return {
+            "pid": new.pid,
             "exit_code": code,
             "stop_s": round(stopped - began, 2),
             "down_s": round(time.monotonic() - began, 2),

@@ -93,7 +93,11 @@ class SoakClient(FutureCalls):
     def _describe(self, future: Any, code_name: str) -> str:
         if not self._details:
             return code_name
-        return f"{code_name}: {future.details()!s:.90}"
+        import rpckit
+
+        report = rpckit.load_from_metadata(future.trailing_metadata() or ())
+        where = f" [backend pid {report.pid}]" if report is not None else ""
+        return f"{code_name}: {future.details()!s:.90}{where}"
 
     def wait_all(self, until: float) -> list[RawRecord]:
         fired, self._fired = self._fired, []
