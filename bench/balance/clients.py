@@ -78,7 +78,7 @@ class PolicyClient(FutureCalls):
         if spec.policy == "p2c":
             balanced = rpckit.BalancedChannel(list(spec.addresses))
             self._closables.append(balanced)
-            _wait_all_serving(balanced, len(spec.addresses))
+            wait_all_serving(balanced, len(spec.addresses))
             channels = [balanced]
         elif spec.policy == "round_robin":
             channels = [
@@ -118,7 +118,7 @@ class PolicyClient(FutureCalls):
             closable.close()
 
 
-def _wait_all_serving(channel: Any, backends: int) -> None:
+def wait_all_serving(channel: Any, backends: int) -> None:
     """Until the balanced channel sees every backend SERVING (bounded), like channel_ready."""
     give_up_at = time.monotonic() + CONNECT_TIMEOUT_S
     while time.monotonic() < give_up_at:

@@ -209,6 +209,11 @@ class LoadGenerator:
         return len(self._procs)
 
     @property
+    def pids(self) -> list[int]:
+        """The sender processes' pids (e.g. to sample their memory)."""
+        return [proc.pid for proc in self._procs if proc.pid is not None]
+
+    @property
     def _prepare_timeout_s(self) -> float:
         return CONNECT_TIMEOUT_S + self._answer_slack_s
 
@@ -510,6 +515,12 @@ class FutureCalls:
     def _pid(self, future: Any, outcome: Outcome) -> int:
         raise NotImplementedError
 
+    def _describe(self, future: Any, code_name: str) -> str:
+        """What a call that did not end OK is recorded under (its code; a subclass may add
+        the status message)."""
+        del future
+        return code_name
+
     def fire(self, scheduled_s: float, due: float, deadline_s: float) -> None:
         now = time.monotonic()
         remaining = due + deadline_s - now
@@ -535,6 +546,8 @@ class FutureCalls:
         try:
             latency = time.monotonic() - due
             outcome, code_name = classify_grpc(future.code().name, latency, deadline_s)
+            if outcome is not Outcome.OK:
+                code_name = self._describe(future, code_name)
             pid = self._pid(future, outcome)
             self._records.append((scheduled_s, latency, outcome.value, code_name, pid, lag))
         finally:

@@ -73,6 +73,14 @@ def parse_pss_kib(smaps_rollup: str) -> int:
     return int(match.group(1))
 
 
+def parse_rss_kib(status: str) -> int:
+    """The ``VmRSS:`` line of /proc/PID/status, in KiB."""
+    match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+    if match is None:
+        raise ValueError("no VmRSS line in /proc/PID/status")
+    return int(match.group(1))
+
+
 def descendants(root: int, parent_of: Mapping[int, int]) -> list[int]:
     """root and every process below it, given pid -> ppid (root first, then breadth-first)."""
     children: dict[int, list[int]] = {}
@@ -155,6 +163,19 @@ def tree_pss_kib(root: int) -> int:
         text = _read(f"/proc/{pid}/smaps_rollup")
         if text is not None:
             total += parse_pss_kib(text)
+    return total
+
+
+def tree_rss_kib(root: int) -> int | None:
+    """Total resident set size of the process tree under root, in KiB (None when it is gone)."""
+    tree = process_tree(root)
+    if not tree:
+        return None
+    total = 0
+    for pid in tree:
+        text = _read(f"/proc/{pid}/status")
+        if text is not None and "VmRSS:" in text:  # a zombie has no VmRSS line
+            total += parse_rss_kib(text)
     return total
 
 
