@@ -30,6 +30,7 @@ from rpckit.http._errors import (
 )
 from rpckit.http._mapping._jsonmap import LegacyProfile
 from rpckit.http._options import Guard, GuardedCall, RouteOptions, RouteSettings, ShimConfig
+from rpckit.http._server._limits import HttpLimits
 from rpckit.http._server._server import HttpServer
 from rpckit.http._shadow import JsonDifference, ShadowReport
 
@@ -39,6 +40,7 @@ __all__ = [
     "Guard",
     "GuardedCall",
     "HttpError",
+    "HttpLimits",
     "HttpServer",
     "JsonDifference",
     "LegacyProfile",

@@ -67,7 +67,7 @@ def wrap_method_handlers(
     wrapped = {}
     for name, handler in handlers.items():
         method = f"/{service}/{name}"
-        replaced = {}
+        replaced: dict[str, object] = {}
         for field in _BEHAVIOR_FIELDS:
             behavior = getattr(handler, field)
             if behavior is not None:

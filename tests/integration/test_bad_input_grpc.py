@@ -51,7 +51,8 @@ class EchoShop(pb_grpc.ShopServicer):
 
 
 def _valid_samples() -> dict[str, list[bytes]]:
-    echo = pb.EchoRequest(i32=-5, i64=1 << 40, u64=7, color=2, flag=True, tags=["a", "bé"])
+    echo = pb.EchoRequest(i32=-5, i64=1 << 40, u64=7, flag=True, tags=["a", "bé"])
+    echo.color = pb.Color.ValueType(2)
     echo.f64, echo.s32, echo.x32, echo.sx64 = 2.5, -9, 77, -(1 << 50)
     event = pb.Event(kind="restock")
     event.payload.update({"sku": "NUT-M8", "n": 3, "nested": {"deep": [1, "two", None]}})
@@ -127,6 +128,11 @@ def malformed_payloads(rng: random.Random, count: int) -> Iterator[tuple[str, st
         yield method, kind, payload
 
 
+def _raw_unary(channel: grpc.Channel, method: str) -> grpc.UnaryUnaryMultiCallable[bytes, bytes]:
+    """A unary callable that sends and returns bytes as they are."""
+    return channel.unary_unary(method, None, None)
+
+
 def test_malformed_payloads_get_invalid_argument_naming_method_and_error(
     caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -140,7 +146,7 @@ def test_malformed_payloads_get_invalid_argument_naming_method_and_error(
         payloads = list(malformed_payloads(random.Random(SEED), PAYLOADS))
         for start in range(0, len(payloads), 32):  # 32 calls in flight at a time
             batch = payloads[start : start + 32]
-            futures = [raw.unary_unary(m).future(p, timeout=30) for m, _, p in batch]
+            futures = [_raw_unary(raw, m).future(p, timeout=30) for m, _, p in batch]
             for (method, kind, payload), future in zip(batch, futures, strict=True):
                 code = future.code()
                 codes[code.name] += 1
@@ -152,7 +158,7 @@ def test_malformed_payloads_get_invalid_argument_naming_method_and_error(
                     assert repr(payload)[2:-1] not in details or len(payload) < 3
         oversized = pb.EchoRequest(tags=["x" * (5 * 1024 * 1024)]).SerializeToString()
         with pytest.raises(grpc.RpcError) as too_big:
-            raw.unary_unary(ECHO)(oversized, timeout=30)
+            _raw_unary(raw, ECHO)(oversized, timeout=30)
         assert too_big.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         # Served afterwards, on the same connection.
         stub = pb_grpc.ShopStub(live.channel)
@@ -184,7 +190,7 @@ def test_malformed_payloads_get_invalid_argument_naming_method_and_error(
 def test_a_malformed_message_inside_a_request_stream_ends_the_call_invalid_argument() -> None:
     with running([EchoShop()]) as live:
         method = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
-        stream = live.channel.stream_stream(method)
+        stream = live.channel.stream_stream(method, None, None)
         with pytest.raises(grpc.RpcError) as failed:
             list(stream(iter([b"\x12\x00", b"\xff\xff"]), timeout=10))
         assert failed.value.code() is grpc.StatusCode.INVALID_ARGUMENT

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 import grpc
 import h2.config
@@ -34,7 +35,7 @@ def _connect(address: str) -> tuple[socket.socket, h2.connection.H2Connection]:
 
 def _events_until(
     sock: socket.socket, conn: h2.connection.H2Connection, kind: type, *, ping_every_s: float = 0
-) -> tuple[h2.events.Event, float]:
+) -> tuple[Any, float]:
     """Read events until one of ``kind`` (or fail after BOUND_S); returns it and when it came."""
     started = time.monotonic()
     sock.settimeout(ping_every_s or BOUND_S)
