@@ -51,7 +51,7 @@ from typing import Any, cast
 
 from cheroot import errors, makefile, server, wsgi
 
-from rpckit.http._server._limits import HeadRefused, HttpLimits, check_head
+from rpckit.http._server._limits import HeadRefused, HttpLimits, body_to_gather, check_head
 from rpckit.http._server._turns import OUTSIDE_TURN_ENVIRON_KEY, TurnHold, Turns
 
 __all__ = ["TunedWsgiServer"]
@@ -171,7 +171,7 @@ class _Connection(server.HTTPConnection):
     turn: TurnHold | None = None
     #: Set by whoever just saw data waiting on the socket (a lingering thread).
     readable = False
-    #: The part of a request head received so far, while the rest is awaited.
+    #: The part of a request head (and small body) received so far, while the rest is awaited.
     head_buffer = b""
     #: True while a request head is incomplete; since when (monotonic).
     head_pending = False
@@ -209,7 +209,8 @@ class _Connection(server.HTTPConnection):
     def _gather_head(self, limits: HttpLimits) -> bool | None:
         """Read what the socket has of the request head, without blocking.
 
-        None: the head is complete, in the reader's buffer for cheroot to parse.
+        None: the head is complete (with a small body, :func:`body_to_gather`), in the
+        reader's buffer for cheroot to parse.
         True: incomplete, its bytes kept here; wait for more in the selector.
         False: answered (over a limit, or too slow) or the peer left: close.
         """
@@ -232,7 +233,7 @@ class _Connection(server.HTTPConnection):
             self._refuse(
                 HeadRefused(
                     "408 Request Timeout",
-                    f"request head not complete within {limits.head_timeout_s:g} s",
+                    f"request not complete within {limits.head_timeout_s:g} s",
                 )
             )
             return False
@@ -246,7 +247,7 @@ class _Connection(server.HTTPConnection):
         """
         while True:
             verdict = check_head(data, limits) if data else None
-            if isinstance(verdict, int):
+            if isinstance(verdict, int) and len(data) >= verdict + body_to_gather(data[:verdict]):
                 self.head_buffer, self.head_pending = b"", False
                 cast(Any, self.rfile)._read_buf = data  # cheroot parses it from here
                 return None

@@ -7,7 +7,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rpckit.http._server._limits import HeadIncomplete, HeadRefused, HttpLimits, check_head
+from rpckit.http._server._limits import (
+    GATHERED_BODY_BYTES,
+    HeadIncomplete,
+    HeadRefused,
+    HttpLimits,
+    body_to_gather,
+    check_head,
+)
 
 LIMITS = HttpLimits()
 
@@ -87,3 +94,24 @@ def test_limits_are_validated() -> None:
         HttpLimits(header_fields=0)
     with pytest.raises(ValueError, match="head_timeout_s"):
         HttpLimits(head_timeout_s=0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "gathered"),
+    [
+        ([b"Content-Length: 12"], 12),
+        ([b"content-length:  7 "], 7),
+        ([b"Content-Length: %d" % GATHERED_BODY_BYTES], GATHERED_BODY_BYTES),
+        ([b"Content-Length: %d" % (GATHERED_BODY_BYTES + 1)], 0),  # large: streamed to the app
+        ([b"Content-Length: 12", b"Expect: 100-continue"], 0),  # the client waits for us
+        ([b"Transfer-Encoding: chunked"], 0),
+        ([b"Content-Length: 5", b"Content-Length: 6"], 0),  # cheroot answers these
+        ([b"Content-Length: -1"], 0),
+        ([b"Content-Length: 1e3"], 0),
+        ([], 0),
+    ],
+)
+def test_small_bodies_with_a_length_are_gathered_with_the_head(
+    fields: list[bytes], gathered: int
+) -> None:
+    assert body_to_gather(_head(b"POST / HTTP/1.1", [b"Host: x", *fields])) == gathered
