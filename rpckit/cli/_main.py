@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from rpckit.http._server._limits import HttpLimits
+from rpckit.core._http_limits import HttpLimits
 from rpckit.server._config import ConfigError, ServerConfig, TlsConfig
 
 __all__ = ["main"]

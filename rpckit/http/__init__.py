@@ -20,6 +20,7 @@ body from a pluggable renderer. Shadow mode and rollout percentages move
 traffic route by route; :meth:`Shim.traffic_report` shows who still calls.
 """
 
+from rpckit.core._http_limits import HttpLimits
 from rpckit.http._app import Shim
 from rpckit.http._errors import (
     GATEWAY_STATUS_FOR_CODE,
@@ -30,7 +31,6 @@ from rpckit.http._errors import (
 )
 from rpckit.http._mapping._jsonmap import LegacyProfile
 from rpckit.http._options import Guard, GuardedCall, RouteOptions, RouteSettings, ShimConfig
-from rpckit.http._server._limits import HttpLimits
 from rpckit.http._server._server import HttpServer
 from rpckit.http._shadow import JsonDifference, ShadowReport
 

@@ -186,7 +186,8 @@ def _servicer() -> pb_grpc.ShopServicer:
     for method in pb.DESCRIPTOR.services_by_name["Shop"].methods:
         response = message_factory.GetMessageClass(method.output_type)
         methods[method.name] = lambda self, request, context, _r=response: _r()
-    return type("DefaultShop", (pb_grpc.ShopServicer,), methods)()
+    servicer: pb_grpc.ShopServicer = type("DefaultShop", (pb_grpc.ShopServicer,), methods)()
+    return servicer
 
 
 def _drive(address: tuple[str, int], requests: list[bytes], out: list[tuple[int, bytes]]) -> None:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rpckit.http._server._limits import (
+from rpckit.core._http_limits import (
     GATHERED_BODY_BYTES,
     HeadIncomplete,
     HeadRefused,

@@ -3,7 +3,10 @@
 - ``_server``: ``HttpServer``, its lifecycle (start, drain, stop).
 - ``_cheroot``: cheroot tuned for many small keep-alive requests.
 - ``_turns``: request threads do their CPU work one at a time, in arrival order.
-- ``_limits``: ``HttpLimits`` and the pure check of a request head against them.
+
+Its limits (``HttpLimits``, the pure check of a request head) live in
+:mod:`rpckit.core._http_limits`, so that ``rpckit serve``'s flags can name their defaults
+without loading the shim.
 
 ``HttpServer`` is re-exported by :mod:`rpckit.http`; cheroot is imported only when a
 server starts.

@@ -24,7 +24,7 @@ on pays a new TCP connection. :class:`TunedWsgiServer` changes three things:
 * **turns** (optional, :mod:`rpckit.http._server._turns`): each request is read,
   answered and written in a turn, handed out in arrival order; the environ
   carries the way to step outside it;
-* **heads gathered, limits checked** (:mod:`rpckit.http._server._limits`): on
+* **heads gathered, limits checked** (:mod:`rpckit.core._http_limits`): on
   plain TCP a request's head is read from whatever the socket has, without
   blocking; an incomplete head goes back to the selector (its bytes kept on
   the connection) instead of holding a request thread, so a hundred clients
@@ -51,7 +51,7 @@ from typing import Any, cast
 
 from cheroot import errors, makefile, server, wsgi
 
-from rpckit.http._server._limits import HeadRefused, HttpLimits, body_to_gather, check_head
+from rpckit.core._http_limits import HeadRefused, HttpLimits, body_to_gather, check_head
 from rpckit.http._server._turns import OUTSIDE_TURN_ENVIRON_KEY, TurnHold, Turns
 
 __all__ = ["TunedWsgiServer"]

@@ -22,7 +22,7 @@ import threading
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from rpckit.http._server._limits import HttpLimits
+from rpckit.core._http_limits import HttpLimits
 from rpckit.http._server._turns import Turns, yields_turns
 from rpckit.server._errors import ConfigError
 
@@ -77,7 +77,7 @@ class HttpServer:
     for the next request (0: hand it back to the selector at once, as stock
     cheroot does). ``turn_lease_s``: the lease of the turns an app that
     :func:`~rpckit.http._server._turns.yields_turns` is served with; None: no turns.
-    ``limits``: what a request may send (:class:`~rpckit.http._server._limits.HttpLimits`;
+    ``limits``: what a request may send (:class:`~rpckit.core._http_limits.HttpLimits`;
     default: gunicorn's header limits, a 64 KiB head, 10 s to send it, 10 MiB bodies).
     """
 
