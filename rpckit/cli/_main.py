@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from rpckit.core._http_limits import HttpLimits
 from rpckit.server._config import ConfigError, ServerConfig, TlsConfig
 
 __all__ = ["main"]
@@ -155,6 +156,39 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=64,
         help="HTTP request threads; calls still wait in the admission queue for --threads",
+    )
+    limits = HttpLimits()
+    for flag, default, unit, what in (
+        (
+            "--http-max-request-line",
+            limits.request_line_bytes,
+            "BYTES",
+            "request line (414 beyond)",
+        ),
+        (
+            "--http-max-header-field",
+            limits.header_field_bytes,
+            "BYTES",
+            "header field (431 beyond)",
+        ),
+        ("--http-max-header-fields", limits.header_fields, "N", "header fields (431 beyond)"),
+        ("--http-max-head", limits.head_bytes, "BYTES", "request line + headers (431 beyond)"),
+        ("--http-max-body", limits.body_bytes, "BYTES", "request body (413 beyond; 0: no limit)"),
+    ):
+        serve.add_argument(
+            flag,
+            type=int,
+            default=default,
+            metavar=unit,
+            help=f"largest HTTP {what} (default: %(default)s)",
+        )
+    serve.add_argument(
+        "--http-head-timeout",
+        type=float,
+        default=limits.head_timeout_s,
+        metavar="SECONDS",
+        help="a request head must arrive within this (408 beyond; slowloris) "
+        "(default: %(default)s)",
     )
     serve.add_argument("--no-reflection", action="store_true", help="do not serve reflection")
     serve.add_argument("--no-health", action="store_true", help="do not serve grpc.health.v1")
@@ -490,10 +524,23 @@ def _http_server(args: argparse.Namespace, server: Any, config: ServerConfig) ->
         raise
     if server.metrics is not None and hasattr(app, "traffic"):
         server.metrics.registry.register(app.traffic)
+    try:
+        limits = HttpLimits(
+            request_line_bytes=args.http_max_request_line,
+            header_field_bytes=args.http_max_header_field,
+            header_fields=args.http_max_header_fields,
+            head_bytes=args.http_max_head,
+            body_bytes=args.http_max_body,
+            head_timeout_s=args.http_head_timeout,
+        )
+    except ValueError as exc:
+        server.stop()
+        raise ConfigError(f"{exc}: change the --http-max-* / --http-head-timeout flag") from exc
     http = HttpServer(
         app,
         args.http,
         threads=args.http_threads,
+        limits=limits,
         grace_s=config.grace_s,
         reuse_port=config.so_reuseport,
     )

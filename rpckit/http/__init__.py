@@ -23,6 +23,7 @@ A :class:`Dialect` reproduces the old framework's habits around the JSON
 rollout percentages move traffic route by route; :meth:`Shim.traffic_report` shows who still calls.
 """
 
+from rpckit.core._http_limits import HttpLimits
 from rpckit.http._app import Shim
 from rpckit.http._dialect import FLASK_DIALECT, RPCKIT_DIALECT, Dialect, werkzeug_phrase
 from rpckit.http._errors import (
@@ -70,6 +71,7 @@ __all__ = [
     "Guard",
     "GuardedCall",
     "HttpError",
+    "HttpLimits",
     "HttpServer",
     "JsonDifference",
     "JsonType",

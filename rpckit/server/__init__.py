@@ -3,7 +3,8 @@
 - ``_server``: composes the parts and owns the lifecycle; ``_signals``: graceful exit;
   ``_workers``: ``--workers N`` (fork, supervise, drain); ``_config``: ``ServerConfig``.
 - ``_executor``: the executor grpcio runs handlers on; ``_handlers``: the wrapper around
-  each handler; ``_health``, ``_metrics``, ``_servicers``, ``_errors``; ``_grpc_internals``:
+  each handler; ``_bad_input``: requests that do not parse; ``_health``, ``_metrics``,
+  ``_servicers``, ``_errors``; ``_grpc_internals``:
   the grpcio private APIs rpckit relies on, in one place.
 - Pure policies (``now`` in, decisions out): ``_admission`` (the queue) and
   ``_concurrency`` (the adaptive limit).

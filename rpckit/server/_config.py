@@ -63,7 +63,20 @@ class ServerConfig:
         grace_s: then, seconds in-flight calls get to finish before they are cancelled.
         health: serve ``grpc.health.v1.Health`` for the server and each service.
         reflection: serve gRPC server reflection (grpcurl, grpc_cli, Postman).
-        max_message_bytes: largest message accepted or sent (grpcio's default is 4 MiB).
+        max_message_bytes: largest message accepted or sent (grpcio's default is 4 MiB);
+            a larger request is answered RESOURCE_EXHAUSTED before any Python runs.
+        max_metadata_bytes: largest request metadata (all headers, HPACK-decoded
+            sizes) accepted; more is RESOURCE_EXHAUSTED. 16 KiB: grpc core's own hard
+            limit, here also the soft one, so the answer does not depend on chance.
+        max_concurrent_streams: calls one connection may have open at once (HTTP/2
+            SETTINGS_MAX_CONCURRENT_STREAMS); grpc core's default is unlimited. 1000, not
+            RFC 9113's floor of 100: grpc core counts a stream until both sides closed it,
+            and at 100 a client with 32 calls in flight that the server answered early
+            (INVALID_ARGUMENT before reading on) had 2-78% of its calls refused
+            (REFUSED_STREAM, seen as UNAVAILABLE; tests/integration/test_bad_input_grpc.py).
+        max_connection_idle_s: a connection with no call for this long is closed with
+            GOAWAY (clients reconnect on their next call). 300 s frees sockets held by
+            clients that went away quietly; grpc core's default is never.
         keepalive_time_s / keepalive_timeout_s: HTTP/2 pings to find dead peers
             (gRPC's keepalive guide suggests minutes, not seconds, for servers).
         min_client_ping_interval_s: pings from clients more often than this are
@@ -89,6 +102,9 @@ class ServerConfig:
     health: bool = True
     reflection: bool = True
     max_message_bytes: int = 4 * 1024 * 1024
+    max_metadata_bytes: int = 16 * 1024
+    max_concurrent_streams: int = 1000
+    max_connection_idle_s: float = 300.0
     keepalive_time_s: float = 120.0
     keepalive_timeout_s: float = 20.0
     min_client_ping_interval_s: float = 10.0
@@ -102,9 +118,10 @@ class ServerConfig:
     def __post_init__(self) -> None:
         check_fields(self)  # types; numbers finite and >= 0
         owner = "ServerConfig"
-        for name in ("threads", "queue_limit", "side_threads", "max_message_bytes"):
+        ints = ("threads", "queue_limit", "side_threads", "max_message_bytes")
+        for name in (*ints, "max_metadata_bytes", "max_concurrent_streams"):
             check_int(owner, name, getattr(self, name), low=1)
-        for name in ("keepalive_time_s", "keepalive_timeout_s"):
+        for name in ("keepalive_time_s", "keepalive_timeout_s", "max_connection_idle_s"):
             check_number(owner, name, getattr(self, name), low=0.0, strict=True)
         check_int(owner, "handler_nice", self.handler_nice, low=0, high=19)
         if self.max_concurrent_rpcs is not None:
@@ -121,6 +138,10 @@ class ServerConfig:
             ("grpc.so_reuseport", 1 if self.so_reuseport else 0),
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_metadata_size", self.max_metadata_bytes),
+            ("grpc.absolute_max_metadata_size", self.max_metadata_bytes),
+            ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            ("grpc.max_connection_idle_ms", int(self.max_connection_idle_s * 1000)),
             ("grpc.keepalive_time_ms", int(self.keepalive_time_s * 1000)),
             ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout_s * 1000)),
             ("grpc.keepalive_permit_without_calls", 1),

@@ -4,6 +4,9 @@ For each call the wrapper
 
 1. answers at once if admission control rejected the call (the executor's
    verdict): RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED, ``grpc-retry-pushback-ms``;
+   or if the request did not parse (:mod:`rpckit.server._bad_input`: the
+   wrapper's deserializer never raises): INVALID_ARGUMENT naming the method and
+   the parse error, counted and logged once per interval, the handler not run;
 2. opens a :class:`~rpckit.core._deadline.CallScope` (deadline, cancellation flag set
    by ``context.add_callback``) so handler code and outbound calls see them;
 3. maps errors: :class:`~rpckit.StatusError` becomes its status with rich
@@ -29,6 +32,7 @@ import grpc
 from rpckit.core._deadline import _SCOPE, CallScope, deadline_from_remaining
 from rpckit.core._wire import PUSHBACK_METADATA_KEY
 from rpckit.server._admission import Rejection
+from rpckit.server._bad_input import ParseGuard, Unparsed, malformed_message
 from rpckit.server._errors import INTERNAL_MESSAGE, StatusError, to_grpc_status
 from rpckit.server._executor import current_verdict, rejection_status
 
@@ -40,6 +44,8 @@ _log = logging.getLogger("rpckit.server")
 LoadSource = Callable[[], tuple[str, bytes]]
 #: Told of every finished call: (method, status code name, seconds in the handler).
 CallObserver = Callable[[str, str, float], None]
+#: Told of every request that did not parse: (method, the parse error in words).
+MalformedObserver = Callable[[str, str], None]
 
 _BEHAVIOR_FIELDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 
@@ -51,6 +57,7 @@ def wrap_method_handlers(
     load: LoadSource | None,
     thread_pool: concurrent.futures.ThreadPoolExecutor | None = None,
     observer: CallObserver | None = None,
+    malformed: MalformedObserver | None = None,
 ) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
     """Wrap every behaviour of a service's method handlers (see the module docstring).
 
@@ -60,7 +67,7 @@ def wrap_method_handlers(
     wrapped = {}
     for name, handler in handlers.items():
         method = f"/{service}/{name}"
-        replaced = {}
+        replaced: dict[str, object] = {}
         for field in _BEHAVIOR_FIELDS:
             behavior = getattr(handler, field)
             if behavior is not None:
@@ -68,10 +75,14 @@ def wrap_method_handlers(
                     method,
                     behavior,
                     streaming=handler.response_streaming,
+                    request_streaming=handler.request_streaming,
                     load=load,
                     thread_pool=thread_pool,
                     observer=observer,
+                    malformed=malformed,
                 )
+        if handler.request_deserializer is not None:
+            replaced["request_deserializer"] = ParseGuard(handler.request_deserializer)
         wrapped[name] = handler._replace(**replaced)  # type: ignore[attr-defined]
     return wrapped
 
@@ -85,9 +96,11 @@ class _Behavior:
         behavior: Callable[..., Any],
         *,
         streaming: bool,
+        request_streaming: bool,
         load: LoadSource | None,
         thread_pool: concurrent.futures.ThreadPoolExecutor | None,
         observer: CallObserver | None,
+        malformed: MalformedObserver | None,
     ) -> None:
         self._method = method
         self.rpckit_method = method  # read by the executor to attribute the call
@@ -95,6 +108,8 @@ class _Behavior:
         self._streaming = streaming
         self._load = load
         self._observer = observer
+        self._malformed = malformed
+        self._request_streaming = request_streaming
         if thread_pool is not None:
             self.experimental_thread_pool = thread_pool
         if getattr(behavior, "experimental_non_blocking", False):
@@ -104,6 +119,10 @@ class _Behavior:
         verdict = current_verdict()
         if verdict is not None:
             self._reject(context, verdict)
+        if type(request) is Unparsed:
+            self._refuse_unparsed(context, request)
+        if self._request_streaming:
+            request = self._parsed(request)
         now = time.monotonic()
         scope = CallScope(
             method=self._method,
@@ -139,6 +158,30 @@ class _Behavior:
             self._fail(context, exc)
         self._add_load(context)
         self._observe("OK", started)
+
+    def _refuse_unparsed(self, context: grpc.ServicerContext, request: Unparsed) -> NoReturn:
+        self._report_unparsed(request)
+        self._observe(grpc.StatusCode.INVALID_ARGUMENT.name, time.monotonic())
+        self._add_load(context)
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, malformed_message(self._method, request.error)
+        )
+        raise AssertionError("unreachable: context.abort raises")
+
+    def _parsed(self, requests: Iterator[Any]) -> Iterator[Any]:
+        """A request stream that ends the call INVALID_ARGUMENT at a message that did not parse."""
+        for request in requests:
+            if type(request) is Unparsed:
+                self._report_unparsed(request)
+                raise StatusError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    malformed_message(self._method, request.error),
+                )
+            yield request
+
+    def _report_unparsed(self, request: Unparsed) -> None:
+        if self._malformed is not None:
+            self._malformed(self._method, request.error)
 
     def _observe(self, code: str, started: float) -> None:
         if self._observer is not None:

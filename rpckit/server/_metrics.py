@@ -11,6 +11,7 @@ go-grpc-prometheus where one exists:
 | ``grpc_server_handling_seconds`` | histogram | ``grpc_method`` |
 | ``rpckit_queue_wait_seconds`` | histogram | ``grpc_method`` |
 | ``rpckit_shed_total`` | counter | ``grpc_method``, ``reason`` |
+| ``rpckit_malformed_requests_total`` | counter | ``grpc_method`` |
 | ``rpckit_queue_depth``, ``rpckit_in_flight``, ``rpckit_concurrency_limit`` | gauge | |
 | ``rpckit_utilization``, ``rpckit_codel_load`` | gauge | |
 
@@ -62,6 +63,11 @@ class ServerMetrics:
             "rpckit_shed_total", "Calls rejected by admission control, by reason.",
             ["grpc_method", "reason"], registry=self.registry,
         )  # fmt: skip
+        self._malformed = prom.Counter(
+            "rpckit_malformed_requests_total",
+            "Requests that did not parse (answered INVALID_ARGUMENT), by method.",
+            ["grpc_method"], registry=self.registry,
+        )  # fmt: skip
         self._load = load
         self._snapshot_lock = threading.Lock()
         for name, doc, field in (
@@ -94,6 +100,9 @@ class ServerMetrics:
 
     def shed(self, method: str, reason: str) -> None:
         self._shed.labels(method, reason).inc()
+
+    def malformed(self, method: str) -> None:
+        self._malformed.labels(method).inc()
 
     def serve(self, address: str) -> str:
         """Serve /metrics on ``host:port`` (port 0 picks one); returns the bound address."""

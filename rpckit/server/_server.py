@@ -36,6 +36,7 @@ from grpc_reflection.v1alpha import reflection
 
 from rpckit.core._validate import conflict
 from rpckit.server._admission import AdmissionConfig, Rejection
+from rpckit.server._bad_input import MalformedRequests
 from rpckit.server._concurrency import ConcurrencyConfig
 from rpckit.server._config import ServerConfig, TlsConfig
 from rpckit.server._executor import AdmissionExecutor, CallFacts, rejection_status
@@ -128,6 +129,9 @@ class Server:
             else None
         )
         self.metrics_address: str | None = None
+        self._malformed = MalformedRequests(
+            log=_log, count=self.metrics.malformed if self.metrics is not None else None
+        )
         self.health = HealthService(names) if self.config.health else None
         self._grpc = grpc.server(
             cast(concurrent.futures.ThreadPoolExecutor, self._executor),  # any Executor works
@@ -189,6 +193,7 @@ class Server:
             load=self._executor.load_pair if report_load else None,
             thread_pool=thread_pool,
             observer=self.metrics.call_done if self.metrics is not None else None,
+            malformed=self._malformed,
         )
         if report_load:  # an application service: the HTTP shim may call it in process
             self._local_handlers.update({f"/{binding.name}/{n}": h for n, h in handlers.items()})

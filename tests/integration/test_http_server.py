@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from rpckit.http import HttpServer
+from rpckit.http import HttpLimits, HttpServer
 from rpckit.http._server._turns import OUTSIDE_TURN_ENVIRON_KEY
 
 Environ = dict[str, Any]
@@ -95,7 +95,10 @@ def test_requests_split_across_segments_and_long_headers() -> None:
 
     long_value = "v" * 20_000  # more than the read buffer
     with (
-        serving(echo_header, threads=2) as (host, port),
+        serving(echo_header, threads=2, limits=HttpLimits(header_field_bytes=30_000)) as (
+            host,
+            port,
+        ),
         socket.create_connection((host, port)) as sock,
     ):
         sock.settimeout(10)

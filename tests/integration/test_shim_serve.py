@@ -129,6 +129,20 @@ def test_default_http_app_is_the_shim_with_gateway_errors(serve: Serve) -> None:
     assert server.terminate() == 0
 
 
+def test_http_limit_flags_reach_the_embedded_server(serve: Serve) -> None:
+    server = serve(
+        INVENTORY,
+        "--http", "127.0.0.1:0", "--drain", "0",
+        "--http-max-header-field", "100", "--http-max-request-line", "64", "--http-max-body", "10",
+    )  # fmt: skip
+    address = server.announcement["http"]
+    assert request(address, "GET", "/items/NUT-M8", headers={"X-A": "v" * 80})[0] == 200
+    assert request(address, "GET", "/items/NUT-M8", headers={"X-A": "v" * 120})[0] == 431
+    assert request(address, "GET", "/items/" + "N" * 70)[0] == 414
+    assert request(address, "POST", "/items", body=b"x" * 11)[0] == 413
+    assert server.terminate() == 0
+
+
 @pytest.mark.slow
 def test_http_with_workers_shares_one_port(serve: Serve) -> None:
     server = serve(INVENTORY, *LEGACY_HTTP, "--workers", "2", "--drain", "0")
@@ -146,6 +160,14 @@ def test_http_with_workers_shares_one_port(serve: Serve) -> None:
         (["--http", "8080"], "--http 8080: expected HOST:PORT"),
         (["--http", "127.0.0.1:0", "--http-app", "nope_module:x"], "cannot import 'nope_module'"),
         (["--http", "127.0.0.1:0", "--http-threads", "0"], "--http-threads must be >= 1"),
+        (
+            ["--http", "127.0.0.1:0", "--http-max-header-fields", "0"],
+            "HttpLimits.header_fields must be >= 1",
+        ),
+        (
+            ["--http", "127.0.0.1:0", "--http-head-timeout", "0"],
+            "HttpLimits.head_timeout_s must be > 0",
+        ),
     ],
 )
 def test_http_flag_errors_are_one_line(argv: list[str], needle: str) -> None:

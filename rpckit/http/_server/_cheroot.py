@@ -23,7 +23,13 @@ on pays a new TCP connection. :class:`TunedWsgiServer` changes three things:
   selector; the limit is the caller's (``keep_alive_connections``);
 * **turns** (optional, :mod:`rpckit.http._server._turns`): each request is read,
   answered and written in a turn, handed out in arrival order; the environ
-  carries the way to step outside it.
+  carries the way to step outside it;
+* **heads gathered, limits checked** (:mod:`rpckit.core._http_limits`): on
+  plain TCP a request's head is read from whatever the socket has, without
+  blocking; an incomplete head goes back to the selector (its bytes kept on
+  the connection) instead of holding a request thread, so a hundred clients
+  sending a byte a second cost no thread between their bytes; a head over a
+  limit is answered 414/431 at once and a head slower than the timeout 408.
 
 The hooks are cheroot's extension points -- ``ConnectionClass``,
 ``RequestHandlerClass``, ``gateway``, ``put_conn`` -- plus the worker's
@@ -34,6 +40,7 @@ request.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import io
 import logging
@@ -42,8 +49,9 @@ import threading
 import time
 from typing import Any, cast
 
-from cheroot import makefile, server, wsgi
+from cheroot import errors, makefile, server, wsgi
 
+from rpckit.core._http_limits import HeadRefused, HttpLimits, body_to_gather, check_head
 from rpckit.http._server._turns import (
     OUTSIDE_TURN_ENVIRON_KEY,
     RECEIVED_AT_ENVIRON_KEY,
@@ -100,10 +108,34 @@ class _Request(server.HTTPRequest):
     def respond(self) -> None:
         try:
             super().respond()
+        except (errors.MaxSizeExceeded, OSError, ValueError) as exc:
+            # A chunked body past the limit or badly framed, found while the app read
+            # it (cheroot would answer 500 and log a traceback). A Content-Length over
+            # the limit was refused before the app ran.
+            status = _body_error_status(exc)
+            if status is None:
+                raise
+            self.close_connection = True
+            if self.sent_headers:
+                raise
+            _log.debug("refused a request body: %s (%s)", status, exc)
+            self.simple_response(status, f"{exc}")
         finally:
             wfile = self.conn.wfile
             if isinstance(wfile, _HeadHoldingWriter):
                 wfile.release_held()
+
+
+def _body_error_status(exc: Exception) -> str | None:
+    """The status for an error cheroot's chunked-body reader raised; None for any other error."""
+    text = str(exc.args[0]) if exc.args else ""
+    if isinstance(exc, errors.MaxSizeExceeded) or (
+        isinstance(exc, OSError) and text == "Request Entity Too Large"
+    ):
+        return "413 Request Entity Too Large"
+    if isinstance(exc, ValueError) and text.startswith("Bad chunked transfer"):
+        return "400 Bad Request"
+    return None
 
 
 class _LineReader(makefile.StreamReader):
@@ -149,6 +181,11 @@ class _Connection(server.HTTPConnection):
     waiting_since: float | None = None
     #: When the request being served was first seen coming (monotonic).
     received_at: float | None = None
+    #: The part of a request head (and small body) received so far, while the rest is awaited.
+    head_buffer = b""
+    #: True while a request head is incomplete; since when (monotonic).
+    head_pending = False
+    head_started = 0.0
 
     def __init__(self, http_server: Any, sock: Any, make_file: Any = makefile.MakeFile) -> None:
         if make_file is makefile.MakeFile:  # plain TCP (a TLS adapter brings its own)
@@ -158,7 +195,13 @@ class _Connection(server.HTTPConnection):
     def communicate(self) -> Any:
         """Serve one request, in a turn when the server has :class:`Turns`."""
         since, self.waiting_since = self.waiting_since, None
-        self.received_at = time.monotonic() if since is None else since
+        if not self.head_pending:  # a new request, not the rest of a head already begun
+            self.received_at = time.monotonic() if since is None else since
+        limits: HttpLimits | None = getattr(self.server, "limits", None)
+        if limits is not None and type(self.rfile) is _LineReader:
+            gathered = self._gather_head(limits)
+            if gathered is not None:
+                return gathered  # True: wait for more in the selector; False: close
         turns: Turns | None = getattr(self.server, "turns", None)
         readable, self.readable = self.readable, False
         if turns is None:
@@ -175,6 +218,75 @@ class _Connection(server.HTTPConnection):
         finally:
             self.turn.release()
             self.turn = None
+
+    def _gather_head(self, limits: HttpLimits) -> bool | None:
+        """Read what the socket has of the request head, without blocking.
+
+        None: the head is complete (with a small body, :func:`body_to_gather`), in the
+        reader's buffer for cheroot to parse.
+        True: incomplete, its bytes kept here; wait for more in the selector.
+        False: answered (over a limit, or too slow) or the peer left: close.
+        """
+        rfile: Any = self.rfile
+        data = self.head_buffer + rfile._read_buf[rfile._read_pos :]
+        rfile._read_buf, rfile._read_pos = b"", 0
+        sock = self.socket
+        timeout = sock.gettimeout()
+        sock.settimeout(0.0)  # what is there now, no wait (a socket with a timeout polls first)
+        try:
+            data = self._read_head(data, limits, sock)
+        finally:
+            sock.settimeout(timeout)
+        if isinstance(data, bool) or data is None:
+            return data
+        now = time.monotonic()
+        if not self.head_pending:
+            self.head_pending, self.head_started = True, now
+        elif now - self.head_started > limits.head_timeout_s:
+            self._refuse(
+                HeadRefused(
+                    "408 Request Timeout",
+                    f"request not complete within {limits.head_timeout_s:g} s",
+                )
+            )
+            return False
+        self.head_buffer = data
+        return True
+
+    def _read_head(self, data: bytes, limits: HttpLimits, sock: Any) -> bytes | bool | None:
+        """Read from the non-blocking ``sock`` until the head is whole, refused or all read.
+
+        Returns what :meth:`_gather_head` returns, or the bytes so far (incomplete).
+        """
+        while True:
+            verdict = check_head(data, limits) if data else None
+            if isinstance(verdict, int) and len(data) >= verdict + body_to_gather(data[:verdict]):
+                self.head_buffer, self.head_pending = b"", False
+                cast(Any, self.rfile)._read_buf = data  # cheroot parses it from here
+                return None
+            if isinstance(verdict, HeadRefused):
+                self._refuse(verdict)
+                return False
+            try:
+                chunk = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return data
+            except OSError:
+                return False
+            if not chunk:
+                return False  # the peer closed before a whole head
+            data += chunk
+
+    def _refuse(self, refused: HeadRefused) -> None:
+        """Answer ``refused`` (the connection is closed after it)."""
+        _log.debug("refused a request head: %s (%s)", refused.status, refused.reason)
+        body = f"{refused.reason}\n".encode("ascii")
+        head = (
+            f"HTTP/1.1 {refused.status}\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode("ascii")
+        with contextlib.suppress(OSError):  # the client left: nothing to tell it
+            self.wfile.write(head + body)
 
 
 class _Gateway(wsgi.Gateway_10):
@@ -216,11 +328,18 @@ class TunedWsgiServer(wsgi.Server):
         max_lingering: int,
         keep_alive_connections: int,
         turns: Turns | None,
+        limits: HttpLimits | None = None,
         **options: Any,
     ) -> None:
         super().__init__(bind_addr, wsgi_app, numthreads=numthreads, **options)
         self.gateway = _Gateway
         self.turns = turns
+        self.limits = limits
+        if limits is not None:
+            # cheroot's own checks: the body, and the head where rpckit does not gather
+            # it (TLS); within the limits above, so they never refuse what those pass.
+            self.max_request_header_size = limits.head_bytes + 2
+            self.max_request_body_size = limits.body_bytes
         self.keep_alive_conn_limit = keep_alive_connections
         self._linger_s = linger_s
         self._max_lingering = max_lingering
@@ -245,6 +364,9 @@ class TunedWsgiServer(wsgi.Server):
 
     def put_conn(self, conn: Any) -> None:
         """Called by the request thread that just answered on ``conn`` (kept alive)."""
+        if conn.head_pending:  # the rest of a head is awaited: from the selector, no thread
+            super().put_conn(conn)
+            return
         with self._linger_lock:
             linger = self._lingering < self._max_lingering
             if linger:
@@ -261,6 +383,8 @@ class TunedWsgiServer(wsgi.Server):
                 if not conn.communicate():
                     conn.close()
                     return
+                if conn.head_pending:
+                    break  # a slow head: back to the selector
         except ConnectionError:
             conn.close()  # the peer went away, as cheroot's worker would treat it
             return

@@ -22,6 +22,7 @@ import threading
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from rpckit.core._http_limits import HttpLimits
 from rpckit.http._server._turns import Turns, yields_turns
 from rpckit.server._errors import ConfigError
 
@@ -76,6 +77,8 @@ class HttpServer:
     for the next request (0: hand it back to the selector at once, as stock
     cheroot does). ``turn_lease_s``: the lease of the turns an app that
     :func:`~rpckit.http._server._turns.yields_turns` is served with; None: no turns.
+    ``limits``: what a request may send (:class:`~rpckit.core._http_limits.HttpLimits`;
+    default: gunicorn's header limits, a 64 KiB head, 10 s to send it, 10 MiB bodies).
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class HttpServer:
         reuse_port: bool = False,
         linger_s: float = DEFAULT_LINGER_S,
         turn_lease_s: float | None = DEFAULT_TURN_LEASE_S,
+        limits: HttpLimits | None = None,
     ) -> None:
         try:
             from rpckit.http._server._cheroot import TunedWsgiServer
@@ -114,6 +118,7 @@ class HttpServer:
                 if turn_lease_s is not None and yields_turns(app)
                 else None
             ),
+            limits=limits or HttpLimits(),
             server_name="rpckit",
             shutdown_timeout=math.ceil(grace_s),
             request_queue_size=128,
