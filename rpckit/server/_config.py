@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from rpckit.core._validate import check_int
 
@@ -73,6 +74,10 @@ class ServerConfig:
         worker_index: which process of a multi-process server this is (load reports).
         metrics_address: serve Prometheus metrics on this ``host:port`` (port 0
             picks one); ``None`` (the default) serves none. Needs prometheus-client.
+        interceptors: ``grpc.ServerInterceptor`` objects around every handler, health
+            and reflection included (inside any that a patched ``grpc.server`` adds,
+            as OpenTelemetry's instrumentation does). rpckit keeps working under any
+            that call the handler they wrap.
     """
 
     threads: int = 256
@@ -93,6 +98,7 @@ class ServerConfig:
     max_concurrent_rpcs: int | None = None
     worker_index: int = 0
     metrics_address: str | None = None
+    interceptors: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         positive = {

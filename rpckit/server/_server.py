@@ -38,6 +38,7 @@ from rpckit.server._admission import AdmissionConfig, Rejection
 from rpckit.server._concurrency import ConcurrencyConfig
 from rpckit.server._config import ServerConfig, TlsConfig
 from rpckit.server._executor import AdmissionExecutor, CallFacts, rejection_status
+from rpckit.server._grpc_internals import has_interceptors
 from rpckit.server._handlers import wrap_method_handlers
 from rpckit.server._health import HealthService
 from rpckit.server._metrics import ServerMetrics
@@ -56,6 +57,11 @@ _log = logging.getLogger("rpckit.server")
 #: request thread holds it; at 10 a second they were half of an idle `rpckit
 #: serve --http`'s wake-ups, and a request they hit waits up to a switch interval.
 WAKE_INTERVAL_S = 1.0
+#: Threads for health watches run as plain streams (under a server interceptor, see
+#: ``rpckit.server._health``): each open watch holds one while it waits. Threads for
+#: waiting are cheap; made on demand, so none exist without interceptors.
+WATCH_THREADS = 256
+HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +115,9 @@ class Server:
         self._side_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.config.side_threads, thread_name_prefix="rpckit-side"
         )
+        self._watch_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=WATCH_THREADS, thread_name_prefix="rpckit-watch"
+        )
         self._executor = AdmissionExecutor(
             threads=self.config.threads,
             side_pool=self._side_pool,
@@ -130,16 +139,23 @@ class Server:
         self._grpc = grpc.server(
             cast(concurrent.futures.ThreadPoolExecutor, self._executor),  # any Executor works
             options=self.config.grpc_options(),
+            interceptors=list(self.config.interceptors) or None,
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
         )
+        # Interceptors hide rpckit's behaviour attributes from the executor, which then
+        # needs the method from the call: registered methods arrive without one.
+        self._register_methods = not has_interceptors(self._grpc)
         for binding in self._bindings:
             self._register(binding, report_load=True)
         if self.health is not None:
             self._register(bind(self.health), report_load=False, thread_pool=self._side_pool)
+            for method in ("Check", "List"):
+                self._executor.route(f"/{HEALTH_SERVICE}/{method}", self._side_pool)
+            self._executor.route(f"/{HEALTH_SERVICE}/Watch", self._watch_pool)
         if self.config.reflection:
             reflected = [*names, reflection.SERVICE_NAME]
             if self.health is not None:
-                reflected.append("grpc.health.v1.Health")
+                reflected.append(HEALTH_SERVICE)
             self._register(bind(reflection.ReflectionServicer(reflected)), report_load=False)
 
     @property
@@ -193,8 +209,9 @@ class Server:
         self._grpc.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(binding.name, handlers),)
         )
-        # Registered methods are matched in grpc core, skipping the generic lookup (grpcio >= 1.63).
-        cast(Any, self._grpc).add_registered_method_handlers(binding.name, handlers)
+        if self._register_methods:
+            # Matched in grpc core, skipping the generic lookup (grpcio >= 1.63).
+            cast(Any, self._grpc).add_registered_method_handlers(binding.name, handlers)
 
     def _on_reject(self, facts: CallFacts, rejection: Rejection[Any]) -> None:
         _log.debug("shed %s: %s", facts.method, rejection.reason.name)
@@ -269,6 +286,7 @@ class Server:
             self.metrics.close()
         self._executor.shutdown(wait=True)
         self._side_pool.shutdown(wait=True)
+        self._watch_pool.shutdown(wait=True)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server has stopped; False if ``timeout`` passed first.
