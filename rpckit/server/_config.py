@@ -74,6 +74,10 @@ class ServerConfig:
         worker_index: which process of a multi-process server this is (load reports).
         metrics_address: serve Prometheus metrics on this ``host:port`` (port 0
             picks one); ``None`` (the default) serves none. Needs prometheus-client.
+        metrics_dir: the directory the worker processes of one multi-process server
+            share their metrics in (``rpckit serve --workers``): each then serves the
+            sum over all workers on ``metrics_address`` with SO_REUSEPORT
+            (``rpckit.server._metrics``). ``None``: this process's metrics alone.
         interceptors: ``grpc.ServerInterceptor`` objects around every handler, health
             and reflection included (inside any that a patched ``grpc.server`` adds,
             as OpenTelemetry's instrumentation does). rpckit keeps working under any
@@ -98,6 +102,7 @@ class ServerConfig:
     max_concurrent_rpcs: int | None = None
     worker_index: int = 0
     metrics_address: str | None = None
+    metrics_dir: str | None = None
     interceptors: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:

@@ -130,7 +130,11 @@ class Server:
             handler_nice=self.config.handler_nice,
         )
         self.metrics = (
-            ServerMetrics(self._executor.load_report)
+            ServerMetrics(
+                self._executor.load_report,
+                shared_dir=self.config.metrics_dir,
+                worker=self.config.worker_index,
+            )
             if self.config.metrics_address is not None
             else None
         )
@@ -244,7 +248,9 @@ class Server:
             if not self._addresses:
                 raise RuntimeError("no port bound: call add_port('HOST:PORT') before start()")
             if self.metrics is not None and self.config.metrics_address is not None:
-                self.metrics_address = self.metrics.serve(self.config.metrics_address)
+                self.metrics_address = self.metrics.serve(
+                    self.config.metrics_address, reuse_port=self.config.metrics_dir is not None
+                )
             self._grpc.start()
             self._state = ServerState.SERVING
         _log.info("serving %s on %s", ", ".join(self.services), ", ".join(self._addresses))
