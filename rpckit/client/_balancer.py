@@ -104,6 +104,7 @@ from rpckit.client._retry import (
     retry_decision,
 )
 from rpckit.client._scheduler import JOIN_TIMEOUT_S, Scheduler, run_safely
+from rpckit.client._tracing import AttemptTracer
 from rpckit.core._deadline import NO_DEADLINE_S, outbound_timeout
 from rpckit.core._load import load_from_metadata
 from rpckit.core._wire import PUSHBACK_METADATA_KEY, REJECTION_DETAILS_PREFIX
@@ -278,6 +279,8 @@ class BalancedChannel(grpc.Channel):
         if config is not None and not isinstance(config, BalancedChannelConfig):
             raise TypeError(f"config must be a BalancedChannelConfig, got {config!r}")
         self._config = config if config is not None else BalancedChannelConfig()
+        tracing = self._config.tracing
+        self._tracer = AttemptTracer(tracing) if tracing is not None else None
         self._discovery = Discovery(parse_targets(targets), resolver)
         self._credentials = credentials
         self._options = tuple(options)
@@ -972,6 +975,22 @@ class BalancedChannel(grpc.Channel):
                 return None
         return delay
 
+    def _attempt_callable(self, choice: _Choice, method: Method, plan: Plan) -> Any:
+        """The grpc multicallable one attempt runs on; with tracing, inside an attempt span."""
+        inner = choice.connection.callable(method)
+        tracer = self._tracer
+        if tracer is None:
+            return inner
+        if plan.trace_context is None:  # the first attempt runs in the caller's thread
+            plan.trace_context = tracer.current_context()
+        return tracer.wrap(
+            inner,
+            method=method.path,
+            backend=choice.backend.address,
+            attempt=plan.attempts,
+            parent=plan.trace_context,
+        )
+
     def _attempt_ended(self, choice: _Choice, inner: Any) -> None:
         """Done-callback of an asynchronous attempt (future or stream)."""
         code, trailers, details = call_status(inner)
@@ -991,7 +1010,7 @@ class BalancedChannel(grpc.Channel):
                 if last_error is not None:
                     raise last_error from None
                 raise
-            inner = choice.connection.callable(method)
+            inner = self._attempt_callable(choice, method, plan)
             try:
                 response, call = inner.with_call(
                     request, timeout=plan.attempt_timeout(), **options.grpc_kwargs()
@@ -1016,7 +1035,7 @@ class BalancedChannel(grpc.Channel):
     ) -> tuple[Any, grpc.Call]:
         plan = self._begin(method, options)
         choice = self._pick(plan, may_wait=True)
-        inner = choice.connection.callable(method)
+        inner = self._attempt_callable(choice, method, plan)
         try:
             response, call = inner.with_call(
                 requests, timeout=plan.attempt_timeout(), **options.grpc_kwargs()
@@ -1041,7 +1060,7 @@ class BalancedChannel(grpc.Channel):
             choice = self._pick(plan, may_wait=True)
         except LocalRpcError as error:
             return error
-        inner = choice.connection.callable(method)
+        inner = self._attempt_callable(choice, method, plan)
         try:
             started = inner.future if future else inner
             call = started(request, timeout=plan.attempt_timeout(), **options.grpc_kwargs())

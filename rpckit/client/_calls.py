@@ -76,6 +76,7 @@ class Plan:
     wait_for_ready: bool
     attempts: int = 0
     tried: set[str] = dataclasses.field(default_factory=set)
+    trace_context: Any = None  # with tracing: the context the call began in (its attempts' parent)
 
     def attempt_timeout(self) -> float | None:
         if self.deadline is None:
@@ -390,7 +391,7 @@ class _UnaryFuture(grpc.Call, grpc.Future):  # type: ignore[type-arg]
         except LocalRpcError as error:
             self._complete(error=self._last_error if self._last_error is not None else error)
             return
-        inner_callable = choice.connection.callable(self._method)
+        inner_callable = self._channel._attempt_callable(choice, self._method, self._plan)
         try:
             inner = inner_callable.future(
                 self._request, timeout=self._plan.attempt_timeout(), **self._options.grpc_kwargs()
@@ -568,7 +569,7 @@ class _StreamingResponse(grpc.Call, grpc.Future):  # type: ignore[type-arg]
     def _start(self, *, may_wait: bool) -> None:
         assert self._plan is not None
         choice = self._channel._pick(self._plan, may_wait=may_wait)
-        inner_callable = choice.connection.callable(self._method)
+        inner_callable = self._channel._attempt_callable(choice, self._method, self._plan)
         try:
             inner = inner_callable(
                 self._request, timeout=self._plan.attempt_timeout(), **self._options.grpc_kwargs()

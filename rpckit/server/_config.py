@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rpckit.core._validate import check_int
+from rpckit.observe._tracing import Tracing
 
 __all__ = ["ConfigError", "ServerConfig", "TlsConfig"]
 
@@ -78,6 +79,9 @@ class ServerConfig:
             share their metrics in (``rpckit serve --workers``): each then serves the
             sum over all workers on ``metrics_address`` with SO_REUSEPORT
             (``rpckit.server._metrics``). ``None``: this process's metrics alone.
+        tracing: a SERVER span per call with the admission outcome and queue wait
+            (``rpckit.server._tracing``); health checks and watches only with
+            ``trace_background``. None (default): no tracing, OpenTelemetry not imported.
         interceptors: ``grpc.ServerInterceptor`` objects around every handler, health
             and reflection included (inside any that a patched ``grpc.server`` adds,
             as OpenTelemetry's instrumentation does). rpckit keeps working under any
@@ -103,6 +107,7 @@ class ServerConfig:
     worker_index: int = 0
     metrics_address: str | None = None
     metrics_dir: str | None = None
+    tracing: Tracing | None = None
     interceptors: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:

@@ -40,6 +40,8 @@ _log = logging.getLogger("rpckit.server")
 LoadSource = Callable[[], tuple[str, bytes]]
 #: Told of every finished call: (method, status code name, seconds in the handler).
 CallObserver = Callable[[str, str, float], None]
+#: Wraps a servicer method (method, behaviour, streaming=) -- e.g. in a tracing span.
+BehaviorWrapper = Callable[..., Callable[..., Any]]
 
 _BEHAVIOR_FIELDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 
@@ -51,11 +53,13 @@ def wrap_method_handlers(
     load: LoadSource | None,
     thread_pool: concurrent.futures.ThreadPoolExecutor | None = None,
     observer: CallObserver | None = None,
+    wrap: BehaviorWrapper | None = None,
 ) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
     """Wrap every behaviour of a service's method handlers (see the module docstring).
 
     ``thread_pool`` routes the service's calls to that pool instead of the
     server's executor (grpcio's ``experimental_thread_pool``; used for health).
+    ``wrap`` wraps each servicer method first (tracing, ``rpckit.server._tracing``).
     """
     wrapped = {}
     for name, handler in handlers.items():
@@ -64,6 +68,11 @@ def wrap_method_handlers(
         for field in _BEHAVIOR_FIELDS:
             behavior = getattr(handler, field)
             if behavior is not None:
+                if wrap is not None:
+                    inner = behavior
+                    behavior = wrap(method, inner, streaming=handler.response_streaming)
+                    if getattr(inner, "experimental_non_blocking", False):
+                        behavior.experimental_non_blocking = True  # type: ignore[attr-defined]
                 replaced[field] = _Behavior(
                     method,
                     behavior,

@@ -38,11 +38,12 @@ from rpckit.server._admission import AdmissionConfig, Rejection
 from rpckit.server._concurrency import ConcurrencyConfig
 from rpckit.server._config import ServerConfig, TlsConfig
 from rpckit.server._executor import AdmissionExecutor, CallFacts, rejection_status
-from rpckit.server._grpc_internals import has_interceptors
+from rpckit.server._grpc_internals import has_interceptors, read_call
 from rpckit.server._handlers import wrap_method_handlers
 from rpckit.server._health import HealthService
 from rpckit.server._metrics import ServerMetrics
 from rpckit.server._servicers import ServiceBinding, bind
+from rpckit.server._tracing import ServerTracer, note_admitted
 from rpckit.v1 import load_pb2
 
 __all__ = ["LocalDispatch", "Server", "ServerState"]
@@ -124,8 +125,10 @@ class Server:
             admission=_admission_config(self.config, admission),
             worker_index=self.config.worker_index,
             on_reject=self._on_reject,
-            # Only the queue-wait metric needs it: no call per handler without metrics.
-            on_start=self._on_start if self.config.metrics_address is not None else None,
+            # Only the queue-wait metric and tracing need it: no call per handler without them.
+            on_start=self._on_start
+            if self.config.metrics_address is not None or self.config.tracing is not None
+            else None,
             concurrency=ConcurrencyConfig() if self.config.adaptive_concurrency else None,
             handler_nice=self.config.handler_nice,
         )
@@ -140,6 +143,8 @@ class Server:
         )
         self.metrics_address: str | None = None
         self.health = HealthService(names) if self.config.health else None
+        tracing = self.config.tracing
+        self._tracer = ServerTracer(tracing) if tracing is not None else None
         self._grpc = grpc.server(
             cast(concurrent.futures.ThreadPoolExecutor, self._executor),  # any Executor works
             options=self.config.grpc_options(),
@@ -152,7 +157,12 @@ class Server:
         for binding in self._bindings:
             self._register(binding, report_load=True)
         if self.health is not None:
-            self._register(bind(self.health), report_load=False, thread_pool=self._side_pool)
+            self._register(
+                bind(self.health),
+                report_load=False,
+                thread_pool=self._side_pool,
+                traced=tracing is not None and tracing.trace_background,  # background traffic
+            )
             for method in ("Check", "List"):
                 self._executor.route(f"/{HEALTH_SERVICE}/{method}", self._side_pool)
             self._executor.route(f"/{HEALTH_SERVICE}/Watch", self._watch_pool)
@@ -200,6 +210,7 @@ class Server:
         *,
         report_load: bool,
         thread_pool: concurrent.futures.ThreadPoolExecutor | None = None,
+        traced: bool = True,
     ) -> None:
         handlers = wrap_method_handlers(
             binding.name,
@@ -207,6 +218,7 @@ class Server:
             load=self._executor.load_pair if report_load else None,
             thread_pool=thread_pool,
             observer=self.metrics.call_done if self.metrics is not None else None,
+            wrap=self._tracer.wrap if self._tracer is not None and traced else None,
         )
         if report_load:  # an application service: the HTTP shim may call it in process
             self._local_handlers.update({f"/{binding.name}/{n}": h for n, h in handlers.items()})
@@ -222,10 +234,22 @@ class Server:
         if self.metrics is not None:
             self.metrics.shed(facts.method, rejection.reason.name.lower())
             self.metrics.call_done(facts.method, rejection_status(rejection)[0].name, 0.0)
+        if self._tracer is not None:
+            args = getattr(rejection.ticket.item, "args", ())
+            call = read_call(args) if args else None  # None: an in-process (shim) call
+            self._tracer.rejected(
+                facts.method,
+                None if call is None else call.metadata,
+                code=rejection_status(rejection)[0],
+                reason=rejection.reason.name.lower(),
+                pushback_ms=rejection.pushback_ms,
+            )
 
     def _on_start(self, facts: CallFacts, waited_s: float) -> None:
         if self.metrics is not None:
             self.metrics.queue_wait(facts.method, waited_s)
+        if self._tracer is not None:
+            note_admitted(waited_s)
 
     def add_port(self, address: str) -> int:
         """Bind ``host:port`` (port 0 picks a free one); returns the port. Before start()."""

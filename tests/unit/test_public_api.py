@@ -27,6 +27,7 @@ def test_all_is_sorted_and_complete() -> None:
         "core",
         "http",
         "migrate",
+        "observe",
         "scaffold",
         "server",
         "testing",
@@ -46,6 +47,8 @@ def test_import_rpckit_loads_no_grpc() -> None:
     modules = set(ast.literal_eval(done.stdout))
     heavy = {"grpc", "google.protobuf", "rpckit.server._server", "rpckit.server._errors"}
     assert modules.isdisjoint(heavy), sorted(modules & heavy)
+    # Tracing is optional (rpckit[otel]) and off unless asked: no OpenTelemetry either.
+    assert not [m for m in modules if m.startswith("opentelemetry")]
 
 
 def test_a_missing_name_is_an_attribute_error() -> None:
