@@ -178,6 +178,28 @@ def _parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity (stderr)",
     )
+    serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one JSON object a line, with trace and span ids (rpckit.observe.JsonFormatter)",
+    )
+    serve.add_argument(
+        "--call-log",
+        action="store_true",
+        help="log every call (method, status, peer, duration, trace ids) at INFO",
+    )
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every --http request as a JSON line (logger rpckit.http.access)",
+    )
+    serve.add_argument(
+        "--trace",
+        action="store_true",
+        help="OpenTelemetry spans for calls, the shim and their next hops, on the global tracer "
+        "provider (e.g. run under opentelemetry-instrument; needs rpckit[otel])",
+    )
     serve.set_defaults(run=_serve)
 
     gen = verbs.add_parser(
@@ -381,11 +403,7 @@ def _limit_malloc_arenas(arenas: int) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-    )
+    _configure_logging(args.log_level, args.log_format)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together")
     try:
@@ -406,6 +424,8 @@ def _serve(args: argparse.Namespace) -> int:
             max_message_bytes=int(args.max_message_mb * 1024 * 1024),
             tls=tls,
             metrics_address=args.metrics,
+            call_log=args.call_log,
+            tracing=_tracing() if args.trace else None,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
@@ -449,6 +469,30 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_logging(level: str, form: str) -> None:
+    """stderr logging for ``rpckit serve``: text lines, or JSON objects (``--log-format json``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if form == "json":
+        from rpckit.observe._logs import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+        )
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def _tracing() -> Any:
+    """``--trace``: rpckit's spans on OpenTelemetry's global tracer provider."""
+    try:
+        from rpckit.observe._tracing import Tracing
+
+        return Tracing()
+    except ImportError as exc:
+        raise ConfigError(f"--trace: {exc}") from None
+
+
 def _http_app(spec: str | None, server: Any) -> Any:
     """The WSGI app ``--http`` serves: ``--http-app``'s factory(server), or Shim(server=server)."""
     from rpckit.http._app import Shim
@@ -484,6 +528,10 @@ def _http_server(args: argparse.Namespace, server: Any, config: ServerConfig) ->
     except ConfigError:
         server.stop()
         raise
+    if config.tracing is not None or args.access_log:
+        from rpckit.observe._wsgi import RequestObserver
+
+        app = RequestObserver(app, tracing=config.tracing, access_log=args.access_log)
     if server.metrics is not None and hasattr(app, "traffic"):
         server.metrics.registry.register(app.traffic)
     http = HttpServer(

@@ -82,6 +82,9 @@ class ServerConfig:
         tracing: a SERVER span per call with the admission outcome and queue wait
             (``rpckit.server._tracing``); health checks and watches only with
             ``trace_background``. None (default): no tracing, OpenTelemetry not imported.
+        call_log: one INFO record per call on ``rpckit.server.calls`` (method, status,
+            peer, duration, trace and span ids; ``rpckit.server._call_log``), e.g. for
+            :class:`rpckit.observe.JsonFormatter`. Off by default.
         interceptors: ``grpc.ServerInterceptor`` objects around every handler, health
             and reflection included (inside any that a patched ``grpc.server`` adds,
             as OpenTelemetry's instrumentation does). rpckit keeps working under any
@@ -108,6 +111,7 @@ class ServerConfig:
     metrics_address: str | None = None
     metrics_dir: str | None = None
     tracing: Tracing | None = None
+    call_log: bool = False
     interceptors: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:

@@ -35,11 +35,12 @@ from google.protobuf import descriptor
 from grpc_reflection.v1alpha import reflection
 
 from rpckit.server._admission import AdmissionConfig, Rejection
+from rpckit.server._call_log import CallLog
 from rpckit.server._concurrency import ConcurrencyConfig
 from rpckit.server._config import ServerConfig, TlsConfig
 from rpckit.server._executor import AdmissionExecutor, CallFacts, rejection_status
 from rpckit.server._grpc_internals import has_interceptors, read_call
-from rpckit.server._handlers import wrap_method_handlers
+from rpckit.server._handlers import BehaviorWrapper, wrap_method_handlers
 from rpckit.server._health import HealthService
 from rpckit.server._metrics import ServerMetrics
 from rpckit.server._servicers import ServiceBinding, bind
@@ -145,6 +146,7 @@ class Server:
         self.health = HealthService(names) if self.config.health else None
         tracing = self.config.tracing
         self._tracer = ServerTracer(tracing) if tracing is not None else None
+        self._call_log = CallLog() if self.config.call_log else None
         self._grpc = grpc.server(
             cast(concurrent.futures.ThreadPoolExecutor, self._executor),  # any Executor works
             options=self.config.grpc_options(),
@@ -161,7 +163,7 @@ class Server:
                 bind(self.health),
                 report_load=False,
                 thread_pool=self._side_pool,
-                traced=tracing is not None and tracing.trace_background,  # background traffic
+                background=True,
             )
             for method in ("Check", "List"):
                 self._executor.route(f"/{HEALTH_SERVICE}/{method}", self._side_pool)
@@ -210,7 +212,7 @@ class Server:
         *,
         report_load: bool,
         thread_pool: concurrent.futures.ThreadPoolExecutor | None = None,
-        traced: bool = True,
+        background: bool = False,
     ) -> None:
         handlers = wrap_method_handlers(
             binding.name,
@@ -218,7 +220,7 @@ class Server:
             load=self._executor.load_pair if report_load else None,
             thread_pool=thread_pool,
             observer=self.metrics.call_done if self.metrics is not None else None,
-            wrap=self._tracer.wrap if self._tracer is not None and traced else None,
+            wrap=self._behavior_wrapper(background=background),
         )
         if report_load:  # an application service: the HTTP shim may call it in process
             self._local_handlers.update({f"/{binding.name}/{n}": h for n, h in handlers.items()})
@@ -228,6 +230,27 @@ class Server:
         if self._register_methods:
             # Matched in grpc core, skipping the generic lookup (grpcio >= 1.63).
             cast(Any, self._grpc).add_registered_method_handlers(binding.name, handlers)
+
+    def _behavior_wrapper(self, *, background: bool) -> BehaviorWrapper | None:
+        """The call log inside the tracing span, for what each traces; None when neither.
+
+        Background traffic (health) is traced only with ``trace_background``, never logged.
+        """
+        tracer = self._tracer
+        if tracer is not None and background and not tracer.tracing.trace_background:
+            tracer = None
+        call_log = None if background else self._call_log
+        if tracer is None and call_log is None:
+            return None
+
+        def wrap(method: str, behavior: Any, *, streaming: bool) -> Any:
+            if call_log is not None:
+                behavior = call_log.wrap(method, behavior, streaming=streaming)
+            if tracer is not None:
+                behavior = tracer.wrap(method, behavior, streaming=streaming)
+            return behavior
+
+        return wrap
 
     def _on_reject(self, facts: CallFacts, rejection: Rejection[Any]) -> None:
         _log.debug("shed %s: %s", facts.method, rejection.reason.name)

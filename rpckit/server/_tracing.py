@@ -21,7 +21,7 @@ import grpc
 from rpckit.observe._tracing import Tracing, metadata_carrier, rpc_names
 from rpckit.server._errors import StatusError
 
-__all__ = ["ServerTracer", "note_admitted"]
+__all__ = ["ServerTracer", "note_admitted", "status_of"]
 
 _admitted = threading.local()  # the handler thread's current call: its queue wait
 
@@ -150,7 +150,7 @@ class ServerTracer:
 def _end(span: Any, context: Any, exc: BaseException | None) -> None:
     from opentelemetry.trace import Status, StatusCode
 
-    code = _status_of(context, exc)
+    code = status_of(context, exc)
     span.set_attribute("rpc.grpc.status_code", code.value[0])
     if code is not grpc.StatusCode.OK:
         span.set_status(Status(StatusCode.ERROR, code.name))
@@ -163,7 +163,7 @@ def _end(span: Any, context: Any, exc: BaseException | None) -> None:
     span.end()
 
 
-def _status_of(context: Any, exc: BaseException | None) -> grpc.StatusCode:
+def status_of(context: Any, exc: BaseException | None) -> grpc.StatusCode:
     """The status the call ends with (as ``rpckit.server._handlers`` maps errors)."""
     if isinstance(exc, StatusError):
         return exc.code

@@ -25,7 +25,8 @@ from werkzeug.test import Client
 import rpckit
 from examples.inventory._gen.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from rpckit.http import Shim
-from rpckit.observe import ACCESS_LOGGER, RequestObserver, Tracing
+from rpckit.observe import ACCESS_LOGGER, JsonFormatter, RequestObserver, Tracing
+from rpckit.server._call_log import CALL_LOGGER
 from rpckit.testing import running
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -109,7 +110,7 @@ def test_one_trace_from_http_through_a_retried_next_hop(
     tracing, exporter = spans
     fail = FailOnce()
     front = Front()
-    traced = rpckit.ServerConfig(drain_s=0.0, grace_s=5.0, tracing=tracing)
+    traced = rpckit.ServerConfig(drain_s=0.0, grace_s=5.0, tracing=tracing, call_log=True)
     with (
         running([Back(fail)], config=traced) as b1,
         running([Back(fail)], config=traced) as b2,
@@ -122,7 +123,10 @@ def test_one_trace_from_http_through_a_retried_next_hop(
             front.next_hop = inventory_pb2_grpc.InventoryStub(channel)
             _wait_serving(channel, 2)
             app = RequestObserver(Shim(server=a.server), tracing=tracing, access_log=True)
-            with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+            with (
+                caplog.at_level(logging.INFO, logger=ACCESS_LOGGER),
+                caplog.at_level(logging.INFO, logger=CALL_LOGGER),
+            ):
                 response = Client(app).get(
                     "/items/NUT-M8", headers={"traceparent": TRACEPARENT}, buffered=True
                 )
@@ -174,6 +178,17 @@ def test_one_trace_from_http_through_a_retried_next_hop(
     assert lines[0]["span_id"] == f"{shim.context.span_id:016x}"
     assert lines[0]["status"] == 200
     assert lines[0]["path"] == "/items/NUT-M8"
+
+    # The call log, as JSON lines: every call of the request (A, and B's two attempts) in
+    # the trace, with its own server span's id, method, status and peer.
+    formatter = JsonFormatter()
+    calls = [json.loads(formatter.format(r)) for r in caplog.records if r.name == CALL_LOGGER]
+    assert len(calls) == 3, calls
+    assert {c["trace_id"] for c in calls} == {TRACE_ID}
+    assert {c["span_id"] for c in calls} == {f"{s.context.span_id:016x}" for s in servers}
+    assert sorted(c["status"] for c in calls) == ["OK", "OK", "UNAVAILABLE"]
+    assert {c["method"] for c in calls} == {"/" + GET}
+    assert all(c["peer"] for c in calls)
 
 
 def test_a_refused_call_gets_a_span_with_the_reason(
