@@ -107,7 +107,11 @@ from rpckit.client._scheduler import JOIN_TIMEOUT_S, Scheduler, run_safely
 from rpckit.client._tracing import AttemptTracer
 from rpckit.core._deadline import NO_DEADLINE_S, outbound_timeout
 from rpckit.core._load import load_from_metadata
-from rpckit.core._wire import PUSHBACK_METADATA_KEY, REJECTION_DETAILS_PREFIX
+from rpckit.core._wire import (
+    PUSHBACK_METADATA_KEY,
+    REJECTION_DETAILS_PREFIX,
+    pushback_from_trailers,
+)
 from rpckit.v1 import load_pb2
 
 __all__ = ["BalancedChannel"]
@@ -224,14 +228,7 @@ class _Choice:
 
 def _pushback_ms(trailers: Iterable[Any] | None) -> int | None:
     """The ``grpc-retry-pushback-ms`` trailer; -1 (do not retry) when unparseable."""
-    for key, value in trailers or ():
-        if key == PUSHBACK_METADATA_KEY:
-            text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-            try:
-                return int(text)
-            except ValueError:
-                return -1
-    return None
+    return pushback_from_trailers(trailers)
 
 
 def _reached_handler(details: str, trailers: Sequence[Any]) -> bool | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from rpckit.core._wire import PUSHBACK_METADATA_KEY
+from rpckit.core._wire import pushback_from_trailers
 from rpckit.observe._tracing import Tracing, rpc_names
 
 __all__ = ["AttemptTracer"]
@@ -138,11 +138,9 @@ def _end(span: Any, call: Any) -> None:
             code = None
     if isinstance(code, grpc.StatusCode):
         span.set_attribute("rpc.grpc.status_code", code.value[0])
-    for key, value in trailers:
-        if key == PUSHBACK_METADATA_KEY:
-            text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-            if text.lstrip("-").isdigit():
-                span.set_attribute("rpckit.pushback_ms", int(text))
+    pushback = pushback_from_trailers(trailers)
+    if pushback is not None:
+        span.set_attribute("rpckit.pushback_ms", pushback)
     if code is not grpc.StatusCode.OK:
         span.set_status(Status(StatusCode.ERROR, code.name if code is not None else "no status"))
     span.end()

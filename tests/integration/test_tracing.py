@@ -229,3 +229,26 @@ def test_a_refused_call_gets_a_span_with_the_reason(
     assert _parent_id(refused) == int(PARENT_ID, 16)
     assert (refused.attributes or {})["rpckit.admission.reason"] == "queue_full"
     assert int((refused.attributes or {})["rpckit.pushback_ms"]) >= 1  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "traceparent", ["garbage", "00-" + "0" * 32 + "-" + "0" * 16 + "-01", "00-xyz-" + "1" * 300]
+)
+def test_a_malformed_traceparent_starts_a_new_trace(
+    spans: tuple[Tracing, InMemorySpanExporter], traceparent: str
+) -> None:
+    tracing, exporter = spans
+    back = Back(FailOnce())
+    back.fail.failed = True  # never fail
+    config = rpckit.ServerConfig(drain_s=0.0, tracing=tracing)
+    with running([back], config=config) as live:
+        stub = inventory_pb2_grpc.InventoryStub(live.channel)
+        reply = stub.GetItem(
+            inventory_pb2.GetItemRequest(sku="x"),
+            timeout=10,
+            metadata=(("traceparent", traceparent),),
+        )
+    assert reply.quantity == 7
+    (span,) = exporter.get_finished_spans()
+    assert span.parent is None  # the hostile header was ignored, the call served
+    assert span.context.is_valid
