@@ -57,6 +57,8 @@ class RequestObserver:
 
     def __getattr__(self, name: str) -> Any:
         """The wrapped app's attributes (``Shim.traffic``, ``openapi``...) stay reachable."""
+        if name == "app":  # not set yet: no recursion through this method
+            raise AttributeError(name)
         return getattr(self.app, name)
 
     def __call__(
