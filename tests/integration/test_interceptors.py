@@ -149,8 +149,16 @@ def _fill_then_refuse(
         assert gate.entered.acquire(timeout=20)
     queued = [stub.GetItem.future(GetItem(sku="hold"), timeout=30) for _ in range(2)]
     health = health_pb2_grpc.HealthStub(live.channel)
-    # Every handler thread is busy and the queue full: health still answers (side pool).
+    # Every handler thread is busy and the queue full: health still answers (side pool),
+    # and a watch opens (its own pool), neither queued behind the held calls.
     assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == 1
+    watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=10)
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    # OpenTelemetry's client hands back a bare generator (no cancel): the server's stop
+    # ends that watch.
+    cancel = getattr(watch, "cancel", None)
+    if cancel is not None:
+        cancel()
     with pytest.raises(grpc.RpcError) as info:
         stub.GetItem(GetItem(sku="one-too-many"), timeout=10, metadata=metadata)
     gate.open.set()
