@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient, GrpcInstrumentorServer
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -48,6 +49,8 @@ def otel() -> Iterator[InMemorySpanExporter]:
     client.instrument(tracer_provider=provider)
     try:
         yield exporter
+        # Nothing the test started left a span current in this thread.
+        assert not trace.get_current_span().get_span_context().is_valid
     finally:
         client.uninstrument()
         server.uninstrument()
@@ -99,8 +102,19 @@ class Wrapping(_Interceptor):
 
 def _watch_statuses(channel: grpc.Channel, count: int) -> Iterator[int]:
     call = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30)
-    for _, response in zip(range(count), call, strict=False):
-        yield response.status
+    try:
+        for _, response in zip(range(count), call, strict=False):
+            yield response.status
+    finally:
+        _close(call)
+
+
+def _close(call: Any) -> None:
+    """End a watch. OpenTelemetry's client hands back a generator (no cancel) that holds
+    its span current in this thread until closed; grpc's own call object has cancel."""
+    close = getattr(call, "cancel", None) or getattr(call, "close", None)
+    if close is not None:
+        close()
 
 
 def _spans(exporter: InMemorySpanExporter, name: str, kind: SpanKind) -> list[ReadableSpan]:
@@ -114,6 +128,7 @@ def test_health_watch_follows_status_changes_under_otel(otel: InMemorySpanExport
         assert next(watch) == health_pb2.HealthCheckResponse.SERVING
         live.server.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         assert next(watch) == health_pb2.HealthCheckResponse.NOT_SERVING
+        watch.close()
     # The instrumentation did wrap the Watch: a server span for it.
     assert _spans(otel, WATCH, SpanKind.SERVER)
 
@@ -154,11 +169,7 @@ def _fill_then_refuse(
     assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == 1
     watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=10)
     assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
-    # OpenTelemetry's client hands back a bare generator (no cancel): the server's stop
-    # ends that watch.
-    cancel = getattr(watch, "cancel", None)
-    if cancel is not None:
-        cancel()
+    _close(watch)
     with pytest.raises(grpc.RpcError) as info:
         stub.GetItem(GetItem(sku="one-too-many"), timeout=10, metadata=metadata)
     gate.open.set()
@@ -219,6 +230,7 @@ def test_plain_interceptor_health_watch_ends_on_drain() -> None:
         assert list(statuses) == []
         stopper.join(timeout=30)
         assert not stopper.is_alive()
+        statuses.close()
     assert WATCH in plain.seen
 
 

@@ -8,6 +8,7 @@ provider here: nothing is exported) the lines still parse.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import time
@@ -79,7 +80,8 @@ def test_json_call_and_access_logs(serve: Serve, trace: bool) -> None:
 def test_json_formatter_without_a_span_or_opentelemetry() -> None:
     record = logging.LogRecord("x", logging.WARNING, __file__, 1, "hello %s", ("world",), None)
     record.method = "/a.B/C"
-    line = json.loads(JsonFormatter().format(record))
+    # In a fresh context: no span is current whatever other tests left in this thread's.
+    line = json.loads(contextvars.Context().run(JsonFormatter().format, record))
     assert line["message"] == "hello world"
     assert line["level"] == "WARNING"
     assert line["method"] == "/a.B/C"
