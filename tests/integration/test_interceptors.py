@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -100,7 +100,7 @@ class Wrapping(_Interceptor):
         return handler
 
 
-def _watch_statuses(channel: grpc.Channel, count: int) -> Iterator[int]:
+def _watch_statuses(channel: grpc.Channel, count: int) -> Generator[int]:
     call = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30)
     try:
         for _, response in zip(range(count), call, strict=False):
