@@ -10,6 +10,7 @@ must all keep working, on real servers on 127.0.0.1.
 from __future__ import annotations
 
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
@@ -139,7 +140,14 @@ def test_balanced_channel_calls_succeed_under_otel(otel: InMemorySpanExporter) -
         with channel:
             stub = inventory_pb2_grpc.InventoryStub(channel)
             answers = [stub.GetItem(GetItem(sku=f"s{i}"), timeout=10).sku for i in range(40)]
-            serving = [c.health for b in channel.backends() for c in b.connections]
+            # Every connection's health check and watch come through the instrumentation:
+            # each turns SERVING (a connection may still be checking when the calls end).
+            give_up = time.monotonic() + 30
+            while True:
+                serving = [c.health for b in channel.backends() for c in b.connections]
+                if all(health == "serving" for health in serving) or time.monotonic() > give_up:
+                    break
+                time.sleep(0.01)
     assert answers == [f"s{i}" for i in range(40)]
     assert serving
     assert all(health == "serving" for health in serving), serving
