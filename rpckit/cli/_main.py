@@ -7,6 +7,7 @@ and exit status 2; a verb's real work lives in its own module.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import importlib
@@ -15,6 +16,7 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -137,7 +139,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--metrics",
         metavar="HOST:PORT",
-        help="serve Prometheus metrics here (with --workers, worker i uses PORT+i; 0 picks)",
+        help="serve Prometheus metrics here (one endpoint: with --workers, the sum over "
+        "all workers, the load gauges per worker); port 0 picks",
     )
     serve.add_argument(
         "--http",
@@ -208,6 +211,28 @@ def _parser() -> argparse.ArgumentParser:
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity (stderr)",
+    )
+    serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one JSON object a line, with trace and span ids (rpckit.observe.JsonFormatter)",
+    )
+    serve.add_argument(
+        "--call-log",
+        action="store_true",
+        help="log every call (method, status, peer, duration, trace ids) at INFO",
+    )
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every --http request as a JSON line (logger rpckit.http.access)",
+    )
+    serve.add_argument(
+        "--trace",
+        action="store_true",
+        help="OpenTelemetry spans for calls, the shim and their next hops, on the global tracer "
+        "provider (e.g. run under opentelemetry-instrument; needs rpckit[otel])",
     )
     serve.set_defaults(run=_serve)
 
@@ -419,11 +444,7 @@ def _limit_malloc_arenas(arenas: int) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-    )
+    _configure_logging(args.log_level, args.log_format)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together")
     try:
@@ -444,6 +465,8 @@ def _serve(args: argparse.Namespace) -> int:
             max_message_bytes=int(args.max_message_mb * 1024 * 1024),
             tls=tls,
             metrics_address=args.metrics,
+            call_log=args.call_log,
+            tracing=_tracing() if args.trace else None,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
@@ -487,6 +510,30 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_logging(level: str, form: str) -> None:
+    """stderr logging for ``rpckit serve``: text lines, or JSON objects (``--log-format json``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if form == "json":
+        from rpckit.observe._logs import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+        )
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def _tracing() -> Any:
+    """``--trace``: rpckit's spans on OpenTelemetry's global tracer provider."""
+    try:
+        from rpckit.observe._tracing import Tracing
+
+        return Tracing()
+    except ImportError as exc:
+        raise ConfigError(f"--trace: {exc}") from None
+
+
 def _http_app(spec: str | None, server: Any) -> Any:
     """The WSGI app ``--http`` serves: ``--http-app``'s factory(server), or Shim(server=server)."""
     from rpckit.http._app import Shim
@@ -522,6 +569,10 @@ def _http_server(args: argparse.Namespace, server: Any, config: ServerConfig) ->
     except ConfigError:
         server.stop()
         raise
+    if config.tracing is not None or args.access_log:
+        from rpckit.observe._wsgi import RequestObserver
+
+        app = RequestObserver(app, tracing=config.tracing, access_log=args.access_log)
     if server.metrics is not None and hasattr(app, "traffic"):
         server.metrics.registry.register(app.traffic)
     try:
@@ -554,49 +605,73 @@ def _http_server(args: argparse.Namespace, server: Any, config: ServerConfig) ->
 
 def _serve_workers(args: argparse.Namespace, config: ServerConfig) -> int:
     """Supervise --workers processes; this process imports neither the app nor grpc."""
-    from rpckit.server._workers import WorkerPlan, supervise
+    from rpckit.server._workers import WorkerPlan, forget_worker_gauges, supervise
 
     try:
         check_bindable(args.grpc)
     except ValueError as exc:
         raise ConfigError(f"--grpc {args.grpc}: {exc}") from exc
 
-    http_reserved = None
-    if args.http is not None:
-        from rpckit.server._workers import reserve_port
+    with contextlib.ExitStack() as held:
+        reserved: list[socket.socket] = []  # the supervisor's port reservations
+        if args.http is not None:  # port 0 -> one port for all
+            args.http = _reserve("--http", args.http, reserved, held)
+        metrics_dir = None
+        if args.metrics is not None:
+            args.metrics = _reserve("--metrics", args.metrics, reserved, held)
+            # The workers' shared metric files (rpckit.server._metrics), removed when we stop.
+            metrics_dir = held.enter_context(tempfile.TemporaryDirectory(prefix="rpckit-metrics-"))
+            config = dataclasses.replace(
+                config, metrics_address=args.metrics, metrics_dir=metrics_dir
+            )
+        loaded: list[Any] = []  # the app's FACTORY, once preload ran (in the zygote)
+
+        def preload() -> None:
+            loaded.append(_preload_worker(args))
+
+        def run_worker(index: int, address: str, ready: Callable[[], None]) -> int:
+            for sock in reserved:
+                sock.close()  # the supervisor's reservation; this worker binds its own
+            return _run_worker(args, config, loaded[0], index=index, address=address, ready=ready)
+
+        def announce(line: str) -> None:
+            announcement = json.loads(line)
+            for name in ("http", "metrics"):
+                if getattr(args, name) is not None:
+                    announcement[name] = getattr(args, name)
+            print(json.dumps(announcement), flush=True)
+
+        def worker_exited(pid: int) -> None:
+            if metrics_dir is not None:
+                forget_worker_gauges(metrics_dir, pid)
 
         try:
-            check_bindable(args.http)
-            http_reserved, args.http = reserve_port(args.http)  # port 0 -> one port for all
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"--http {args.http}: {exc}") from exc
+            plan = WorkerPlan(
+                workers=args.workers,
+                address=args.grpc,
+                preload=preload,
+                run_worker=run_worker,
+                on_exit=worker_exited,
+            )
+            return supervise(plan, announce=announce)
+        except OSError as exc:  # not Linux: no PR_SET_CHILD_SUBREAPER
+            raise ConfigError(f"--workers: {exc}") from exc
 
-    loaded: list[Any] = []  # the app's FACTORY, once preload ran (in the zygote)
 
-    def preload() -> None:
-        loaded.append(_preload_worker(args))
-
-    def run_worker(index: int, address: str, ready: Callable[[], None]) -> int:
-        if http_reserved is not None:
-            http_reserved.close()  # the supervisor's reservation; this worker binds its own
-        return _run_worker(args, config, loaded[0], index=index, address=address, ready=ready)
-
-    def announce(line: str) -> None:
-        announcement = json.loads(line)
-        if args.http is not None:
-            announcement["http"] = args.http
-        print(json.dumps(announcement), flush=True)
+def _reserve(
+    flag: str, address: str, reserved: list[socket.socket], held: contextlib.ExitStack
+) -> str:
+    """Reserve ``address`` for the workers to share (``reserve_port``); its resolved address."""
+    from rpckit.server._workers import reserve_port
 
     try:
-        plan = WorkerPlan(
-            workers=args.workers, address=args.grpc, preload=preload, run_worker=run_worker
-        )
-        return supervise(plan, announce=announce)
-    except OSError as exc:  # not Linux: no PR_SET_CHILD_SUBREAPER
-        raise ConfigError(f"--workers: {exc}") from exc
-    finally:
-        if http_reserved is not None:
-            http_reserved.close()
+        check_bindable(address)
+        sock, resolved = reserve_port(address)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{flag} {address}: {exc}") from exc
+    held.callback(sock.close)
+    reserved.append(sock)
+    return resolved
 
 
 def _preload_worker(args: argparse.Namespace) -> Any:
@@ -623,16 +698,8 @@ def _run_worker(
     from rpckit.server._server import Server
     from rpckit.server._signals import graceful_exit
 
-    metrics = config.metrics_address
-    if metrics is not None:
-        host, _, port = metrics.rpartition(":")
-        metrics = f"{host}:{int(port) + index if int(port) else 0}"
     worker_config = dataclasses.replace(
-        config,
-        so_reuseport=True,
-        worker_index=index,
-        processes=args.workers,
-        metrics_address=metrics,
+        config, so_reuseport=True, worker_index=index, processes=args.workers
     )
     server = Server(make_servicers(args.app, target), config=worker_config)
     server.add_port(address)

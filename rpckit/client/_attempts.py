@@ -91,6 +91,7 @@ class Plan:
     wait_for_ready: bool
     attempts: int = 0
     tried: set[str] = dataclasses.field(default_factory=set)
+    trace_context: Any = None  # with tracing: the context the call began in (its attempts' parent)
 
     def time_left(self, now: float) -> float | None:
         """Seconds until the deadline (>= 0), None without one."""

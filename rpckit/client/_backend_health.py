@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rpckit.client._config import BalancedChannelConfig
+from rpckit.observe._background import background_traffic
 
 __all__ = ["Health", "HealthWatch"]
 
@@ -66,10 +67,17 @@ class HealthWatch:
         with self._lock:
             call = self._call
         if call is not None:
-            call.cancel()
+            _cancel(call)
 
     def run(self, report: Callable[[Health], None]) -> None:
-        """Check until SERVING, then Watch; back off when not. Every status goes to ``report``."""
+        """Check until SERVING, then Watch; back off when not. Every status goes to ``report``.
+
+        Health traffic is background traffic: not traced (see ``rpckit.observe._background``).
+        """
+        with background_traffic():
+            self._run(report)
+
+    def _run(self, report: Callable[[Health], None]) -> None:
         config = self._config
         stub = health_pb2_grpc.HealthStub(self._channel)
         request = health_pb2.HealthCheckRequest(service=config.health_service)
@@ -106,7 +114,7 @@ class HealthWatch:
             stopping = call is not None and self._stop.is_set()
             self._call = None if stopping else call
         if stopping:
-            call.cancel()
+            _cancel(call)
         return not stopping
 
     def _check(self, stub: Any, request: health_pb2.HealthCheckRequest) -> Health | None:
@@ -150,7 +158,7 @@ class HealthWatch:
                 else:
                     report(Health.NOT_SERVING)
                     self._stop.wait(_WATCH_CANCEL_DELAY_S)
-                    call.cancel()
+                    _cancel(call)
                     return Health.NOT_SERVING
             return Health.UNREACHABLE  # the server ended the watch
         except grpc.RpcError as error:
@@ -159,3 +167,11 @@ class HealthWatch:
             return Health.UNREACHABLE
         finally:
             self._track(None)
+
+
+def _cancel(call: Any) -> None:
+    """Cancel a health call. A client interceptor may return a bare iterator for a stream
+    (no ``cancel``): that call then ends when the server ends it or the channel closes."""
+    cancel = getattr(call, "cancel", None)
+    if cancel is not None:
+        cancel()

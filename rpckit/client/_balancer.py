@@ -102,6 +102,7 @@ from rpckit.client._feedback import Feedback, Latency
 from rpckit.client._outlier import OutlierDetector
 from rpckit.client._p2c import BackendLoad, pick
 from rpckit.client._scheduler import JOIN_TIMEOUT_S, Scheduler, run_safely
+from rpckit.client._tracing import AttemptTracer
 from rpckit.v1 import load_pb2
 
 __all__ = ["BalancedChannel"]
@@ -191,13 +192,27 @@ class _Choice:
     backend: _Backend
     connection: _Connection
     started: float
+    #: With tracing: the tracer and the call's plan; each attempt then runs in its own span.
+    traced: tuple[AttemptTracer, Plan] | None = None
 
     @property
     def address(self) -> str:
         return self.backend.address
 
     def callable(self, method: Method) -> Any:
-        return self.connection.callable(method)
+        inner = self.connection.callable(method)
+        if self.traced is None:
+            return inner
+        tracer, plan = self.traced
+        if plan.trace_context is None:  # the first attempt runs in the caller's thread
+            plan.trace_context = tracer.current_context()
+        return tracer.wrap(
+            inner,
+            method=method.path,
+            backend=self.backend.address,
+            attempt=plan.attempts,
+            parent=plan.trace_context,
+        )
 
 
 class _ChannelBackends:
@@ -213,7 +228,10 @@ class _ChannelBackends:
         return self._channel._closed
 
     def pick(self, plan: Plan, *, may_wait: bool) -> _Choice:
-        return self._channel._pick(plan, may_wait=may_wait)
+        choice = self._channel._pick(plan, may_wait=may_wait)
+        if self._channel._tracer is not None:
+            choice.traced = (self._channel._tracer, plan)
+        return choice
 
     def release(
         self, lease: Any, feedback: Feedback, report: load_pb2.LoadReport | None, now: float
@@ -251,6 +269,8 @@ class BalancedChannel(grpc.Channel):
         if config is not None and not isinstance(config, BalancedChannelConfig):
             raise TypeError(f"config must be a BalancedChannelConfig, got {config!r}")
         self._config = config if config is not None else BalancedChannelConfig()
+        tracing = self._config.tracing
+        self._tracer = AttemptTracer(tracing) if tracing is not None else None
         self._discovery = Discovery(parse_targets(targets), resolver)
         self._credentials = credentials
         self._options = tuple(options)

@@ -15,6 +15,7 @@ from rpckit.client._p2c import PickerConfig
 from rpckit.client._retry import AdaptiveThrottleConfig, RetryBudgetConfig
 from rpckit.core._deadline import OUTBOUND_MARGIN_S
 from rpckit.core._validate import check_fields, check_int, check_number, conflict
+from rpckit.observe._tracing import Tracing
 
 __all__ = ["BackendStatus", "BalancedChannelConfig", "ConnectionStatus", "is_method_path"]
 
@@ -97,6 +98,10 @@ class BalancedChannelConfig:
     idempotent_methods: frozenset[str] = frozenset()
     """Method paths (``/pkg.Service/Method``) to treat as idempotent in addition to
     those whose proto says so (for methods without a descriptor in the pool)."""
+
+    tracing: Tracing | None = None
+    """A span per attempt (backend, retry number, pushback), see ``rpckit.client._tracing``;
+    None (default): no tracing, and OpenTelemetry is not imported."""
 
     def __post_init__(self) -> None:
         check_fields(self)  # types, nested configs; numbers finite and >= 0

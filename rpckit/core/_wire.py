@@ -6,12 +6,16 @@ spell alike; each module imports it from here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 __all__ = [
     "CRITICALITY_METADATA_KEY",
     "LOAD_METADATA_KEY",
     "PUSHBACK_METADATA_KEY",
     "REJECTION_DETAILS_PREFIX",
     "STATUS_DETAILS_METADATA_KEY",
+    "pushback_from_trailers",
 ]
 
 CRITICALITY_METADATA_KEY = "rpckit-criticality"
@@ -30,3 +34,16 @@ STATUS_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 REJECTION_DETAILS_PREFIX = "rpckit: "
 """How an rpckit server starts an admission rejection's details. With the pushback
 trailer it tells a client that the call never reached a handler (safe to retry)."""
+
+
+def pushback_from_trailers(trailers: Iterable[tuple[str, Any]] | None) -> int | None:
+    """The ``grpc-retry-pushback-ms`` trailer's value; -1 (do not retry) when unparseable,
+    None without one."""
+    for key, value in trailers or ():
+        if key == PUSHBACK_METADATA_KEY:
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+            try:
+                return int(text)
+            except ValueError:
+                return -1
+    return None

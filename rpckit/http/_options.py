@@ -66,7 +66,9 @@ SUCCESS_STATUSES = frozenset({200, 201, 202, 204})
 #: Request headers that reach handlers as metadata unless configured otherwise:
 #: credentials (handlers authorise), request ids and trace context (logs, tracing),
 #: and rpckit's own criticality (admission sheds sheddable traffic first).
-DEFAULT_FORWARD_HEADERS = ("authorization", "x-request-id", "traceparent", CRITICALITY_METADATA_KEY)
+DEFAULT_FORWARD_HEADERS = (
+    "authorization", "x-request-id", "traceparent", "tracestate", CRITICALITY_METADATA_KEY,
+)  # fmt: skip
 
 #: Response metadata keys that become HTTP headers, and the header names:
 #: an auth challenge and a request id a handler may set.

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from rpckit.core._validate import check_fields, check_int, check_number
+from rpckit.observe._tracing import Tracing
 
 __all__ = ["ConfigError", "ServerConfig", "TlsConfig"]
 
@@ -90,6 +92,20 @@ class ServerConfig:
             proportion to these processes' share of the busy CPU.
         metrics_address: serve Prometheus metrics on this ``host:port`` (port 0
             picks one); ``None`` (the default) serves none. Needs prometheus-client.
+        metrics_dir: the directory the worker processes of one multi-process server
+            share their metrics in (``rpckit serve --workers``): each then serves the
+            sum over all workers on ``metrics_address`` with SO_REUSEPORT
+            (``rpckit.server._metrics``). ``None``: this process's metrics alone.
+        tracing: a SERVER span per call with the admission outcome and queue wait
+            (``rpckit.server._tracing``); health checks and watches only with
+            ``trace_background``. None (default): no tracing, OpenTelemetry not imported.
+        call_log: one INFO record per call on ``rpckit.server.calls`` (method, status,
+            peer, duration, trace and span ids; ``rpckit.server._call_log``), e.g. for
+            :class:`rpckit.observe.JsonFormatter`. Off by default.
+        interceptors: ``grpc.ServerInterceptor`` objects around every handler, health
+            and reflection included (inside any that a patched ``grpc.server`` adds,
+            as OpenTelemetry's instrumentation does). rpckit keeps working under any
+            that call the handler they wrap.
     """
 
     threads: int = 256
@@ -114,6 +130,10 @@ class ServerConfig:
     worker_index: int = 0
     processes: int = 1
     metrics_address: str | None = None
+    metrics_dir: str | None = None
+    tracing: Tracing | None = None
+    call_log: bool = False
+    interceptors: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         check_fields(self)  # types; numbers finite and >= 0

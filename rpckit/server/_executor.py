@@ -33,7 +33,9 @@ pool with a *verdict* that makes rpckit's handler wrapper refuse it.
 
 Per-call facts (method, deadline, criticality) are read from the arguments
 grpcio passes to ``submit``; when they cannot be read the call is admitted
-with no deadline.
+with no deadline. Methods given a pool of their own (:meth:`AdmissionExecutor.route`:
+health) bypass admission here: grpcio normally sends them to that pool itself,
+but not when a server interceptor hid the behaviour's ``experimental_thread_pool``.
 """
 
 from __future__ import annotations
@@ -276,6 +278,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
         self._on_reject = on_reject
         self._on_start = on_start
         self._load_cache: tuple[float, tuple[str, bytes]] = (-1.0, ("", b""))
+        self._routes: dict[str, concurrent.futures.Executor] = {}
         self._sweeper = threading.Thread(
             target=self._sweep_loop, name="rpckit-sweeper", daemon=True
         )
@@ -295,9 +298,19 @@ class AdmissionExecutor(concurrent.futures.Executor):
         supports ``add_done_callback``, which is all grpcio uses."""
         now = self._clock()
         facts = facts_from_submit(args, now, time.time())
+        pool = self._routes.get(facts.method)
+        if pool is not None:
+            return pool.submit(fn, *args, **kwargs)
         done = _Done()
         self._admit(_Work(fn, args, kwargs, done, facts), now)
         return cast("concurrent.futures.Future[None]", done)
+
+    def route(self, method: str, pool: concurrent.futures.Executor) -> None:
+        """Run every call of ``method`` (``/pkg.Service/Method``) on ``pool``, outside admission.
+
+        Set up before the server starts; read without a lock afterwards.
+        """
+        self._routes[method] = pool
 
     def submit_call(
         self, fn: Callable[[], Any], facts: CallFacts

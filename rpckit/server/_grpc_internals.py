@@ -11,7 +11,14 @@ minor series, and the integration tests exercise each of them):
    -- used to reject a queued call without reading its request or taking a
    handler thread, the cheapest refusal grpcio can make;
 3. a behaviour's ``experimental_thread_pool`` attribute routes its calls to
-   another pool (health checks stay answerable under overload).
+   another pool (health checks stay answerable under overload);
+4. ``server._state.interceptor_pipeline`` says whether server interceptors wrap
+   the handlers (:func:`has_interceptors`).
+
+A server interceptor (OpenTelemetry's, say) replaces rpckit's behaviour with
+its own function, so the attributes of 1 and 3 are gone. Then the method is
+read from the call itself (generic, not registered, handlers: see
+``rpckit.server._server``) and the executor routes by method name.
 
 If the shapes ever differ, :func:`read_call` returns ``None`` and
 :func:`abort_queued` returns ``False``: rpckit then falls back to running the
@@ -25,7 +32,7 @@ from typing import Any, NamedTuple
 
 import grpc
 
-__all__ = ["SubmittedCall", "abort_queued", "read_call"]
+__all__ = ["SubmittedCall", "abort_queued", "has_interceptors", "read_call"]
 
 
 class SubmittedCall(NamedTuple):
@@ -94,3 +101,11 @@ def abort_queued(
         state.details = encoded
         abort(state, call, cy_code, encoded)
     return True
+
+
+def has_interceptors(server: grpc.Server) -> bool:
+    """Whether server interceptors wrap every handler (True when it cannot be told)."""
+    state = getattr(server, "_state", None)
+    if state is None or not hasattr(state, "interceptor_pipeline"):
+        return True
+    return state.interceptor_pipeline is not None

@@ -46,6 +46,8 @@ LoadSource = Callable[[], tuple[str, bytes]]
 CallObserver = Callable[[str, str, float], None]
 #: Told of every request that did not parse: (method, the parse error in words).
 MalformedObserver = Callable[[str, str], None]
+#: Wraps a servicer method (method, behaviour, streaming=) -- e.g. in a tracing span.
+BehaviorWrapper = Callable[..., Callable[..., Any]]
 
 _BEHAVIOR_FIELDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 
@@ -58,11 +60,13 @@ def wrap_method_handlers(
     thread_pool: concurrent.futures.ThreadPoolExecutor | None = None,
     observer: CallObserver | None = None,
     malformed: MalformedObserver | None = None,
+    wrap: BehaviorWrapper | None = None,
 ) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
     """Wrap every behaviour of a service's method handlers (see the module docstring).
 
     ``thread_pool`` routes the service's calls to that pool instead of the
     server's executor (grpcio's ``experimental_thread_pool``; used for health).
+    ``wrap`` wraps each servicer method first (tracing, ``rpckit.server._tracing``).
     """
     wrapped = {}
     for name, handler in handlers.items():
@@ -71,6 +75,11 @@ def wrap_method_handlers(
         for field in _BEHAVIOR_FIELDS:
             behavior = getattr(handler, field)
             if behavior is not None:
+                if wrap is not None:
+                    inner = behavior
+                    behavior = wrap(method, inner, streaming=handler.response_streaming)
+                    if getattr(inner, "experimental_non_blocking", False):
+                        behavior.experimental_non_blocking = True  # type: ignore[attr-defined]
                 replaced[field] = _Behavior(
                     method,
                     behavior,

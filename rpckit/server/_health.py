@@ -5,12 +5,23 @@ client leaves, so a draining server waits its whole grace period for them.
 This one ends every open watch (after sending NOT_SERVING) when the server
 drains, and answers ``Watch`` without holding a thread (grpcio's non-blocking
 streaming behaviour).
+
+That non-blocking form is grpcio's private calling convention: grpcio passes a
+``send_response_callback`` only when the behaviour it runs is marked
+``experimental_non_blocking``. A server interceptor (OpenTelemetry's, for one)
+puts its own function in front, which carries no such mark, so grpcio calls
+``Watch(request, context)`` and iterates what it returns. ``Watch`` then
+answers as an ordinary generator: a queue per watcher, one thread held per open
+watch (the server runs those on a pool of their own, see ``rpckit.server._server``).
+Both forms share the watcher table, so ``set``, ``drain`` and ``close_watches``
+reach every watch whichever way it came in.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -90,26 +101,41 @@ class HealthService(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
         self,
         request: health_pb2.HealthCheckRequest,
         context: grpc.ServicerContext,
-        send_response_callback: _SendResponse,
-    ) -> None:
-        service = request.service
-        with self._lock:
-            status = self._status.get(service, SERVICE_UNKNOWN)
-            self._watchers.setdefault(service, set()).add(send_response_callback)
-        send_response_callback(health_pb2.HealthCheckResponse(status=status))
-
-        def forget() -> None:
-            with self._lock:
-                group = self._watchers.get(service)
-                if group is not None and send_response_callback in group:
-                    group.discard(send_response_callback)
-                else:
-                    return
-            send_response_callback(None)
-
-        if not context.add_callback(forget):
-            forget()
+        send_response_callback: _SendResponse | None = None,
+    ) -> Iterator[health_pb2.HealthCheckResponse] | None:
+        if send_response_callback is None:  # called through an interceptor: a plain stream
+            return self._watch_stream(request.service, context)
+        self._subscribe(request.service, context, send_response_callback)
+        return None
 
     # grpcio: call Watch with a send_response_callback instead of iterating a generator,
     # so an open watch holds no thread.
     Watch.experimental_non_blocking = True  # type: ignore[attr-defined]
+
+    def _watch_stream(
+        self, service: str, context: grpc.ServicerContext
+    ) -> Iterator[health_pb2.HealthCheckResponse]:
+        """The generator form of Watch: statuses until the client leaves or the server drains."""
+        statuses: queue.SimpleQueue[health_pb2.HealthCheckResponse | None] = queue.SimpleQueue()
+        self._subscribe(service, context, statuses.put)
+        while (response := statuses.get()) is not None:
+            yield response
+
+    def _subscribe(self, service: str, context: grpc.ServicerContext, send: _SendResponse) -> None:
+        """Send the current status now and every change later; ``send(None)`` ends the watch."""
+        with self._lock:
+            status = self._status.get(service, SERVICE_UNKNOWN)
+            self._watchers.setdefault(service, set()).add(send)
+        send(health_pb2.HealthCheckResponse(status=status))
+
+        def forget() -> None:
+            with self._lock:
+                group = self._watchers.get(service)
+                if group is not None and send in group:
+                    group.discard(send)
+                else:
+                    return
+            send(None)
+
+        if not context.add_callback(forget):
+            forget()

@@ -37,13 +37,16 @@ from grpc_reflection.v1alpha import reflection
 from rpckit.core._validate import conflict
 from rpckit.server._admission import AdmissionConfig, Rejection
 from rpckit.server._bad_input import MalformedRequests
+from rpckit.server._call_log import CallLog
 from rpckit.server._concurrency import ConcurrencyConfig
 from rpckit.server._config import ServerConfig, TlsConfig
 from rpckit.server._executor import AdmissionExecutor, CallFacts, rejection_status
-from rpckit.server._handlers import wrap_method_handlers
+from rpckit.server._grpc_internals import has_interceptors, read_call
+from rpckit.server._handlers import BehaviorWrapper, wrap_method_handlers
 from rpckit.server._health import HealthService
 from rpckit.server._metrics import ServerMetrics
 from rpckit.server._servicers import ServiceBinding, bind
+from rpckit.server._tracing import ServerTracer, note_admitted
 from rpckit.v1 import load_pb2
 
 __all__ = ["LocalDispatch", "Server", "ServerState"]
@@ -58,6 +61,11 @@ _log = logging.getLogger("rpckit.server")
 #: request thread holds it; at 10 a second they were half of an idle `rpckit
 #: serve --http`'s wake-ups, and a request they hit waits up to a switch interval.
 WAKE_INTERVAL_S = 1.0
+#: Threads for health watches run as plain streams (under a server interceptor, see
+#: ``rpckit.server._health``): each open watch holds one while it waits. Threads for
+#: waiting are cheap; made on demand, so none exist without interceptors.
+WATCH_THREADS = 256
+HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,20 +119,29 @@ class Server:
         self._side_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.config.side_threads, thread_name_prefix="rpckit-side"
         )
+        self._watch_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=WATCH_THREADS, thread_name_prefix="rpckit-watch"
+        )
         self._executor = AdmissionExecutor(
             threads=self.config.threads,
             side_pool=self._side_pool,
             admission=_admission_config(self.config, admission),
             worker_index=self.config.worker_index,
             on_reject=self._on_reject,
-            # Only the queue-wait metric needs it: no call per handler without metrics.
-            on_start=self._on_start if self.config.metrics_address is not None else None,
+            # Only the queue-wait metric and tracing need it: no call per handler without them.
+            on_start=self._on_start
+            if self.config.metrics_address is not None or self.config.tracing is not None
+            else None,
             concurrency=ConcurrencyConfig() if self.config.adaptive_concurrency else None,
             handler_nice=self.config.handler_nice,
             processes=self.config.processes,
         )
         self.metrics = (
-            ServerMetrics(self._executor.load_report)
+            ServerMetrics(
+                self._executor.load_report,
+                shared_dir=self.config.metrics_dir,
+                worker=self.config.worker_index,
+            )
             if self.config.metrics_address is not None
             else None
         )
@@ -133,19 +150,34 @@ class Server:
             log=_log, count=self.metrics.malformed if self.metrics is not None else None
         )
         self.health = HealthService(names) if self.config.health else None
+        tracing = self.config.tracing
+        self._tracer = ServerTracer(tracing) if tracing is not None else None
+        self._call_log = CallLog() if self.config.call_log else None
         self._grpc = grpc.server(
             cast(concurrent.futures.ThreadPoolExecutor, self._executor),  # any Executor works
             options=self.config.grpc_options(),
+            interceptors=list(self.config.interceptors) or None,
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
         )
+        # Interceptors hide rpckit's behaviour attributes from the executor, which then
+        # needs the method from the call: registered methods arrive without one.
+        self._register_methods = not has_interceptors(self._grpc)
         for binding in self._bindings:
             self._register(binding, report_load=True)
         if self.health is not None:
-            self._register(bind(self.health), report_load=False, thread_pool=self._side_pool)
+            self._register(
+                bind(self.health),
+                report_load=False,
+                thread_pool=self._side_pool,
+                background=True,
+            )
+            for method in ("Check", "List"):
+                self._executor.route(f"/{HEALTH_SERVICE}/{method}", self._side_pool)
+            self._executor.route(f"/{HEALTH_SERVICE}/Watch", self._watch_pool)
         if self.config.reflection:
             reflected = [*names, reflection.SERVICE_NAME]
             if self.health is not None:
-                reflected.append("grpc.health.v1.Health")
+                reflected.append(HEALTH_SERVICE)
             self._register(bind(reflection.ReflectionServicer(reflected)), report_load=False)
 
     @property
@@ -186,6 +218,7 @@ class Server:
         *,
         report_load: bool,
         thread_pool: concurrent.futures.ThreadPoolExecutor | None = None,
+        background: bool = False,
     ) -> None:
         handlers = wrap_method_handlers(
             binding.name,
@@ -194,24 +227,59 @@ class Server:
             thread_pool=thread_pool,
             observer=self.metrics.call_done if self.metrics is not None else None,
             malformed=self._malformed,
+            wrap=self._behavior_wrapper(background=background),
         )
         if report_load:  # an application service: the HTTP shim may call it in process
             self._local_handlers.update({f"/{binding.name}/{n}": h for n, h in handlers.items()})
         self._grpc.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(binding.name, handlers),)
         )
-        # Registered methods are matched in grpc core, skipping the generic lookup (grpcio >= 1.63).
-        cast(Any, self._grpc).add_registered_method_handlers(binding.name, handlers)
+        if self._register_methods:
+            # Matched in grpc core, skipping the generic lookup (grpcio >= 1.63).
+            cast(Any, self._grpc).add_registered_method_handlers(binding.name, handlers)
+
+    def _behavior_wrapper(self, *, background: bool) -> BehaviorWrapper | None:
+        """The call log inside the tracing span, for what each traces; None when neither.
+
+        Background traffic (health) is traced only with ``trace_background``, never logged.
+        """
+        tracer = self._tracer
+        if tracer is not None and background and not tracer.tracing.trace_background:
+            tracer = None
+        call_log = None if background else self._call_log
+        if tracer is None and call_log is None:
+            return None
+
+        def wrap(method: str, behavior: Any, *, streaming: bool) -> Any:
+            if call_log is not None:
+                behavior = call_log.wrap(method, behavior, streaming=streaming)
+            if tracer is not None:
+                behavior = tracer.wrap(method, behavior, streaming=streaming)
+            return behavior
+
+        return wrap
 
     def _on_reject(self, facts: CallFacts, rejection: Rejection[Any]) -> None:
         _log.debug("shed %s: %s", facts.method, rejection.reason.name)
         if self.metrics is not None:
             self.metrics.shed(facts.method, rejection.reason.name.lower())
             self.metrics.call_done(facts.method, rejection_status(rejection)[0].name, 0.0)
+        if self._tracer is not None:
+            args = getattr(rejection.ticket.item, "args", ())
+            call = read_call(args) if args else None  # None: an in-process (shim) call
+            self._tracer.rejected(
+                facts.method,
+                None if call is None else call.metadata,
+                code=rejection_status(rejection)[0],
+                reason=rejection.reason.name.lower(),
+                pushback_ms=rejection.pushback_ms,
+            )
 
     def _on_start(self, facts: CallFacts, waited_s: float) -> None:
         if self.metrics is not None:
             self.metrics.queue_wait(facts.method, waited_s)
+        if self._tracer is not None:
+            note_admitted(waited_s)
 
     def add_port(self, address: str) -> int:
         """Bind ``host:port`` (port 0 picks a free one); returns the port. Before start()."""
@@ -234,7 +302,9 @@ class Server:
             if not self._addresses:
                 raise RuntimeError("no port bound: call add_port('HOST:PORT') before start()")
             if self.metrics is not None and self.config.metrics_address is not None:
-                self.metrics_address = self.metrics.serve(self.config.metrics_address)
+                self.metrics_address = self.metrics.serve(
+                    self.config.metrics_address, reuse_port=self.config.metrics_dir is not None
+                )
             self._grpc.start()
             self._state = ServerState.SERVING
         _log.info("serving %s on %s", ", ".join(self.services), ", ".join(self._addresses))
@@ -276,6 +346,7 @@ class Server:
             self.metrics.close()
         self._executor.shutdown(wait=True)
         self._side_pool.shutdown(wait=True)
+        self._watch_pool.shutdown(wait=True)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server has stopped; False if ``timeout`` passed first.

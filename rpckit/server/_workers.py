@@ -30,6 +30,11 @@ rpckit client does) or use the worker id in the load report.
 
 The port is reserved by a bound, non-listening socket held by the supervisor,
 so port 0 works and a restarted worker gets the same port back.
+
+Metrics (``--metrics``) are one endpoint for all workers: they share a
+directory of metric files (``rpckit.server._metrics``); when a worker exits the
+supervisor removes its load gauges there (:func:`forget_worker_gauges`; its
+counters stay: the calls it served still count).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import contextlib
 import ctypes
 import dataclasses
 import gc
+import glob
 import json
 import logging
 import os
@@ -51,7 +57,7 @@ from types import FrameType
 
 from rpckit.server._config import ConfigError
 
-__all__ = ["WorkerPlan", "freeze_start_up", "reserve_port", "supervise"]
+__all__ = ["WorkerPlan", "forget_worker_gauges", "freeze_start_up", "reserve_port", "supervise"]
 
 _log = logging.getLogger("rpckit.workers")
 
@@ -78,12 +84,16 @@ class WorkerPlan:
     ``run_worker(index, address, ready)`` runs in each worker: it must build
     and start the server on ``address`` with SO_REUSEPORT, call ``ready()``
     once it serves, and return the exit status after it stopped.
+
+    ``on_exit(pid)`` runs in the supervisor after it reaped a worker, whether
+    the worker is restarted or not.
     """
 
     workers: int
     address: str
     preload: Callable[[], None]
     run_worker: Callable[[int, str, Callable[[], None]], int]
+    on_exit: Callable[[int], None] | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -106,6 +116,17 @@ def reserve_port(address: str) -> tuple[socket.socket, str]:
     port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     return sock, f"{shown}:{port}"
+
+
+def forget_worker_gauges(directory: str, pid: int) -> None:
+    """Remove an exited worker's live gauge files from a shared metrics directory.
+
+    prometheus-client's ``mark_process_dead`` does this; the supervisor imports no
+    prometheus-client, so it removes the same files (``gauge_live*_PID.db``) itself.
+    """
+    for path in glob.glob(os.path.join(glob.escape(directory), f"gauge_live*_{pid}.db")):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 def become_subreaper() -> None:
@@ -333,6 +354,8 @@ class _Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
+            if self.plan.on_exit is not None:
+                self.plan.on_exit(pid)
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
                 if code != 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -93,6 +94,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
                 stdout=subprocess.PIPE,
                 stderr=err,
                 text=True,
+                start_new_session=True,  # its own process group: cleaned up with its workers
             )
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -107,6 +109,10 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
 
     yield start
     for handle in started:
+        # Killing the supervisor alone (a test that failed before it stopped the server)
+        # would orphan its --workers children: kill the whole group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(handle.proc.pid, signal.SIGKILL)
         if handle.proc.poll() is None:
             handle.proc.kill()
             handle.proc.wait(timeout=10)

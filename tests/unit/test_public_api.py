@@ -27,6 +27,7 @@ def test_all_is_sorted_and_complete() -> None:
         "core",
         "http",
         "migrate",
+        "observe",
         "scaffold",
         "server",
         "testing",
@@ -46,6 +47,8 @@ def test_import_rpckit_loads_no_grpc() -> None:
     modules = set(ast.literal_eval(done.stdout))
     heavy = {"grpc", "google.protobuf", "rpckit.server._server", "rpckit.server._errors"}
     assert modules.isdisjoint(heavy), sorted(modules & heavy)
+    # Tracing is optional (rpckit[otel]) and off unless asked: no OpenTelemetry either.
+    assert not [m for m in modules if m.startswith("opentelemetry")]
 
 
 def test_a_missing_name_is_an_attribute_error() -> None:
@@ -94,3 +97,16 @@ def test_every_public_name_still_imports_from_where_users_import_it() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
+
+
+def test_observe_loads_no_opentelemetry_until_tracing_is_asked() -> None:
+    code = (
+        "import sys, rpckit.observe as o; "
+        "assert list(o.__all__) == sorted(o.__all__), o.__all__; "
+        "assert all(getattr(o, n) is not None for n in o.__all__); "
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert ast.literal_eval(done.stdout) == []

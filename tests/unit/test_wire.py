@@ -26,7 +26,7 @@ def test_rejection_messages_are_distinct() -> None:
     assert len({reason.message for reason in Reason}) == len(Reason)
 
 
-@pytest.mark.parametrize("name", _wire.__all__)
+@pytest.mark.parametrize("name", [n for n in _wire.__all__ if isinstance(getattr(_wire, n), str)])
 def test_each_wire_spelling_is_written_once_in_rpckit(name: str) -> None:
     # Any other module that spells the key out would drift from this one.
     spelled = repr(getattr(_wire, name)).replace("'", '"')
