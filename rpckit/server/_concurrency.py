@@ -39,7 +39,7 @@ import math
 
 from rpckit.core._validate import check_int, check_number
 
-__all__ = ["ConcurrencyConfig", "ConcurrencyLimit"]
+__all__ = ["HANDLERS_BUSY_CPU_SHARE", "ConcurrencyConfig", "ConcurrencyLimit", "counted_lag"]
 
 #: Below this fraction of the target lag the limit doubles instead of growing by one.
 SLOW_START_BELOW = 0.25
@@ -48,6 +48,35 @@ FAST_DECREASE_ABOVE = 3.0
 #: A lagging window that never reached the limit brings it down to the busiest moment
 #: plus this many, not below.
 IDLE_HEADROOM = 4
+#: Handler threads using at least this share of one core (together, over a window) are
+#: taken to compete for the cores; below it they mostly wait (sleep, I/O, downstream calls).
+HANDLERS_BUSY_CPU_SHARE = 0.1
+
+
+def counted_lag(
+    late_s: float, core_wait_s: float, *, standing: bool, handlers_cpu_share: float
+) -> float:
+    """The part of a probe's lateness that fewer calls running here would shorten.
+
+    ``late_s``: how late the probe got the GIL back; ``core_wait_s``: the part of
+    that it spent runnable, waiting for a core (another process, or this one's
+    other threads, on the cores); ``handlers_cpu_share``: the CPU the handler
+    threads used over the last window, in cores.
+
+    The wait for the GIL always counts. The wait for a core counts only while a
+    queue stands *and* the handlers here use the CPU: then fewer runnable handlers
+    give the dispatch thread a core sooner (docs/architecture.md, "Executor").
+    Handlers that sleep or wait on a downstream are not runnable: limiting them
+    shortens nobody's wait, and counting a neighbour's load against them would
+    ratchet the limit down to its floor below the calls already waiting, so that
+    every new call is refused while the CPU here is idle -- and would hold it
+    there, since the limit grows only once the lag falls, which a busy neighbour
+    never lets it do.
+    """
+    gil_wait = max(0.0, late_s - core_wait_s)
+    if standing and handlers_cpu_share >= HANDLERS_BUSY_CPU_SHARE:
+        return max(0.0, late_s)
+    return gil_wait
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -65,7 +65,7 @@ from rpckit.server._admission import (
     Ticket,
     parse_criticality,
 )
-from rpckit.server._concurrency import ConcurrencyConfig, ConcurrencyLimit
+from rpckit.server._concurrency import ConcurrencyConfig, ConcurrencyLimit, counted_lag
 from rpckit.server._grpc_internals import abort_queued, read_call
 from rpckit.v1 import load_pb2
 
@@ -562,6 +562,10 @@ class AdmissionExecutor(concurrent.futures.Executor):
         handler.wake.acquire()  # woken just as it timed out: the release has happened
         return handler.direct is None
 
+    def _handler_threads(self) -> list[threading.Thread]:
+        """(Lock held.) The handler threads not retired: none of them has returned."""
+        return [h.thread for h in self._handlers if h.thread is not None]
+
     def _retire(self, handler: _Handler) -> None:
         handler.retired = True
         self._alive -= 1
@@ -590,23 +594,32 @@ class AdmissionExecutor(concurrent.futures.Executor):
         a queue stands, the whole lateness, because then the dispatch thread's wait
         for a core is what makes refusals slow, and fewer runnable handlers here
         shorten it (measured in bench/overload with 4 workers at 3x: GIL wait
-        alone let the limit grow and the refusal p99 rose from ~17 to ~40 ms).
+        alone let the limit grow and the refusal p99 rose from ~17 to ~40 ms) --
+        if the handlers use the CPU (:func:`~rpckit.server._concurrency.counted_lag`,
+        :class:`HandlerCpu`); sleeping handlers are not what a neighbour's load
+        could be taken out on.
         Calls run in their callers' threads (run_now) are outside the limit: no
         reason to measure for them alone.
         """
         limit = self._limit
         assert limit is not None
         stat = SchedStat()
+        handlers_cpu = HandlerCpu(self._clock())
+        cpu_share = 1.0  # until measured, count core waits as before this measure
         while True:
             with self._lock:
+                rested = False
                 while (
                     not self._shutdown
                     and self._in_flight == self._in_flight_here
                     and not self._queue.depth
                 ):
                     self._probe_wake.wait()
+                    rested = True
                 if self._shutdown:
                     return
+                if rested:  # measure the handlers' CPU from now, not over the rest
+                    handlers_cpu.share(self._handler_threads(), self._clock())
             started = self._clock()
             delay_before = stat.run_delay_s()
             time.sleep(PROBE_SLEEP_S)
@@ -615,8 +628,14 @@ class AdmissionExecutor(concurrent.futures.Executor):
             waited_for_a_core = stat.run_delay_s() - delay_before
             spawn = 0
             with self._lock:
-                if not self._queue.standing(now):
-                    late -= waited_for_a_core
+                if handlers_cpu.due(now):
+                    cpu_share = handlers_cpu.share(self._handler_threads(), now)
+                late = counted_lag(
+                    late,
+                    waited_for_a_core,
+                    standing=self._queue.standing(now),
+                    handlers_cpu_share=cpu_share,
+                )
                 # Demand beyond the limit: calls wait for room, or (in a standing
                 # queue, which admits only into free room) are refused for want of it.
                 saturated = self._in_flight >= self._running_limit and (
@@ -664,6 +683,42 @@ class AdmissionExecutor(concurrent.futures.Executor):
         finally:
             _local.verdict = None
         work.done.finish()
+
+
+class HandlerCpu:
+    """The CPU the handler threads used, in cores, over windows of ``window_s``.
+
+    Read from each thread's CPU clock once per window (one clock read per handler
+    thread): cheap next to per-call sampling, and enough to tell handlers that
+    compute from handlers that wait. Call :meth:`share` with the executor's lock
+    held: a thread still listed there has not returned, so its clock is valid.
+    """
+
+    def __init__(self, now: float, window_s: float = 0.25) -> None:
+        self._window_s = window_s
+        self._since = now
+        self._last: dict[int, float] = {}  # thread ident -> CPU seconds at the last read
+
+    def due(self, now: float) -> bool:
+        return now - self._since >= self._window_s
+
+    def share(self, threads: list[threading.Thread], now: float) -> float:
+        used = 0.0
+        seen: dict[int, float] = {}
+        for thread in threads:
+            ident = thread.ident
+            if ident is None:
+                continue
+            try:
+                cpu = time.clock_gettime(time.pthread_getcpuclockid(ident))
+            except (OSError, AttributeError):  # no per-thread clocks here: assume busy
+                return 1.0
+            used += max(0.0, cpu - self._last.get(ident, cpu))  # an ident may be reused
+            seen[ident] = cpu
+        elapsed = max(now - self._since, 1e-9)
+        self._last = seen
+        self._since = now
+        return used / elapsed
 
 
 class SchedStat:
