@@ -27,6 +27,10 @@ once per window on the lag's 90th percentile (docs/architecture.md, "Executor"):
   by one -- doubling below ``SLOW_START_BELOW`` x the target, where the GIL is
   all but idle and the calls wait on I/O (slow start: a burst of slow
   downstream calls gets hundreds of threads within a second or two);
+* while calls wanted more room and the handlers running used almost no CPU
+  (under ``HANDLERS_BUSY_CPU_SHARE`` of a core: they sleep or wait on a
+  downstream), it doubles whatever the lag: room for them costs the dispatcher
+  nothing, and the lag is then another process's doing;
 * otherwise it holds.
 
 Pure policy: the caller passes samples and ``now``.
@@ -142,6 +146,7 @@ class ConcurrencyLimit:
         self._samples: list[float] = []
         self._saturated = False
         self._busiest = 0  # the most calls running at one sample of the window
+        self._cpu_share: float | None = None  # the handlers' CPU, in cores, lately
 
     @property
     def limit(self) -> int:
@@ -153,10 +158,18 @@ class ConcurrencyLimit:
         return self._max
 
     def observe(
-        self, lag_s: float, *, saturated: bool, now: float, busy: int | None = None
+        self,
+        lag_s: float,
+        *,
+        saturated: bool,
+        now: float,
+        busy: int | None = None,
+        handlers_cpu_share: float | None = None,
     ) -> bool:
         """Feed one dispatch-lag sample; ``saturated``: calls wanted more room than the
-        limit; ``busy``: calls running now (``None``: as many as the limit).
+        limit; ``busy``: calls running now (``None``: as many as the limit);
+        ``handlers_cpu_share``: the CPU the handlers used lately, in cores (``None``:
+        unknown; the last value given in a window is the one judged).
 
         Returns True when the limit changed.
         """
@@ -165,13 +178,22 @@ class ConcurrencyLimit:
         self._samples.append(max(0.0, lag_s))
         self._saturated = self._saturated or saturated
         self._busiest = max(self._busiest, self._limit if busy is None else busy)
+        if handlers_cpu_share is not None:
+            self._cpu_share = handlers_cpu_share
         config = self._config
         if now - self._window_start < config.window_s or len(self._samples) < config.min_samples:
             return False
         samples = sorted(self._samples)
         p90 = samples[min(len(samples) - 1, int(0.9 * len(samples)))]
         before = self._limit
-        if p90 > config.target_lag_s and self._busiest >= self._limit and self._saturated:
+        waiting = self._cpu_share is not None and self._cpu_share < HANDLERS_BUSY_CPU_SHARE
+        if self._saturated and waiting and self._busiest >= self._limit:
+            # Calls want room and the ones running use (almost) no CPU: they sleep or
+            # wait on a downstream, so room costs the dispatcher nothing, whatever the
+            # lag (another process's doing). Slow start; CPU-bound newcomers show in
+            # the next window's share, and the rules below take over.
+            self._limit = min(self._max, self._limit * 2)
+        elif p90 > config.target_lag_s and self._busiest >= self._limit and self._saturated:
             # Far over the target (a limit grown large for I/O-bound calls meeting
             # CPU-bound ones), halve; otherwise the gentler decrease.
             fast = p90 > FAST_DECREASE_ABOVE * config.target_lag_s

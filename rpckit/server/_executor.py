@@ -642,7 +642,13 @@ class AdmissionExecutor(concurrent.futures.Executor):
                     self._queue.depth > 0 or self._queue.standing(now)
                 )
                 busy = self._in_flight - self._in_flight_here
-                if limit.observe(max(0.0, late), saturated=saturated, now=now, busy=busy):
+                if limit.observe(
+                    max(0.0, late),
+                    saturated=saturated,
+                    now=now,
+                    busy=busy,
+                    handlers_cpu_share=cpu_share,
+                ):
                     self._running_limit = limit.limit
                     self._queue.set_workers(limit.limit)
                     spawn = self._dispatch()

@@ -385,3 +385,28 @@ def test_sleeping_handlers_under_a_busy_neighbour_get_room_again() -> None:
             lag = counted_lag(0.0082, 0.008, standing=True, handlers_cpu_share=0.9)
             busy.observe(lag, saturated=True, now=now, busy=busy.limit)
     assert busy.limit == CONFIG.min_limit
+
+
+def test_room_for_calls_that_wait_grows_whatever_the_lag() -> None:
+    """Worst input: every running call sleeps on a downstream, more want room, and the
+    machine is so busy that even the GIL comes late (lag far over the target). The
+    sleeping calls cost the dispatcher nothing: the limit doubles each window."""
+    limit = ConcurrencyLimit(64, 0.0, start=8)
+    now = 0.0
+    for expected in (16, 32, 64, 64):
+        for _ in range(10):
+            now += CONFIG.window_s / 9.9
+            limit.observe(
+                CONVOY, saturated=True, now=now, busy=limit.limit, handlers_cpu_share=0.02
+            )
+        assert limit.limit == expected
+    # Once the calls compute (the CPU share rises), the convoy halves it again.
+    for _ in range(10):
+        now += CONFIG.window_s / 9.9
+        limit.observe(CONVOY, saturated=True, now=now, busy=limit.limit, handlers_cpu_share=0.8)
+    assert limit.limit == 32
+    # Without demand beyond the limit, waiting handlers are no reason to grow.
+    for _ in range(10):
+        now += CONFIG.window_s / 9.9
+        limit.observe(IDLE, saturated=False, now=now, busy=3, handlers_cpu_share=0.0)
+    assert limit.limit == 32
