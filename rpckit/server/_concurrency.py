@@ -165,11 +165,20 @@ class ConcurrencyLimit:
         now: float,
         busy: int | None = None,
         handlers_cpu_share: float | None = None,
+        handlers_cpu_now: float | None = None,
     ) -> bool:
         """Feed one dispatch-lag sample; ``saturated``: calls wanted more room than the
         limit; ``busy``: calls running now (``None``: as many as the limit);
-        ``handlers_cpu_share``: the CPU the handlers used lately, in cores (``None``:
-        unknown; the last value given in a window is the one judged).
+        ``handlers_cpu_share``: the CPU the handlers used over the last window, in
+        cores (``None``: unknown; the latest given is the one judged);
+        ``handlers_cpu_now``: a measurement just taken over the last few
+        milliseconds, because calls wait for room.
+
+        ``handlers_cpu_now`` under ``HANDLERS_BUSY_CPU_SHARE`` while calls want room
+        and the limit is reached doubles the limit at once, not at the window's end:
+        a standing queue's CoDel refuses within 100 ms, and the calls running sleep.
+        One doubling per such measurement, so the next one (of the calls just let
+        in) can stop it.
 
         Returns True when the limit changed.
         """
@@ -177,9 +186,19 @@ class ConcurrencyLimit:
             raise ValueError(f"lag must be finite, got {lag_s!r}")
         self._samples.append(max(0.0, lag_s))
         self._saturated = self._saturated or saturated
-        self._busiest = max(self._busiest, self._limit if busy is None else busy)
+        running = self._limit if busy is None else busy
+        self._busiest = max(self._busiest, running)
         if handlers_cpu_share is not None:
             self._cpu_share = handlers_cpu_share
+        if (
+            handlers_cpu_now is not None
+            and handlers_cpu_now < HANDLERS_BUSY_CPU_SHARE
+            and saturated
+            and running >= self._limit
+            and self._limit < self._max
+        ):
+            self._limit = min(self._max, self._limit * 2)
+            return True
         config = self._config
         if now - self._window_start < config.window_s or len(self._samples) < config.min_samples:
             return False

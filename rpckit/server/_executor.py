@@ -80,6 +80,9 @@ SWEEP_INTERVAL_S = 0.005
 PROBE_SLEEP_S = 0.005
 #: The limit on calls running at once starts here (slow start grows it).
 START_LIMIT = 8
+#: While calls wait for room, the handlers' CPU is read again this often (not only
+#: once per window), so room for calls that sleep comes before CoDel refuses.
+CPU_RECHECK_S = 0.02
 #: How long a built load report is reused (each response carries one).
 LOAD_REPORT_TTL_S = 0.005
 
@@ -605,6 +608,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
         assert limit is not None
         stat = SchedStat()
         handlers_cpu = HandlerCpu(self._clock())
+        recheck_cpu = HandlerCpu(self._clock(), window_s=CPU_RECHECK_S)
         cpu_share = 1.0  # until measured, count core waits as before this measure
         while True:
             with self._lock:
@@ -619,7 +623,8 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 if self._shutdown:
                     return
                 if rested:  # measure the handlers' CPU from now, not over the rest
-                    handlers_cpu.share(self._handler_threads(), self._clock())
+                    for measure in (handlers_cpu, recheck_cpu):
+                        measure.share(self._handler_threads(), self._clock())
             started = self._clock()
             delay_before = stat.run_delay_s()
             time.sleep(PROBE_SLEEP_S)
@@ -628,18 +633,23 @@ class AdmissionExecutor(concurrent.futures.Executor):
             waited_for_a_core = stat.run_delay_s() - delay_before
             spawn = 0
             with self._lock:
+                # Demand beyond the limit: calls wait for room, or (in a standing
+                # queue, which admits only into free room) are refused for want of it.
+                saturated = self._in_flight >= self._running_limit and (
+                    self._queue.depth > 0 or self._queue.standing(now)
+                )
+                # The handlers' CPU: once a window, and soon after calls start to wait
+                # for room (are the calls running sleeping? then room is cheap).
                 if handlers_cpu.due(now):
                     cpu_share = handlers_cpu.share(self._handler_threads(), now)
+                cpu_now: float | None = None
+                if saturated and recheck_cpu.due(now):
+                    cpu_now = recheck_cpu.share(self._handler_threads(), now)
                 late = counted_lag(
                     late,
                     waited_for_a_core,
                     standing=self._queue.standing(now),
                     handlers_cpu_share=cpu_share,
-                )
-                # Demand beyond the limit: calls wait for room, or (in a standing
-                # queue, which admits only into free room) are refused for want of it.
-                saturated = self._in_flight >= self._running_limit and (
-                    self._queue.depth > 0 or self._queue.standing(now)
                 )
                 busy = self._in_flight - self._in_flight_here
                 if limit.observe(
@@ -648,6 +658,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
                     now=now,
                     busy=busy,
                     handlers_cpu_share=cpu_share,
+                    handlers_cpu_now=cpu_now,
                 ):
                     self._running_limit = limit.limit
                     self._queue.set_workers(limit.limit)

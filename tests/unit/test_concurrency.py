@@ -390,23 +390,34 @@ def test_sleeping_handlers_under_a_busy_neighbour_get_room_again() -> None:
 def test_room_for_calls_that_wait_grows_whatever_the_lag() -> None:
     """Worst input: every running call sleeps on a downstream, more want room, and the
     machine is so busy that even the GIL comes late (lag far over the target). The
-    sleeping calls cost the dispatcher nothing: the limit doubles each window."""
+    sleeping calls cost the dispatcher nothing: each measurement of the handlers' CPU
+    that finds them idle doubles the limit at once (CoDel would refuse within 100 ms)."""
     limit = ConcurrencyLimit(64, 0.0, start=8)
+    now = 0.01
+    assert limit.observe(CONVOY, saturated=True, now=now, busy=8, handlers_cpu_now=0.02)
+    assert limit.limit == 16  # at once, not at the window's end
+    assert not limit.observe(CONVOY, saturated=True, now=now + 0.01, busy=16)
+    assert limit.limit == 16  # one doubling per measurement
+    assert limit.observe(CONVOY, saturated=True, now=now + 0.02, busy=16, handlers_cpu_now=0.0)
+    assert limit.limit == 32
+    # Not saturated, or not full: a measurement is no reason to grow.
+    assert not limit.observe(CONVOY, saturated=False, now=now + 0.03, busy=32, handlers_cpu_now=0)
+    assert not limit.observe(CONVOY, saturated=True, now=now + 0.04, busy=20, handlers_cpu_now=0)
+    # Once the calls let in compute, the convoy halves the limit at the window's end.
+    limit.observe(CONVOY, saturated=True, now=now + 0.05, busy=32, handlers_cpu_now=0.8)
+    assert limit.limit == 32
+    for _ in range(10):
+        now += CONFIG.window_s / 9.9
+        limit.observe(CONVOY, saturated=True, now=now, busy=32, handlers_cpu_share=0.8)
+    assert limit.limit == 16
+
+
+def test_waiting_handlers_double_the_limit_each_window_too() -> None:
+    """Measured every sample (as before windows), a saturated window of idle handlers
+    ends doubled; never past the threads."""
+    limit = ConcurrencyLimit(16, 0.0, start=16)
     now = 0.0
-    for expected in (16, 32, 64, 64):
-        for _ in range(10):
-            now += CONFIG.window_s / 9.9
-            limit.observe(
-                CONVOY, saturated=True, now=now, busy=limit.limit, handlers_cpu_share=0.02
-            )
-        assert limit.limit == expected
-    # Once the calls compute (the CPU share rises), the convoy halves it again.
     for _ in range(10):
         now += CONFIG.window_s / 9.9
-        limit.observe(CONVOY, saturated=True, now=now, busy=limit.limit, handlers_cpu_share=0.8)
-    assert limit.limit == 32
-    # Without demand beyond the limit, waiting handlers are no reason to grow.
-    for _ in range(10):
-        now += CONFIG.window_s / 9.9
-        limit.observe(IDLE, saturated=False, now=now, busy=3, handlers_cpu_share=0.0)
-    assert limit.limit == 32
+        limit.observe(CONVOY, saturated=True, now=now, busy=16, handlers_cpu_share=0.0)
+    assert limit.limit == 16
