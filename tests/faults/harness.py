@@ -9,16 +9,14 @@ answered (no status, not even DEADLINE_EXCEEDED, by the time the load stopped).
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 
-import grpc
-
 from rpckit import BalancedChannelConfig
 from rpckit.client._p2c import PickerConfig
+from tests.integration.test_balancer import Load
 
 # Quick health polling, so restarts and state changes show within a fraction of a
 # second; a 1 s latency memory, so one slow reply on a starved machine does not keep
@@ -67,11 +65,11 @@ class FaultReport:
         return self
 
 
-class CallLoad:
+class CallLoad(Load):
     """Closed-loop threads calling ``call(i)``: stopped by the test, ``max_calls`` or ``max_s``.
 
-    Each call is counted when issued and when answered, with its status (``OK``
-    or the gRPC code name); ``answers`` keeps what each OK call returned.
+    The integration tests' load, counting each call also when issued, and keeping
+    what each OK call returned with when (``answers``): issued minus answered is lost.
     """
 
     def __init__(
@@ -82,56 +80,30 @@ class CallLoad:
         max_calls: int = 5000,
         max_s: float = 60.0,
     ) -> None:
-        self._call = call
-        self._max_calls = max_calls
-        self._give_up = time.monotonic() + max_s
-        self._stop = threading.Event()
-        self._numbers = itertools.count()
-        self._lock = threading.Lock()
+        super().__init__(self._counted, threads=threads, max_calls=max_calls, max_s=max_s)
+        self._inner = call
+        self._counts = threading.Lock()
         self.issued = 0
-        self.codes: Counter[str] = Counter()
         self.answers: list[tuple[float, object]] = []  # (monotonic time, reply) of OK calls
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _counted(self, number: int) -> object:
+        with self._counts:
+            self.issued += 1
+        reply = self._inner(number)
+        with self._counts:
+            self.answers.append((time.monotonic(), reply))
+        return reply
 
     @property
     def answered(self) -> int:
-        with self._lock:
-            return sum(self.codes.values())
-
-    def _run(self) -> None:
-        while not self._stop.is_set() and time.monotonic() < self._give_up:
-            number = next(self._numbers)
-            if number >= self._max_calls:
-                return
-            with self._lock:
-                self.issued += 1
-            try:
-                reply = self._call(number)
-            except grpc.RpcError as error:
-                with self._lock:
-                    self.codes[error.code().name] += 1
-            else:
-                with self._lock:
-                    self.codes["OK"] += 1
-                    self.answers.append((time.monotonic(), reply))
+        return self.done
 
     def __enter__(self) -> CallLoad:
-        for thread in self._threads:
-            thread.start()
+        super().__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self, timeout: float = 60.0) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=timeout)
-
     def report(self, fault: str, recover_s: float | None) -> FaultReport:
-        """The outcome so far (call after :meth:`stop`: a call still out then is lost)."""
-        with self._lock:
-            failed = Counter({c: n for c, n in self.codes.items() if c != "OK"})
-            ok = self.codes["OK"]
-            lost = self.issued - ok - sum(failed.values())
-        return FaultReport(fault, self.issued, ok, failed, lost, recover_s).show()
+        """The outcome (after the load stopped: a call still out then is lost)."""
+        failed = Counter(error.code().name for _, error in self.failures)
+        lost = self.issued - self.ok - len(self.failures)
+        return FaultReport(fault, self.issued, self.ok, failed, lost, recover_s).show()

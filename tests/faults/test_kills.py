@@ -20,6 +20,7 @@ from rpckit import BalancedChannel
 from tests.faults.harness import FAST, CallLoad, wait_for
 from tests.faults.test_restarts import APP, answered_by
 from tests.integration.conftest import ServeProcess
+from tests.integration.test_balancer import reach_every_worker
 
 Serve = Callable[..., ServeProcess]
 GetItem = inventory_pb2.GetItemRequest
@@ -75,15 +76,7 @@ def test_kill_9_of_a_worker_under_load_fails_no_idempotent_call(serve: Serve) ->
     workers = set(server.announcement["pids"])
     with BalancedChannel(server.address, config=FAST) as channel:
         stub = inventory_pb2_grpc.InventoryStub(channel)
-
-        def reached() -> set[int | None]:
-            return {c.worker_pid for b in channel.backends() for c in b.connections}
-
-        for _ in range(300):  # bounded warm-up: connections are redialled until both are reached
-            stub.GetItem(GetItem(sku="warm"), timeout=10)
-            if reached() == workers:
-                break
-        assert reached() == workers
+        reach_every_worker(channel, workers)
         load = CallLoad(lambda i: stub.GetItem(GetItem(sku="hold:20"), timeout=20), threads=4)
         with load:
             wait_for(lambda: load.answered >= 60, "calls before the kill")
