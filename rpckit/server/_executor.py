@@ -703,18 +703,22 @@ class AdmissionExecutor(concurrent.futures.Executor):
 
 
 class HandlerCpu:
-    """The CPU the handler threads used, in cores, over windows of ``window_s``.
+    """The CPU the handler threads used *or waited for*, in cores, over windows of ``window_s``.
 
-    Read from each thread's CPU clock once per window (one clock read per handler
-    thread): cheap next to per-call sampling, and enough to tell handlers that
-    compute from handlers that wait. Call :meth:`share` with the executor's lock
-    held: a thread still listed there has not returned, so its clock is valid.
+    Read once per window from each handler thread's scheduler statistics
+    (``/proc/self/task/TID/schedstat``: time on a core plus time runnable but
+    waiting for one). Handlers that sleep or wait on a downstream add neither;
+    handlers that compute add the first, and, when other processes starve them
+    of the cores, the second -- so starved CPU-bound handlers are not mistaken
+    for sleeping ones. A thread waiting for the GIL is asleep in the kernel, but
+    the one holding it is not, so handlers crowding the GIL show too. Where the
+    file cannot be read, the share is reported as 1.0: busy, the rules as before.
     """
 
     def __init__(self, now: float, window_s: float = 0.25) -> None:
         self._window_s = window_s
         self._since = now
-        self._last: dict[int, float] = {}  # thread ident -> CPU seconds at the last read
+        self._last: dict[int, float] = {}  # native thread id -> seconds at the last read
 
     def due(self, now: float) -> bool:
         return now - self._since >= self._window_s
@@ -723,19 +727,31 @@ class HandlerCpu:
         used = 0.0
         seen: dict[int, float] = {}
         for thread in threads:
-            ident = thread.ident
-            if ident is None:
+            tid = thread.native_id
+            if tid is None:
                 continue
-            try:
-                cpu = time.clock_gettime(time.pthread_getcpuclockid(ident))
-            except (OSError, AttributeError):  # no per-thread clocks here: assume busy
-                return 1.0
-            used += max(0.0, cpu - self._last.get(ident, cpu))  # an ident may be reused
-            seen[ident] = cpu
+            demand = _thread_demand_s(tid)
+            if demand is None:
+                if thread.is_alive():  # no schedstat here: assume busy
+                    self._since = now
+                    return 1.0
+                continue
+            used += max(0.0, demand - self._last.get(tid, demand))  # a tid may be reused
+            seen[tid] = demand
         elapsed = max(now - self._since, 1e-9)
         self._last = seen
         self._since = now
         return used / elapsed
+
+
+def _thread_demand_s(tid: int) -> float | None:
+    """Seconds thread ``tid`` of this process has run or waited to run (None: unknown)."""
+    try:
+        with open(f"/proc/self/task/{tid}/schedstat", "rb") as stat:
+            fields = stat.read(128).split()
+        return (int(fields[0]) + int(fields[1])) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class SchedStat:

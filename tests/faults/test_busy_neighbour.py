@@ -11,6 +11,7 @@ computing ones by their CPU clocks (docs/architecture.md, "Executor"): 0-10 of
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -51,7 +52,7 @@ def test_sleeping_calls_and_a_busy_neighbour_do_not_shut_out_short_calls(serve: 
     failure refused nearly all, or served a handful), and the
     running limit the backend reports grows past the 8 sleeping calls."""
     server = serve(APP, "--threads", "16", "--drain", "0.2")
-    with grpc.insecure_channel(server.address) as channel, cpu_hogs(HOGS):
+    with grpc.insecure_channel(server.address) as channel, contextlib.ExitStack() as hogs:
         stub = inventory_pb2_grpc.InventoryStub(channel)
         for _ in range(20):
             stub.GetItem(GetItem(sku="warm"), timeout=10)
@@ -59,6 +60,7 @@ def test_sleeping_calls_and_a_busy_neighbour_do_not_shut_out_short_calls(serve: 
             stub.GetItem.future(GetItem(sku="hold:4000"), timeout=30) for _ in range(8)
         ]
         server.wait_for_events("started", 8)  # the limit (8) is full of sleeping calls
+        hogs.enter_context(cpu_hogs(HOGS))  # then the neighbour gets busy
         limits: list[int] = []
 
         def call(i: int) -> object:
