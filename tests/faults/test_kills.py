@@ -73,6 +73,13 @@ def test_kill_9_of_a_worker_under_load_fails_no_idempotent_call(serve: Serve) ->
     the supervisor starts a replacement, the channel's broken connections are
     redialled and reach it within 20 s; meanwhile every call is served."""
     server = serve(APP, "--workers", "2", "--drain", "0.2")
+    try:
+        check_worker_kill(server)
+    finally:  # SIGTERM: the supervisor stops its workers (a SIGKILL would orphan them)
+        assert server.terminate() == 0
+
+
+def check_worker_kill(server: ServeProcess) -> None:
     workers = set(server.announcement["pids"])
     with BalancedChannel(server.address, config=FAST) as channel:
         stub = inventory_pb2_grpc.InventoryStub(channel)
