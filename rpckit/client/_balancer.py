@@ -112,6 +112,12 @@ _log = logging.getLogger("rpckit.client")
 _MAX_PIDS_REMEMBERED = 64
 """Per backend, server process ids remembered to spot a new process (bounded across restarts)."""
 
+_REDIAL_ROUND_AFTER_S = (1.0, 60.0)
+"""Once ``worker_redials`` redials in a row found no new process, another round is
+allowed after the first of these (seconds), doubling up to the second: a worker that
+died and was replaced after the search gave up is still found (within seconds), and
+a single-process host costs a round a minute at most."""
+
 
 # ---------------------------------------------------------------- internals
 
@@ -119,7 +125,16 @@ _MAX_PIDS_REMEMBERED = 64
 class _Backend:
     """A backend address: its P2C load and its connections. Guarded by the channel's lock."""
 
-    __slots__ = ("address", "connections", "load", "pids_seen", "redial_misses", "retired")
+    __slots__ = (
+        "address",
+        "connections",
+        "load",
+        "pids_seen",
+        "redial_misses",
+        "redial_pause_s",
+        "redial_round_at",
+        "retired",
+    )
 
     def __init__(self, address: str, load: BackendLoad) -> None:
         self.address = address
@@ -128,6 +143,8 @@ class _Backend:
         self.retired = False
         self.pids_seen: set[int] = set()
         self.redial_misses = 0
+        self.redial_round_at = 0.0  # when the next round of redials may start
+        self.redial_pause_s = _REDIAL_ROUND_AFTER_S[0]
 
 
 class _Connection:
@@ -882,6 +899,7 @@ class BalancedChannel(grpc.Channel):
                 backend.pids_seen = {c.pid for c in backend.connections if c.pid is not None}
             backend.pids_seen.add(pid)
             backend.redial_misses = 0
+            backend.redial_pause_s = _REDIAL_ROUND_AFTER_S[0]
         if conn.retired or backend.retired:
             return False
         # Redial only while another serving connection reaches that process: the backend
@@ -890,8 +908,17 @@ class BalancedChannel(grpc.Channel):
             o is not conn and not o.retired and o.health is Health.SERVING and o.pid == pid
             for o in backend.connections
         )
-        if not shared or backend.redial_misses >= self._config.worker_redials:
+        if not shared or self._config.worker_redials == 0:
             return False
+        if backend.redial_misses >= self._config.worker_redials:
+            # The search gave up; the processes behind the port may have changed since
+            # (a worker killed and replaced), so search again later, less and less often.
+            if now < backend.redial_round_at:
+                return False
+            backend.redial_misses = 0
         backend.redial_misses += 1
+        if backend.redial_misses >= self._config.worker_redials:
+            backend.redial_round_at = now + backend.redial_pause_s
+            backend.redial_pause_s = min(_REDIAL_ROUND_AFTER_S[1], 2 * backend.redial_pause_s)
         conn.retired = True  # no new calls; _replace_connection swaps in a fresh one
         return True

@@ -39,8 +39,10 @@ class BalancedChannelConfig:
     its backend is closed and redialed, up to this many times in a row without
     finding a new process (a new process resets the count). SO_REUSEPORT places
     each connection on a random process, so with two processes a process is
-    missed only with probability 2^-10; a single-process host costs this many
-    extra connects per extra connection, once."""
+    missed only with probability 2^-10. A fruitless round is tried again after
+    1 s, then 2, 4... up to 60 s (a new process resets this too), so a worker
+    replaced after a crash is reached again; a single-process host costs this
+    many extra connects per extra connection at most once a minute."""
 
     max_attempts: int = 3
     """Attempts per call, the first included. 3: enough to pass one dead and one

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = [
@@ -49,6 +50,12 @@ NO_DEADLINE_S = 1e9
 #: same-zone hop's response path.
 OUTBOUND_MARGIN_S = 0.005
 
+_log = logging.getLogger("rpckit")
+
+#: Guards every scope's cancellation callbacks (registered by a handler's thread, run by
+#: grpcio's when the call ends): short critical sections, so one lock for all scopes.
+_CALLBACKS_LOCK = threading.Lock()
+
 _GRPC_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
@@ -60,10 +67,13 @@ class CallScope:
     :meth:`cancel` was called, or the call's ``context`` (anything with grpcio's
     ``is_active()``/``add_callback()``) is no longer active -- asked only when
     someone asks, so a call nobody checks costs nothing. ``cancel_event`` is an
-    Event made on first use, for code that wants to wait on it.
+    Event made on first use, for code that wants to wait on it; :meth:`on_cancel`
+    runs a function then (rpckit's outbound channels cancel the calls a handler
+    has open downstream with it). The call's end, whatever its status, counts as
+    its cancellation: what it still has open downstream is no longer wanted.
     """
 
-    __slots__ = ("_cancelled", "_context", "_event", "deadline", "method")
+    __slots__ = ("_callbacks", "_cancelled", "_context", "_event", "_hooked", "deadline", "method")
 
     def __init__(self, *, method: str, deadline: float | None, context: Any = None) -> None:
         self.method = method
@@ -71,12 +81,52 @@ class CallScope:
         self._context = context
         self._cancelled = False
         self._event: threading.Event | None = None
+        self._hooked = False
+        self._callbacks: dict[object, Callable[[], object]] | None = None
 
     def cancel(self) -> None:
         self._cancelled = True
         event = self._event
         if event is not None:
             event.set()
+        with _CALLBACKS_LOCK:
+            callbacks, self._callbacks = self._callbacks, {}
+        for callback in (callbacks or {}).values():
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - one failing callback must not stop the others
+                _log.exception("a cancellation callback of %s failed", self.method)
+
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Run ``callback`` once the call is cancelled (now, if it already is).
+
+        Returns a function that unregisters it, for when what it would cancel has
+        ended: a handler that makes many downstream calls keeps no list of them.
+        """
+        key = object()
+        with _CALLBACKS_LOCK:
+            if self._callbacks is None:
+                self._callbacks = {}
+            self._callbacks[key] = callback
+        self._hook()
+        if self._cancelled:
+            self.cancel()  # runs it now, unless a concurrent cancel() already has
+
+        def unregister() -> None:
+            with _CALLBACKS_LOCK:
+                if self._callbacks is not None and self._callbacks.get(key) is callback:
+                    del self._callbacks[key]
+
+        return unregister
+
+    def _hook(self) -> None:
+        """Have the call's end (cancellation included) call :meth:`cancel`, once."""
+        if self._hooked:
+            return
+        self._hooked = True
+        hooked = self._context is not None and self._context.add_callback(self.cancel)
+        if self._context is not None and not hooked:  # the call has already ended
+            self.cancel()
 
     def is_cancelled(self) -> bool:
         if not self._cancelled and self._context is not None and not self._context.is_active():
@@ -89,9 +139,9 @@ class CallScope:
         if self._event is None:
             event = threading.Event()
             self._event = event
-            hooked = self._context is not None and self._context.add_callback(self.cancel)
-            if self._cancelled or (self._context is not None and not hooked):
-                self.cancel()
+            self._hook()
+            if self._cancelled:
+                event.set()
         return self._event
 
     def time_remaining(self, now: float) -> float | None:

@@ -27,6 +27,10 @@ once per window on the lag's 90th percentile (docs/architecture.md, "Executor"):
   by one -- doubling below ``SLOW_START_BELOW`` x the target, where the GIL is
   all but idle and the calls wait on I/O (slow start: a burst of slow
   downstream calls gets hundreds of threads within a second or two);
+* while calls wanted more room and the handlers running used almost no CPU
+  (under ``HANDLERS_BUSY_CPU_SHARE`` of a core: they sleep or wait on a
+  downstream), it doubles whatever the lag: room for them costs the dispatcher
+  nothing, and the lag is then another process's doing;
 * otherwise it holds.
 
 Pure policy: the caller passes samples and ``now``.
@@ -39,7 +43,7 @@ import math
 
 from rpckit.core._validate import check_fields, check_int, check_number
 
-__all__ = ["ConcurrencyConfig", "ConcurrencyLimit"]
+__all__ = ["HANDLERS_BUSY_CPU_SHARE", "ConcurrencyConfig", "ConcurrencyLimit", "counted_lag"]
 
 #: Below this fraction of the target lag the limit doubles instead of growing by one.
 SLOW_START_BELOW = 0.25
@@ -48,6 +52,35 @@ FAST_DECREASE_ABOVE = 3.0
 #: A lagging window that never reached the limit brings it down to the busiest moment
 #: plus this many, not below.
 IDLE_HEADROOM = 4
+#: Handler threads using at least this share of one core (together, over a window) are
+#: taken to compete for the cores; below it they mostly wait (sleep, I/O, downstream calls).
+HANDLERS_BUSY_CPU_SHARE = 0.1
+
+
+def counted_lag(
+    late_s: float, core_wait_s: float, *, standing: bool, handlers_cpu_share: float
+) -> float:
+    """The part of a probe's lateness that fewer calls running here would shorten.
+
+    ``late_s``: how late the probe got the GIL back; ``core_wait_s``: the part of
+    that it spent runnable, waiting for a core (another process, or this one's
+    other threads, on the cores); ``handlers_cpu_share``: the CPU the handler
+    threads used over the last window, in cores.
+
+    The wait for the GIL always counts. The wait for a core counts only while a
+    queue stands *and* the handlers here use the CPU: then fewer runnable handlers
+    give the dispatch thread a core sooner (docs/architecture.md, "Executor").
+    Handlers that sleep or wait on a downstream are not runnable: limiting them
+    shortens nobody's wait, and counting a neighbour's load against them would
+    ratchet the limit down to its floor below the calls already waiting, so that
+    every new call is refused while the CPU here is idle -- and would hold it
+    there, since the limit grows only once the lag falls, which a busy neighbour
+    never lets it do.
+    """
+    gil_wait = max(0.0, late_s - core_wait_s)
+    if standing and handlers_cpu_share >= HANDLERS_BUSY_CPU_SHARE:
+        return max(0.0, late_s)
+    return gil_wait
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -114,6 +147,7 @@ class ConcurrencyLimit:
         self._samples: list[float] = []
         self._saturated = False
         self._busiest = 0  # the most calls running at one sample of the window
+        self._cpu_share: float | None = None  # the handlers' CPU, in cores, lately
 
     @property
     def limit(self) -> int:
@@ -125,10 +159,27 @@ class ConcurrencyLimit:
         return self._max
 
     def observe(
-        self, lag_s: float, *, saturated: bool, now: float, busy: int | None = None
+        self,
+        lag_s: float,
+        *,
+        saturated: bool,
+        now: float,
+        busy: int | None = None,
+        handlers_cpu_share: float | None = None,
+        handlers_cpu_now: float | None = None,
     ) -> bool:
         """Feed one dispatch-lag sample; ``saturated``: calls wanted more room than the
-        limit; ``busy``: calls running now (``None``: as many as the limit).
+        limit; ``busy``: calls running now (``None``: as many as the limit);
+        ``handlers_cpu_share``: the CPU the handlers used over the last window, in
+        cores (``None``: unknown; the latest given is the one judged);
+        ``handlers_cpu_now``: a measurement just taken over the last few
+        milliseconds, because calls wait for room.
+
+        ``handlers_cpu_now`` under ``HANDLERS_BUSY_CPU_SHARE`` while calls want room
+        and the limit is reached doubles the limit at once, not at the window's end:
+        a standing queue's CoDel refuses within 100 ms, and the calls running sleep.
+        One doubling per such measurement, so the next one (of the calls just let
+        in) can stop it.
 
         Returns True when the limit changed.
         """
@@ -136,14 +187,33 @@ class ConcurrencyLimit:
             raise ValueError(f"lag must be finite, got {lag_s!r}")
         self._samples.append(max(0.0, lag_s))
         self._saturated = self._saturated or saturated
-        self._busiest = max(self._busiest, self._limit if busy is None else busy)
+        running = self._limit if busy is None else busy
+        self._busiest = max(self._busiest, running)
+        if handlers_cpu_share is not None:
+            self._cpu_share = handlers_cpu_share
+        if (
+            handlers_cpu_now is not None
+            and handlers_cpu_now < HANDLERS_BUSY_CPU_SHARE
+            and saturated
+            and running >= self._limit
+            and self._limit < self._max
+        ):
+            self._limit = min(self._max, self._limit * 2)
+            return True
         config = self._config
         if now - self._window_start < config.window_s or len(self._samples) < config.min_samples:
             return False
         samples = sorted(self._samples)
         p90 = samples[min(len(samples) - 1, int(0.9 * len(samples)))]
         before = self._limit
-        if p90 > config.target_lag_s and self._busiest >= self._limit and self._saturated:
+        waiting = self._cpu_share is not None and self._cpu_share < HANDLERS_BUSY_CPU_SHARE
+        if self._saturated and waiting and self._busiest >= self._limit:
+            # Calls want room and the ones running use (almost) no CPU: they sleep or
+            # wait on a downstream, so room costs the dispatcher nothing, whatever the
+            # lag (another process's doing). Slow start; CPU-bound newcomers show in
+            # the next window's share, and the rules below take over.
+            self._limit = min(self._max, self._limit * 2)
+        elif p90 > config.target_lag_s and self._busiest >= self._limit and self._saturated:
             # Far over the target (a limit grown large for I/O-bound calls meeting
             # CPU-bound ones), halve; otherwise the gentler decrease.
             fast = p90 > FAST_DECREASE_ABOVE * config.target_lag_s

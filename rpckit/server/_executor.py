@@ -67,7 +67,7 @@ from rpckit.server._admission import (
     Ticket,
     parse_criticality,
 )
-from rpckit.server._concurrency import ConcurrencyConfig, ConcurrencyLimit
+from rpckit.server._concurrency import ConcurrencyConfig, ConcurrencyLimit, counted_lag
 from rpckit.server._cpu import CpuShare
 from rpckit.server._grpc_internals import abort_queued, read_call
 from rpckit.v1 import load_pb2
@@ -83,6 +83,9 @@ SWEEP_INTERVAL_S = 0.005
 PROBE_SLEEP_S = 0.005
 #: The limit on calls running at once starts here (slow start grows it).
 START_LIMIT = 8
+#: While calls wait for room, the handlers' CPU is read again this often (not only
+#: once per window), so room for calls that sleep comes before CoDel refuses.
+CPU_RECHECK_S = 0.02
 #: How long a built load report is reused (each response carries one).
 LOAD_REPORT_TTL_S = 0.005
 
@@ -579,6 +582,10 @@ class AdmissionExecutor(concurrent.futures.Executor):
         handler.wake.acquire()  # woken just as it timed out: the release has happened
         return handler.direct is None
 
+    def _handler_threads(self) -> list[threading.Thread]:
+        """(Lock held.) The handler threads not retired: none of them has returned."""
+        return [h.thread for h in self._handlers if h.thread is not None]
+
     def _retire(self, handler: _Handler) -> None:
         handler.retired = True
         self._alive -= 1
@@ -604,29 +611,39 @@ class AdmissionExecutor(concurrent.futures.Executor):
         while no queue stands, only the wait for the GIL -- the time the probe
         waited for a *core* (its scheduler run delay) is taken out, so a neighbour
         process busy on the cores does not throttle a lightly loaded server; once
-        a queue stands, the wait for a core counts too, as far as this server's own
-        processes take the cores (:mod:`rpckit.server._cpu`): then the dispatch
-        thread's wait for a core is what makes refusals slow, and fewer runnable
-        handlers here shorten it (measurements: bench/README.md, "Measurements
-        behind the defaults"), while a wait a neighbour causes is not cured by
-        refusing calls.
+        a queue stands, the wait for a core counts too -- if the handlers use the CPU
+        (:func:`~rpckit.server._concurrency.counted_lag`, :class:`HandlerCpu`;
+        sleeping handlers are not what a neighbour's load could be taken out on), and
+        only as far as this server's own processes take the cores
+        (:mod:`rpckit.server._cpu`): then the dispatch thread's wait for a core is
+        what makes refusals slow, and fewer runnable handlers here shorten it
+        (measurements: bench/README.md, "Measurements behind the defaults"), while a
+        wait a neighbour causes is not cured by refusing calls.
         Calls run in their callers' threads (run_now) are outside the limit: no
         reason to measure for them alone.
         """
         limit = self._limit
         assert limit is not None
         stat = SchedStat()
-        cpu = CpuShare(self._processes, clock=self._clock)
+        machine = CpuShare(self._processes, clock=self._clock)
+        handlers_cpu = HandlerCpu(self._clock())
+        recheck_cpu = HandlerCpu(self._clock(), window_s=CPU_RECHECK_S)
+        cpu_share = 1.0  # until measured, count core waits as before this measure
         while True:
             with self._lock:
+                rested = False
                 while (
                     not self._shutdown
                     and self._in_flight == self._in_flight_here
                     and not self._queue.depth
                 ):
                     self._probe_wake.wait()
+                    rested = True
                 if self._shutdown:
                     return
+                if rested:  # measure the handlers' CPU from now, not over the rest
+                    for measure in (handlers_cpu, recheck_cpu):
+                        measure.share(self._handler_threads(), self._clock())
             started = self._clock()
             delay_before = stat.run_delay_s()
             time.sleep(PROBE_SLEEP_S)
@@ -635,16 +652,35 @@ class AdmissionExecutor(concurrent.futures.Executor):
             waited_for_a_core = stat.run_delay_s() - delay_before
             spawn = 0
             # Of the wait for a core, only this server's share of the busy CPU is ours.
-            others = waited_for_a_core * (1.0 - cpu.fraction())
+            others = waited_for_a_core * (1.0 - machine.fraction())
             with self._lock:
-                late -= waited_for_a_core if not self._queue.standing(now) else others
                 # Demand beyond the limit: calls wait for room, or (in a standing
                 # queue, which admits only into free room) are refused for want of it.
                 saturated = self._in_flight >= self._running_limit and (
                     self._queue.depth > 0 or self._queue.standing(now)
                 )
+                # The handlers' CPU: once a window, and soon after calls start to wait
+                # for room (are the calls running sleeping? then room is cheap).
+                if handlers_cpu.due(now):
+                    cpu_share = handlers_cpu.share(self._handler_threads(), now)
+                cpu_now: float | None = None
+                if saturated and recheck_cpu.due(now):
+                    cpu_now = recheck_cpu.share(self._handler_threads(), now)
+                late = counted_lag(
+                    late - others,
+                    waited_for_a_core - others,
+                    standing=self._queue.standing(now),
+                    handlers_cpu_share=cpu_share,
+                )
                 busy = self._in_flight - self._in_flight_here
-                if limit.observe(max(0.0, late), saturated=saturated, now=now, busy=busy):
+                if limit.observe(
+                    max(0.0, late),
+                    saturated=saturated,
+                    now=now,
+                    busy=busy,
+                    handlers_cpu_share=cpu_share,
+                    handlers_cpu_now=cpu_now,
+                ):
                     self._running_limit = limit.limit
                     self._queue.set_workers(limit.limit)
                     spawn = self._dispatch()
@@ -685,6 +721,58 @@ class AdmissionExecutor(concurrent.futures.Executor):
         finally:
             _local.verdict = None
         work.done.finish()
+
+
+class HandlerCpu:
+    """The CPU the handler threads used *or waited for*, in cores, over windows of ``window_s``.
+
+    Read once per window from each handler thread's scheduler statistics
+    (``/proc/self/task/TID/schedstat``: time on a core plus time runnable but
+    waiting for one). Handlers that sleep or wait on a downstream add neither;
+    handlers that compute add the first, and, when other processes starve them
+    of the cores, the second -- so starved CPU-bound handlers are not mistaken
+    for sleeping ones. A thread waiting for the GIL is asleep in the kernel, but
+    the one holding it is not, so handlers crowding the GIL show too. Where the
+    file cannot be read, the share is reported as 1.0: busy, the rules as before.
+    """
+
+    def __init__(self, now: float, window_s: float = 0.25) -> None:
+        self._window_s = window_s
+        self._since = now
+        self._last: dict[int, float] = {}  # native thread id -> seconds at the last read
+
+    def due(self, now: float) -> bool:
+        return now - self._since >= self._window_s
+
+    def share(self, threads: list[threading.Thread], now: float) -> float:
+        used = 0.0
+        seen: dict[int, float] = {}
+        for thread in threads:
+            tid = thread.native_id
+            if tid is None:
+                continue
+            demand = _thread_demand_s(tid)
+            if demand is None:
+                if thread.is_alive():  # no schedstat here: assume busy
+                    self._since = now
+                    return 1.0
+                continue
+            used += max(0.0, demand - self._last.get(tid, demand))  # a tid may be reused
+            seen[tid] = demand
+        elapsed = max(now - self._since, 1e-9)
+        self._last = seen
+        self._since = now
+        return used / elapsed
+
+
+def _thread_demand_s(tid: int) -> float | None:
+    """Seconds thread ``tid`` of this process has run or waited to run (None: unknown)."""
+    try:
+        with open(f"/proc/self/task/{tid}/schedstat", "rb") as stat:
+            fields = stat.read(128).split()
+        return (int(fields[0]) + int(fields[1])) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class SchedStat:

@@ -480,20 +480,26 @@ def test_dns_targets_are_re_resolved_with_an_injected_resolver() -> None:
 # ---------------------------------------------------------------- real processes
 
 
+def reach_every_worker(channel: BalancedChannel, workers: set[int]) -> None:
+    """Call until the channel's connections reach every one of ``workers`` (bounded)."""
+    stub = inventory_pb2_grpc.InventoryStub(channel)
+
+    def reached() -> set[int | None]:
+        return {c.worker_pid for b in channel.backends() for c in b.connections}
+
+    for _ in range(300):  # bounded warm-up: connections are redialed until all are reached
+        stub.GetItem(GetItem(sku="warm"), timeout=10)
+        if reached() == workers:
+            break
+    assert reached() == workers
+
+
 def test_a_multi_process_backend_gets_load_on_both_workers(serve: Serve) -> None:
     server = serve(APP, "--workers", "2", "--drain", "0.2")
     workers = set(server.announcement["pids"])
     with BalancedChannel(server.address, config=FAST) as channel:
         stub = inventory_pb2_grpc.InventoryStub(channel)
-
-        def reached() -> set[int | None]:
-            return {c.worker_pid for b in channel.backends() for c in b.connections}
-
-        for _ in range(300):  # bounded warm-up: connections are redialed until both are reached
-            stub.GetItem(GetItem(sku="warm"), timeout=10)
-            if reached() == workers:
-                break
-        assert reached() == workers
+        reach_every_worker(channel, workers)
         with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
             answers = pool.map(
                 lambda _: stub.GetItem(GetItem(sku="hold:5"), timeout=20).quantity, range(400)

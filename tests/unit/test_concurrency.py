@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 
 from rpckit.server._concurrency import (
     FAST_DECREASE_ABOVE,
+    HANDLERS_BUSY_CPU_SHARE,
     IDLE_HEADROOM,
     SLOW_START_BELOW,
     ConcurrencyConfig,
     ConcurrencyLimit,
+    counted_lag,
 )
 
 CONFIG = ConcurrencyConfig()  # 2 ms target, grow below 1.2 ms, 250 ms windows, 5+ samples
@@ -340,3 +342,82 @@ def test_config_validation_names_the_field(
 ) -> None:
     with pytest.raises(error, match=f"ConcurrencyConfig.{field}"):
         ConcurrencyConfig(**kwargs)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- which lateness counts
+
+
+def test_the_wait_for_the_gil_always_counts() -> None:
+    for standing in (False, True):
+        for share in (0.0, 0.5):
+            counted = counted_lag(0.005, 0.003, standing=standing, handlers_cpu_share=share)
+            assert counted >= 0.002
+
+
+def test_the_wait_for_a_core_counts_only_in_a_standing_queue_of_busy_handlers() -> None:
+    busy = HANDLERS_BUSY_CPU_SHARE
+    assert counted_lag(0.005, 0.004, standing=True, handlers_cpu_share=busy) == 0.005
+    assert counted_lag(0.005, 0.004, standing=False, handlers_cpu_share=1.0) == pytest.approx(0.001)
+    # Handlers that sleep: a neighbour's load is not theirs to pay for.
+    assert counted_lag(0.005, 0.004, standing=True, handlers_cpu_share=busy / 2) == (
+        pytest.approx(0.001)
+    )
+    assert counted_lag(0.003, 0.004, standing=True, handlers_cpu_share=0.0) == 0.0
+
+
+def test_sleeping_handlers_under_a_busy_neighbour_get_room_again() -> None:
+    """Worst input: the limit is full of calls that sleep, a queue stands, and another
+    process keeps every probe waiting ~8 ms for a core. Counting that wait shrank the
+    limit to its floor and held it there; counted as it is now, the limit grows."""
+    limit = ConcurrencyLimit(16, 0.0, start=8)
+    now = 0.0
+    for _ in range(8):
+        for _ in range(10):
+            now += CONFIG.window_s / 9.9
+            lag = counted_lag(0.0082, 0.008, standing=True, handlers_cpu_share=0.01)
+            limit.observe(lag, saturated=True, now=now, busy=limit.limit)
+    assert limit.limit == 16
+    # The same lateness with handlers that compute: the limit comes down, as before.
+    busy = ConcurrencyLimit(16, 0.0, start=8)
+    for _ in range(8):
+        for _ in range(10):
+            now += CONFIG.window_s / 9.9
+            lag = counted_lag(0.0082, 0.008, standing=True, handlers_cpu_share=0.9)
+            busy.observe(lag, saturated=True, now=now, busy=busy.limit)
+    assert busy.limit == CONFIG.min_limit
+
+
+def test_room_for_calls_that_wait_grows_whatever_the_lag() -> None:
+    """Worst input: every running call sleeps on a downstream, more want room, and the
+    machine is so busy that even the GIL comes late (lag far over the target). The
+    sleeping calls cost the dispatcher nothing: each measurement of the handlers' CPU
+    that finds them idle doubles the limit at once (CoDel would refuse within 100 ms)."""
+    limit = ConcurrencyLimit(64, 0.0, start=8)
+    now = 0.01
+    assert limit.observe(CONVOY, saturated=True, now=now, busy=8, handlers_cpu_now=0.02)
+    assert limit.limit == 16  # at once, not at the window's end
+    assert not limit.observe(CONVOY, saturated=True, now=now + 0.01, busy=16)
+    assert limit.limit == 16  # one doubling per measurement
+    assert limit.observe(CONVOY, saturated=True, now=now + 0.02, busy=16, handlers_cpu_now=0.0)
+    assert limit.limit == 32
+    # Not saturated, or not full: a measurement is no reason to grow.
+    assert not limit.observe(CONVOY, saturated=False, now=now + 0.03, busy=32, handlers_cpu_now=0)
+    assert not limit.observe(CONVOY, saturated=True, now=now + 0.04, busy=20, handlers_cpu_now=0)
+    # Once the calls let in compute, the convoy halves the limit at the window's end.
+    limit.observe(CONVOY, saturated=True, now=now + 0.05, busy=32, handlers_cpu_now=0.8)
+    assert limit.limit == 32
+    for _ in range(10):
+        now += CONFIG.window_s / 9.9
+        limit.observe(CONVOY, saturated=True, now=now, busy=32, handlers_cpu_share=0.8)
+    assert limit.limit == 16
+
+
+def test_waiting_handlers_double_the_limit_each_window_too() -> None:
+    """Measured every sample (as before windows), a saturated window of idle handlers
+    ends doubled; never past the threads."""
+    limit = ConcurrencyLimit(16, 0.0, start=16)
+    now = 0.0
+    for _ in range(10):
+        now += CONFIG.window_s / 9.9
+        limit.observe(CONVOY, saturated=True, now=now, busy=16, handlers_cpu_share=0.0)
+    assert limit.limit == 16

@@ -118,6 +118,50 @@ def test_cancel_event_is_set_at_once_for_a_call_that_already_ended() -> None:
     assert scope.cancel_event.is_set()
 
 
+def test_on_cancel_runs_each_callback_once_when_the_call_ends() -> None:
+    context = FakeContext(active=True)
+    scope = CallScope(method="/a.B/C", deadline=None, context=context)
+    ran: list[str] = []
+    scope.on_cancel(lambda: ran.append("first"))
+    unregister = scope.on_cancel(lambda: ran.append("finished before"))
+    scope.on_cancel(lambda: ran.append("second"))
+    assert len(context.callbacks) == 1  # hooked once, whatever is registered
+    unregister()  # what it would cancel ended first
+    context.callbacks[0]()  # grpcio: the call ended (the client cancelled)
+    assert ran == ["first", "second"]
+    context.callbacks[0]()  # ending twice runs nothing twice
+    assert ran == ["first", "second"]
+
+
+def test_on_cancel_runs_at_once_for_a_call_already_cancelled_or_ended() -> None:
+    scope = CallScope(method="/a.B/C", deadline=None)
+    scope.cancel()
+    ran: list[int] = []
+    scope.on_cancel(lambda: ran.append(1))
+    assert ran == [1]
+    ended = CallScope(
+        method="/a.B/C", deadline=None, context=FakeContext(active=False, accepts_callbacks=False)
+    )
+    ended.on_cancel(lambda: ran.append(2))
+    assert ran == [1, 2]
+
+
+def test_a_failing_cancellation_callback_is_logged_and_the_others_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scope = CallScope(method="/a.B/C", deadline=None)
+    ran: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("downstream already gone")
+
+    scope.on_cancel(broken)
+    scope.on_cancel(lambda: ran.append("next"))
+    scope.cancel()
+    assert ran == ["next"]
+    assert "a cancellation callback of /a.B/C failed" in caplog.text
+
+
 def test_grpcio_no_deadline_sentinel_means_none() -> None:
     assert deadline_from_remaining(9.2e18, now=5.0) is None
     assert deadline_from_remaining(None, now=5.0) is None
