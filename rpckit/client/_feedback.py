@@ -33,7 +33,7 @@ from typing import Any
 
 from rpckit.client._retry import STATUS_CODE_NAMES, RetryVerdict, backoff_s, retry_decision
 from rpckit.core._load import load_from_metadata
-from rpckit.core._wire import PUSHBACK_METADATA_KEY, REJECTION_DETAILS_PREFIX
+from rpckit.core._wire import REJECTION_DETAILS_PREFIX, pushback_from_trailers
 from rpckit.v1 import load_pb2
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
     "classify",
     "observe",
     "plan_retry",
-    "pushback_ms",
 ]
 
 NEVER_SENT_PREFIXES = (
@@ -122,18 +121,6 @@ class Outcome:
         return self.details.startswith(REJECTION_DETAILS_PREFIX)
 
 
-def pushback_ms(trailers: Iterable[Any] | None) -> int | None:
-    """The ``grpc-retry-pushback-ms`` trailer; -1 (do not retry) when unparseable."""
-    for key, value in trailers or ():
-        if key == PUSHBACK_METADATA_KEY:
-            text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-            try:
-                return int(text)
-            except ValueError:
-                return -1
-    return None
-
-
 def observe(code: str | None, trailers: Iterable[Any] | None, details: str) -> Outcome:
     """The :class:`Outcome` of an attempt that ended with ``code``, ``trailers`` and ``details``.
 
@@ -145,7 +132,7 @@ def observe(code: str | None, trailers: Iterable[Any] | None, details: str) -> O
     mistaken for one.
     """
     pairs = tuple(trailers or ())
-    pushback = pushback_ms(pairs)
+    pushback = pushback_from_trailers(pairs)
     made_up_in_client = not pairs and details.startswith(NEVER_SENT_PREFIXES)
     refused_by_admission = details.startswith(REJECTION_DETAILS_PREFIX) and pushback is not None
     reached: bool | None = False if made_up_in_client or refused_by_admission else None

@@ -18,11 +18,14 @@ from rpckit.client._feedback import (
     classify,
     observe,
     plan_retry,
-    pushback_ms,
 )
 from rpckit.client._retry import RetryVerdict
 from rpckit.core._load import encode_load
-from rpckit.core._wire import PUSHBACK_METADATA_KEY, REJECTION_DETAILS_PREFIX
+from rpckit.core._wire import (
+    PUSHBACK_METADATA_KEY,
+    REJECTION_DETAILS_PREFIX,
+    pushback_from_trailers,
+)
 from rpckit.v1 import load_pb2
 
 REPORT = encode_load(load_pb2.LoadReport(queue_depth=4, pid=321))
@@ -85,7 +88,7 @@ def test_a_rejection_prefix_without_pushback_is_not_taken_for_an_admission_refus
     ],
 )
 def test_pushback_parsing(trailers: tuple[tuple[str, object], ...], expected: int | None) -> None:
-    assert pushback_ms(trailers) == expected
+    assert pushback_from_trailers(trailers) == expected
 
 
 # ---------------------------------------------------------------- classify
