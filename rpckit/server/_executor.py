@@ -765,14 +765,23 @@ class HandlerCpu:
         return used / elapsed
 
 
+def _schedstat_s(text: bytes) -> tuple[float, float] | None:
+    """A ``schedstat`` file's (seconds on a core, seconds runnable waiting for one)."""
+    fields = text.split()
+    try:
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+    except (IndexError, ValueError):
+        return None
+
+
 def _thread_demand_s(tid: int) -> float | None:
     """Seconds thread ``tid`` of this process has run or waited to run (None: unknown)."""
     try:
         with open(f"/proc/self/task/{tid}/schedstat", "rb") as stat:
-            fields = stat.read(128).split()
-        return (int(fields[0]) + int(fields[1])) / 1e9
-    except (OSError, IndexError, ValueError):
+            times = _schedstat_s(stat.read(128))
+    except OSError:
         return None
+    return None if times is None else times[0] + times[1]
 
 
 class SchedStat:
@@ -789,9 +798,10 @@ class SchedStat:
         if self._fd is None:
             return 0.0
         try:
-            return int(os.pread(self._fd, 128, 0).split()[1]) / 1e9
-        except (OSError, IndexError, ValueError):
+            times = _schedstat_s(os.pread(self._fd, 128, 0))
+        except OSError:
             return 0.0
+        return 0.0 if times is None else times[1]
 
     def close(self) -> None:
         if self._fd is not None:
