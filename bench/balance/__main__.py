@@ -32,6 +32,7 @@ from bench.balance.service import SLOWDOWN_ENV
 from bench.harness import procs
 from bench.harness.loadgen import LoadGenerator, poisson_schedule
 from bench.harness.stats import Outcome, RequestRecord, percentile
+from rpckit.server._cpu import machine_busy_s
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -237,11 +238,11 @@ def read_findings(path: Path | None) -> list[str]:
 
 
 def machine_busy_cpu_s() -> float:
-    """CPU seconds the whole machine spent busy (not idle or waiting for I/O) since boot."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()
-    assert fields[0] == "cpu", "/proc/stat starts with the all-CPU line"
-    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds the whole machine spent busy (not idle or waiting for I/O) since boot:
+    the reading rpckit's own executor takes (:func:`rpckit.server._cpu.machine_busy_s`)."""
+    busy = machine_busy_s()
+    assert busy is not None, "/proc/stat starts with the all-CPU line"
+    return busy
 
 
 def _override(plan: Plan, args: argparse.Namespace) -> Plan:
