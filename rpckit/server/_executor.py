@@ -626,9 +626,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
         assert limit is not None
         stat = SchedStat()
         machine = CpuShare(self._processes, clock=self._clock)
-        handlers_cpu = HandlerCpu(self._clock())
-        recheck_cpu = HandlerCpu(self._clock(), window_s=CPU_RECHECK_S)
-        cpu_share = 1.0  # until measured, count core waits as before this measure
+        meter = _HandlerMeter(self._clock())
         while True:
             with self._lock:
                 rested = False
@@ -640,10 +638,12 @@ class AdmissionExecutor(concurrent.futures.Executor):
                     self._probe_wake.wait()
                     rested = True
                 if self._shutdown:
+                    meter.close()
+                    stat.close()
                     return
-                if rested:  # measure the handlers' CPU from now, not over the rest
-                    for measure in (handlers_cpu, recheck_cpu):
-                        measure.share(self._handler_threads(), self._clock())
+                threads = self._handler_threads() if rested else []
+            if rested:  # measure the handlers' CPU from now, not over the rest
+                meter.restart(threads, self._clock())
             started = self._clock()
             delay_before = stat.run_delay_s()
             time.sleep(PROBE_SLEEP_S)
@@ -659,13 +659,11 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 saturated = self._in_flight >= self._running_limit and (
                     self._queue.depth > 0 or self._queue.standing(now)
                 )
-                # The handlers' CPU: once a window, and soon after calls start to wait
-                # for room (are the calls running sleeping? then room is cheap).
-                if handlers_cpu.due(now):
-                    cpu_share = handlers_cpu.share(self._handler_threads(), now)
-                cpu_now: float | None = None
-                if saturated and recheck_cpu.due(now):
-                    cpu_now = recheck_cpu.share(self._handler_threads(), now)
+                threads = self._handler_threads() if meter.due(now, saturated=saturated) else []
+            # Read outside the lock: the dispatch thread admits calls meanwhile.
+            cpu_now = meter.read(threads, now)
+            cpu_share = meter.share
+            with self._lock:
                 late = counted_lag(
                     late - others,
                     waited_for_a_core - others,
@@ -723,6 +721,45 @@ class AdmissionExecutor(concurrent.futures.Executor):
         work.done.finish()
 
 
+class _HandlerMeter:
+    """The handler threads' CPU as the probe loop reads it: once a window, and every
+    ``CPU_RECHECK_S`` while calls wait for room (are the calls running sleeping? then
+    room is cheap). Used by the probe thread only."""
+
+    def __init__(self, now: float) -> None:
+        self._stats = ThreadSchedStats()
+        self._window = HandlerCpu(now, stats=self._stats)
+        self._recheck = HandlerCpu(now, window_s=CPU_RECHECK_S, stats=self._stats)
+        self.share = 1.0  # until measured, count core waits as before this measure
+        self._window_due = self._recheck_due = False
+
+    def due(self, now: float, *, saturated: bool) -> bool:
+        """Whether :meth:`read` at ``now`` reads the threads' clocks (then pass them)."""
+        self._window_due = self._window.due(now)
+        self._recheck_due = saturated and self._recheck.due(now)
+        return self._window_due or self._recheck_due
+
+    def restart(self, threads: list[threading.Thread], now: float) -> None:
+        """Measure from ``now`` (after a rest with no call running)."""
+        for measure in (self._window, self._recheck):
+            measure.share(threads, now)
+        self._forget_ended(threads)
+
+    def read(self, threads: list[threading.Thread], now: float) -> float | None:
+        """One probe sample: updates :attr:`share` if a window ended; returns the
+        recheck's share if one was due."""
+        if self._window_due:
+            self.share = self._window.share(threads, now)
+            self._forget_ended(threads)
+        return self._recheck.share(threads, now) if self._recheck_due else None
+
+    def close(self) -> None:
+        self._stats.close()
+
+    def _forget_ended(self, threads: list[threading.Thread]) -> None:
+        self._stats.forget_all_but({t.native_id for t in threads if t.native_id is not None})
+
+
 class HandlerCpu:
     """The CPU the handler threads used *or waited for*, in cores, over windows of ``window_s``.
 
@@ -736,9 +773,12 @@ class HandlerCpu:
     file cannot be read, the share is reported as 1.0: busy, the rules as before.
     """
 
-    def __init__(self, now: float, window_s: float = 0.25) -> None:
+    def __init__(
+        self, now: float, window_s: float = 0.25, stats: ThreadSchedStats | None = None
+    ) -> None:
         self._window_s = window_s
         self._since = now
+        self._stats = stats if stats is not None else ThreadSchedStats()
         self._last: dict[int, float] = {}  # native thread id -> seconds at the last read
 
     def due(self, now: float) -> bool:
@@ -751,7 +791,7 @@ class HandlerCpu:
             tid = thread.native_id
             if tid is None:
                 continue
-            demand = _thread_demand_s(tid)
+            demand = self._stats.demand_s(tid)
             if demand is None:
                 if thread.is_alive():  # no schedstat here: assume busy
                     self._since = now
@@ -774,14 +814,51 @@ def _schedstat_s(text: bytes) -> tuple[float, float] | None:
         return None
 
 
-def _thread_demand_s(tid: int) -> float | None:
-    """Seconds thread ``tid`` of this process has run or waited to run (None: unknown)."""
-    try:
-        with open(f"/proc/self/task/{tid}/schedstat", "rb") as stat:
-            times = _schedstat_s(stat.read(128))
-    except OSError:
+class ThreadSchedStats:
+    """The ``schedstat`` files of this process's threads, each opened once and read with
+    ``pread``: with hundreds of handler threads read 50 times a second, opening each
+    file for every read cost ~13 us a thread (3 ms a reading), against ~1.5 us.
+
+    Used by one thread (the probe's); :meth:`forget_all_but` closes the files of
+    threads that ended.
+    """
+
+    def __init__(self) -> None:
+        self._fds: dict[int, int] = {}  # native thread id -> open schedstat file
+
+    def demand_s(self, tid: int) -> float | None:
+        """Seconds thread ``tid`` has run or waited to run; None: no such thread, or no
+        schedstat here. A thread's file stays readable after it ends, frozen: the probe
+        passes the live threads to :meth:`forget_all_but` once a window."""
+        for _attempt in range(2):  # a cached file that fails: open it again, once
+            fd = self._fds.get(tid)
+            if fd is None:
+                try:
+                    fd = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+                except OSError:
+                    return None
+                self._fds[tid] = fd
+            try:
+                times = _schedstat_s(os.pread(fd, 128, 0))
+            except OSError:
+                self._close(tid)
+                continue
+            return None if times is None else times[0] + times[1]
         return None
-    return None if times is None else times[0] + times[1]
+
+    def forget_all_but(self, tids: set[int]) -> None:
+        """Close the files of threads not in ``tids``."""
+        for tid in [tid for tid in self._fds if tid not in tids]:
+            self._close(tid)
+
+    def close(self) -> None:
+        for tid in list(self._fds):
+            self._close(tid)
+
+    def _close(self, tid: int) -> None:
+        fd = self._fds.pop(tid, None)
+        if fd is not None:
+            os.close(fd)
 
 
 class SchedStat:

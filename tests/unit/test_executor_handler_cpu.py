@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
-from rpckit.server._executor import HandlerCpu
+from rpckit.server._executor import HandlerCpu, ThreadSchedStats
 
 
 def burn(cpu_s: float) -> None:
@@ -44,3 +45,38 @@ def test_a_thread_that_computed_counts_and_one_that_waited_does_not() -> None:
         release.set()
         computer.join(timeout=30)
         waiter.join(timeout=30)
+
+
+def test_schedstat_files_are_opened_once_and_closed_when_their_thread_ends() -> None:
+    release = threading.Event()
+    thread = threading.Thread(target=lambda: release.wait(timeout=30), daemon=True)
+    thread.start()
+    stats = ThreadSchedStats()
+    try:
+        tid = thread.native_id
+        assert tid is not None
+        first = stats.demand_s(tid)
+        assert first is not None
+        assert first >= 0.0
+        open_fds = len(os.listdir("/proc/self/fd"))
+        for _ in range(50):  # read again: no file opened per read
+            assert stats.demand_s(tid) is not None
+        assert len(os.listdir("/proc/self/fd")) == open_fds
+        me = threading.get_native_id()
+        assert stats.demand_s(me) is not None
+        assert len(os.listdir("/proc/self/fd")) == open_fds + 1
+        release.set()
+        thread.join(timeout=30)
+        stats.forget_all_but({me})  # the thread ended: its file is closed, not kept
+        assert len(os.listdir("/proc/self/fd")) == open_fds
+        stats.forget_all_but(set())
+        assert len(os.listdir("/proc/self/fd")) == open_fds - 1
+    finally:
+        release.set()
+        stats.close()
+
+
+def test_an_unknown_thread_has_no_demand() -> None:
+    stats = ThreadSchedStats()
+    assert stats.demand_s(2**22 + 12345) is None  # above any pid_max: no such task
+    stats.close()
