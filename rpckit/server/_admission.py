@@ -205,16 +205,16 @@ class AdmissionConfig:
     is what lets a client retry elsewhere while its deadline still allows."""
 
     admit_wait_fraction: float = 0.25
-    """Admit a newcomer only if its predicted wait is within this fraction of
-    its allowance. Predictions err short under load: service times grow with
-    the number of handlers sharing the GIL and the CPU, and a call admitted
-    on a wrong prediction is dropped only after waiting its whole allowance
-    (100 ms while the queue is not standing), a refusal as slow as it gets;
-    at 0.25 there are next to none (measurements: bench/README.md,
-    "Measurements behind the defaults"). In a standing queue (5 ms target) this
-    admits a call only into a worker that is free or about to be: with W
-    workers of service time S busy, the next one frees up S / W later on
-    average, longer than a quarter of the target for any S above W x 1.25 ms."""
+    """While no queue stands, admit a newcomer only if its predicted wait is within
+    this fraction of its allowance. Predictions err short under load: service
+    times grow with the number of handlers sharing the GIL and the CPU, and a
+    call admitted on a wrong prediction is dropped only after waiting its whole
+    allowance (100 ms or more while the queue is not standing), a refusal as slow
+    as it gets; at 0.25 there are next to none (measurements: bench/README.md,
+    "Measurements behind the defaults"). In a standing queue the whole target is
+    used: a wrong prediction there costs at most the target (5 ms) before the call
+    is dropped, while a quarter of it refused a closed loop of 16 trivial calls
+    that waited ~2 ms each (bench/overhead)."""
 
     service_window_s: float = 5.0
     """Window of each method's *fastest* service time, the bound ``DEADLINE_SHORT``
@@ -759,8 +759,13 @@ class AdmissionQueue(Generic[T]):
         turns = ahead + busy - workers + 1
         if turns <= 0:
             return False  # a slot is free for it
-        allowance = self._allowance(ticket, level, now, self.standing(now))
-        return turns * hold / workers > self._config.admit_wait_fraction * allowance
+        standing = self.standing(now)
+        allowance = self._allowance(ticket, level, now, standing)
+        # In a standing queue a wrong prediction costs at most the short target before the
+        # call is dropped; only the long allowance of a queue that is not standing needs
+        # the margin (admit_wait_fraction).
+        fraction = 1.0 if standing else self._config.admit_wait_fraction
+        return turns * hold / workers > fraction * allowance
 
     def _doom_reason(self, entry: _Entry[T], now: float) -> Reason | None:
         ticket = entry.ticket
