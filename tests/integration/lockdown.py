@@ -1,4 +1,4 @@
-"""Helpers for the lockdown tests: certificates made at run time (trustme), TLS probes, load loops."""
+"""Lockdown test helpers: certificates made at run time (trustme), TLS probes, load loops."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def grpc_channel(
 
 def get_item(channel: grpc.Channel, *, token: str | None = None, sku: str = "NUT-M8") -> str:
     stub = inventory_pb2_grpc.InventoryStub(channel)
-    metadata = [("authorization", f"Bearer {token}")] if token is not None else None
+    metadata = (("authorization", f"Bearer {token}"),) if token is not None else None
     reply = stub.GetItem(inventory_pb2.GetItemRequest(sku=sku), timeout=10, metadata=metadata)
     return str(reply.sku)
 
@@ -144,7 +144,7 @@ class ClosedLoop:
                 return
             try:
                 self._call(index, n)
-            except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
+            except Exception as exc:
                 with self._lock:
                     self.failures.append(exc)
             else:
@@ -194,3 +194,7 @@ def tokens_hook(
         return rpckit.Allow(identity=caller.token)
 
     return check
+
+
+#: ``rpckit serve --auth tests.integration.lockdown:cli_check`` in the CLI tests.
+cli_check = tokens_hook({"admin": {"*"}})

@@ -233,7 +233,10 @@ def test_mtls_on_http_requires_a_client_certificate(
 
 
 def test_grpc_without_tls_still_refuses_a_tls_client(cas: tuple[trustme.CA, trustme.CA]) -> None:
-    with running([Inventory()]) as live, grpc_channel(live.address, cas[0]) as channel:
-        with pytest.raises(grpc.RpcError) as info:
-            get_item(channel)
+    with (
+        running([Inventory()]) as live,
+        grpc_channel(live.address, cas[0]) as channel,
+        pytest.raises(grpc.RpcError) as info,
+    ):
+        get_item(channel)
     assert info.value.code() is grpc.StatusCode.UNAVAILABLE
