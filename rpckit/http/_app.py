@@ -38,7 +38,6 @@ import json
 import logging
 import math
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -132,7 +131,7 @@ from rpckit.http._shadow import (
     compare_responses,
 )
 from rpckit.http._traffic import FALLBACK_ROUTE, TrafficCounters, caller_of
-from rpckit.server._bad_input import LOG_INTERVAL_S, LogInterval
+from rpckit.server._auth_gate import RefusalLog
 from rpckit.server._errors import INTERNAL_MESSAGE, StatusError, to_grpc_status
 from rpckit.server._handlers import wrap_method_handlers
 from rpckit.server._servicers import bind
@@ -250,9 +249,7 @@ class Shim:
         #: Who may call the routes; refusals counted with the server's (when built on one).
         self.auth: AuthPolicy | None = self.config.auth
         self._on_auth_denied: Callable[[str, AuthCode], None] | None = None
-        self._auth_log_lock = threading.Lock()
-        self._auth_denials = LogInterval(LOG_INTERVAL_S)
-        self._auth_errors = LogInterval(LOG_INTERVAL_S)
+        self._auth_refusals = RefusalLog(_log, clock=clock)
         descriptors, self._invoker = self._source(list(services), channel, server)
         self.services: tuple[descriptor.ServiceDescriptor, ...] = tuple(descriptors)
         methods: dict[str, descriptor.MethodDescriptor] = {}
@@ -693,31 +690,7 @@ class Shim:
         deny = result.decision
         if not isinstance(deny, Deny):
             return deny.identity
-        with self._auth_log_lock:  # once per interval, with a count: a flood stays one line
-            held = (self._auth_errors if result.error is not None else self._auth_denials).admit(
-                self._clock()
-            )
-        more = f" ({held} more since the last report)" if held else ""
-        if held is None:
-            pass  # reported in the next line's count
-        elif result.error is not None:
-            _log.error(
-                "the auth hook failed on %s from %s; refused %s%s",
-                route_key(route),
-                caller.peer,
-                deny.code.value,
-                more,
-                exc_info=result.error,
-            )
-        else:
-            _log.info(
-                "refused %s from %s: %s: %s%s",
-                route_key(route),
-                caller.peer,
-                deny.code.value,
-                deny.message,
-                more,
-            )
+        self._auth_refusals(route_key(route), caller.peer, deny, result.error)
         if self._on_auth_denied is not None:
             self._on_auth_denied(route.grpc_method, deny.code)
         challenge = policy.challenge

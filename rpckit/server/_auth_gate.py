@@ -31,7 +31,7 @@ from rpckit.core._auth import AuthCode, AuthPolicy, AuthResult, Caller, Deny, be
 from rpckit.server._bad_input import LOG_INTERVAL_S, LogInterval
 from rpckit.server._grpc_internals import abort_queued, read_call, read_peer
 
-__all__ = ["AuthGate", "caller_of", "take_denial"]
+__all__ = ["AuthGate", "RefusalLog", "caller_of", "take_denial"]
 
 _log = logging.getLogger("rpckit.server.auth")
 
@@ -81,6 +81,40 @@ def _first_text(values: Sequence[bytes]) -> str | None:
     return None
 
 
+class RefusalLog:
+    """Refused calls in the log: once per interval with the number held back, so a flood of
+    bad credentials stays one line a minute; a failed hook with its traceback (log only)."""
+
+    def __init__(self, log: logging.Logger, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._log = log
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._denied = LogInterval(LOG_INTERVAL_S)
+        self._failed = LogInterval(LOG_INTERVAL_S)
+
+    def __call__(self, what: str, peer: str, deny: Deny, error: BaseException | None) -> None:
+        now = self._clock()
+        with self._lock:
+            held = (self._failed if error is not None else self._denied).admit(now)
+        if held is None:
+            return
+        more = f" ({held} more since the last report)" if held else ""
+        who = peer or "an unknown peer"
+        if error is not None:
+            self._log.error(
+                "the auth hook failed on %s from %s; refused %s%s",
+                what,
+                who,
+                deny.code.value,
+                more,
+                exc_info=error,
+            )
+        else:
+            self._log.info(
+                "refused %s from %s: %s: %s%s", what, who, deny.code.value, deny.message, more
+            )
+
+
 class AuthGate(concurrent.futures.Executor):
     """grpcio's executor: the auth policy first, then ``inner`` (the admission executor)."""
 
@@ -97,10 +131,7 @@ class AuthGate(concurrent.futures.Executor):
         self._policy = policy
         self._fallback_pool = fallback_pool
         self._on_denied = on_denied
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._denied_log = LogInterval(LOG_INTERVAL_S)
-        self._error_log = LogInterval(LOG_INTERVAL_S)
+        self._report = RefusalLog(_log, clock=clock)
 
     def submit(
         self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
@@ -137,7 +168,7 @@ class AuthGate(concurrent.futures.Executor):
     ) -> concurrent.futures.Future[Any]:
         deny = result.decision
         assert isinstance(deny, Deny)
-        self._report(method, deny, result.error, peer)
+        self._report(method, peer, deny, result.error)
         if self._on_denied is not None:
             self._on_denied(method, deny.code)
         done: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -146,32 +177,6 @@ class AuthGate(concurrent.futures.Executor):
             return done
         # grpcio's shapes differ: run the call's handler wrapper, which answers the denial.
         return self._fallback_pool.submit(_run_denied, deny, fn, args, kwargs)
-
-    def _report(self, method: str, deny: Deny, error: BaseException | None, peer: str) -> None:
-        now = self._clock()
-        with self._lock:
-            held = (self._error_log if error is not None else self._denied_log).admit(now)
-        if held is None:
-            return
-        more = f" ({held} more since the last report)" if held else ""
-        if error is not None:
-            _log.error(
-                "the auth hook failed on %s from %s; refused %s%s",
-                method,
-                peer or "an unknown peer",
-                deny.code.value,
-                more,
-                exc_info=error,
-            )
-        else:
-            _log.info(
-                "refused %s from %s: %s: %s%s",
-                method,
-                peer or "an unknown peer",
-                deny.code.value,
-                deny.message,
-                more,
-            )
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._inner.shutdown(wait=wait, cancel_futures=cancel_futures)

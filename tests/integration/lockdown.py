@@ -17,6 +17,11 @@ import rpckit
 from examples.inventory._gen.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
 
+def port_of(address: str) -> int:
+    """``"127.0.0.1:40123"`` -> 40123."""
+    return int(address.rsplit(":", 1)[1])
+
+
 def write_cert(cert: trustme.LeafCert, directory: Path) -> tuple[Path, Path]:
     """``cert``'s chain and key as PEM files in ``directory``: (cert path, key path)."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from tests.integration.lockdown import (
     grpc_channel,
     https_get,
     peer_der,
+    port_of,
     tls_context,
     wait_until,
 )
@@ -27,10 +28,6 @@ from tests.integration.lockdown import (
 Serve = Callable[..., ServeProcess]
 PROBE = "tests.integration.probe:servicers"
 AUTH = "tests.integration.lockdown:cli_check"
-
-
-def _port(address: str) -> int:
-    return int(address.rsplit(":", 1)[1])
 
 
 def _locked_down(serve: Serve, files: RotatingFiles, *extra: str) -> ServeProcess:
@@ -44,7 +41,7 @@ def _locked_down(serve: Serve, files: RotatingFiles, *extra: str) -> ServeProces
 
 def _shown(server: ServeProcess, cas: tuple[trustme.CA, ...]) -> tuple[bytes, bytes]:
     """The certificates a new connection to each port is shown: (gRPC, HTTP)."""
-    grpc_port, http_port = _port(server.address), _port(server.announcement["http"])
+    grpc_port, http_port = port_of(server.address), port_of(server.announcement["http"])
     return (
         peer_der(grpc_port, tls_context(*cas), alpn="h2"),
         peer_der(http_port, tls_context(*cas)),
@@ -57,7 +54,7 @@ def test_serve_with_tls_and_auth_reloads_both_ports_on_sighup(serve: Serve, tmp_
     first, second = (ca.issue_cert("localhost", "127.0.0.1") for ca in cas)
     files = RotatingFiles(tmp_path, first)
     server = _locked_down(serve, files)
-    http_port = _port(server.announcement["http"])
+    http_port = port_of(server.announcement["http"])
     with grpc_channel(server.address, *cas) as channel:
         assert get_item(channel, token="admin", sku="deadline") == "deadline"
         with pytest.raises(grpc.RpcError) as info:

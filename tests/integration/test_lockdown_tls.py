@@ -33,6 +33,7 @@ from tests.integration.lockdown import (
     grpc_channel,
     https_get,
     peer_der,
+    port_of,
     tls_context,
     wait_until,
     write_cert,
@@ -62,16 +63,12 @@ def shim_over_tls(
             yield http, files, first
 
 
-def _port(address: str) -> int:
-    return int(address.rsplit(":", 1)[1])
-
-
 def test_https_through_the_shim_succeeds_and_plain_http_fails_cleanly(
     shim_over_tls: tuple[HttpServer, RotatingFiles, trustme.LeafCert],
     cas: tuple[trustme.CA, trustme.CA],
 ) -> None:
     http, _, first = shim_over_tls
-    port = _port(http.address)
+    port = port_of(http.address)
     status, _, body = https_get(port, "/items/NUT-M8", tls_context(cas[0]))
     assert status == 200, body
     assert json.loads(body)["sku"] == "NUT-M8"
@@ -98,7 +95,7 @@ def test_http_port_reloads_on_file_change_without_a_failed_request(
     cas: tuple[trustme.CA, trustme.CA],
 ) -> None:
     http, files, first = shim_over_tls
-    port = _port(http.address)
+    port = port_of(http.address)
     both = tls_context(*cas)
     kept = http_client.HTTPSConnection("127.0.0.1", port, context=both, timeout=10)
 
@@ -133,7 +130,7 @@ def test_grpc_port_reloads_on_file_change_and_on_request_without_a_failed_call(
     files = RotatingFiles(tmp_path, first)
     tls = rpckit.TlsConfig(cert=files.cert, key=files.key, poll_s=0.1)
     with running([Inventory()], config=rpckit.ServerConfig(drain_s=0, tls=tls)) as live:
-        port = _port(live.address)
+        port = port_of(live.address)
         kept = grpc_channel(live.address, *cas)
 
         def call(thread: int, n: int) -> None:
@@ -197,9 +194,9 @@ def test_a_broken_reload_keeps_serving_the_old_certificate_and_names_the_file(
         # Both ports still serve the old certificate to new connections.
         with grpc_channel(live.address, cas[0]) as channel:
             assert get_item(channel) == "NUT-M8"
-        assert peer_der(_port(live.address), tls_context(cas[0]), alpn="h2") == der_of(first)
-        assert https_get(_port(http.address), "/items/NUT-M8", tls_context(cas[0]))[0] == 200
-        assert peer_der(_port(http.address), tls_context(cas[0])) == der_of(first)
+        assert peer_der(port_of(live.address), tls_context(cas[0]), alpn="h2") == der_of(first)
+        assert https_get(port_of(http.address), "/items/NUT-M8", tls_context(cas[0]))[0] == 200
+        assert peer_der(port_of(http.address), tls_context(cas[0])) == der_of(first)
 
 
 def test_a_broken_certificate_at_start_is_a_clear_error(tmp_path: Path) -> None:
@@ -225,7 +222,7 @@ def test_mtls_on_http_requires_a_client_certificate(
         running([Inventory()]) as live,
         HttpServer(Shim(server=live.server), "127.0.0.1:0", tls=tls) as http,
     ):
-        port = _port(http.address)
+        port = port_of(http.address)
         assert https_get(port, "/items/NUT-M8", tls_context(cas[0], client=client))[0] == 200
         with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
             https_get(port, "/items/NUT-M8", tls_context(cas[0]))
