@@ -305,7 +305,8 @@ class ShimConfig:
         auth: who may call the migrated routes (:class:`~rpckit.core._auth.AuthPolicy`,
             the gRPC port's type): asked after routing, before the route's guard and
             before the body is read; a refusal is 401 with ``WWW-Authenticate: Bearer``
-            or 403. What the hook's ``Allow`` carries is :func:`guard_identity`. None
+            or 403. What the hook's ``Allow`` carries is :func:`guard_identity` (unless
+            the route has a guard of its own: what that returns replaces it). None
             (default): the server's policy when the shim is built on one
             (``Shim(server=...)``), else none. Routes the fallback app answers are
             left to it.

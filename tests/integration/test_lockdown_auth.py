@@ -285,3 +285,25 @@ def _shim_config(hook: Any) -> Any:
     from rpckit.http import ShimConfig
 
     return ShimConfig(auth=rpckit.AuthPolicy(hook=hook))
+
+
+def test_refusals_still_answer_when_grpcios_shapes_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should grpcio's private abort ever fail, the refusal is answered by the handler wrapper."""
+    import rpckit.server._auth_gate as gate
+
+    monkeypatch.setattr(gate, "abort_queued", lambda *args: False)
+    ran: list[str] = []
+
+    class Recording(Inventory):
+        def GetItem(self, request: Any, context: Any) -> Any:
+            ran.append(request.sku)
+            return super().GetItem(request, context)
+
+    with (
+        running([Recording()], config=_config()) as live,
+        grpc.insecure_channel(live.address) as ch,
+    ):
+        code, details = _code(lambda: get_item(ch, token="stolen"))
+        assert (code, details) == (grpc.StatusCode.UNAUTHENTICATED, "unknown token")
+        assert get_item(ch, token="admin") == "NUT-M8"
+    assert ran == ["NUT-M8"]  # the refused call never reached the servicer
