@@ -30,6 +30,7 @@ if _typing.TYPE_CHECKING:
     from rpckit.client._outlier import OutlierConfig
     from rpckit.client._p2c import PickerConfig
     from rpckit.client._retry import AdaptiveThrottleConfig, RetryBudgetConfig
+    from rpckit.core._auth import Allow, AuthPolicy, Caller, Deny
     from rpckit.core._deadline import cancelled, time_remaining
     from rpckit.core._load import load_from_metadata
     from rpckit.core._wire import LOAD_METADATA_KEY
@@ -37,18 +38,22 @@ if _typing.TYPE_CHECKING:
     from rpckit.server._config import ConfigError, ServerConfig, TlsConfig
     from rpckit.server._errors import StatusError, abort, raise_if_cancelled, status_details
     from rpckit.server._server import Server, ServerState
-    from rpckit.server._signals import graceful_exit
+    from rpckit.server._signals import graceful_exit, reload_on_hangup
 
 __all__ = [
     "LOAD_METADATA_KEY",
     "AdaptiveThrottleConfig",
     "AdmissionConfig",
+    "Allow",
+    "AuthPolicy",
     "BackendStatus",
     "BalancedChannel",
     "BalancedChannelConfig",
+    "Caller",
     "ConfigError",
     "ConnectionStatus",
     "Criticality",
+    "Deny",
     "OutlierConfig",
     "PickerConfig",
     "RetryBudgetConfig",
@@ -63,6 +68,7 @@ __all__ = [
     "graceful_exit",
     "load_from_metadata",
     "raise_if_cancelled",
+    "reload_on_hangup",
     "status_details",
     "time_remaining",
 ]
@@ -71,12 +77,16 @@ __all__ = [
 _SOURCES = {
     "AdaptiveThrottleConfig": "rpckit.client._retry",
     "AdmissionConfig": "rpckit.server._admission",
+    "Allow": "rpckit.core._auth",
+    "AuthPolicy": "rpckit.core._auth",
     "BackendStatus": "rpckit.client._config",
     "BalancedChannel": "rpckit.client._balancer",
     "BalancedChannelConfig": "rpckit.client._config",
+    "Caller": "rpckit.core._auth",
     "ConfigError": "rpckit.server._config",
     "ConnectionStatus": "rpckit.client._config",
     "Criticality": "rpckit.server._admission",
+    "Deny": "rpckit.core._auth",
     "LOAD_METADATA_KEY": "rpckit.core._wire",
     "OutlierConfig": "rpckit.client._outlier",
     "PickerConfig": "rpckit.client._p2c",
@@ -92,6 +102,7 @@ _SOURCES = {
     "graceful_exit": "rpckit.server._signals",
     "load_from_metadata": "rpckit.core._load",
     "raise_if_cancelled": "rpckit.server._errors",
+    "reload_on_hangup": "rpckit.server._signals",
     "status_details": "rpckit.server._errors",
     "time_remaining": "rpckit.core._deadline",
 }

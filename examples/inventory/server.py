@@ -13,14 +13,22 @@ gRPC plus the old JSON URLs, byte for byte, through the same admission control;
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 import rpckit
 from examples.inventory.service import WRITE_METHODS, Inventory, check_bearer_token
-from examples.legacy_inventory.app import create_app
+from examples.legacy_inventory.app import DEV_API_TOKEN, create_app
 from rpckit.http import GuardedCall, RouteOptions, Shim, ShimConfig, render_error_object
 
-__all__ = ["LEGACY_CONFIG", "legacy_http", "legacy_routes", "legacy_shim", "servicers"]
+__all__ = [
+    "LEGACY_CONFIG",
+    "api_auth",
+    "legacy_http",
+    "legacy_routes",
+    "legacy_shim",
+    "servicers",
+]
 
 #: The legacy app's error body: {"error": {"code": <HTTP status>, "message": "..."}}.
 LEGACY_CONFIG = ShimConfig(error_renderer=render_error_object)
@@ -29,6 +37,22 @@ LEGACY_CONFIG = ShimConfig(error_renderer=render_error_object)
 def servicers() -> list[object]:
     """The servicers this service runs (rpckit adds health and reflection)."""
     return [Inventory()]
+
+
+def api_auth(caller: rpckit.Caller) -> rpckit.Allow | rpckit.Deny:
+    """``rpckit serve --auth examples.inventory.server:api_auth``: who may call, on both ports.
+
+    A TLS client certificate (mTLS, ``--tls-client-ca``) or the API token lets a caller
+    read; writes need the token. Runs before admission control, for every call.
+    """
+    token_ok = caller.token is not None and hmac.compare_digest(
+        caller.token.encode("utf-8"), DEV_API_TOKEN.encode("utf-8")
+    )
+    if not token_ok and caller.cert_subject is None:
+        return rpckit.Deny.unauthenticated("send 'authorization: Bearer <token>'")
+    if caller.method.rsplit("/", 1)[-1] in WRITE_METHODS and not token_ok:
+        return rpckit.Deny.permission_denied("writes need the API token")
+    return rpckit.Allow(identity=caller.cert_subject or "api-token")
 
 
 def legacy_routes(inventory: Inventory) -> dict[str, RouteOptions]:

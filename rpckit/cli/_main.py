@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from rpckit.core._auth import AuthPolicy
 from rpckit.core._http_limits import HttpLimits
 from rpckit.server._config import ConfigError, ServerConfig, TlsConfig
 
@@ -203,6 +204,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PEM",
         help="require client certs signed by this CA (mTLS)",
     )
+    _add_lockdown_flags(serve)
     serve.add_argument(
         "--max-message-mb", type=float, default=4.0, help="largest message accepted or sent, in MiB"
     )
@@ -297,6 +299,51 @@ def _parser() -> argparse.ArgumentParser:
     scaffold_command.add_parser(verbs)  # rpckit new
     add_migrate_parser(verbs)  # rpckit migrate
     return parser
+
+
+def _add_lockdown_flags(serve: argparse.ArgumentParser) -> None:
+    """``rpckit serve``'s flags for HTTPS on --http, certificate reload and --auth."""
+    serve.add_argument(
+        "--http-tls-cert", type=Path, metavar="PEM", help="serve --http as HTTPS with this cert"
+    )
+    serve.add_argument(
+        "--http-tls-key", type=Path, metavar="PEM", help="private key for --http-tls-cert"
+    )
+    serve.add_argument(
+        "--http-tls-client-ca",
+        type=Path,
+        metavar="PEM",
+        help="require HTTPS client certs signed by this CA (mTLS)",
+    )
+    serve.add_argument(
+        "--tls-poll",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="check the certificate files for changes this often and serve new ones to new "
+        "connections (0: only on SIGHUP) (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--auth",
+        metavar="MODULE:CALLABLE",
+        help="check every call before admission: a callable given an rpckit.Caller that "
+        "returns rpckit.Allow/Deny or True/False (or an rpckit.AuthPolicy); refused calls get "
+        "UNAUTHENTICATED/PERMISSION_DENIED, 401/403 on --http",
+    )
+    serve.add_argument(
+        "--auth-health",
+        choices=["open", "authenticated"],
+        default="open",
+        help="with --auth: whether health checks need credentials (default: %(default)s, "
+        "load balancers probe without)",
+    )
+    serve.add_argument(
+        "--auth-reflection",
+        choices=["open", "authenticated"],
+        default="authenticated",
+        help="with --auth: whether reflection needs credentials (default: %(default)s; "
+        "--no-reflection turns it off)",
+    )
 
 
 def auto_workers() -> int:
@@ -443,16 +490,49 @@ def _limit_malloc_arenas(arenas: int) -> None:
     mallopt(_M_ARENA_MAX, arenas)
 
 
+def _tls_config(
+    args: argparse.Namespace, prefix: str, cert: Path | None, key: Path | None, ca: Path | None
+) -> TlsConfig | None:
+    """The TLS files of one port from its flags (``--tls-*`` or ``--http-tls-*``)."""
+    if (cert is None) != (key is None):
+        raise ConfigError(f"--{prefix}cert and --{prefix}key go together")
+    if ca is not None and cert is None:
+        raise ConfigError(f"--{prefix}client-ca needs --{prefix}cert and --{prefix}key")
+    if cert is None or key is None:
+        return None
+    from rpckit.server._tls import load_certificates
+
+    try:
+        tls = TlsConfig(cert=cert, key=key, client_ca=ca, poll_s=args.tls_poll)
+        load_certificates(tls)  # a usage error now, not a worker failing later
+    except ValueError as exc:
+        raise ConfigError(f"--{prefix}*: {exc}") from exc
+    return tls
+
+
+def _auth_policy(args: argparse.Namespace) -> AuthPolicy | None:
+    """``--auth MODULE:CALLABLE`` as a policy (a callable hook, or an AuthPolicy as it is)."""
+    if args.auth is None:
+        if args.auth_health != "open" or args.auth_reflection != "authenticated":
+            raise ConfigError("--auth-health and --auth-reflection need --auth MODULE:CALLABLE")
+        return None
+    target = import_target(args.auth)
+    if isinstance(target, AuthPolicy):
+        return dataclasses.replace(target, health=args.auth_health, reflection=args.auth_reflection)
+    if not callable(target):
+        raise ConfigError(f"--auth {args.auth}: not callable; give a function taking a Caller")
+    return AuthPolicy(hook=target, health=args.auth_health, reflection=args.auth_reflection)
+
+
 def _serve(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level, args.log_format)
-    if (args.tls_cert is None) != (args.tls_key is None):
-        raise ConfigError("--tls-cert and --tls-key go together")
+    tls = _tls_config(args, "tls-", args.tls_cert, args.tls_key, args.tls_client_ca)
+    args.http_tls = _tls_config(
+        args, "http-tls-", args.http_tls_cert, args.http_tls_key, args.http_tls_client_ca
+    )
+    if args.http_tls is not None and args.http is None:
+        raise ConfigError("--http-tls-cert needs --http HOST:PORT")
     try:
-        tls = (
-            TlsConfig(cert=args.tls_cert, key=args.tls_key, client_ca=args.tls_client_ca)
-            if args.tls_cert is not None
-            else None
-        )
         config = ServerConfig(
             threads=args.threads,
             adaptive_concurrency=not args.fixed_threads,
@@ -464,6 +544,7 @@ def _serve(args: argparse.Namespace) -> int:
             health=not args.no_health,
             max_message_bytes=int(args.max_message_mb * 1024 * 1024),
             tls=tls,
+            auth=_auth_policy(args),
             metrics_address=args.metrics,
             call_log=args.call_log,
             tracing=_tracing() if args.trace else None,
@@ -480,7 +561,7 @@ def _serve(args: argparse.Namespace) -> int:
         return _serve_workers(args, config)
 
     from rpckit.server._server import Server
-    from rpckit.server._signals import graceful_exit
+    from rpckit.server._signals import graceful_exit, reload_on_hangup
     from rpckit.server._workers import freeze_start_up
 
     servicers = load_servicers(args.app)
@@ -496,7 +577,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--grpc {args.grpc}: {exc}") from exc
     http = _http_server(args, server, config) if args.http is not None else None
     freeze_start_up()  # as the --workers zygote does before forking
-    with graceful_exit([server] if http is None else [server, http.drainer(config.drain_s)]):
+    with (
+        graceful_exit([server] if http is None else [server, http.drainer(config.drain_s)]),
+        reload_on_hangup([server] if http is None else [server, http]),
+    ):
         server.start()
         announcement = {"grpc": server.addresses[0]}
         if http is not None:
@@ -594,6 +678,7 @@ def _http_server(args: argparse.Namespace, server: Any, config: ServerConfig) ->
         limits=limits,
         grace_s=config.grace_s,
         reuse_port=config.so_reuseport,
+        tls=args.http_tls,
     )
     try:
         http.bind()
@@ -696,7 +781,7 @@ def _run_worker(
 ) -> int:
     """One worker of --workers: its own server (and HTTP shim) on the shared ports."""
     from rpckit.server._server import Server
-    from rpckit.server._signals import graceful_exit
+    from rpckit.server._signals import graceful_exit, reload_on_hangup
 
     worker_config = dataclasses.replace(
         config, so_reuseport=True, worker_index=index, processes=args.workers
@@ -705,7 +790,7 @@ def _run_worker(
     server.add_port(address)
     http = _http_server(args, server, worker_config) if args.http is not None else None
     stoppers = [server] if http is None else [server, http.drainer(worker_config.drain_s)]
-    with graceful_exit(stoppers):
+    with graceful_exit(stoppers), reload_on_hangup([server] if http is None else [server, http]):
         server.start()
         if http is not None:
             http.start()

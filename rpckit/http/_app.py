@@ -10,7 +10,8 @@ One request, in order (the first failure wins, as in a typical Flask view):
    the fallback's own answer under the Flask dialect); ``OPTIONS`` -> ``Allow``; a
    slash policy redirect -> 308;
 2. pick the side that answers (rollout percentage) and whether to shadow;
-3. the route's guard (auth) on the allowlisted headers;
+3. the auth policy (``ShimConfig.auth`` or the server's: 401/403), then the
+   route's guard on the allowlisted headers;
 4. the deadline (``X-Request-Timeout``, ``grpc-timeout``, or the route's);
 5. for a route with a body: content type (415), size (413), UTF-8 and JSON
    syntax, then (strict profiles) object, unknown fields, types (400);
@@ -46,6 +47,15 @@ import grpc
 from google.protobuf import descriptor, descriptor_pool
 from google.protobuf.message import Message
 
+from rpckit.core._auth import (
+    PEER_CERT_ENVIRON_KEY,
+    AuthCode,
+    AuthPolicy,
+    Caller,
+    Deny,
+    bearer_token,
+    identity_from_peercert,
+)
 from rpckit.core._descriptors import fields_on_path
 from rpckit.core._wire import PUSHBACK_METADATA_KEY
 from rpckit.http._dialect import (
@@ -121,6 +131,7 @@ from rpckit.http._shadow import (
     compare_responses,
 )
 from rpckit.http._traffic import FALLBACK_ROUTE, TrafficCounters, caller_of
+from rpckit.server._auth_gate import RefusalLog
 from rpckit.server._errors import INTERNAL_MESSAGE, StatusError, to_grpc_status
 from rpckit.server._handlers import wrap_method_handlers
 from rpckit.server._servicers import bind
@@ -235,6 +246,10 @@ class Shim:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - rollout draws, not secrets
         self._on_shadow = on_shadow
+        #: Who may call the routes; refusals counted with the server's (when built on one).
+        self.auth: AuthPolicy | None = self.config.auth
+        self._on_auth_denied: Callable[[str, AuthCode], None] | None = None
+        self._auth_refusals = RefusalLog(_log, clock=clock)
         descriptors, self._invoker = self._source(list(services), channel, server)
         self.services: tuple[descriptor.ServiceDescriptor, ...] = tuple(descriptors)
         methods: dict[str, descriptor.MethodDescriptor] = {}
@@ -281,6 +296,9 @@ class Shim:
             if services:
                 raise TypeError("with server=, the services are the server's; drop services=")
             dispatch = server.local_dispatch()
+            if self.auth is None:
+                self.auth = getattr(dispatch, "auth", None)
+            self._on_auth_denied = getattr(dispatch, "on_auth_denied", None)
             invoker = LocalInvoker(
                 dispatch.handlers,
                 submit=dispatch.submit,
@@ -582,6 +600,8 @@ class Shim:
         identity: object = None
         try:
             metadata = self._metadata(environ)
+            if self.auth is not None:
+                identity = self._authenticate(self.auth, environ, route, metadata)
             if settings.guard is not None:
                 with self._guard_times.run(route_key(route), _outside(environ)):
                     identity = self._run_guard(settings, route, metadata)
@@ -646,6 +666,46 @@ class Shim:
         ):
             return overload
         return http_status_for(outcome.code, self.config.status_for_code)
+
+    def _authenticate(
+        self,
+        policy: AuthPolicy,
+        environ: WSGIEnvironment,
+        route: Route,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> object:
+        """The auth policy's identity for the call; an :class:`HttpError` (401/403) if refused."""
+        subject, sans = identity_from_peercert(environ.get(PEER_CERT_ENVIRON_KEY))
+        authorization = _text(environ.get("HTTP_AUTHORIZATION"))
+        caller = Caller(
+            method=route.grpc_method,
+            transport="http",
+            peer=_peer(environ),
+            token=bearer_token([("authorization", authorization)]),
+            cert_subject=subject,
+            cert_sans=sans,
+            metadata=metadata,
+        )
+        result = policy.decide(caller)
+        deny = result.decision
+        if not isinstance(deny, Deny):
+            return deny.identity
+        self._auth_refusals(route_key(route), caller.peer, deny, result.error)
+        if self._on_auth_denied is not None:
+            self._on_auth_denied(route.grpc_method, deny.code)
+        challenge = policy.challenge
+        if deny.code is AuthCode.UNAUTHENTICATED and caller.token is not None:
+            challenge += ', error="invalid_token"'
+        return_headers = (
+            [("WWW-Authenticate", challenge)] if deny.code is AuthCode.UNAUTHENTICATED else []
+        )
+        raise HttpError(
+            deny.code.http_status,
+            deny.message,
+            reason="call_failed",
+            grpc_code=grpc.StatusCode[deny.code.value],
+            headers=return_headers,
+        )
 
     def _run_guard(
         self, settings: RouteSettings, route: Route, metadata: tuple[tuple[str, str], ...]

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import grpc
 from google.protobuf import descriptor
 
+from rpckit.core._auth import AuthPolicy
 from rpckit.core._descriptors import FieldPathError, fields_on_path
 from rpckit.core._validate import check_fields, check_int
 from rpckit.core._wire import CRITICALITY_METADATA_KEY
@@ -301,6 +302,14 @@ class ShimConfig:
         call_context: a per-call hook (:data:`CallContext`): the guard, the
             handler and the answer of each migrated request run inside
             ``call_context(environ)``, after the Flask request context if any.
+        auth: who may call the migrated routes (:class:`~rpckit.core._auth.AuthPolicy`,
+            the gRPC port's type): asked after routing, before the route's guard and
+            before the body is read; a refusal is 401 with ``WWW-Authenticate: Bearer``
+            or 403. What the hook's ``Allow`` carries is :func:`guard_identity` (unless
+            the route has a guard of its own: what that returns replaces it). None
+            (default): the server's policy when the shim is built on one
+            (``Shim(server=...)``), else none. Routes the fallback app answers are
+            left to it.
     """
 
     strict_slashes: bool = True
@@ -320,6 +329,7 @@ class ShimConfig:
     traffic_report_path: str | None = None
     dialect: Dialect | None = None
     call_context: CallContext | None = None
+    auth: AuthPolicy | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)

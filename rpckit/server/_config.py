@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from rpckit.core._auth import AuthPolicy
 from rpckit.core._validate import check_fields, check_int, check_number
 from rpckit.observe._tracing import Tracing
 
@@ -27,14 +28,24 @@ class ConfigError(Exception):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TlsConfig:
-    """Server TLS from PEM files; with ``client_ca`` set, clients must present a cert (mTLS)."""
+    """Server TLS from PEM files; with ``client_ca`` set, clients must present a cert (mTLS).
+
+    The files are read again on SIGHUP (``rpckit serve``; :meth:`rpckit.Server.reload_tls`)
+    and when they change: every ``poll_s`` seconds their stat is compared (0: only on
+    SIGHUP). 5 s: a rotated certificate (cert-manager, a Kubernetes secret update) is
+    served within seconds, for a ``stat`` of three files. A new set that does not load
+    is logged and the port keeps the set it has (``rpckit.server._tls``).
+    """
 
     cert: Path
     key: Path
     client_ca: Path | None = None
+    poll_s: float = 5.0
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if 0 < self.poll_s < 0.05:
+            raise ValueError(f"TlsConfig.poll_s must be 0 (off) or >= 0.05 s, got {self.poll_s}")
         for label, path in (("cert", self.cert), ("key", self.key), ("client_ca", self.client_ca)):
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"TlsConfig.{label}: file not found: {path}")
@@ -84,7 +95,11 @@ class ServerConfig:
         min_client_ping_interval_s: pings from clients more often than this are
             answered with GOAWAY (too_many_pings), protecting the server.
         so_reuseport: share the port between processes; only for multi-process serving.
-        tls: serve TLS instead of plaintext.
+        tls: serve TLS instead of plaintext (certificates reloaded, see :class:`TlsConfig`).
+        auth: who may call (:class:`~rpckit.core._auth.AuthPolicy`): asked for every call
+            before admission control; a refused call is answered UNAUTHENTICATED or
+            PERMISSION_DENIED and costs no queue slot. The HTTP shim built on this
+            server (``Shim(server=...)``) applies it to its routes too. None: no check.
         max_concurrent_rpcs: grpcio's own hard limit, a backstop behind admission control.
         worker_index: which process of a multi-process server this is (load reports).
         processes: how many processes serve the port (``rpckit serve --workers`` sets
@@ -126,6 +141,7 @@ class ServerConfig:
     min_client_ping_interval_s: float = 10.0
     so_reuseport: bool = False
     tls: TlsConfig | None = None
+    auth: AuthPolicy | None = None
     max_concurrent_rpcs: int | None = None
     worker_index: int = 0
     processes: int = 1

@@ -2,7 +2,7 @@
 
 grpcio's sync server offers no hook between "a call arrived" and "a thread
 runs its handler", which is exactly where admission control must sit. rpckit
-uses three private details of grpcio 1.85 (the dependency is pinned to that
+uses these private details of grpcio 1.85 (the dependency is pinned to that
 minor series, and the integration tests exercise each of them):
 
 1. ``executor.submit(fn, *args)`` is called with ``args[1]`` the call's
@@ -13,7 +13,9 @@ minor series, and the integration tests exercise each of them):
 3. a behaviour's ``experimental_thread_pool`` attribute routes its calls to
    another pool (health checks stay answerable under overload);
 4. ``server._state.interceptor_pipeline`` says whether server interceptors wrap
-   the handlers (:func:`has_interceptors`).
+   the handlers (:func:`has_interceptors`);
+5. ``rpc_event.call.peer()`` and ``cygrpc.auth_context(call)`` give the peer and
+   its TLS identity before a handler runs (:func:`read_peer`, for the auth gate).
 
 A server interceptor (OpenTelemetry's, say) replaces rpckit's behaviour with
 its own function, so the attributes of 1 and 3 are gone. Then the method is
@@ -27,12 +29,19 @@ rejection through the handler wrapper, slower but correct.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import grpc
 
-__all__ = ["SubmittedCall", "abort_queued", "has_interceptors", "read_call"]
+__all__ = [
+    "CallPeer",
+    "SubmittedCall",
+    "abort_queued",
+    "has_interceptors",
+    "read_call",
+    "read_peer",
+]
 
 
 class SubmittedCall(NamedTuple):
@@ -109,3 +118,33 @@ def has_interceptors(server: grpc.Server) -> bool:
     if state is None or not hasattr(state, "interceptor_pipeline"):
         return True
     return state.interceptor_pipeline is not None
+
+
+class CallPeer(NamedTuple):
+    """Who is on the other end of a submitted call: address and TLS auth context."""
+
+    peer: str
+    auth_context: Mapping[str, Sequence[bytes]]
+
+
+def read_peer(args: tuple[Any, ...]) -> CallPeer | None:
+    """The peer address and auth context (x509 subject, SANs) from ``submit``'s arguments.
+
+    What ``ServicerContext.peer()`` and ``auth_context()`` read, available before
+    the call is admitted (rpckit's auth gate asks here, on the dispatch thread).
+    None if grpcio's shapes differ.
+    """
+    from grpc._cython import cygrpc  # type: ignore[attr-defined]
+
+    try:
+        call = args[1].call
+        peer = call.peer()
+        context = cygrpc.auth_context(call) or {}
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    text = peer.decode("utf-8", "replace") if isinstance(peer, bytes) else str(peer)
+    decoded = {
+        (k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)): tuple(v)
+        for k, v in context.items()
+    }
+    return CallPeer(text, decoded)

@@ -2,7 +2,8 @@
 
 For each call the wrapper
 
-1. answers at once if admission control rejected the call (the executor's
+1. answers at once if the auth gate refused the call (``rpckit.server._auth_gate``,
+   only when it could not end the call itself) or admission control rejected it (the executor's
    verdict): RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED, ``grpc-retry-pushback-ms``;
    or if the request did not parse (:mod:`rpckit.server._bad_input`: the
    wrapper's deserializer never raises): INVALID_ARGUMENT naming the method and
@@ -32,6 +33,7 @@ import grpc
 from rpckit.core._deadline import _SCOPE, CallScope, deadline_from_remaining
 from rpckit.core._wire import PUSHBACK_METADATA_KEY
 from rpckit.server._admission import Rejection
+from rpckit.server._auth_gate import take_denial
 from rpckit.server._bad_input import ParseGuard, Unparsed, malformed_message
 from rpckit.server._errors import INTERNAL_MESSAGE, StatusError, to_grpc_status
 from rpckit.server._executor import current_verdict, rejection_status
@@ -128,6 +130,9 @@ class _Behavior:
         verdict = current_verdict()
         if verdict is not None:
             self._reject(context, verdict)
+        denial = take_denial()  # the auth gate's refusal, when grpcio's shapes differ
+        if denial is not None:
+            context.abort(grpc.StatusCode[denial.code.value], denial.message)
         if type(request) is Unparsed:
             self._refuse_unparsed(context, request)
         if self._request_streaming:

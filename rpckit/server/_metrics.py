@@ -103,6 +103,11 @@ class ServerMetrics:
             "Requests that did not parse (answered INVALID_ARGUMENT), by method.",
             ["grpc_method"], registry=self.registry,
         )  # fmt: skip
+        self._auth_denied = prom.Counter(
+            "rpckit_auth_denied_total",
+            "Calls refused by the auth policy before admission, by method and status code.",
+            ["grpc_method", "grpc_code"], registry=self.registry,
+        )  # fmt: skip
         self._load = load
         self._gauges: list[tuple[Any, str]] = []
         for name, doc, field in (
@@ -161,6 +166,11 @@ class ServerMetrics:
 
     def malformed(self, method: str) -> None:
         self._malformed.labels(method).inc()
+
+    def auth_denied(self, method: str, code: str) -> None:
+        """A call the auth policy refused: counted here and as handled with ``code``."""
+        self._auth_denied.labels(method, code).inc()
+        self.call_done(method, code, 0.0)
 
     def serve(self, address: str, *, reuse_port: bool = False) -> str:
         """Serve /metrics on ``host:port`` (port 0 picks one); returns the bound address.

@@ -26,7 +26,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
@@ -34,18 +33,21 @@ import grpc
 from google.protobuf import descriptor
 from grpc_reflection.v1alpha import reflection
 
+from rpckit.core._auth import AuthCode, AuthPolicy
 from rpckit.core._validate import conflict
 from rpckit.server._admission import AdmissionConfig, Rejection
+from rpckit.server._auth_gate import AuthGate
 from rpckit.server._bad_input import MalformedRequests
 from rpckit.server._call_log import CallLog
 from rpckit.server._concurrency import ConcurrencyConfig
-from rpckit.server._config import ServerConfig, TlsConfig
+from rpckit.server._config import ServerConfig
 from rpckit.server._executor import AdmissionExecutor, CallFacts, rejection_status
 from rpckit.server._grpc_internals import has_interceptors, read_call
 from rpckit.server._handlers import BehaviorWrapper, wrap_method_handlers
 from rpckit.server._health import HealthService
 from rpckit.server._metrics import ServerMetrics
 from rpckit.server._servicers import ServiceBinding, bind
+from rpckit.server._tls import CertificateReloader, LoadedCertificates
 from rpckit.server._tracing import ServerTracer, note_admitted
 from rpckit.v1 import load_pb2
 
@@ -76,13 +78,17 @@ class LocalDispatch:
     load trailers, metrics) by full method name; ``submit(fn, facts)`` runs
     ``fn`` through the admission queue on the handler threads; ``run_now(fn,
     facts)`` runs it in the caller's thread when admission would start it at
-    once (a free slot, nothing queued) and says whether it did.
+    once (a free slot, nothing queued) and says whether it did. ``auth``: the
+    server's auth policy, for the shim to apply before its calls;
+    ``on_auth_denied(method, code)`` counts the shim's refusals with the server's.
     """
 
     services: tuple[descriptor.ServiceDescriptor, ...]
     handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
     submit: Callable[[Callable[[], Any], CallFacts], concurrent.futures.Future[None]]
     run_now: Callable[[Callable[[], Any], CallFacts], bool] | None = None
+    auth: AuthPolicy | None = None
+    on_auth_denied: Callable[[str, AuthCode], None] | None = None
 
 
 class ServerState(enum.Enum):
@@ -153,8 +159,26 @@ class Server:
         tracing = self.config.tracing
         self._tracer = ServerTracer(tracing) if tracing is not None else None
         self._call_log = CallLog() if self.config.call_log else None
+        auth = self.config.auth
+        # Every call asks the auth policy before admission (rpckit.server._auth_gate).
+        executor: concurrent.futures.Executor = (
+            self._executor
+            if auth is None
+            else AuthGate(
+                self._executor,
+                auth,
+                fallback_pool=self._side_pool,
+                on_denied=self._on_auth_denied,
+            )
+        )
+        self._tls = (
+            CertificateReloader(self.config.tls, port="grpc")
+            if self.config.tls is not None
+            else None
+        )
+        self._tls_served: LoadedCertificates | None = None
         self._grpc = grpc.server(
-            cast(concurrent.futures.ThreadPoolExecutor, self._executor),  # any Executor works
+            cast(concurrent.futures.ThreadPoolExecutor, executor),  # any Executor works
             options=self.config.grpc_options(),
             interceptors=list(self.config.interceptors) or None,
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
@@ -165,10 +189,13 @@ class Server:
         for binding in self._bindings:
             self._register(binding, report_load=True)
         if self.health is not None:
+            guarded = auth is not None and auth.applies_to(f"/{HEALTH_SERVICE}/Check")
             self._register(
                 bind(self.health),
                 report_load=False,
-                thread_pool=self._side_pool,
+                # grpcio sends a behaviour with a pool of its own past the executor, and
+                # so past the auth gate: guarded health goes through it (then routed below).
+                thread_pool=None if guarded else self._side_pool,
                 background=True,
             )
             for method in ("Check", "List"):
@@ -202,6 +229,8 @@ class Server:
             handlers=dict(self._local_handlers),
             submit=self._executor.submit_call,
             run_now=self._executor.run_now,
+            auth=self.config.auth,
+            on_auth_denied=self._on_auth_denied,
         )
 
     @property
@@ -275,6 +304,29 @@ class Server:
                 pushback_ms=rejection.pushback_ms,
             )
 
+    def _on_auth_denied(self, method: str, code: AuthCode) -> None:
+        if self.metrics is not None:
+            self.metrics.auth_denied(method, code.value)
+
+    def reload_tls(self) -> bool:
+        """Read the TLS files again (SIGHUP); True if new certificates are served to new
+        connections. Unusable files are logged and the current ones kept (False)."""
+        return self._tls.reload() if self._tls is not None else False
+
+    def _fetch_certificates(self) -> grpc.ServerCertificateConfiguration | None:
+        """grpc core's fetcher, asked before every TLS handshake: the newest set, or None
+        (no change). Runs on a grpc core thread: it must not raise."""
+        try:
+            assert self._tls is not None
+            loaded = self._tls.current
+            if loaded is self._tls_served:
+                return None
+            self._tls_served = loaded
+            return _certificate_configuration(loaded)
+        except Exception:  # noqa: BLE001 - grpc core keeps the current certificates
+            _log.exception("grpc port: the new certificates could not be handed to grpc")
+            return None
+
     def _on_start(self, facts: CallFacts, waited_s: float) -> None:
         if self.metrics is not None:
             self.metrics.queue_wait(facts.method, waited_s)
@@ -285,10 +337,19 @@ class Server:
         """Bind ``host:port`` (port 0 picks a free one); returns the port. Before start()."""
         if self._state is not ServerState.CREATED:
             raise RuntimeError("add_port() must be called before start()")
-        if self.config.tls is None:
+        if self._tls is None:
             port = self._grpc.add_insecure_port(address)
         else:
-            port = self._grpc.add_secure_port(address, _credentials(self.config.tls))
+            initial = self._tls.current
+            self._tls_served = initial
+            credentials = grpc.dynamic_ssl_server_credentials(
+                _certificate_configuration(initial),
+                # grpc-stubs says the fetcher never returns None; grpcio documents None
+                # as "no change".
+                cast(Callable[[], grpc.ServerCertificateConfiguration], self._fetch_certificates),
+                require_client_authentication=initial.client_ca is not None,
+            )
+            port = self._grpc.add_secure_port(address, credentials)
         if port == 0:
             raise OSError(f"cannot bind {address}: in use, or not an address of this host")
         host = address.rsplit(":", 1)[0]
@@ -306,6 +367,8 @@ class Server:
                     self.config.metrics_address, reuse_port=self.config.metrics_dir is not None
                 )
             self._grpc.start()
+            if self._tls is not None:
+                self._tls.start()
             self._state = ServerState.SERVING
         _log.info("serving %s on %s", ", ".join(self.services), ", ".join(self._addresses))
 
@@ -342,6 +405,8 @@ class Server:
         self._stopped.set()
 
     def _shutdown_pools(self) -> None:
+        if self._tls is not None:
+            self._tls.close()
         if self.metrics is not None:
             self.metrics.close()
         self._executor.shutdown(wait=True)
@@ -409,9 +474,7 @@ def _admission_config(config: ServerConfig, admission: AdmissionConfig | None) -
     return admission
 
 
-def _credentials(tls: TlsConfig) -> grpc.ServerCredentials:
-    key, cert = Path(tls.key).read_bytes(), Path(tls.cert).read_bytes()
-    ca = Path(tls.client_ca).read_bytes() if tls.client_ca is not None else None
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+def _certificate_configuration(loaded: LoadedCertificates) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration(
+        [(loaded.key, loaded.cert)], root_certificates=loaded.client_ca
     )

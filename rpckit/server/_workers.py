@@ -4,6 +4,7 @@
                 -> learn the workers' pids from it -> wait until every worker serves
                 -> print the address -> restart crashed workers
                 -> on SIGTERM/SIGINT forward it, wait for every worker to drain, exit
+                -> on SIGHUP forward it (each worker reloads its TLS certificates)
     zygote:     import the app (``plan.preload``) -> gc.freeze() -> malloc_trim(0)
                 -> fork N workers -> exit
     worker:     call the factory -> build its own grpc server on the port with
@@ -70,6 +71,8 @@ READY_TIMEOUT_S = 60.0
 _EXIT_CONFIG = 2
 _PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 _STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+#: Held around a fork: the stop signals and SIGHUP (forwarded to workers for a reload).
+_HELD_SIGNALS = _STOP_SIGNALS | {signal.SIGHUP}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -168,20 +171,25 @@ def _flush_stdio() -> None:
 @contextlib.contextmanager
 def _forking() -> Iterator[None]:
     """Around ``os.fork()``: flush stdio (a child must not write its parent's buffered output
-    again) and hold SIGTERM/SIGINT, so neither side runs a handler meant for the other."""
+    again) and hold SIGTERM/SIGINT/SIGHUP, so neither side runs a handler meant for the other."""
     _flush_stdio()
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
 
 
 def _default_stop_signals() -> None:
-    """In a new child (signals still blocked): default actions, then let signals in."""
+    """In a new child (signals still blocked): default actions, then let signals in.
+
+    SIGHUP is ignored until the worker installs its reload handler: its default
+    action would end the worker, and the supervisor's handler is not the child's.
+    """
     for sig in _STOP_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
 
 
 @dataclasses.dataclass
@@ -344,6 +352,13 @@ class _Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    def on_hangup(self, signum: int, frame: FrameType | None) -> None:
+        """SIGHUP: every worker reads its TLS certificates again."""
+        _log.info("SIGHUP: reloading certificates in %d workers", len(self.workers))
+        for pid in list(self.workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
     def reap_forever(self) -> int:
         exit_code = 0
         while self.workers:
@@ -416,6 +431,7 @@ def supervise(plan: WorkerPlan, *, announce: Callable[[str], None] | None = None
     reserved, address = reserve_port(plan.address)
     supervisor = _Supervisor(plan, address, reserved)
     previous = {sig: signal.signal(sig, supervisor.on_signal) for sig in _STOP_SIGNALS}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, supervisor.on_hangup)
     try:
         first = supervisor.start(READY_TIMEOUT_S)
         if supervisor.stopping or supervisor.failed:

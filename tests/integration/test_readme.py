@@ -29,9 +29,11 @@ import os
 import re
 import shlex
 import signal
+import ssl
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -39,6 +41,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from examples.legacy_inventory.app import DEV_API_TOKEN
 from tests.integration.conftest import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -118,7 +121,10 @@ def test_ci_runs_the_quick_start_lines_verbatim() -> None:
 
 
 def test_the_server_example_fits_in_ten_lines() -> None:
-    (example,) = [b for b in RUNNABLE if b.lang == "python" and "server.wait()" in b.text]
+    """The first server a reader meets ("A server"); later ones show more (auth, TLS)."""
+    serving = [b for b in RUNNABLE if b.lang == "python" and "server.wait()" in b.text]
+    example = serving[0]
+    assert example.line < README.count("\n", 0, README.index("## Calling services"))
     assert len(example.text.strip().splitlines()) <= 10
 
 
@@ -186,15 +192,36 @@ def _serve_shell(block: Block, tmp_path: Path) -> None:
         cert = tmp_path / argv[argv.index("--tls-cert") + 1] if "--tls-cert" in argv else None
         _check_health(announced["grpc"], cert)
         if "http" in announced:
-            url = f"http://{announced['http']}/items/BOLT-M6-20"
-            with urllib.request.urlopen(url, timeout=30) as answer:
-                assert answer.status == 200
-                assert json.load(answer)["sku"] == "BOLT-M6-20"
+            _check_http(announced["http"], argv, tmp_path)
         if "metrics" in announced:
             with urllib.request.urlopen(f"http://{announced['metrics']}/metrics", timeout=30) as m:
                 assert b"rpckit_queue_depth" in m.read()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=STEP_TIMEOUT_S) == 0
+
+
+def _check_http(address: str, argv: list[str], tmp_path: Path) -> None:
+    """A migrated route answers: over HTTPS when the block serves it (trusting its cert), with
+    the example's API token when the block asks ``--auth`` (and 401 without it)."""
+    context = None
+    scheme = "http"
+    if "--http-tls-cert" in argv:
+        scheme = "https"
+        cafile = tmp_path / argv[argv.index("--http-tls-cert") + 1]
+        context = ssl.create_default_context(cafile=str(cafile))
+        context.check_hostname = False  # the block's cert names localhost; we dial 127.0.0.1
+    url = f"{scheme}://{address}/items/BOLT-M6-20"
+    headers = {}
+    if "--auth" in argv:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=30, context=context)
+        assert refused.value.code == 401
+        refused.value.close()
+        headers["Authorization"] = f"Bearer {DEV_API_TOKEN}"
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=30, context=context) as answer:
+        assert answer.status == 200
+        assert json.load(answer)["sku"] == "BOLT-M6-20"
 
 
 def _first_line(proc: subprocess.Popen[str]) -> str:

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING
 
 from rpckit.core._http_limits import HttpLimits
 from rpckit.http._server._turns import Turns, yields_turns
+from rpckit.server._config import TlsConfig
 from rpckit.server._errors import ConfigError
+from rpckit.server._tls import CertificateReloader
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -79,6 +81,9 @@ class HttpServer:
     :func:`~rpckit.http._server._turns.yields_turns` is served with; None: no turns.
     ``limits``: what a request may send (:class:`~rpckit.core._http_limits.HttpLimits`;
     default: gunicorn's header limits, a 64 KiB head, 10 s to send it, 10 MiB bodies).
+    ``tls``: serve HTTPS with these certificate files (a ``client_ca`` requires client
+    certificates), reloaded on :meth:`reload_tls` (SIGHUP) and when the files change
+    (:class:`~rpckit.server._config.TlsConfig`); new connections get the new ones.
     """
 
     def __init__(
@@ -92,6 +97,7 @@ class HttpServer:
         linger_s: float = DEFAULT_LINGER_S,
         turn_lease_s: float | None = DEFAULT_TURN_LEASE_S,
         limits: HttpLimits | None = None,
+        tls: TlsConfig | None = None,
     ) -> None:
         try:
             from rpckit.http._server._cheroot import TunedWsgiServer
@@ -124,6 +130,12 @@ class HttpServer:
             request_queue_size=128,
             reuse_port=reuse_port,
         )
+        self._tls: CertificateReloader | None = None
+        if tls is not None:
+            from rpckit.http._server._tls import ReloadingSSLAdapter
+
+            self._tls = CertificateReloader(tls, port="http")
+            self._server.ssl_adapter = ReloadingSSLAdapter(self._tls)
         self._host = host
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -160,7 +172,14 @@ class HttpServer:
                 target=self._server.serve, name="rpckit-http", daemon=True
             )
             self._thread.start()
+        if self._tls is not None:
+            self._tls.start()
         return self.address
+
+    def reload_tls(self) -> bool:
+        """Read the TLS files again (SIGHUP); True if new connections get new certificates.
+        Unusable files are logged and the current certificates kept (False)."""
+        return self._tls.reload() if self._tls is not None else False
 
     def stop(self, *, drain_s: float = 0.0) -> None:
         """Keep serving ``drain_s`` seconds, then stop accepting; requests in flight get
@@ -180,6 +199,8 @@ class HttpServer:
             if thread is not None:
                 thread.join(timeout=self._server.shutdown_timeout + 5)
         finally:
+            if self._tls is not None:
+                self._tls.close()
             self._stopped.set()
 
     def drainer(self, drain_s: float) -> _Drainer:
