@@ -158,8 +158,9 @@ class Backends:
         self.t0: float | None = None  # the soak's start (monotonic): shed counted from then
         try:
             for _ in range(count):
-                self.slots.append(self._start("127.0.0.1:0"))
-                self.metrics.append(self._metrics_address(self.slots[-1]))
+                proc = self._start("127.0.0.1:0")
+                self.slots.append(proc)
+                self.metrics.append(self._metrics_address(proc))
         except BaseException:
             self.stop_all()
             raise

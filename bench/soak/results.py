@@ -97,11 +97,12 @@ _REASON_LABEL = re.compile(r'(?:^|,)reason="(?P<reason>[^"]*)"')
 def shed_by_reason(text: str) -> dict[str, float]:
     """``rpckit_shed_total`` (a server's admission refusals) summed by its ``reason`` label,
     from a Prometheus text exposition."""
-    counts: Counter[str] = Counter()
+    counts: dict[str, float] = {}
     for sample in _SHED_SAMPLE.finditer(text):
         reason = _REASON_LABEL.search(sample["labels"])
-        counts[reason["reason"] if reason else "?"] += float(sample["value"])
-    return dict(counts)
+        name = reason["reason"] if reason else "?"
+        counts[name] = counts.get(name, 0.0) + float(sample["value"])
+    return counts
 
 
 # A backend's refusals that grew between two scrapes: [at_s, slot, reason, count].
