@@ -51,10 +51,10 @@ from bench.soak.plan import (
     QUICK,
     Restart,
     SoakPlan,
+    burst_schedule,
     burst_wait_s,
     burst_window,
     restart_plan,
-    soak_schedule,
 )
 from bench.soak.plot import plot_soak
 
@@ -260,14 +260,8 @@ def run_prelude(
 ) -> dict[str, Any]:
     """The soak's load and burst for ``plan.prelude_s``, before the soak and outside its figures
     (see `SoakPlan.prelude_s`); its calls are accounted for on their own."""
-    window = burst_window(duration_s=plan.prelude_s, burst_s=plan.burst_s)
-    schedule = soak_schedule(
-        rate_rps=rate,
-        duration_s=plan.prelude_s,
-        burst=window,
-        burst_factor=plan.burst_factor,
-        max_requests=plan.max_requests,
-        rng=random.Random(seed + 1),
+    window, schedule = burst_schedule(
+        plan, rate_rps=rate, duration_s=plan.prelude_s, rng=random.Random(seed + 1)
     )
     procs.progress(f"prelude: {plan.prelude_s:g} s with a burst at {window[0]:g} s")
     records = generator.run(schedule, deadline_s=plan.deadline_s).records
@@ -283,14 +277,8 @@ def run_soak(
     seed: int,
 ) -> tuple[list[RequestRecord], dict[str, list[list[float | None]]], list[dict[str, Any]]]:
     """The soak: load in one thread, restarts in another, RSS sampled every second here."""
-    burst = burst_window(duration_s=plan.duration_s, burst_s=plan.burst_s)
-    schedule = soak_schedule(
-        rate_rps=rate,
-        duration_s=plan.duration_s,
-        burst=burst,
-        burst_factor=plan.burst_factor,
-        max_requests=plan.max_requests,
-        rng=random.Random(seed),
+    _, schedule = burst_schedule(
+        plan, rate_rps=rate, duration_s=plan.duration_s, rng=random.Random(seed)
     )
     restarts = restart_plan(
         duration_s=plan.duration_s, every_s=plan.restart_every_s, backends=len(backends.addresses)

@@ -156,3 +156,20 @@ def soak_schedule(
             )
         ]
     return sorted(base + extra)[:max_requests]
+
+
+def burst_schedule(
+    plan: SoakPlan, *, rate_rps: float, duration_s: float, rng: random.Random
+) -> tuple[tuple[float, float], list[float]]:
+    """The plan's load at ``rate_rps`` for ``duration_s`` with its burst centred in it: the
+    burst window and the arrival schedule (the soak, and its prelude)."""
+    window = burst_window(duration_s=duration_s, burst_s=plan.burst_s)
+    schedule = soak_schedule(
+        rate_rps=rate_rps,
+        duration_s=duration_s,
+        burst=window,
+        burst_factor=plan.burst_factor,
+        max_requests=plan.max_requests,
+        rng=rng,
+    )
+    return window, schedule

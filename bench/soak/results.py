@@ -83,11 +83,25 @@ def account_by_phase(
     settle_s: float,
 ) -> dict[str, dict[str, Any]]:
     """`account` for each phase (see `phase_of`)."""
-    parts: dict[str, list[RequestRecord]] = {phase: [] for phase in PHASES}
-    for record in records:
-        phase = phase_of(record.scheduled_s, restarts=restarts, burst=burst, settle_s=settle_s)
-        parts[phase].append(record)
+    parts = _by_phase(
+        records, [r.scheduled_s for r in records], restarts=restarts, burst=burst, settle_s=settle_s
+    )
     return {phase: account(part) for phase, part in parts.items()}
+
+
+def _by_phase(
+    items: Sequence[Any],
+    times: Sequence[float],
+    *,
+    restarts: Sequence[Mapping[str, Any]],
+    burst: Sequence[float],
+    settle_s: float,
+) -> dict[str, list[Any]]:
+    """``items`` split by the phase (`phase_of`) of their ``times``."""
+    parts: dict[str, list[Any]] = {phase: [] for phase in PHASES}
+    for item, at_s in zip(items, times, strict=True):
+        parts[phase_of(at_s, restarts=restarts, burst=burst, settle_s=settle_s)].append(item)
+    return parts
 
 
 _SHED_SAMPLE = re.compile(r"^rpckit_shed_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M)
@@ -129,10 +143,16 @@ def shed_by_phase(
     settle_s: float,
 ) -> dict[str, dict[str, int]]:
     """Refusals by reason in each phase (`phase_of` of the scrape time)."""
-    parts: dict[str, Counter[str]] = {phase: Counter() for phase in PHASES}
-    for at_s, _slot, reason, n in events:
-        parts[phase_of(at_s, restarts=restarts, burst=burst, settle_s=settle_s)][reason] += n
-    return {phase: dict(sorted(part.items())) for phase, part in parts.items()}
+    parts = _by_phase(
+        events, [event[0] for event in events], restarts=restarts, burst=burst, settle_s=settle_s
+    )
+    out: dict[str, dict[str, int]] = {}
+    for phase, part in parts.items():
+        counts: Counter[str] = Counter()
+        for _at_s, _slot, reason, n in part:
+            counts[reason] += n
+        out[phase] = dict(sorted(counts.items()))
+    return out
 
 
 def _ms(seconds: float | None) -> float | None:

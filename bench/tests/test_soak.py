@@ -11,6 +11,7 @@ import pytest
 from bench.harness.procs import parse_rss_kib
 from bench.harness.stats import Outcome, RequestRecord
 from bench.soak.client import attribute_lost
+from bench.soak.memory import rss_anon_mib
 from bench.soak.plan import (
     FULL,
     QUICK,
@@ -305,3 +306,11 @@ def test_phases_split_the_run_into_burst_restarts_and_steady() -> None:
     )
     assert [split[p]["sent"] for p in ("steady", "restart", "burst")] == [1, 1, 1]
     assert split["restart"]["failed_by_code"] == {"RESOURCE_EXHAUSTED": 1}
+
+
+def test_the_memory_probe_reads_this_process_anonymous_rss() -> None:
+    before = rss_anon_mib()
+    block = bytearray(32 * 1024 * 1024)  # touched: resident and anonymous
+    block[::4096] = b"x" * len(block[::4096])
+    assert rss_anon_mib() > before + 16
+    del block
