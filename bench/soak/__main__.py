@@ -118,17 +118,20 @@ class ShedCounter:
         self._lock = threading.Lock()
         self._last: dict[int, tuple[int, dict[str, float]]] = {}
         self.events: list[list[Any]] = []  # [at_s, slot, reason, count]
+        self.gauges: list[list[Any]] = []  # [at_s, slot, {gauge: value}] (results.LOAD_GAUGES)
         self.failed_scrapes = 0
 
     def scrape(self, slot: int, pid: int, address: str, at_s: float) -> None:
         try:
             with urllib.request.urlopen(f"http://{address}/metrics", timeout=1.0) as reply:
-                counts = results.shed_by_reason(reply.read().decode("utf-8", "replace"))
+                text = reply.read().decode("utf-8", "replace")
         except OSError:
             with self._lock:
                 self.failed_scrapes += 1
             return
+        counts = results.shed_by_reason(text)
         with self._lock:
+            self.gauges.append([at_s, slot, results.load_gauges(text)])
             last_pid, last = self._last.get(slot, (pid, {}))
             if last_pid != pid:
                 last = {}
@@ -289,6 +292,7 @@ def run_soak(
     backends.t0 = t0
     backends.scrape_shed()  # the baseline: what they refused before the soak is not counted
     backends.shed.events.clear()
+    backends.shed.gauges.clear()
 
     def load() -> None:
         try:
@@ -430,6 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run["per_second"] = results.buckets(records, {}, bucket_s=1.0, duration_s=plan.duration_s)
     shed = backends.shed.events
     run["shed"] = shed
+    run["server_load"] = backends.shed.gauges  # each scrape's load gauges, for diagnosis
+    run["load_when_refusing"] = results.load_when_refusing(shed, backends.shed.gauges)
     run["shed_buckets"] = results.shed_buckets(
         shed, bucket_s=plan.bucket_s, duration_s=plan.duration_s
     )

@@ -119,8 +119,44 @@ def shed_by_reason(text: str) -> dict[str, float]:
     return counts
 
 
+LOAD_GAUGES = (
+    "rpckit_queue_depth",
+    "rpckit_in_flight",
+    "rpckit_concurrency_limit",
+    "rpckit_utilization",
+    "rpckit_codel_load",
+)
+_GAUGE_SAMPLE = re.compile(r"^(?P<name>rpckit_[a-z_]+) (?P<value>\S+)$", re.M)
+
+
+def load_gauges(text: str) -> dict[str, float]:
+    """A single-process server's load gauges (`LOAD_GAUGES`, unlabelled) from its metrics."""
+    return {
+        sample["name"]: float(sample["value"])
+        for sample in _GAUGE_SAMPLE.finditer(text)
+        if sample["name"] in LOAD_GAUGES
+    }
+
+
 # A backend's refusals that grew between two scrapes: [at_s, slot, reason, count].
 ShedEvent = Sequence[Any]
+
+
+def load_when_refusing(
+    events: Sequence[ShedEvent], gauges: Sequence[Sequence[Any]]
+) -> dict[str, dict[str, float | None]]:
+    """Median of each load gauge over the scrapes that found the backend had refused calls
+    in the second before (``refusing``) and over the others (``not refusing``)."""
+    refused = {(at_s, slot) for at_s, slot, _reason, _n in events}
+    split: dict[str, dict[str, list[float]]] = {"refusing": {}, "not refusing": {}}
+    for at_s, slot, values in gauges:
+        part = split["refusing" if (at_s, slot) in refused else "not refusing"]
+        for name, value in values.items():
+            part.setdefault(name, []).append(value)
+    return {
+        side: {name: percentile(values, 50) for name, values in sorted(part.items())}
+        for side, part in split.items()
+    }
 
 
 def shed_buckets(
@@ -403,6 +439,21 @@ def render_markdown(run: Mapping[str, Any]) -> str:
             "on each backend's `--metrics` endpoint, scraped every second and before each "
             "SIGTERM), counting attempts: a refused attempt the client retried elsewhere "
             "is one here and may be OK in the client's columns.",
+            "",
+        ]
+    load = run.get("load_when_refusing") or {}
+    if load.get("refusing"):
+        lines += [
+            "The backends' load gauges at the scrapes (median; `refusing`: the backend had "
+            "refused calls in the second before):",
+            "",
+            markdown_table(
+                ["scrapes", *(name.removeprefix("rpckit_") for name in LOAD_GAUGES)],
+                [
+                    [side, *(format_cell(part.get(name)) for name in LOAD_GAUGES)]
+                    for side, part in load.items()
+                ],
+            ),
             "",
         ]
     lines += [

@@ -28,6 +28,8 @@ from bench.soak.results import (
     account_by_phase,
     buckets,
     checks,
+    load_gauges,
+    load_when_refusing,
     phase_of,
     render_markdown,
     rss_growth,
@@ -234,6 +236,10 @@ def test_the_report_names_the_command_the_machine_and_the_checks() -> None:
         shed_buckets=shed_buckets([[6.0, 0, "codel", 4]], bucket_s=5, duration_s=20),
         by_phase={"steady": account(records)},
         shed_by_phase={"steady": {"codel": 4}},
+        load_when_refusing={
+            "refusing": {"rpckit_concurrency_limit": 2.0},
+            "not refusing": {"rpckit_concurrency_limit": 9.5},
+        },
     )  # fmt: skip
     run["acceptance"] = [c.__dict__ for c in checks(run)]
     text = render_markdown(run)
@@ -246,6 +252,7 @@ def test_the_report_names_the_command_the_machine_and_the_checks() -> None:
     assert "Prelude" in text
     assert "2 calls, 1 OK, 1 failed" in text
     assert "| codel 4 |" in text  # the servers' refusals, in the 5 s row and by phase
+    assert "| refusing | - | - | 2.0 | - | - |" in text
 
 
 METRICS = """\
@@ -263,8 +270,19 @@ rpckit_queue_depth 4.0
 def test_server_refusals_are_summed_by_reason_and_split_by_time_and_phase() -> None:
     assert shed_by_reason(METRICS) == {"codel": 123.0, "queue_full": 2.0}
     assert shed_by_reason("rpckit_queue_depth 1.0\n") == {}
+    assert load_gauges(METRICS) == {"rpckit_queue_depth": 4.0}
     events = [[1.0, 0, "codel", 5], [6.0, 1, "codel", 2], [6.5, 1, "queue_full", 1],
               [30.0, 2, "codel", 9], [99.0, 0, "codel", 1]]  # fmt: skip
+    gauges = [
+        [1.0, 0, {"rpckit_concurrency_limit": 2.0}],
+        [1.0, 1, {"rpckit_concurrency_limit": 9.0}],
+        [6.0, 1, {"rpckit_concurrency_limit": 3.0}],
+        [7.0, 1, {"rpckit_concurrency_limit": 11.0}],
+    ]
+    assert load_when_refusing(events, gauges) == {
+        "refusing": {"rpckit_concurrency_limit": 2.5},
+        "not refusing": {"rpckit_concurrency_limit": 10.0},
+    }
     rows = shed_buckets(events, bucket_s=5, duration_s=20)
     assert rows == [{"codel": 5}, {"codel": 2, "queue_full": 1}, {}, {"codel": 10}]
     phases = shed_by_phase(
