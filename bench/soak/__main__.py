@@ -9,9 +9,11 @@ Three ``rpckit serve bench.overload.service:servicers`` backends on 127.0.0.1 (e
 of CPU + ~10 ms waiting), driven by sender processes that each hold one
 ``rpckit.BalancedChannel`` over all three (`bench.soak.client`). Capacity is the best goodput of
 a short open-loop ramp through that client; the soak offers 80% of it (Poisson), 3x during the
-burst, with 2 s deadlines. A restart is SIGTERM (the backend goes NOT_SERVING, drains and
-exits) and then the same command on the same port. RSS of every backend and sender is sampled
-every second. Writes results.md, results.json and soak.png into --out.
+burst, with 2 s deadlines; before it, a prelude of the same load and burst (see
+`bench.soak.plan`). A restart is SIGTERM (the backend goes NOT_SERVING, drains and exits) and
+then the same command on the same port. RSS of every backend and sender, and each backend's
+admission refusals by reason (its ``--metrics`` endpoint), are sampled every second. Writes
+results.md, results.json and soak.png into --out.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,9 +51,10 @@ from bench.soak.plan import (
     QUICK,
     Restart,
     SoakPlan,
+    burst_schedule,
+    burst_wait_s,
     burst_window,
     restart_plan,
-    soak_schedule,
 )
 from bench.soak.plot import plot_soak
 
@@ -99,7 +103,43 @@ def backend_argv(address: str) -> list[str]:
         "5",
         "--log-level",
         "WARNING",
+        "--metrics",
+        "127.0.0.1:0",
     ]
+
+
+class ShedCounter:
+    """Admission refusals of every backend, by reason, from their ``--metrics`` endpoints.
+
+    `scrape(slot, pid, address, at_s)` reads ``rpckit_shed_total`` and records what grew since
+    that slot's last scrape of the same process (a restarted backend counts from zero)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[int, tuple[int, dict[str, float]]] = {}
+        self.events: list[list[Any]] = []  # [at_s, slot, reason, count]
+        self.gauges: list[list[Any]] = []  # [at_s, slot, {gauge: value}] (results.LOAD_GAUGES)
+        self.failed_scrapes = 0
+
+    def scrape(self, slot: int, pid: int, address: str, at_s: float) -> None:
+        try:
+            with urllib.request.urlopen(f"http://{address}/metrics", timeout=1.0) as reply:
+                text = reply.read().decode("utf-8", "replace")
+        except OSError:
+            with self._lock:
+                self.failed_scrapes += 1
+            return
+        counts = results.shed_by_reason(text)
+        with self._lock:
+            self.gauges.append([at_s, slot, results.load_gauges(text)])
+            last_pid, last = self._last.get(slot, (pid, {}))
+            if last_pid != pid:
+                last = {}
+            for reason, total in counts.items():
+                grew = total - last.get(reason, 0.0)
+                if grew > 0:
+                    self.events.append([at_s, slot, reason, int(grew)])
+            self._last[slot] = (pid, counts)
 
 
 class Backends:
@@ -116,9 +156,14 @@ class Backends:
         self._lock = threading.Lock()
         self._starts = 0
         self.slots: list[procs.SystemProcess | None] = []
+        self.metrics: list[str | None] = []
+        self.shed = ShedCounter()
+        self.t0: float | None = None  # the soak's start (monotonic): shed counted from then
         try:
             for _ in range(count):
-                self.slots.append(self._start("127.0.0.1:0"))
+                proc = self._start("127.0.0.1:0")
+                self.slots.append(proc)
+                self.metrics.append(self._metrics_address(proc))
         except BaseException:
             self.stop_all()
             raise
@@ -136,8 +181,25 @@ class Backends:
             ready_timeout_s=60.0,
         )
 
+    @staticmethod
+    def _metrics_address(proc: procs.SystemProcess) -> str | None:
+        return procs.announced_address(proc.stdout(), "metrics")
+
+    def scrape_shed(self, index: int | None = None) -> None:
+        """Count the admission refusals of slot ``index`` (every slot if None) since the last
+        scrape; nothing before the soak starts (`t0`)."""
+        if self.t0 is None:
+            return
+        at = round(time.monotonic() - self.t0, 2)
+        with self._lock:
+            slots = list(enumerate(zip(self.slots, self.metrics, strict=True)))
+        for slot, (proc, address) in slots:
+            if proc is not None and address is not None and index in (None, slot):
+                self.shed.scrape(slot, proc.pid, address, at)
+
     def restart(self, index: int) -> dict[str, Any]:
         """SIGTERM slot ``index`` (it drains and exits), then start it on the same port."""
+        self.scrape_shed(index)  # what it refused since the last scrape, before it goes
         with self._lock:
             old = self.slots[index]
             self.slots[index] = None
@@ -148,6 +210,7 @@ class Backends:
         new = self._start(self.addresses[index])
         with self._lock:
             self.slots[index] = new
+            self.metrics[index] = self._metrics_address(new)
         return {
             "pid": new.pid,
             "exit_code": code,
@@ -195,6 +258,19 @@ def measure_capacity(generator: LoadGenerator, plan: SoakPlan, *, seed: int) -> 
     return {"rps": capacity_from_ramp(levels), "source": "ramp", "ramp": ramp}
 
 
+def run_prelude(
+    generator: LoadGenerator, plan: SoakPlan, *, rate: float, seed: int
+) -> dict[str, Any]:
+    """The soak's load and burst for ``plan.prelude_s``, before the soak and outside its figures
+    (see `SoakPlan.prelude_s`); its calls are accounted for on their own."""
+    window, schedule = burst_schedule(
+        plan, rate_rps=rate, duration_s=plan.prelude_s, rng=random.Random(seed + 1)
+    )
+    procs.progress(f"prelude: {plan.prelude_s:g} s with a burst at {window[0]:g} s")
+    records = generator.run(schedule, deadline_s=plan.deadline_s).records
+    return {"burst": list(window), "totals": results.account(records)}
+
+
 def run_soak(
     generator: LoadGenerator,
     backends: Backends,
@@ -204,14 +280,8 @@ def run_soak(
     seed: int,
 ) -> tuple[list[RequestRecord], dict[str, list[list[float | None]]], list[dict[str, Any]]]:
     """The soak: load in one thread, restarts in another, RSS sampled every second here."""
-    burst = burst_window(duration_s=plan.duration_s, burst_s=plan.burst_s)
-    schedule = soak_schedule(
-        rate_rps=rate,
-        duration_s=plan.duration_s,
-        burst=burst,
-        burst_factor=plan.burst_factor,
-        max_requests=plan.max_requests,
-        rng=random.Random(seed),
+    _, schedule = burst_schedule(
+        plan, rate_rps=rate, duration_s=plan.duration_s, rng=random.Random(seed)
     )
     restarts = restart_plan(
         duration_s=plan.duration_s, every_s=plan.restart_every_s, backends=len(backends.addresses)
@@ -219,6 +289,10 @@ def run_soak(
     outcome: dict[str, Any] = {}
     done_restarts: list[dict[str, Any]] = []
     t0 = time.monotonic() + 0.2  # LoadGenerator.run starts its schedule 0.2 s from its call
+    backends.t0 = t0
+    backends.scrape_shed()  # the baseline: what they refused before the soak is not counted
+    backends.shed.events.clear()
+    backends.shed.gauges.clear()
 
     def load() -> None:
         try:
@@ -251,6 +325,7 @@ def run_soak(
         time.sleep(max(0.0, t0 + tick - time.monotonic()))
         at = round(time.monotonic() - t0, 2)
         values = backends.rss_kib() + [procs.tree_rss_kib(pid) for pid in generator.pids]
+        backends.scrape_shed()
         for name, kib in zip(names, values, strict=True):
             rss[name].append([at, kib])
         if tick % 5 == 0 and tick <= plan.duration_s:
@@ -258,6 +333,7 @@ def run_soak(
         tick += 1
     loader.join()
     restarter.join()
+    backends.scrape_shed()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["records"], rss, done_restarts
@@ -294,6 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "backend_argv": backend_argv("127.0.0.1:PORT"),
         },
         "burst": list(burst_window(duration_s=plan.duration_s, burst_s=plan.burst_s)),
+        "burst_wait_s": round(
+            burst_wait_s(load=plan.load, burst_factor=plan.burst_factor, burst_s=plan.burst_s), 3
+        ),
         "notes": [],
     }
     procs.progress(
@@ -332,6 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 procs.progress(
                     f"capacity {run['capacity']['rps']:.0f} req/s: soaking at {rate:.0f} req/s"
                 )
+                run["prelude"] = run_prelude(generator, plan, rate=rate, seed=args.seed)
                 records, rss, restarts = run_soak(
                     generator, backends, plan, rate=rate, seed=args.seed
                 )
@@ -352,6 +432,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         records, restarts=restarts, burst=run["burst"], settle_s=plan.deadline_s
     )
     run["per_second"] = results.buckets(records, {}, bucket_s=1.0, duration_s=plan.duration_s)
+    shed = backends.shed.events
+    run["shed"] = shed
+    run["server_load"] = backends.shed.gauges  # each scrape's load gauges, for diagnosis
+    run["load_when_refusing"] = results.load_when_refusing(shed, backends.shed.gauges)
+    run["shed_buckets"] = results.shed_buckets(
+        shed, bucket_s=plan.bucket_s, duration_s=plan.duration_s
+    )
+    run["shed_by_phase"] = results.shed_by_phase(
+        shed, restarts=restarts, burst=run["burst"], settle_s=plan.deadline_s
+    )
+    if backends.shed.failed_scrapes:
+        run["notes"].append(
+            f"{backends.shed.failed_scrapes} scrapes of a backend's metrics failed "
+            "(its refusals since the previous scrape are not counted)"
+        )
     run["rss_growth"] = {
         name: results.rss_growth(
             samples, warmup_s=plan.warmup_s, window_s=plan.rss_window_s, end_s=plan.duration_s

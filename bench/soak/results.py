@@ -10,6 +10,7 @@ call.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -82,11 +83,112 @@ def account_by_phase(
     settle_s: float,
 ) -> dict[str, dict[str, Any]]:
     """`account` for each phase (see `phase_of`)."""
-    parts: dict[str, list[RequestRecord]] = {phase: [] for phase in PHASES}
-    for record in records:
-        phase = phase_of(record.scheduled_s, restarts=restarts, burst=burst, settle_s=settle_s)
-        parts[phase].append(record)
+    parts = _by_phase(
+        records, [r.scheduled_s for r in records], restarts=restarts, burst=burst, settle_s=settle_s
+    )
     return {phase: account(part) for phase, part in parts.items()}
+
+
+def _by_phase(
+    items: Sequence[Any],
+    times: Sequence[float],
+    *,
+    restarts: Sequence[Mapping[str, Any]],
+    burst: Sequence[float],
+    settle_s: float,
+) -> dict[str, list[Any]]:
+    """``items`` split by the phase (`phase_of`) of their ``times``."""
+    parts: dict[str, list[Any]] = {phase: [] for phase in PHASES}
+    for item, at_s in zip(items, times, strict=True):
+        parts[phase_of(at_s, restarts=restarts, burst=burst, settle_s=settle_s)].append(item)
+    return parts
+
+
+_SHED_SAMPLE = re.compile(r"^rpckit_shed_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M)
+_REASON_LABEL = re.compile(r'(?:^|,)reason="(?P<reason>[^"]*)"')
+
+
+def shed_by_reason(text: str) -> dict[str, float]:
+    """``rpckit_shed_total`` (a server's admission refusals) summed by its ``reason`` label,
+    from a Prometheus text exposition."""
+    counts: dict[str, float] = {}
+    for sample in _SHED_SAMPLE.finditer(text):
+        reason = _REASON_LABEL.search(sample["labels"])
+        name = reason["reason"] if reason else "?"
+        counts[name] = counts.get(name, 0.0) + float(sample["value"])
+    return counts
+
+
+LOAD_GAUGES = (
+    "rpckit_queue_depth",
+    "rpckit_in_flight",
+    "rpckit_concurrency_limit",
+    "rpckit_utilization",
+    "rpckit_codel_load",
+)
+_GAUGE_SAMPLE = re.compile(r"^(?P<name>rpckit_[a-z_]+) (?P<value>\S+)$", re.M)
+
+
+def load_gauges(text: str) -> dict[str, float]:
+    """A single-process server's load gauges (`LOAD_GAUGES`, unlabelled) from its metrics."""
+    return {
+        sample["name"]: float(sample["value"])
+        for sample in _GAUGE_SAMPLE.finditer(text)
+        if sample["name"] in LOAD_GAUGES
+    }
+
+
+# A backend's refusals that grew between two scrapes: [at_s, slot, reason, count].
+ShedEvent = Sequence[Any]
+
+
+def load_when_refusing(
+    events: Sequence[ShedEvent], gauges: Sequence[Sequence[Any]]
+) -> dict[str, dict[str, float | None]]:
+    """Median of each load gauge over the scrapes that found the backend had refused calls
+    in the second before (``refusing``) and over the others (``not refusing``)."""
+    refused = {(at_s, slot) for at_s, slot, _reason, _n in events}
+    split: dict[str, dict[str, list[float]]] = {"refusing": {}, "not refusing": {}}
+    for at_s, slot, values in gauges:
+        part = split["refusing" if (at_s, slot) in refused else "not refusing"]
+        for name, value in values.items():
+            part.setdefault(name, []).append(value)
+    return {
+        side: {name: percentile(values, 50) for name, values in sorted(part.items())}
+        for side, part in split.items()
+    }
+
+
+def shed_buckets(
+    events: Sequence[ShedEvent], *, bucket_s: float, duration_s: float
+) -> list[dict[str, int]]:
+    """Refusals by reason in each ``bucket_s`` of the soak, by the time they were scraped
+    (each scrape covers the second before it)."""
+    count = math.ceil(duration_s / bucket_s)
+    rows: list[Counter[str]] = [Counter() for _ in range(count)]
+    for at_s, _slot, reason, n in events:
+        rows[min(count - 1, max(0, int(at_s // bucket_s)))][reason] += n
+    return [dict(sorted(row.items())) for row in rows]
+
+
+def shed_by_phase(
+    events: Sequence[ShedEvent],
+    *,
+    restarts: Sequence[Mapping[str, Any]],
+    burst: Sequence[float],
+    settle_s: float,
+) -> dict[str, dict[str, int]]:
+    """Refusals by reason in each phase (`phase_of` of the scrape time)."""
+    parts = _by_phase(
+        events, [event[0] for event in events], restarts=restarts, burst=burst, settle_s=settle_s
+    )
+    out: dict[str, dict[str, int]] = {}
+    for phase, part in parts.items():
+        counts: Counter[str] = Counter()
+        for _at_s, _slot, reason, n in part:
+            counts[reason] += n
+        out[phase] = dict(sorted(counts.items()))
+    return out
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -256,13 +358,34 @@ def render_markdown(run: Mapping[str, Any]) -> str:
         )
         + ".",
         "",
-        f"## Every {plan['bucket_s']:g} s",
-        "",
     ]
+    if run.get("burst_wait_s") is not None:
+        lines += [
+            f"The burst can be served in time: {plan['load']:g} x {plan['burst_factor']:g} = "
+            f"{plan['load'] * plan['burst_factor']:g}x capacity for {plan['burst_s']:g} s "
+            f"leaves {run['burst_wait_s']:g} s of work queued at its end (the longest any call "
+            f"of it must wait at a FIFO server running at capacity), under the "
+            f"{plan['deadline_s']:g} s deadline.",
+            "",
+        ]
+    prelude = run.get("prelude")
+    if prelude:
+        totals = prelude["totals"]
+        lines += [
+            f"Prelude (before the soak, not in its figures; the RSS baseline comes after a "
+            f"burst): {plan['prelude_s']:g} s of the same load, the burst from "
+            f"{prelude['burst'][0]:g} s: {totals['sent']} calls, {totals['ok']} OK, "
+            f"{totals['failed']} failed ({_codes(totals['failed_by_code'])}), "
+            f"{totals['lost']} lost.",
+            "",
+        ]
+    lines += [f"## Every {plan['bucket_s']:g} s", ""]
     names = list(run.get("rss", {}))
+    shed_rows = run.get("shed_buckets") or [{} for _ in run.get("buckets", [])]
     lines.append(
         markdown_table(
             ["from s", "offered/s", "sent", "OK", "failed", "lost", "p50 ms", "p99 ms"]
+            + ["servers refused"]
             + [f"RSS {n} MiB" for n in names],
             [
                 [
@@ -274,9 +397,10 @@ def render_markdown(run: Mapping[str, Any]) -> str:
                     row["lost"],
                     row["p50_ms"],
                     row["p99_ms"],
+                    _codes(shed) if shed else 0,
                 ]
                 + [row["rss_mib"].get(n) for n in names]
-                for row in run.get("buckets", [])
+                for row, shed in zip(run.get("buckets", []), shed_rows, strict=False)
             ],
         )
     )
@@ -289,6 +413,7 @@ def render_markdown(run: Mapping[str, Any]) -> str:
         "",
     ]
     by_phase = run.get("by_phase") or {}
+    shed_phase = run.get("shed_by_phase") or {}
     if by_phase:
         lines += [
             f"By phase (`burst`: from its start to {plan['deadline_s']:g} s after its end; "
@@ -296,7 +421,7 @@ def render_markdown(run: Mapping[str, Any]) -> str:
             "`steady`: the rest):",
             "",
             markdown_table(
-                ["phase", "sent", "OK", "failed", "lost"],
+                ["phase", "sent", "OK", "failed", "lost", "servers refused"],
                 [
                     [
                         phase,
@@ -304,8 +429,29 @@ def render_markdown(run: Mapping[str, Any]) -> str:
                         part["ok"],
                         _codes(part["failed_by_code"]) if part["failed"] else 0,
                         part["lost"],
+                        _codes(shed_phase.get(phase, {})) if shed_phase.get(phase) else 0,
                     ]
                     for phase, part in by_phase.items()
+                ],
+            ),
+            "",
+            "`servers refused`: the backends' admission refusals by reason (`rpckit_shed_total` "
+            "on each backend's `--metrics` endpoint, scraped every second and before each "
+            "SIGTERM), counting attempts: a refused attempt the client retried elsewhere "
+            "is one here and may be OK in the client's columns.",
+            "",
+        ]
+    load = run.get("load_when_refusing") or {}
+    if load.get("refusing"):
+        lines += [
+            "The backends' load gauges at the scrapes (median; `refusing`: the backend had "
+            "refused calls in the second before):",
+            "",
+            markdown_table(
+                ["scrapes", *(name.removeprefix("rpckit_") for name in LOAD_GAUGES)],
+                [
+                    [side, *(format_cell(part.get(name)) for name in LOAD_GAUGES)]
+                    for side, part in load.items()
                 ],
             ),
             "",

@@ -11,11 +11,13 @@ import pytest
 from bench.harness.procs import parse_rss_kib
 from bench.harness.stats import Outcome, RequestRecord
 from bench.soak.client import attribute_lost
+from bench.soak.memory import rss_anon_mib
 from bench.soak.plan import (
     FULL,
     QUICK,
     Restart,
     SoakPlan,
+    burst_wait_s,
     burst_window,
     restart_plan,
     soak_schedule,
@@ -26,9 +28,14 @@ from bench.soak.results import (
     account_by_phase,
     buckets,
     checks,
+    load_gauges,
+    load_when_refusing,
     phase_of,
     render_markdown,
     rss_growth,
+    shed_buckets,
+    shed_by_phase,
+    shed_by_reason,
 )
 
 OK, DEADLINE, REJECTED, ERROR = Outcome.OK, Outcome.DEADLINE, Outcome.REJECTED, Outcome.ERROR
@@ -88,10 +95,27 @@ def test_plans_validate_and_fit_their_rss_windows() -> None:
     assert QUICK.duration_s <= 20
     with pytest.raises(ValueError, match="must fit"):
         SoakPlan(duration_s=15, restart_every_s=5, burst_s=1, warmup_s=5, rss_window_s=10,
-                 ramp_level_s=1)  # fmt: skip
+                 ramp_level_s=1, prelude_s=5)  # fmt: skip
     with pytest.raises(ValueError, match="load"):
         SoakPlan(duration_s=60, load=0, restart_every_s=5, burst_s=1, warmup_s=5,
-                 rss_window_s=10, ramp_level_s=1)  # fmt: skip
+                 rss_window_s=10, ramp_level_s=1, prelude_s=5)  # fmt: skip
+    with pytest.raises(ValueError, match="prelude"):
+        SoakPlan(duration_s=60, restart_every_s=5, burst_s=1, warmup_s=5, rss_window_s=10,
+                 ramp_level_s=1, prelude_s=1)  # fmt: skip
+
+
+def test_a_burst_no_system_could_serve_in_time_is_refused() -> None:
+    # The last call of a burst waits for the backlog: (load x factor - 1) x burst seconds.
+    assert burst_wait_s(load=0.8, burst_factor=3, burst_s=3) == pytest.approx(4.2)
+    assert burst_wait_s(load=0.8, burst_factor=3, burst_s=1) == pytest.approx(1.4)
+    assert burst_wait_s(load=0.5, burst_factor=2, burst_s=5) == 0.0  # within capacity
+    for plan in (FULL, QUICK):
+        wait = burst_wait_s(load=plan.load, burst_factor=plan.burst_factor, burst_s=plan.burst_s)
+        assert 0 < wait < plan.deadline_s
+    # The first design: 3x of 80% for 3 s queued 4.2 s of work against 2 s deadlines.
+    with pytest.raises(ValueError, match="no system could serve it in time"):
+        SoakPlan(duration_s=60, restart_every_s=15, burst_s=3, warmup_s=5, rss_window_s=10,
+                 ramp_level_s=3, prelude_s=6)  # fmt: skip
 
 
 def test_every_call_is_ok_failed_or_lost_and_they_add_up() -> None:
@@ -189,7 +213,7 @@ def test_checks_pass_only_with_no_failure_no_loss_and_flat_rss() -> None:
 def test_the_report_names_the_command_the_machine_and_the_checks() -> None:
     plan = {
         "deadline_s": 2.0, "load": 0.8, "duration_s": 20.0, "burst_factor": 3.0,
-        "bucket_s": 5.0, "rss_window_s": 5.0, "warmup_s": 2.0,
+        "bucket_s": 5.0, "rss_window_s": 5.0, "warmup_s": 2.0, "burst_s": 1.0, "prelude_s": 4.0,
     }  # fmt: skip
     records = [record(1.0), record(6.0, REJECTED, "RESOURCE_EXHAUSTED")]
     rss = {"backend-0": [[1.0, 2048.0]]}
@@ -203,10 +227,19 @@ def test_the_report_names_the_command_the_machine_and_the_checks() -> None:
         plan=plan,
         capacity={"rps": 500.0, "source": "ramp", "ramp": []},
         rate_rps=400.0,
-        burst=[9.0, 11.0],
+        burst=[9.5, 10.5],
+        burst_wait_s=1.4,
+        prelude={"burst": [1.5, 2.5], "totals": account(records)},
         restarts=[{"at_s": 3.0, "backend": 0, "ready_s": 4.5}],
         rss=rss,
         buckets=buckets(records, rss, bucket_s=5, duration_s=20),
+        shed_buckets=shed_buckets([[6.0, 0, "codel", 4]], bucket_s=5, duration_s=20),
+        by_phase={"steady": account(records)},
+        shed_by_phase={"steady": {"codel": 4}},
+        load_when_refusing={
+            "refusing": {"rpckit_concurrency_limit": 2.0},
+            "not refusing": {"rpckit_concurrency_limit": 9.5},
+        },
     )  # fmt: skip
     run["acceptance"] = [c.__dict__ for c in checks(run)]
     text = render_markdown(run)
@@ -215,6 +248,51 @@ def test_the_report_names_the_command_the_machine_and_the_checks() -> None:
     assert "RESOURCE_EXHAUSTED 1" in text
     assert "| PASS |" in text
     assert "#0 at 3 s (back at 4.5 s)" in text
+    assert "leaves 1.4 s of work queued" in text
+    assert "Prelude" in text
+    assert "2 calls, 1 OK, 1 failed" in text
+    assert "| codel 4 |" in text  # the servers' refusals, in the 5 s row and by phase
+    assert "| refusing | - | - | 2.0 | - | - |" in text
+
+
+METRICS = """\
+# HELP rpckit_shed_total Calls rejected by admission control, by reason.
+# TYPE rpckit_shed_total counter
+rpckit_shed_total{grpc_method="/benchwork.v1.Work/Do",reason="codel"} 120.0
+rpckit_shed_total{grpc_method="/other.v1.S/M",reason="codel"} 3.0
+rpckit_shed_total{grpc_method="/benchwork.v1.Work/Do",reason="queue_full"} 2.0
+# HELP rpckit_shed_created Calls rejected by admission control, by reason.
+rpckit_shed_created{grpc_method="/benchwork.v1.Work/Do",reason="codel"} 1.7e+09
+rpckit_queue_depth 4.0
+"""
+
+
+def test_server_refusals_are_summed_by_reason_and_split_by_time_and_phase() -> None:
+    assert shed_by_reason(METRICS) == {"codel": 123.0, "queue_full": 2.0}
+    assert shed_by_reason("rpckit_queue_depth 1.0\n") == {}
+    assert load_gauges(METRICS) == {"rpckit_queue_depth": 4.0}
+    events = [[1.0, 0, "codel", 5], [6.0, 1, "codel", 2], [6.5, 1, "queue_full", 1],
+              [30.0, 2, "codel", 9], [99.0, 0, "codel", 1]]  # fmt: skip
+    gauges = [
+        [1.0, 0, {"rpckit_concurrency_limit": 2.0}],
+        [1.0, 1, {"rpckit_concurrency_limit": 9.0}],
+        [6.0, 1, {"rpckit_concurrency_limit": 3.0}],
+        [7.0, 1, {"rpckit_concurrency_limit": 11.0}],
+    ]
+    assert load_when_refusing(events, gauges) == {
+        "refusing": {"rpckit_concurrency_limit": 2.5},
+        "not refusing": {"rpckit_concurrency_limit": 10.0},
+    }
+    rows = shed_buckets(events, bucket_s=5, duration_s=20)
+    assert rows == [{"codel": 5}, {"codel": 2, "queue_full": 1}, {}, {"codel": 10}]
+    phases = shed_by_phase(
+        events, restarts=[{"at_s": 5.5, "ready_s": 6.0}], burst=(29.0, 30.0), settle_s=2.0
+    )
+    assert phases == {
+        "steady": {"codel": 6},
+        "restart": {"codel": 2, "queue_full": 1},
+        "burst": {"codel": 9},
+    }
 
 
 def test_rss_is_read_from_proc_status() -> None:
@@ -246,3 +324,11 @@ def test_phases_split_the_run_into_burst_restarts_and_steady() -> None:
     )
     assert [split[p]["sent"] for p in ("steady", "restart", "burst")] == [1, 1, 1]
     assert split["restart"]["failed_by_code"] == {"RESOURCE_EXHAUSTED": 1}
+
+
+def test_the_memory_probe_reads_this_process_anonymous_rss() -> None:
+    before = rss_anon_mib()
+    block = bytearray(32 * 1024 * 1024)  # touched: resident and anonymous
+    block[::4096] = b"x" * len(block[::4096])
+    assert rss_anon_mib() > before + 16
+    del block
