@@ -84,7 +84,9 @@ def test_record_process_serves_the_app_and_writes_redacted_jsonl(tmp_path: Path)
             "Cookie": "session=s3cr3t; theme=dark",
             "Content-Type": "application/json",
         }
-        body = json.dumps({"name": "a", "password": "hunter2", "pin": 4321}).encode()
+        # The pin's digits must not turn up by chance elsewhere in a record: "4321" once did,
+        # inside the record's timestamp (1796548082.5432136).
+        body = json.dumps({"name": "a", "password": "hunter2", "pin": 73914528}).encode()
         status, echoed = _request(address, "POST", "/things", body, secret_headers)
         assert (status, json.loads(echoed)["password"]) == (201, "hunter2")  # served unchanged
         status, _ = _request(address, "GET", "/things/3?token=qq77&x=1", None, secret_headers)
@@ -104,7 +106,7 @@ def test_record_process_serves_the_app_and_writes_redacted_jsonl(tmp_path: Path)
             proc.stdout.close()
     assert "3 exchanges written" in stderr_path.read_text()
     text = out.read_text(encoding="utf-8")
-    for secret in ("sekret-token", "s3cr3t", "hunter2", "4321", "qq77"):
+    for secret in ("sekret-token", "s3cr3t", "hunter2", "73914528", "qq77"):
         assert secret not in text, secret
     samples = read_samples([out])  # in the order the answers were closed, not sent
     assert len(samples) == 3
