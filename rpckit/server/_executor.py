@@ -624,7 +624,8 @@ class AdmissionExecutor(concurrent.futures.Executor):
         """
         limit = self._limit
         assert limit is not None
-        stat = SchedStat()
+        own = ThreadSchedStats()  # the probe's own run delay
+        tid = threading.get_native_id()
         machine = CpuShare(self._processes, clock=self._clock)
         meter = _HandlerMeter(self._clock())
         while True:
@@ -639,17 +640,17 @@ class AdmissionExecutor(concurrent.futures.Executor):
                     rested = True
                 if self._shutdown:
                     meter.close()
-                    stat.close()
+                    own.close()
                     return
                 threads = self._handler_threads() if rested else []
             if rested:  # measure the handlers' CPU from now, not over the rest
                 meter.restart(threads, self._clock())
             started = self._clock()
-            delay_before = stat.run_delay_s()
+            delay_before = own.run_delay_s(tid)
             time.sleep(PROBE_SLEEP_S)
             now = self._clock()
             late = now - started - PROBE_SLEEP_S
-            waited_for_a_core = stat.run_delay_s() - delay_before
+            waited_for_a_core = own.run_delay_s(tid) - delay_before
             spawn = 0
             # Of the wait for a core, only this server's share of the busy CPU is ours.
             others = waited_for_a_core * (1.0 - machine.fraction())
@@ -830,6 +831,15 @@ class ThreadSchedStats:
         """Seconds thread ``tid`` has run or waited to run; None: no such thread, or no
         schedstat here. A thread's file stays readable after it ends, frozen: the probe
         passes the live threads to :meth:`forget_all_but` once a window."""
+        times = self._times_s(tid)
+        return None if times is None else times[0] + times[1]
+
+    def run_delay_s(self, tid: int) -> float:
+        """Seconds thread ``tid`` has spent runnable but waiting for a core (0 if unknown)."""
+        times = self._times_s(tid)
+        return 0.0 if times is None else times[1]
+
+    def _times_s(self, tid: int) -> tuple[float, float] | None:
         for _attempt in range(2):  # a cached file that fails: open it again, once
             fd = self._fds.get(tid)
             if fd is None:
@@ -839,11 +849,9 @@ class ThreadSchedStats:
                     return None
                 self._fds[tid] = fd
             try:
-                times = _schedstat_s(os.pread(fd, 128, 0))
+                return _schedstat_s(os.pread(fd, 128, 0))
             except OSError:
                 self._close(tid)
-                continue
-            return None if times is None else times[0] + times[1]
         return None
 
     def forget_all_but(self, tids: set[int]) -> None:
@@ -859,31 +867,6 @@ class ThreadSchedStats:
         fd = self._fds.pop(tid, None)
         if fd is not None:
             os.close(fd)
-
-
-class SchedStat:
-    """The calling thread's scheduler statistics (Linux ``/proc/thread-self/schedstat``)."""
-
-    def __init__(self) -> None:
-        try:
-            self._fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
-        except OSError:
-            self._fd = None
-
-    def run_delay_s(self) -> float:
-        """Seconds this thread has spent runnable but waiting for a core (0 if unknown)."""
-        if self._fd is None:
-            return 0.0
-        try:
-            times = _schedstat_s(os.pread(self._fd, 128, 0))
-        except OSError:
-            return 0.0
-        return 0.0 if times is None else times[1]
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 def lower_thread_priority(nice: int) -> None:
