@@ -978,7 +978,7 @@ class Model:
             target = max(target, c.target_service_multiple * estimate)
         if standing and not self.bounded(t):
             return target * (c.sheddable_target_factor if t.criticality is SHED else 1.0)
-        budget = c.max_wait_s  # while no queue stands (or a deadline bounds the wait): the deadline's budget, capped ...
+        budget = c.max_wait_s  # the deadline budget, capped (no queue stands, or bounded)
         if t.deadline is not None:
             budget = min(budget, t.deadline - now - (self.fastest(t.method, now) or 0.0))
         return max(budget, c.codel_interval_s, target)  # ... and never below the interval
