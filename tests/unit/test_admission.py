@@ -31,6 +31,10 @@ SHED, DEFAULT, CRIT = Criticality.SHEDDABLE, Criticality.DEFAULT, Criticality.CR
 # with a service-time target of 1x and no wait bound at offer. That rule has its own tests.
 UNBOUNDED_WAIT: dict[str, Any] = {"target_service_multiple": 1.0, "admit_within_allowance": False}
 
+# The prediction examples use one admission fraction, a quarter, for every queue age:
+# the deeper one for a young queue (burst_wait_fraction) has its own test.
+QUARTER: dict[str, Any] = {"burst_wait_fraction": 0.25}
+
 # While no queue stands, a call without a deadline may wait max_wait_s (10 s by default). The
 # CoDel examples bound that at the interval (the rule before deadline-bound waits) so a queue
 # turns standing and sheds within a few hundred simulated milliseconds; the deadline-bound
@@ -718,7 +722,7 @@ def test_a_call_started_without_queueing_is_an_idle_moment() -> None:
     so a shed moments later does not make it a standing queue it never was."""
 
     def after_a_shed(*, started_at: float | None) -> AdmissionQueue[str]:
-        q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1))
+        q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1, **QUARTER))
         q.record_service_time("m", 0.010, now=0.0)
         assert q.offer(ticket("a", 0.0), 0.0, running=0) == []
         assert q.take(0.0)[0] is not None  # the queue was last seen idle at 0.0
@@ -852,7 +856,7 @@ def test_wait_predictions_count_slot_hold_times_not_wall_times(
     holds: tuple[float, ...], admitted: int
 ) -> None:
     """An I/O-bound method holds a CPU slot for a sliver of its wall time: slots free quickly."""
-    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2, **QUARTER))
     q.record_service_time("m", SLOW_S, now=0.0)
     for hold in holds:
         q.record_hold_time("m", hold, now=0.0)
@@ -1235,7 +1239,7 @@ BUDGET_100MS = 0.110
 def test_newcomer_refused_at_once_when_its_predicted_wait_is_over_a_quarter_of_its_allowance(
     deadline: float, admitted: int
 ) -> None:
-    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2, **QUARTER))
     q.record_service_time("m", 0.010, now=0.0)  # not standing: allowance = deadline budget
     # Both workers busy: a call with k queued ahead waits k + 1 turns of 10 ms / 2 workers.
     for i in range(admitted):  # waits of 5, 10, ... ms, up to a quarter of the budget
@@ -1248,7 +1252,7 @@ def test_newcomer_refused_at_once_when_its_predicted_wait_is_over_a_quarter_of_i
 
 
 def test_free_workers_shorten_the_predicted_wait() -> None:
-    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2, **QUARTER))
     q.record_service_time("m", 0.010, now=0.0)
     # Nothing running: the first two calls start at once, five more fit the 25 ms.
     for i in range(7):
@@ -1258,7 +1262,7 @@ def test_free_workers_shorten_the_predicted_wait() -> None:
 
 def test_without_a_running_count_every_worker_counts_as_busy() -> None:
     def admitted(running: int | None) -> int:
-        q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
+        q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2, **QUARTER))
         q.record_service_time("m", 0.010, now=0.0)
         tickets = [ticket(f"t{i}", 0.0, deadline=BUDGET_100MS) for i in range(20)]
         if running is None:
@@ -1300,7 +1304,7 @@ def test_standing_queue_still_queues_calls_short_enough_to_wait() -> None:
 
 
 def test_critical_newcomer_counts_only_calls_at_or_above_its_level() -> None:
-    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1))
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1, **QUARTER))
     q.record_service_time("m", 0.010, now=0.0)  # allowance 100 ms: waits up to 25 ms admitted
 
     def offer(name: str, crit: Criticality) -> list[Rejection[str]]:
@@ -1345,10 +1349,41 @@ def test_property_refused_on_arrival_only_when_no_worker_is_free_for_it(
     allowance = q.allowance(new, now, standing=q.standing(now))
     turns = queued + running - workers + 1  # worker turns before "new" could start
     turn_s = service_s if hold_s is None else hold_s  # a turn is a slot's hold time
+    busy_for = now if queued else 0.0  # the queue has not been idle since 0
+    if deadline is None:  # CoDel: the whole (short) target in a standing queue
+        fraction = 1.0 if q.standing(now) else 0.25
+    else:  # a young queue may be a burst: deeper
+        fraction = 0.75 if busy_for < allowance else 0.25
     refused = q.offer(new, now, running=running) != []
-    assert refused == (turns > 0 and turns * turn_s / workers > 0.25 * allowance)
+    assert refused == (turns > 0 and turns * turn_s / workers > fraction * allowance)
 
 
 def test_no_bound_before_the_first_service_sample() -> None:
     q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1, queue_limit=50))
     assert all(q.offer(ticket(f"t{i}", 0.0), 0.0) == [] for i in range(50))
+
+
+def test_a_queue_younger_than_a_callers_budget_admits_deeper() -> None:
+    """burst_wait_fraction: a queue busy for less than a call's allowance may be a burst
+    drained in time (bench/soak); one busy for longer is overload, and only a quarter."""
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1))
+    q.record_service_time("m", 0.010, now=0.0)  # a turn: 10 ms on the one worker
+
+    def depth(now: float, deadline_in: float) -> int:
+        """How many newcomers, behind the one running call, are admitted at ``now``."""
+        for i in range(500):
+            if q.offer(ticket(f"n{now}-{i}", now, deadline=now + deadline_in), now, running=1):
+                return i
+        raise AssertionError("never refused")
+
+    assert q.offer(ticket("anchor", 0.0, deadline=100.0), 0.0, running=1) == []  # busy from 0
+    # A young queue: 1 s budgets (0.99 s allowance, 10 ms fastest), 0.75 of it is 74 turns,
+    # the anchor's included.
+    assert depth(0.0, 1.0) == 73
+    assert reasons(q.expire(1.2)) == {f"n0.0-{i}": Reason.DEADLINE_GONE for i in range(73)}
+    # The anchor kept it busy for 1.2 s, longer than a 1 s caller's budget: a quarter, 24.
+    assert depth(1.2, 1.0) == 23
+    # A caller with a 2 s budget still meets a queue younger than that: 0.75 of 1.99 s.
+    assert q.offer(ticket("two", 1.2, deadline=3.2), 1.2, running=1) == []
+    # A call without a deadline follows CoDel in the standing queue: 5 ms, refused.
+    assert reasons(q.offer(ticket("open", 1.2), 1.2, running=1)) == {"open": Reason.CODEL}
