@@ -31,9 +31,12 @@ rules (docs/architecture.md, "Admission"):
   budget. *Idle* means empty with no call shed for overload (``CODEL``,
   ``QUEUE_FULL``) within the interval: a queue kept short by refusing newcomers
   on arrival is still a standing one. A newcomer whose predicted wait is over
-  its allowance (over a quarter of it while no queue stands, or for a call whose
-  deadline bounds its wait) is refused on arrival (``admit_within_allowance``,
-  ``admit_wait_fraction``): a refusal's latency is the wait before it.
+  its allowance is refused on arrival (``admit_within_allowance``): a refusal's
+  latency is the wait before it. Long allowances keep a margin for predictions
+  that err short: a quarter of it while no queue stands and for a call whose
+  deadline bounds its wait (``admit_wait_fraction``), three quarters for the
+  latter while the queue has been busy for less than that allowance, a burst it
+  may drain in time (``burst_wait_fraction``).
 * **A deadline bounds the wait in a standing queue too** (``deadline_bounds_wait``).
   A queue at high load is rarely idle for 100 ms, so standing alone does not
   tell a busy server from an overloaded one. A call with a deadline keeps its
