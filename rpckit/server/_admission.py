@@ -200,8 +200,9 @@ class AdmissionConfig:
     over ``admit_wait_fraction`` of its CoDel allowance: it would likely only be
     dropped later, after waiting. The prediction: the calls that must start
     before it (those queued ahead of it at the same or higher criticality, plus
-    the running ones, minus the workers) each take one worker's turn, S / W
-    (``offer``'s ``running``). Refusing on arrival keeps refusals fast, which
+    the running ones, minus the workers) each take one worker's turn, S / W,
+    with S the method's recent slot hold time (``recent_window_s``; ``offer``'s
+    ``running``). Refusing on arrival keeps refusals fast, which
     is what lets a client retry elsewhere while its deadline still allows."""
 
     admit_wait_fraction: float = 0.25
@@ -215,6 +216,16 @@ class AdmissionConfig:
     used: a wrong prediction there costs at most the target (5 ms) before the call
     is dropped, while a quarter of it refused a closed loop of 16 trivial calls
     that waited ~2 ms each (bench/overhead)."""
+
+    recent_window_s: float = 0.5
+    """Wait predictions (and pushback) take a turn's length from the calls of the method that
+    ended within this window -- their mean slot hold time, once at least four did; with
+    fewer, from the decayed mean (``service_half_life_s``). Kept as five buckets: a sample
+    counts for 1 to 1.2 windows. What a newcomer waits for is the calls running *now*: a
+    burst of 200 calls that each waited 800 ms on a downstream weighed 200 samples in the
+    decayed mean, which for seconds after the burst predicted ~0.5 s turns for 25 ms calls
+    and refused them whenever every slot was busy; the window forgets the burst half a
+    second after its last call ended, and follows the onset of a slow spell as fast."""
 
     service_window_s: float = 5.0
     """Window of each method's *fastest* service time, the bound ``DEADLINE_SHORT``
@@ -263,7 +274,13 @@ class AdmissionConfig:
             low=0.0,
             strict=False,
         )
-        for name in ("service_half_life_s", "service_window_s", "deadline_probe_s", "max_wait_s"):
+        for name in (
+            "service_half_life_s",
+            "service_window_s",
+            "recent_window_s",
+            "deadline_probe_s",
+            "max_wait_s",
+        ):
             check_number("AdmissionConfig", name, getattr(self, name), low=0.0, strict=True)
         check_number(
             "AdmissionConfig",
@@ -356,23 +373,70 @@ class _DecayedMean:
 
 
 _FASTEST_BUCKETS = 5  # the fastest-service window is kept as this many buckets
+_RECENT_BUCKETS = 5  # the recent-hold window (recent_window_s) likewise
+_RECENT_MIN_SAMPLES = 4  # fewer calls ended within the window: use the decayed mean
+
+
+class _RecentMean:
+    """Mean of the samples of the last ``recent_window_s``, kept as per-bucket sums and
+    counts (a sample counts for 1 to 1.2 windows); None while fewer than
+    ``_RECENT_MIN_SAMPLES`` are in the window."""
+
+    __slots__ = ("_buckets",)
+
+    def __init__(self) -> None:
+        self._buckets: deque[list[float]] = deque()  # [bucket, sum, count], oldest first
+
+    def add(self, seconds: float, now: float, window_s: float) -> None:
+        bucket = math.floor(now * _RECENT_BUCKETS / window_s)
+        buckets = self._buckets
+        if buckets and buckets[-1][0] >= bucket:
+            last = buckets[-1]
+            last[1] += seconds
+            last[2] += 1.0
+        else:
+            buckets.append([float(bucket), seconds, 1.0])
+            if len(buckets) > _RECENT_BUCKETS + 1:
+                buckets.popleft()
+
+    def mean(self, now: float, window_s: float) -> float | None:
+        oldest = math.floor(now * _RECENT_BUCKETS / window_s) - _RECENT_BUCKETS
+        total = count = 0.0
+        for bucket, seconds, samples in self._buckets:
+            if bucket >= oldest:
+                total += seconds
+                count += samples
+        return total / count if count >= _RECENT_MIN_SAMPLES else None
 
 
 class _ServiceTime:
     """What one method's calls recently took.
 
     ``wall``: decayed mean of the time from start to return (CoDel target scaling).
-    ``hold``: decayed mean of the time a call held a CPU slot (wait predictions,
-    pushback); the wall time until the executor reports one.
+    ``hold``: decayed mean of the time a call held a CPU slot; the wall time until
+    the executor reports one. ``predicted_hold()``: what wait predictions and pushback
+    use, the mean hold of the calls that ended within ``recent_window_s`` (``hold``
+    while too few did).
     ``fastest()``: the shortest wall time within ``service_window_s``, kept as
     per-bucket minimums, so it forgets (``DEADLINE_SHORT``).
     """
 
-    __slots__ = ("_buckets", "_cached", "_cached_bucket", "hold", "probed_at", "wall")
+    __slots__ = (
+        "_buckets",
+        "_cached",
+        "_cached_bucket",
+        "_recent_hold",
+        "_recent_wall",
+        "hold",
+        "probed_at",
+        "wall",
+    )
 
     def __init__(self) -> None:
         self.wall: _DecayedMean | None = None
         self.hold: _DecayedMean | None = None
+        self._recent_wall = _RecentMean()
+        self._recent_hold = _RecentMean()
         self._buckets: deque[tuple[int, float]] = deque()  # (bucket, min), oldest first
         self._cached: float | None = None  # fastest() as of _cached_bucket
         self._cached_bucket = -1
@@ -383,6 +447,7 @@ class _ServiceTime:
             self.wall = _DecayedMean(seconds, now)
         else:
             self.wall.add(seconds, now, config.service_half_life_s)
+        self._recent_wall.add(seconds, now, config.recent_window_s)
         bucket = math.floor(now * _FASTEST_BUCKETS / config.service_window_s)
         buckets = self._buckets
         if buckets and buckets[-1][0] >= bucket:
@@ -394,17 +459,23 @@ class _ServiceTime:
         if self._cached_bucket == bucket:
             self._cached = seconds if self._cached is None else min(self._cached, seconds)
 
-    def add_hold(self, seconds: float, now: float, half_life_s: float) -> None:
+    def add_hold(self, seconds: float, now: float, config: AdmissionConfig) -> None:
         if self.hold is None:
             self.hold = _DecayedMean(seconds, now)
         else:
-            self.hold.add(seconds, now, half_life_s)
+            self.hold.add(seconds, now, config.service_half_life_s)
+        self._recent_hold.add(seconds, now, config.recent_window_s)
 
     def wall_estimate(self) -> float | None:
         return None if self.wall is None else self.wall.estimate
 
     def hold_estimate(self) -> float | None:
         return self.wall_estimate() if self.hold is None else self.hold.estimate
+
+    def predicted_hold(self, now: float, config: AdmissionConfig) -> float | None:
+        recent = self._recent_wall if self.hold is None else self._recent_hold
+        mean = recent.mean(now, config.recent_window_s)
+        return self.hold_estimate() if mean is None else mean
 
     def fastest(self, now: float, config: AdmissionConfig) -> float | None:
         """The shortest wall time within the window; None once every sample aged out.
@@ -586,7 +657,7 @@ class AdmissionQueue(Generic[T]):
         stats = self._service.get(method)
         if stats is None:
             stats = self._service[method] = _ServiceTime()
-        stats.add_hold(seconds, now, self._config.service_half_life_s)
+        stats.add_hold(seconds, now, self._config)
 
     # ------------------------------------------------------------ observations
 
@@ -599,6 +670,13 @@ class AdmissionQueue(Generic[T]):
         """The method's average CPU-slot hold time in seconds; ``None`` before any sample."""
         stats = self._service.get(method)
         return None if stats is None else stats.hold_estimate()
+
+    def predicted_hold(self, method: str, now: float) -> float | None:
+        """The slot hold time a wait prediction takes for one of the method's turns at
+        ``now``: the mean of the calls that ended within ``recent_window_s`` if at least
+        four did, else :meth:`hold_estimate`; ``None`` before any sample."""
+        stats = self._service.get(method)
+        return None if stats is None else stats.predicted_hold(now, self._config)
 
     def fastest_service(self, method: str, now: float) -> float | None:
         """The method's fastest service time within ``service_window_s``; ``None`` without."""
@@ -684,14 +762,15 @@ class AdmissionQueue(Generic[T]):
     def pushback_ms(self, now: float) -> int:
         """Suggested client back-off: time for the slots to drain the queue, 1 ms..max.
 
-        Each queued call counts its method's average slot hold time
-        (``codel_target_s`` while the method has none), divided over ``workers``.
-        ``now`` is taken for symmetry with the other observations.
+        Each queued call counts its method's predicted slot hold time (the calls that
+        ended within ``recent_window_s``; ``codel_target_s`` while the method has
+        none), divided over ``workers``.
         """
         config = self._config
         work_s = 0.0
         for method, count in self._queued_per_method.items():
-            estimate = self.hold_estimate(method)
+            stats = self._service.get(method)
+            estimate = None if stats is None else stats.predicted_hold(now, config)
             work_s += count * (config.codel_target_s if estimate is None else estimate)
         drain_ms = math.ceil(1000.0 * work_s / self._workers)
         return min(config.pushback_max_ms, max(1, drain_ms))
@@ -749,7 +828,7 @@ class AdmissionQueue(Generic[T]):
         stats = self._service.get(ticket.method)
         if stats is None:
             return False
-        hold = stats.hold_estimate()
+        hold = stats.predicted_hold(now, self._config)
         if hold is None or hold <= 0.0:
             return False
         level = int(ticket.criticality)

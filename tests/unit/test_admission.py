@@ -825,6 +825,69 @@ def test_pushback_counts_slot_hold_times() -> None:
     assert q.pushback_ms(0.0) == 8  # 16 calls x 4 ms in a slot / 8 slots
 
 
+def after_a_burst(q: AdmissionQueue[str], until: float) -> None:
+    """200 calls that each waited 800 ms end at 0.8 s; then 25 ms calls end at 60/s."""
+    for _ in range(200):
+        q.record_service_time("m", 0.800, now=0.800)
+    now = 0.800
+    while now < until:
+        now += 1 / 60
+        q.record_service_time("m", 0.025, now=now)
+
+
+def test_a_burst_that_has_ended_stops_predicting_long_waits_within_the_recent_window() -> None:
+    """The recovery's worst state: the limit at 6 and every slot busy right after a burst
+    of 800 ms calls. The decayed mean still counts the burst's 200 samples seconds later
+    (~0.3 s turns); predictions take the calls that ended in the last 0.5 s, so a 25 ms
+    call with a 250 ms deadline queues behind one turn instead of being refused."""
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=6))
+    after_a_burst(q, until=1.5)
+    now = 1.5
+    assert q.hold_estimate("m") > 0.3  # the decayed mean: one turn ~60 ms of the 56 allowed
+    assert q.predicted_hold("m", now) == pytest.approx(0.025)
+    assert q.offer(ticket("next", now, deadline=now + 0.250), now, running=6) == []
+    # Right as the burst ends, the window holds it: predictions are long, as they should be
+    # while its calls were what ran.
+    q2: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=6))
+    after_a_burst(q2, until=0.85)
+    assert q2.predicted_hold("m", 0.85) > 0.5
+    [rejection] = q2.offer(ticket("early", 0.85, deadline=0.85 + 0.250), 0.85, running=6)
+    assert rejection.reason is Reason.CODEL
+
+
+def test_predictions_follow_the_onset_of_a_slow_spell_within_the_recent_window() -> None:
+    """The window's other worst input: calls turn slow (a slow downstream). The decayed
+    mean of 2 s of fast calls lags; the window shows the new times half a second on."""
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=4))
+    now = 0.0
+    while now < 2.0:
+        now += 0.01
+        q.record_service_time("m", 0.010, now=now)
+    while now < 2.6:
+        now += 0.05
+        q.record_service_time("m", 0.400, now=now)
+    assert q.hold_estimate("m") < 0.2
+    assert q.predicted_hold("m", now) == pytest.approx(0.400)
+    assert q.pushback_ms(now) == 1  # nothing queued
+    q.offer(ticket("queued", now), now, running=0)
+    assert q.pushback_ms(now) in (100, 101)  # one call of 400 ms over 4 slots, rounded up
+
+
+def test_a_thin_recent_window_falls_back_to_the_decayed_mean() -> None:
+    """Fewer than four calls ended within the window (a quiet method): one odd call must
+    not set the predictions alone, so the decayed mean stands in."""
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
+    for i in range(20):
+        q.record_service_time("m", 0.020, now=0.1 * i)
+    q.record_service_time("m", 1.000, now=5.0)
+    assert q.predicted_hold("m", 5.0) == q.hold_estimate("m")
+    for i in range(3):
+        q.record_service_time("m", 0.030, now=5.1 + 0.01 * i)
+    assert q.predicted_hold("m", 5.2) == pytest.approx((1.0 + 3 * 0.030) / 4)
+    with pytest.raises(ValueError, match="recent_window_s"):
+        AdmissionConfig(recent_window_s=0.0)
+
+
 def test_structures_stay_bounded_under_sustained_overload() -> None:
     config = AdmissionConfig(queue_limit=32, workers=2, **UNBOUNDED_WAIT)
     q: AdmissionQueue[str] = AdmissionQueue(config)
