@@ -12,7 +12,15 @@ So the executor runs at most ``limit`` calls at once and adapts the limit to one
 signal: the *dispatch lag*, how late a probe thread that sleeps a few
 milliseconds gets the GIL back (what the dispatcher suffers on every event; see
 :mod:`rpckit.server._executor` for which part of that lateness counts when). Evaluated
-once per window on the lag's 90th percentile (docs/architecture.md, "Executor"):
+once per window on the lag's 90th percentile *above its no-load baseline*
+(docs/architecture.md, "Executor"). The baseline is the 90th percentile of the
+samples taken over the last ``baseline_window_s`` while at most one call ran and
+no queue stood (``quiet``): what the host makes a sleeping thread wait with next
+to nothing of this process competing for the GIL. A host that takes the vCPUs
+away (steal, invisible to a thread's scheduler statistics) made every probe 3-4 ms
+late at 60 light calls/s; judged against zero that read as a GIL convoy and
+ratcheted the limit to its floor. Without quiet samples (a saturated server) the
+baseline is zero, the rules as before. The judged lag:
 
 * above ``target_lag_s`` while calls wanted more room than the limit gave (they
   waited, or were refused for want of it) and the limit was reached: the GIL
@@ -40,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
 
 from rpckit.core._validate import check_fields, check_int, check_number
 
@@ -111,10 +120,16 @@ class ConcurrencyConfig:
     """Never fewer calls than this (capped by the thread count): the lag also rises
     with the dispatch thread's own work, which fewer calls cannot cure."""
 
+    baseline_window_s: float = 1.0
+    """How far back quiet samples (at most one call running, no queue standing) set
+    the no-load baseline the lag is judged above (their 90th percentile; zero with
+    fewer than ``min_samples``). A second follows a host's noisy spell within four
+    windows and forgets it as fast; a server that never runs quiet has no baseline."""
+
     def __post_init__(self) -> None:
         check_fields(self)
         owner = "ConcurrencyConfig"
-        for name in ("target_lag_s", "window_s", "increase_below", "decrease"):
+        for name in ("target_lag_s", "window_s", "increase_below", "decrease", "baseline_window_s"):
             check_number(owner, name, getattr(self, name), low=0.0, strict=True)
         if self.increase_below > 1.0:
             raise ValueError(f"{owner}.increase_below must be <= 1, got {self.increase_below!r}")
@@ -122,6 +137,11 @@ class ConcurrencyConfig:
             raise ValueError(f"{owner}.decrease must be < 1, got {self.decrease!r}")
         for name in ("min_samples", "min_limit"):
             check_int(owner, name, getattr(self, name), low=1)
+
+
+def _p90(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
 
 
 class ConcurrencyLimit:
@@ -145,6 +165,7 @@ class ConcurrencyLimit:
         self._limit = threads if start is None else max(self._min, min(threads, start))
         self._window_start = now
         self._samples: list[float] = []
+        self._quiet: deque[tuple[float, float]] = deque()  # (when, lag) of quiet samples
         self._saturated = False
         self._busiest = 0  # the most calls running at one sample of the window
         self._cpu_share: float | None = None  # the handlers' CPU, in cores, lately
@@ -158,6 +179,17 @@ class ConcurrencyLimit:
     def threads(self) -> int:
         return self._max
 
+    def baseline(self, now: float) -> float:
+        """The no-load lag: the 90th percentile of the quiet samples within
+        ``baseline_window_s`` of ``now``; 0.0 with fewer than ``min_samples``."""
+        quiet = self._quiet
+        horizon = now - self._config.baseline_window_s
+        while quiet and quiet[0][0] < horizon:
+            quiet.popleft()
+        if len(quiet) < self._config.min_samples:
+            return 0.0
+        return _p90([lag for _, lag in quiet])
+
     def observe(
         self,
         lag_s: float,
@@ -167,13 +199,15 @@ class ConcurrencyLimit:
         busy: int | None = None,
         handlers_cpu_share: float | None = None,
         handlers_cpu_now: float | None = None,
+        quiet: bool = False,
     ) -> bool:
         """Feed one dispatch-lag sample; ``saturated``: calls wanted more room than the
         limit; ``busy``: calls running now (``None``: as many as the limit);
         ``handlers_cpu_share``: the CPU the handlers used over the last window, in
         cores (``None``: unknown; the latest given is the one judged);
         ``handlers_cpu_now``: a measurement just taken over the last few
-        milliseconds, because calls wait for room.
+        milliseconds, because calls wait for room; ``quiet``: at most one call ran
+        and no queue stood, so the sample counts toward the no-load baseline.
 
         ``handlers_cpu_now`` under ``HANDLERS_BUSY_CPU_SHARE`` while calls want room
         and the limit is reached doubles the limit at once, not at the window's end:
@@ -186,6 +220,8 @@ class ConcurrencyLimit:
         if not math.isfinite(lag_s):
             raise ValueError(f"lag must be finite, got {lag_s!r}")
         self._samples.append(max(0.0, lag_s))
+        if quiet:
+            self._quiet.append((now, max(0.0, lag_s)))
         self._saturated = self._saturated or saturated
         running = self._limit if busy is None else busy
         self._busiest = max(self._busiest, running)
@@ -203,8 +239,7 @@ class ConcurrencyLimit:
         config = self._config
         if now - self._window_start < config.window_s or len(self._samples) < config.min_samples:
             return False
-        samples = sorted(self._samples)
-        p90 = samples[min(len(samples) - 1, int(0.9 * len(samples)))]
+        p90 = max(0.0, _p90(self._samples) - self.baseline(now))
         before = self._limit
         waiting = self._cpu_share is not None and self._cpu_share < HANDLERS_BUSY_CPU_SHARE
         if self._saturated and waiting and self._busiest >= self._limit:

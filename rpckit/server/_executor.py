@@ -665,10 +665,11 @@ class AdmissionExecutor(concurrent.futures.Executor):
             cpu_now = meter.read(threads, now)
             cpu_share = meter.share
             with self._lock:
+                standing = self._queue.standing(now)
                 late = counted_lag(
                     late - others,
                     waited_for_a_core - others,
-                    standing=self._queue.standing(now),
+                    standing=standing,
                     handlers_cpu_share=cpu_share,
                 )
                 busy = self._in_flight - self._in_flight_here
@@ -679,6 +680,8 @@ class AdmissionExecutor(concurrent.futures.Executor):
                     busy=busy,
                     handlers_cpu_share=cpu_share,
                     handlers_cpu_now=cpu_now,
+                    # Next to nothing here wants the GIL: the lateness is the host's.
+                    quiet=busy <= 1 and not standing and not self._queue.depth,
                 ):
                     self._running_limit = limit.limit
                     self._queue.set_workers(limit.limit)

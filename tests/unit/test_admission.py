@@ -843,7 +843,8 @@ def test_a_burst_that_has_ended_stops_predicting_long_waits_within_the_recent_wi
     q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=6))
     after_a_burst(q, until=1.5)
     now = 1.5
-    assert (q.hold_estimate("m") or 0.0) > 0.3  # the decayed mean: one turn ~60 ms of the 56 allowed
+    # The decayed mean: one turn ~60 ms, over the 56 ms a quarter of the budget allows.
+    assert (q.hold_estimate("m") or 0.0) > 0.3
     assert q.predicted_hold("m", now) == pytest.approx(0.025)
     assert q.offer(ticket("next", now, deadline=now + 0.250), now, running=6) == []
     # Right as the burst ends, the window holds it: predictions are long, as they should be

@@ -421,3 +421,53 @@ def test_waiting_handlers_double_the_limit_each_window_too() -> None:
         now += CONFIG.window_s / 9.9
         limit.observe(CONVOY, saturated=True, now=now, busy=16, handlers_cpu_share=0.0)
     assert limit.limit == 16
+
+
+def test_a_noisy_host_sets_the_baseline_the_lag_is_judged_above() -> None:
+    """Worst input: the host takes the vCPUs away now and then (steal, which no thread's
+    scheduler statistics show), so every probe is ~4 ms late however little runs here.
+    Quiet samples (at most one call running) show that lateness; above it, light load
+    lags nothing, and calls that want room get it instead of a limit at its floor."""
+    noisy = 0.004
+    limit = ConcurrencyLimit(64, 0.0, start=8)
+    now = 0.0
+    for _ in range(8):  # windows alternating quiet moments and calls waiting at the limit
+        for i in range(10):
+            now += CONFIG.window_s / 9.9
+            quiet = i % 2 == 0
+            limit.observe(
+                noisy, saturated=not quiet, now=now, busy=1 if quiet else limit.limit, quiet=quiet
+            )
+    assert limit.baseline(now) == pytest.approx(noisy)
+    assert limit.limit > 8  # grew: the lag above the baseline is ~0
+    # Judged against zero (no quiet samples), the same lag shrinks it to its floor.
+    blind = ConcurrencyLimit(64, 0.0, start=8)
+    feed(blind, noisy, saturated=True, start=0.0, windows=8, busy=8)
+    assert blind.limit == CONFIG.min_limit
+
+
+def test_a_convoy_above_a_noisy_baseline_still_shrinks_the_limit() -> None:
+    limit = ConcurrencyLimit(64, 0.0, start=16)
+    now = 0.0
+    for _ in range(3):
+        for i in range(10):
+            now += CONFIG.window_s / 9.9
+            quiet = i < 5
+            lag = 0.004 if quiet else 0.004 + CONVOY
+            limit.observe(lag, saturated=not quiet, now=now, busy=1 if quiet else 16, quiet=quiet)
+    assert limit.limit == 2  # 16 -> 8 -> 4 -> 2: 10 ms above the 4 ms baseline is a convoy
+
+
+def test_the_baseline_forgets_a_noisy_spell_and_needs_enough_quiet_samples() -> None:
+    limit = ConcurrencyLimit(64, 0.0, start=8)
+    for i in range(4):
+        limit.observe(0.004, saturated=False, now=0.01 * (i + 1), busy=1, quiet=True)
+    assert limit.baseline(0.05) == 0.0  # four quiet samples: too few to judge by
+    limit.observe(0.004, saturated=False, now=0.05, busy=1, quiet=True)
+    assert limit.baseline(0.05) == pytest.approx(0.004)
+    assert limit.baseline(0.05 + CONFIG.baseline_window_s + 0.001) == 0.0  # gone after 1 s
+    # Once forgotten, a lagging saturated server shrinks as it always did.
+    feed(limit, LAGGING, saturated=True, start=2.0, windows=1, busy=8)
+    assert limit.limit == 6
+    with pytest.raises(ValueError, match="baseline_window_s"):
+        ConcurrencyConfig(baseline_window_s=0.0)
