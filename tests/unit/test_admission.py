@@ -852,7 +852,7 @@ def test_a_burst_that_has_ended_stops_predicting_long_waits_within_the_recent_wi
     q2: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=6))
     after_a_burst(q2, until=0.85)
     assert (q2.predicted_hold("m", 0.85) or 0.0) > 0.5
-    [rejection] = q2.offer(ticket("early", 0.85, deadline=0.85 + 0.250), 0.85, running=6)
+    [rejection] = q2.offer(ticket("early", 0.85, deadline=0.85 + 0.250), 0.85, running=12)
     assert rejection.reason is Reason.CODEL
 
 
