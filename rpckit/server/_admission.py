@@ -22,21 +22,32 @@ rules (docs/architecture.md, "Admission"):
   ``max_wait_s`` (and never less than ``codel_interval_s``).
 * **CoDel** (Facebook, "Fail at Scale", 2015). If the queue has not been idle
   at any time during the last ``codel_interval_s`` it is *standing*, and a
-  call queued now may wait at most the CoDel target. As in the paper, a call's
-  allowance is fixed when it is queued (``enqueue(req, timeout)``): a burst
-  admitted into an idle queue is not dropped wholesale the moment the queue
-  turns standing. Late calls are dropped (``CODEL``). The target scales with
-  the method's service time (``max(codel_target_s, target_service_multiple x
-  average)``) so a 50 ms method is not held to a 5 ms budget. *Idle* means
-  empty with no call shed for overload (``CODEL``, ``QUEUE_FULL``) within the
-  interval: a queue kept short by refusing newcomers on arrival is still a
-  standing one. A newcomer whose predicted wait is over a quarter of its
-  allowance is refused on arrival (``admit_within_allowance``,
-  ``admit_wait_fraction``): a refusal's latency is the wait before it, so a
-  standing queue admits a call only into a slot that is free or about to be.
-* **Adaptive LIFO** (same paper). FIFO while there is no standing queue;
-  newest first once one stands, so the calls served are the ones whose clients
-  are still waiting, and the stale ones age out through CoDel.
+  call without a deadline queued now may wait at most the CoDel target. As in
+  the paper, a call's allowance is fixed when it is queued (``enqueue(req,
+  timeout)``): a burst admitted into an idle queue is not dropped wholesale the
+  moment the queue turns standing. Late calls are dropped (``CODEL``). The
+  target scales with the method's service time (``max(codel_target_s,
+  target_service_multiple x average)``) so a 50 ms method is not held to a 5 ms
+  budget. *Idle* means empty with no call shed for overload (``CODEL``,
+  ``QUEUE_FULL``) within the interval: a queue kept short by refusing newcomers
+  on arrival is still a standing one. A newcomer whose predicted wait is over
+  its allowance is refused on arrival (``admit_within_allowance``): a refusal's
+  latency is the wait before it. Long allowances keep a margin for predictions
+  that err short: a quarter of it while no queue stands and for a call whose
+  deadline bounds its wait (``admit_wait_fraction``), three quarters for the
+  latter while the queue has been busy for less than that allowance, a burst it
+  may drain in time (``burst_wait_fraction``).
+* **A deadline bounds the wait in a standing queue too** (``deadline_bounds_wait``).
+  A queue at high load is rarely idle for 100 ms, so standing alone does not
+  tell a busy server from an overloaded one. A call with a deadline keeps its
+  deadline's budget as its allowance; it is refused when it cannot be served in
+  time, not because a queue exists.
+* **Adaptive LIFO** (same paper). FIFO while there is no standing queue; once
+  one stands, calls without a deadline are taken newest first, so the ones
+  served are those whose clients are still waiting and the stale ones age out
+  through CoDel; calls with a deadline (which says whether the client still
+  waits) oldest first. Between the two kinds, the call whose allowance ends
+  first goes first.
 * **Criticality** (Google SRE book, "Handling Overload"). Higher criticality is
   served first; when the queue is full a newcomer evicts a queued call of
   lower criticality (``PREEMPTED``); in a standing queue sheddable calls get a
@@ -46,7 +57,8 @@ rules (docs/architecture.md, "Admission"):
 Every rejection carries a pushback (``grpc-retry-pushback-ms``): the time the
 slots need to drain the current queue, from the service-time averages.
 
-Cost. Calls sit in one deque per criticality (arrival order, for FIFO/LIFO),
+Cost. Calls sit in two deques per criticality (arrival order: deadline-bounded
+calls, and the others for FIFO/LIFO),
 one CoDel heap (earliest expiry first: each call's enqueue time plus its
 allowance) and one deadline heap per method (earliest deadline first). A call removed
 through one structure is marked dead and skipped lazily by the others, and the
@@ -195,6 +207,18 @@ class AdmissionConfig:
     start at once (while the executor's limit grows, say) is served within
     deadlines instead of being shed after ``codel_interval_s``."""
 
+    deadline_bounds_wait: bool = True
+    """A call with a deadline keeps its deadline's budget as its allowance in a standing
+    queue too, and such calls are served oldest first; CoDel's short target and
+    adaptive LIFO then apply to calls without a deadline only. LIFO and the short
+    target exist because a server cannot tell which queued calls are still wanted;
+    a deadline tells it, so those calls are kept exactly as long as they can still
+    finish in time and no longer. Without this, a queue that stands at high
+    utilization (not overload: a queue of 90% load is rarely empty for 100 ms)
+    admits only into a free slot and refuses calls it could serve well within
+    their deadlines (measurements: bench/README.md, "Deadline-bounded waits").
+    False: every call follows CoDel and LIFO once a queue stands."""
+
     admit_within_allowance: bool = True
     """Refuse a newcomer at once (``Reason.CODEL``) when its predicted wait is
     over ``admit_wait_fraction`` of its CoDel allowance: it would likely only be
@@ -207,7 +231,9 @@ class AdmissionConfig:
 
     admit_wait_fraction: float = 0.25
     """While no queue stands, admit a newcomer only if its predicted wait is within
-    this fraction of its allowance. Predictions err short under load: service
+    this fraction of its allowance; the same for a call whose deadline bounds its wait
+    once the queue has been busy for longer than that allowance (before that,
+    ``burst_wait_fraction``). Predictions err short under load: service
     times grow with the number of handlers sharing the GIL and the CPU, and a
     call admitted on a wrong prediction is dropped only after waiting its whole
     allowance (100 ms or more while the queue is not standing), a refusal as slow
@@ -216,6 +242,17 @@ class AdmissionConfig:
     used: a wrong prediction there costs at most the target (5 ms) before the call
     is dropped, while a quarter of it refused a closed loop of 16 trivial calls
     that waited ~2 ms each (bench/overhead)."""
+
+    burst_wait_fraction: float = 0.75
+    """For a call whose deadline bounds its wait (``deadline_bounds_wait``): while the
+    queue has been busy (not idle) for less than the call's allowance, admit it if its
+    predicted wait is within this fraction of that allowance, not ``admit_wait_fraction``.
+    A queue younger than a caller's budget may be a burst the server drains within it
+    (bench/soak's: 1.4 s of work queued against 2 s deadlines, served only this deep);
+    one busy for longer is overload that outlasts the calls, and there a deep queue only
+    makes every call late (bench/overload at 3x: 0.75 throughout put the p50 at 190 ms of
+    250 and cost 14% of the goodput). The queue's age is CoDel's own clock, the time since
+    it was last idle, on the caller's time scale instead of 100 ms."""
 
     recent_window_s: float = 0.5
     """Wait predictions (and pushback) take a turn's length from the calls of the method that
@@ -289,18 +326,14 @@ class AdmissionConfig:
             low=0.0,
             strict=True,
         )
-        check_number(
-            "AdmissionConfig",
-            "admit_wait_fraction",
-            self.admit_wait_fraction,
-            low=0.0,
-            strict=True,
-        )
-        if self.admit_wait_fraction > 1.0:
-            raise ValueError(
-                "AdmissionConfig.admit_wait_fraction must be <= 1 (a call predicted to outwait "
-                f"its allowance would be dropped after waiting), got {self.admit_wait_fraction!r}"
-            )
+        for name in ("admit_wait_fraction", "burst_wait_fraction"):
+            fraction = getattr(self, name)
+            check_number("AdmissionConfig", name, fraction, low=0.0, strict=True)
+            if fraction > 1.0:
+                raise ValueError(
+                    f"AdmissionConfig.{name} must be <= 1 (a call predicted to outwait its "
+                    f"allowance would be dropped after waiting), got {fraction!r}"
+                )
         if self.sheddable_target_factor > 1.0:
             raise ValueError(
                 "AdmissionConfig.sheddable_target_factor must be <= 1 (sheddable calls may not "
@@ -529,8 +562,11 @@ class AdmissionQueue(Generic[T]):
         self._live: dict[Ticket[T], _Entry[T]] = {}
         self._live_per_level = [0] * len(Criticality)
         self._queued_per_method: dict[str, int] = {}
-        # Arrival order per criticality: FIFO takes from the left, LIFO from the right.
+        # Arrival order per criticality, for calls whose wait their deadline bounds
+        # (deadline_bounds_wait): always oldest first.
         self._order: list[deque[_Entry[T]]] = [deque() for _ in Criticality]
+        # The same for the other calls: FIFO takes from the left, LIFO from the right.
+        self._open: list[deque[_Entry[T]]] = [deque() for _ in Criticality]
         # Min-heap of (expires_at, seq, entry): the CoDel expiry order.
         self._codel: list[tuple[float, int, _Entry[T]]] = []
         # Min-heaps of (deadline, seq, entry) per method, for the deadline sweep.
@@ -599,7 +635,9 @@ class AdmissionQueue(Generic[T]):
         """A worker is free: the call it should run (``None`` if none) and the calls dropped.
 
         The highest criticality is served first; within it the oldest call
-        (FIFO) or, once the queue is standing, the newest (LIFO). A candidate
+        (FIFO) or, once the queue is standing, the newest call without a
+        deadline (LIFO) or the oldest with one, whichever allowance ends first
+        (``deadline_bounds_wait``). A candidate
         whose deadline is gone or too short for its method's fastest service time
         (a probe: only gone), or that has
         outwaited CoDel, is dropped and the next one tried, so the returned
@@ -611,7 +649,7 @@ class AdmissionQueue(Generic[T]):
         chosen: Ticket[T] | None = None
         while chosen is None and self._live:
             level = next(c for c in _LEVELS_HIGH_TO_LOW if self._live_per_level[c])
-            entry = self._pop_live(level, newest=standing)
+            entry = self._pop_next(level, standing=standing)
             self._remove(entry)
             reason = self._doom_reason(entry, now)
             if reason is None:
@@ -709,7 +747,7 @@ class AdmissionQueue(Generic[T]):
         wall = None if stats is None else stats.wall_estimate()
         if wall is not None:
             target = max(target, config.target_service_multiple * wall)
-        if standing:
+        if standing and not self._bounded(ticket):
             return target * config.sheddable_target_factor if level == _SHEDDABLE else target
         floor = target if target > config.codel_interval_s else config.codel_interval_s
         budget = config.max_wait_s
@@ -727,6 +765,12 @@ class AdmissionQueue(Generic[T]):
     def depth(self) -> int:
         """Queued calls (not counting running ones)."""
         return len(self._live)
+
+    def _busy_for(self, now: float) -> float:
+        """How long the queue has not been idle (0 while it is idle)."""
+        if self._idle(now) or self._last_empty is None:
+            return 0.0
+        return now - self._last_empty
 
     def standing(self, now: float) -> bool:
         """True when the queue has not been idle at any time in the last ``codel_interval_s``.
@@ -820,7 +864,7 @@ class AdmissionQueue(Generic[T]):
         return Reason.DEADLINE_SHORT
 
     def _would_outwait(self, ticket: Ticket[T], now: float, running: int | None) -> bool:
-        """Is the newcomer's predicted wait over ``admit_wait_fraction`` of its allowance?
+        """Is the newcomer's predicted wait over the admitted fraction of its allowance?
 
         Each call that must start first (queued ahead, or running beyond the
         workers less one for the newcomer) takes one worker's turn: S / W.
@@ -840,10 +884,17 @@ class AdmissionQueue(Generic[T]):
             return False  # a slot is free for it
         standing = self.standing(now)
         allowance = self._allowance(ticket, level, now, standing)
-        # In a standing queue a wrong prediction costs at most the short target before the
-        # call is dropped; only the long allowance of a queue that is not standing needs
-        # the margin (admit_wait_fraction).
-        fraction = 1.0 if standing else self._config.admit_wait_fraction
+        # In a standing queue a wrong prediction costs a call without a deadline at most the
+        # short target before it is dropped; only long allowances need the margin
+        # (admit_wait_fraction), deeper while the queue is younger than the allowance (a
+        # burst, burst_wait_fraction).
+        config = self._config
+        if not self._bounded(ticket):
+            fraction = 1.0 if standing else config.admit_wait_fraction
+        elif self._busy_for(now) < allowance:
+            fraction = config.burst_wait_fraction
+        else:
+            fraction = config.admit_wait_fraction
         return turns * hold / workers > fraction * allowance
 
     def _doom_reason(self, entry: _Entry[T], now: float) -> Reason | None:
@@ -932,18 +983,42 @@ class AdmissionQueue(Generic[T]):
             if level >= newcomer:
                 return None
             if self._live_per_level[level]:
-                entry = self._pop_live(level, newest=False)
+                entry = self._pop_oldest(level)
                 self._remove(entry)
                 return entry.ticket
         return None
 
-    def _pop_live(self, level: int, *, newest: bool) -> _Entry[T]:
-        """Pop the oldest or newest live entry of a level known to have one."""
-        order = self._order[level]
-        while True:
-            entry = order.pop() if newest else order.popleft()
-            if entry.live:
-                return entry
+    def _pop_next(self, level: int, *, standing: bool) -> _Entry[T]:
+        """Pop the call to serve next of a level known to have one.
+
+        No standing queue: the oldest. A standing one: of the oldest deadline-bounded
+        call and the newest other call (LIFO), the one whose allowance ends first.
+        """
+        bounded = _live_end(self._order[level], newest=False)
+        other = _live_end(self._open[level], newest=standing)
+        if bounded is None:
+            pick_bounded = False
+        elif other is None:
+            pick_bounded = True
+        elif standing:
+            pick_bounded = bounded.expires_at <= other.expires_at
+        else:
+            pick_bounded = bounded.seq < other.seq
+        if pick_bounded:
+            return self._order[level].popleft()
+        return self._open[level].pop() if standing else self._open[level].popleft()
+
+    def _pop_oldest(self, level: int) -> _Entry[T]:
+        """Pop the oldest live entry of a level known to have one."""
+        bounded = _live_end(self._order[level], newest=False)
+        other = _live_end(self._open[level], newest=False)
+        if other is None or (bounded is not None and bounded.seq < other.seq):
+            return self._order[level].popleft()
+        return self._open[level].popleft()
+
+    def _bounded(self, ticket: Ticket[T]) -> bool:
+        """Does the call's deadline bound its wait even in a standing queue?"""
+        return ticket.deadline is not None and self._config.deadline_bounds_wait
 
     def _idle(self, now: float) -> bool:
         """Empty, and nothing shed for overload within the CoDel interval."""
@@ -962,7 +1037,7 @@ class AdmissionQueue(Generic[T]):
         self._live[ticket] = entry
         self._live_per_level[level] += 1
         self._queued_per_method[method] = self._queued_per_method.get(method, 0) + 1
-        self._order[level].append(entry)
+        (self._order if self._bounded(ticket) else self._open)[level].append(entry)
         heapq.heappush(self._codel, (entry.expires_at, entry.seq, entry))
         due = entry.expires_at - _DUE_SLACK_S
         if ticket.deadline is not None:
@@ -998,6 +1073,7 @@ class AdmissionQueue(Generic[T]):
     def _compact(self) -> None:
         """Drop dead entries everywhere: O(stored), once per ``queue_limit`` removals."""
         self._order = [deque(e for e in order if e.live) for order in self._order]
+        self._open = [deque(e for e in order if e.live) for order in self._open]
         self._codel = [item for item in self._codel if item[2].live]
         heapq.heapify(self._codel)
         deadlines: dict[str, list[tuple[float, int, _Entry[T]]]] = {}
@@ -1012,7 +1088,7 @@ class AdmissionQueue(Generic[T]):
     def _stored_entries(self) -> int:
         """Entries held by all structures, dead ones included (tests check the bound)."""
         return (
-            sum(len(order) for order in self._order)
+            sum(len(order) for order in (*self._order, *self._open))
             + len(self._codel)
             + sum(len(heap) for heap in self._deadlines.values())
         )
@@ -1027,3 +1103,16 @@ class AdmissionQueue(Generic[T]):
             return []
         pushback = self.pushback_ms(now)
         return [Rejection(ticket, reason, pushback) for ticket, reason in dropped]
+
+
+def _live_end(order: deque[_Entry[T]], *, newest: bool) -> _Entry[T] | None:
+    """The live entry at one end of ``order`` (dead ones there are discarded), or None."""
+    while order:
+        entry = order[-1] if newest else order[0]
+        if entry.live:
+            return entry
+        if newest:
+            order.pop()
+        else:
+            order.popleft()
+    return None

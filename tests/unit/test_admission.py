@@ -31,6 +31,10 @@ SHED, DEFAULT, CRIT = Criticality.SHEDDABLE, Criticality.DEFAULT, Criticality.CR
 # with a service-time target of 1x and no wait bound at offer. That rule has its own tests.
 UNBOUNDED_WAIT: dict[str, Any] = {"target_service_multiple": 1.0, "admit_within_allowance": False}
 
+# The prediction examples use one admission fraction, a quarter, for every queue age:
+# the deeper one for a young queue (burst_wait_fraction) has its own test.
+QUARTER: dict[str, Any] = {"burst_wait_fraction": 0.25}
+
 # While no queue stands, a call without a deadline may wait max_wait_s (10 s by default). The
 # CoDel examples bound that at the interval (the rule before deadline-bound waits) so a queue
 # turns standing and sheds within a few hundred simulated milliseconds; the deadline-bound
@@ -593,7 +597,7 @@ def test_without_probes_a_slow_spell_ages_out_of_the_window() -> None:
 
 
 def test_without_a_standing_queue_a_call_may_wait_most_of_its_deadline() -> None:
-    q: AdmissionQueue[str] = AdmissionQueue()
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(deadline_bounds_wait=False))
     q.record_service_time("m", 0.025, now=0.0)
     q.record_service_time("m", 0.040, now=0.0)  # fastest 25 ms
     assert q.offer(ticket("ten", 0.0, deadline=10.0), 0.0) == []
@@ -605,6 +609,45 @@ def test_without_a_standing_queue_a_call_may_wait_most_of_its_deadline() -> None
     assert reasons(q.expire(2.9751)) == {"three": Reason.DEADLINE_SHORT}  # 24.9 ms left
     t, dropped = q.take(5.0)
     assert (t and t.item, dropped) == ("ten", [])
+
+
+def test_in_a_standing_queue_a_deadline_still_bounds_the_wait() -> None:
+    """deadline_bounds_wait (the default): a queue that stands at high load does not cut a
+    call with a deadline to the 5 ms target; calls without one still get it."""
+    q: AdmissionQueue[str] = AdmissionQueue()
+    q.record_service_time("m", 0.025, now=0.0)
+    q.record_service_time("m", 0.040, now=0.0)  # fastest 25 ms
+    assert q.offer(ticket("anchor", 0.0, deadline=10.0), 0.0) == []
+    assert q.standing(0.2)
+    assert q.allowance(ticket("new", 0.2, deadline=0.45), 0.2, standing=True) == pytest.approx(
+        0.225  # 250 ms left less the fastest 25 ms
+    )
+    assert q.allowance(ticket("open", 0.2), 0.2, standing=True) == 0.005
+    assert q.offer(ticket("new", 0.2, deadline=0.45), 0.2, running=0) == []
+    assert q.offer(ticket("open", 0.2), 0.2, running=0) == []
+    # 100 ms later the call without a deadline has outwaited its 5 ms; the other waits on.
+    assert reasons(q.expire(0.3)) == {"open": Reason.CODEL}
+    taken, dropped = take_all(q, 0.3)
+    assert (taken, dropped) == (["anchor", "new"], [])
+
+
+def test_in_a_standing_queue_bounded_calls_go_oldest_first_beside_lifo_for_the_rest() -> None:
+    """Deadline calls are served in arrival order; the others newest first; between the
+    two, whichever allowance ends first."""
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(**UNBOUNDED_WAIT))
+    q.record_service_time("m", 0.010, now=0.0)  # target = 10 ms (1 x the mean)
+    assert q.offer(ticket("anchor", 0.0, deadline=10.0), 0.0) == []
+    now = 0.2
+    assert q.standing(now)
+    for name, deadline in (("d1", 1.0), ("o1", None), ("d2", 0.6), ("o2", None)):
+        assert (
+            q.offer(ticket(name, now, deadline=None if deadline is None else now + deadline), now)
+            == []
+        )
+    # anchor's allowance ended at 10 s - fastest, o2's at 0.21: o2 (newest open) first,
+    # then o1 (open, same 0.21, but o2 is newest), then the bounded ones oldest first.
+    taken, dropped = take_all(q, now + 0.001)
+    assert (taken, dropped) == (["o2", "o1", "anchor", "d1", "d2"], [])
 
 
 @pytest.mark.parametrize(
@@ -633,26 +676,35 @@ def test_a_burst_that_cannot_start_at_once_waits_within_its_deadlines(
 
 
 @pytest.mark.parametrize(
-    ("method", "deadline_in", "standing", "crit", "expected"),
+    ("method", "deadline_in", "standing", "crit", "expected", "bounds"),
     [
-        ("m", None, False, DEFAULT, 10.0),  # no deadline: max_wait_s
-        ("m", 60.0, False, DEFAULT, 10.0),  # capped at max_wait_s
-        ("m", 2.0, False, DEFAULT, 1.8),  # the budget: 2 s left less the fastest 0.2 s
-        ("m", 2.0, False, SHED, 1.8),  # criticality counts only once a queue stands
-        ("m", 0.25, False, DEFAULT, 0.1),  # a 50 ms budget: never below the interval
-        ("m", 0.1, False, DEFAULT, 0.1),  # no budget at all: still the interval
-        ("slow", 2.1, False, DEFAULT, 0.2),  # or the target, when that is longer
-        ("m", 2.0, True, DEFAULT, 0.04),  # standing: the target (0.1 x the 0.4 s mean)
-        ("m", None, True, CRIT, 0.04),
-        ("m", 2.0, True, SHED, 0.02),  # x sheddable_target_factor
-        ("new", 2.0, False, DEFAULT, 2.0),  # no sample yet: the whole time left
-        ("new", 2.0, True, DEFAULT, 0.005),
+        ("m", None, False, DEFAULT, 10.0, True),  # no deadline: max_wait_s
+        ("m", 60.0, False, DEFAULT, 10.0, True),  # capped at max_wait_s
+        ("m", 2.0, False, DEFAULT, 1.8, True),  # the budget: 2 s left less the fastest 0.2 s
+        ("m", 2.0, False, SHED, 1.8, True),  # criticality counts only once a queue stands
+        ("m", 0.25, False, DEFAULT, 0.1, True),  # a 50 ms budget: never below the interval
+        ("m", 0.1, False, DEFAULT, 0.1, True),  # no budget at all: still the interval
+        ("slow", 2.1, False, DEFAULT, 0.2, True),  # or the target, when that is longer
+        ("m", 2.0, True, DEFAULT, 1.8, True),  # standing, but the deadline bounds the wait
+        ("m", 2.0, True, SHED, 1.8, True),
+        ("m", 2.0, True, DEFAULT, 0.04, False),  # standing: the target (0.1 x the 0.4 s mean)
+        ("m", None, True, CRIT, 0.04, True),  # no deadline: the target
+        ("m", 2.0, True, SHED, 0.02, False),  # x sheddable_target_factor
+        ("m", None, True, SHED, 0.02, True),
+        ("new", 2.0, False, DEFAULT, 2.0, True),  # no sample yet: the whole time left
+        ("new", 2.0, True, DEFAULT, 2.0, True),
+        ("new", 2.0, True, DEFAULT, 0.005, False),
     ],
 )
 def test_allowance(
-    method: str, deadline_in: float | None, standing: bool, crit: Criticality, expected: float
+    method: str,
+    deadline_in: float | None,
+    standing: bool,
+    crit: Criticality,
+    expected: float,
+    bounds: bool,
 ) -> None:
-    q: AdmissionQueue[str] = AdmissionQueue()
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(deadline_bounds_wait=bounds))
     q.record_service_time("m", 0.2, now=0.0)
     q.record_service_time("m", 0.6, now=0.0)  # mean 0.4 s, fastest 0.2 s
     q.record_service_time("slow", 2.0, now=0.0)  # target 0.2 s
@@ -670,7 +722,7 @@ def test_a_call_started_without_queueing_is_an_idle_moment() -> None:
     so a shed moments later does not make it a standing queue it never was."""
 
     def after_a_shed(*, started_at: float | None) -> AdmissionQueue[str]:
-        q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1))
+        q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1, **QUARTER))
         q.record_service_time("m", 0.010, now=0.0)
         assert q.offer(ticket("a", 0.0), 0.0, running=0) == []
         assert q.take(0.0)[0] is not None  # the queue was last seen idle at 0.0
@@ -804,7 +856,7 @@ def test_wait_predictions_count_slot_hold_times_not_wall_times(
     holds: tuple[float, ...], admitted: int
 ) -> None:
     """An I/O-bound method holds a CPU slot for a sliver of its wall time: slots free quickly."""
-    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2, **QUARTER))
     q.record_service_time("m", SLOW_S, now=0.0)
     for hold in holds:
         q.record_hold_time("m", hold, now=0.0)
@@ -943,6 +995,7 @@ configs = st.builds(
     target_service_multiple=st.sampled_from([0.0, 1.0, 2.0]),
     sheddable_target_factor=st.sampled_from([0.5, 1.0]),
     admit_within_allowance=st.just(False),
+    deadline_bounds_wait=st.booleans(),
     max_wait_s=st.sampled_from([0.05, 0.2, 10.0]),  # below, above and far above the interval
     service_window_s=st.sampled_from([0.05, 0.5, 5.0]),  # runs last up to ~4 s
     deadline_probe_s=st.sampled_from([0.01, 0.25]),
@@ -991,12 +1044,15 @@ class Model:
         target = c.codel_target_s
         if estimate is not None:
             target = max(target, c.target_service_multiple * estimate)
-        if standing:
+        if standing and not self.bounded(t):
             return target * (c.sheddable_target_factor if t.criticality is SHED else 1.0)
-        budget = c.max_wait_s  # while no queue stands: the deadline's budget, capped ...
+        budget = c.max_wait_s  # the deadline budget, capped (no queue stands, or bounded)
         if t.deadline is not None:
             budget = min(budget, t.deadline - now - (self.fastest(t.method, now) or 0.0))
         return max(budget, c.codel_interval_s, target)  # ... and never below the interval
+
+    def bounded(self, t: Ticket[int]) -> bool:
+        return t.deadline is not None and self.config.deadline_bounds_wait
 
     def standing(self, now: float) -> bool:
         interval = self.config.codel_interval_s
@@ -1136,13 +1192,26 @@ class Model:
         assert self.runnable(t, now)
         self.leave(t, "taken")
         assert all(o.criticality <= t.criticality for o in self.queued)
-        same_level = [o.item for o in self.queued if o.criticality == t.criticality]
+        same_level = [o for o in self.queued if o.criticality == t.criticality]
+        bounded = [o for o in same_level if self.bounded(o)]
+        others = [o for o in same_level if not self.bounded(o)]
         if same_level:
-            self.taken_by_mode["lifo" if standing else "fifo"] += 1
-        if standing:  # newest first
-            assert all(item < t.item for item in same_level)
-        else:  # oldest first
-            assert all(item > t.item for item in same_level)
+            self.taken_by_mode["lifo" if standing and not self.bounded(t) else "fifo"] += 1
+        if not standing:  # oldest first
+            assert all(o.item > t.item for o in same_level)
+        elif self.bounded(t):  # the oldest bounded call, its allowance ending first
+            assert all(o.item > t.item for o in bounded)
+            if others:
+                newest = max(others, key=lambda o: o.item)
+                assert self.expiry(t) <= self.expiry(newest) + 1e-9
+        else:  # the newest other call, its allowance ending before the oldest bounded one's
+            assert all(o.item < t.item for o in others)
+            if bounded:
+                oldest = min(bounded, key=lambda o: o.item)
+                assert self.expiry(t) <= self.expiry(oldest) + 1e-9
+
+    def expiry(self, t: Ticket[int]) -> float:
+        return t.enqueued_at + self.allow[t]
 
 
 @settings(deadline=None, max_examples=120, derandomize=True)
@@ -1234,7 +1303,7 @@ BUDGET_100MS = 0.110
 def test_newcomer_refused_at_once_when_its_predicted_wait_is_over_a_quarter_of_its_allowance(
     deadline: float, admitted: int
 ) -> None:
-    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2, **QUARTER))
     q.record_service_time("m", 0.010, now=0.0)  # not standing: allowance = deadline budget
     # Both workers busy: a call with k queued ahead waits k + 1 turns of 10 ms / 2 workers.
     for i in range(admitted):  # waits of 5, 10, ... ms, up to a quarter of the budget
@@ -1247,7 +1316,7 @@ def test_newcomer_refused_at_once_when_its_predicted_wait_is_over_a_quarter_of_i
 
 
 def test_free_workers_shorten_the_predicted_wait() -> None:
-    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2, **QUARTER))
     q.record_service_time("m", 0.010, now=0.0)
     # Nothing running: the first two calls start at once, five more fit the 25 ms.
     for i in range(7):
@@ -1257,7 +1326,7 @@ def test_free_workers_shorten_the_predicted_wait() -> None:
 
 def test_without_a_running_count_every_worker_counts_as_busy() -> None:
     def admitted(running: int | None) -> int:
-        q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
+        q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2, **QUARTER))
         q.record_service_time("m", 0.010, now=0.0)
         tickets = [ticket(f"t{i}", 0.0, deadline=BUDGET_100MS) for i in range(20)]
         if running is None:
@@ -1269,7 +1338,8 @@ def test_without_a_running_count_every_worker_counts_as_busy() -> None:
 
 
 def test_standing_queue_admits_a_slow_call_only_into_a_free_worker() -> None:
-    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2))
+    """Calls whose wait no deadline bounds (deadline_bounds_wait off here)."""
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=2, deadline_bounds_wait=False))
     q.record_service_time("m", 0.040, now=0.0)  # target = max(5 ms, 0.1 x 40 ms) = 5 ms
     assert q.offer(ticket("anchor", 0.0, deadline=10.0), 0.0, running=2) == []
     now = 0.2  # the queue has not been empty for 200 ms: standing
@@ -1284,7 +1354,7 @@ def test_standing_queue_admits_a_slow_call_only_into_a_free_worker() -> None:
 
 
 def test_standing_queue_still_queues_calls_short_enough_to_wait() -> None:
-    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=8))
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=8, deadline_bounds_wait=False))
     q.record_service_time("m", 0.001, now=0.0)  # 1 ms calls: a turn is 0.125 ms
     assert q.offer(ticket("anchor", 0.0, deadline=10.0), 0.0, running=8) == []
     now = 0.2
@@ -1298,7 +1368,7 @@ def test_standing_queue_still_queues_calls_short_enough_to_wait() -> None:
 
 
 def test_critical_newcomer_counts_only_calls_at_or_above_its_level() -> None:
-    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1))
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1, **QUARTER))
     q.record_service_time("m", 0.010, now=0.0)  # allowance 100 ms: waits up to 25 ms admitted
 
     def offer(name: str, crit: Criticality) -> list[Rejection[str]]:
@@ -1343,10 +1413,41 @@ def test_property_refused_on_arrival_only_when_no_worker_is_free_for_it(
     allowance = q.allowance(new, now, standing=q.standing(now))
     turns = queued + running - workers + 1  # worker turns before "new" could start
     turn_s = service_s if hold_s is None else hold_s  # a turn is a slot's hold time
+    busy_for = now if queued else 0.0  # the queue has not been idle since 0
+    if deadline is None:  # CoDel: the whole (short) target in a standing queue
+        fraction = 1.0 if q.standing(now) else 0.25
+    else:  # a young queue may be a burst: deeper
+        fraction = 0.75 if busy_for < allowance else 0.25
     refused = q.offer(new, now, running=running) != []
-    assert refused == (turns > 0 and turns * turn_s / workers > 0.25 * allowance)
+    assert refused == (turns > 0 and turns * turn_s / workers > fraction * allowance)
 
 
 def test_no_bound_before_the_first_service_sample() -> None:
     q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1, queue_limit=50))
     assert all(q.offer(ticket(f"t{i}", 0.0), 0.0) == [] for i in range(50))
+
+
+def test_a_queue_younger_than_a_callers_budget_admits_deeper() -> None:
+    """burst_wait_fraction: a queue busy for less than a call's allowance may be a burst
+    drained in time (bench/soak); one busy for longer is overload, and only a quarter."""
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1))
+    q.record_service_time("m", 0.010, now=0.0)  # a turn: 10 ms on the one worker
+
+    def depth(now: float, deadline_in: float) -> int:
+        """How many newcomers, behind the one running call, are admitted at ``now``."""
+        for i in range(500):
+            if q.offer(ticket(f"n{now}-{i}", now, deadline=now + deadline_in), now, running=1):
+                return i
+        raise AssertionError("never refused")
+
+    assert q.offer(ticket("anchor", 0.0, deadline=100.0), 0.0, running=1) == []  # busy from 0
+    # A young queue: 1 s budgets (0.99 s allowance, 10 ms fastest), 0.75 of it is 74 turns,
+    # the anchor's included.
+    assert depth(0.0, 1.0) == 73
+    assert reasons(q.expire(1.2)) == {f"n0.0-{i}": Reason.DEADLINE_GONE for i in range(73)}
+    # The anchor kept it busy for 1.2 s, longer than a 1 s caller's budget: a quarter, 24.
+    assert depth(1.2, 1.0) == 23
+    # A caller with a 2 s budget still meets a queue younger than that: 0.75 of 1.99 s.
+    assert q.offer(ticket("two", 1.2, deadline=3.2), 1.2, running=1) == []
+    # A call without a deadline follows CoDel in the standing queue: 5 ms, refused.
+    assert reasons(q.offer(ticket("open", 1.2), 1.2, running=1)) == {"open": Reason.CODEL}
