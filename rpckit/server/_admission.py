@@ -813,8 +813,7 @@ class AdmissionQueue(Generic[T]):
         config = self._config
         work_s = 0.0
         for method, count in self._queued_per_method.items():
-            stats = self._service.get(method)
-            estimate = None if stats is None else stats.predicted_hold(now, config)
+            estimate = self.predicted_hold(method, now)
             work_s += count * (config.codel_target_s if estimate is None else estimate)
         drain_ms = math.ceil(1000.0 * work_s / self._workers)
         return min(config.pushback_max_ms, max(1, drain_ms))

@@ -219,9 +219,10 @@ class ConcurrencyLimit:
         """
         if not math.isfinite(lag_s):
             raise ValueError(f"lag must be finite, got {lag_s!r}")
-        self._samples.append(max(0.0, lag_s))
+        lag_s = max(0.0, lag_s)
+        self._samples.append(lag_s)
         if quiet:
-            self._quiet.append((now, max(0.0, lag_s)))
+            self._quiet.append((now, lag_s))
         self._saturated = self._saturated or saturated
         running = self._limit if busy is None else busy
         self._busiest = max(self._busiest, running)
