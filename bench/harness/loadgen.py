@@ -474,6 +474,21 @@ class Outstanding:
 SPREAD_REDIALS = 64
 
 
+def even_channels(requested: int, processes: int) -> int:
+    """How many connections a sender opens to a server of ``processes`` processes: the
+    multiple of ``processes`` nearest ``requested`` (at least one each), so that round robin
+    over them, once spread (`spread_plan`), gives every process the same share of the calls.
+    4 connections over 3 processes land 2:1:1, and with two senders as 4:2:2 at worst: the
+    crowded process then gets half the load, refuses some of it while the others idle, and
+    the bench measures the spread instead of the server. rpckit's own client balances calls
+    over the processes by their load reports (pure)."""
+    if requested < 1 or processes < 1:
+        raise ValueError("requested and processes must be >= 1")
+    if processes == 1:
+        return requested
+    return processes * max(1, round(requested / processes))
+
+
 def spread_plan(pids: Sequence[int], processes: int) -> int | None:
     """Which connection to redial so that ``pids`` (the server process behind each connection)
     spread evenly over ``processes`` processes, or None when they already do: as many distinct

@@ -20,7 +20,14 @@ from typing import Any
 
 from bench.harness import procs
 from bench.harness.health_probe import HealthProbe, HealthSummary
-from bench.harness.loadgen import LoadGenerator, RunResult, Target, Work, poisson_schedule
+from bench.harness.loadgen import (
+    LoadGenerator,
+    RunResult,
+    Target,
+    Work,
+    even_channels,
+    poisson_schedule,
+)
 from bench.harness.neighbour import Neighbour, neighbour_core
 from bench.harness.stats import (
     HandlerTotals,
@@ -60,7 +67,7 @@ class Running:
         return Target(
             protocol=self.spec.protocol,
             address=self.process.address,
-            channels_per_sender=channels_per_sender,
+            channels_per_sender=even_channels(channels_per_sender, self.processes),
             processes=self.processes,
         )
 

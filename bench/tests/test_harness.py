@@ -19,6 +19,7 @@ from bench.harness.loadgen import (
     Work,
     check_loopback,
     deal_round_robin,
+    even_channels,
     poisson_schedule,
     senders_for,
     spread_plan,
@@ -450,3 +451,20 @@ def test_health_probe_summary_counts_serving_and_slowest() -> None:
     assert 10.0 < summary.p99_ms <= 60.0
     empty = summarize_probes([])
     assert (empty.probes, empty.p99_ms, empty.max_ms) == (0, None, None)
+
+
+@pytest.mark.parametrize(
+    ("requested", "processes", "channels"),
+    [(4, 1, 4), (4, 2, 4), (4, 3, 3), (4, 4, 4), (4, 5, 5), (8, 3, 9), (1, 3, 3), (6, 4, 8)],
+)
+def test_even_channels_is_a_multiple_of_the_processes_nearest_the_request(
+    requested: int, processes: int, channels: int
+) -> None:
+    assert even_channels(requested, processes) == channels
+    # Spread, every process then holds the same number of a sender's connections.
+    assert channels % processes == 0
+
+
+def test_even_channels_refuses_nonsense() -> None:
+    with pytest.raises(ValueError, match=">= 1"):
+        even_channels(0, 3)
