@@ -652,7 +652,8 @@ class AdmissionExecutor(concurrent.futures.Executor):
             late = now - started - PROBE_SLEEP_S
             waited_for_a_core = own.run_delay_s(tid) - delay_before
             spawn = 0
-            # Of the wait for a core, only this server's share of the busy CPU is ours.
+            # Of the wait for a core, only this server's share of the busy CPU is ours,
+            # and only as far as the cores are short (`_cpu`).
             others = waited_for_a_core * (1.0 - machine.fraction())
             with self._lock:
                 # Demand beyond the limit: calls wait for room, or (in a standing
