@@ -96,7 +96,7 @@ def counted_lag(
 class ConcurrencyConfig:
     """Parameters of :class:`ConcurrencyLimit`; validated on construction."""
 
-    target_lag_s: float = 0.0020
+    target_lag_s: float = 0.0030
     """Dispatch lag (p90 over a window) above which the limit shrinks. What is left
     of a refusal's latency, once refusals come on arrival, is the dispatcher's
     wait for the GIL; bench/README.md, "Measurements behind the defaults", has

@@ -19,13 +19,13 @@ from rpckit.server._concurrency import (
     counted_lag,
 )
 
-CONFIG = ConcurrencyConfig()  # 2 ms target, grow below 1.2 ms, 250 ms windows, 5+ samples
+CONFIG = ConcurrencyConfig()  # 3 ms target, grow below 1.8 ms, 250 ms windows, 5+ samples
 # Lags (window p90s) in each band of the default config:
-IDLE = 0.0002  # below SLOW_START_BELOW x target (0.5 ms): the limit doubles if calls wait
-QUICK = 0.0008  # between that and increase_below x target (1.2 ms): it grows by one
-HOLD = 0.0016  # between 1.2 ms and the 2 ms target: it holds
-LAGGING = 0.004  # over the target, below FAST_DECREASE_ABOVE x target (6 ms): x decrease
-CONVOY = 0.010  # over 6 ms: it halves
+IDLE = 0.0002  # below SLOW_START_BELOW x target (0.75 ms): the limit doubles if calls wait
+QUICK = 0.0012  # between that and increase_below x target (1.8 ms): it grows by one
+HOLD = 0.0024  # between 1.8 ms and the 3 ms target: it holds
+LAGGING = 0.005  # over the target, below FAST_DECREASE_ABOVE x target (9 ms): x decrease
+CONVOY = 0.012  # over 9 ms: it halves
 
 
 def feed(
@@ -165,7 +165,7 @@ def test_a_lag_between_the_growth_band_and_the_target_holds() -> None:
     limit = ConcurrencyLimit(8, 0.0)
     now = feed(limit, LAGGING, saturated=True, start=0.0, windows=1)
     held = limit.limit
-    feed(limit, HOLD, saturated=True, start=now, windows=10)  # 1.2 ms < p90 <= 2 ms
+    feed(limit, HOLD, saturated=True, start=now, windows=10)  # 1.8 ms < p90 <= 3 ms
     assert limit.limit == held
 
 
