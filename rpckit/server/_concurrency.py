@@ -100,7 +100,7 @@ class ConcurrencyConfig:
     """Dispatch lag (p90 over a window) above which the limit shrinks. What is left
     of a refusal's latency, once refusals come on arrival, is the dispatcher's
     wait for the GIL; bench/README.md, "Measurements behind the defaults", has
-    the measurements behind 2 ms."""
+    the measurements behind 3 ms."""
 
     increase_below: float = 0.6
     """The limit grows only while the lag p90 is below this fraction of the
