@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 from rpckit.core._auth import AuthPolicy
 from rpckit.core._http_limits import HttpLimits
 from rpckit.server._config import ConfigError, ServerConfig, TlsConfig
+from rpckit.server._cpu import usable_cpus
 
 __all__ = ["main"]
 
@@ -348,11 +349,7 @@ def _add_lockdown_flags(serve: argparse.ArgumentParser) -> None:
 
 def auto_workers() -> int:
     """``--workers auto``: the cores this process may run on, plus one."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return cores + 1
+    return len(usable_cpus()) + 1
 
 
 def _workers(text: str) -> int:

@@ -92,23 +92,25 @@ def usable_cpus() -> frozenset[int]:
 def machine_busy_s(cpus: Collection[int] | None = None) -> float | None:
     """CPU seconds the given CPUs (all of them: None) spent busy since boot
     (``/proc/stat``), or None off Linux."""
-    try:
-        with open("/proc/stat", "rb") as stat:
-            lines = stat.read().split(b"\n")
-    except OSError:
-        return None
     wanted = {b"cpu"} if cpus is None else {b"cpu%d" % cpu for cpu in cpus}
     ticks = 0
     found = False
-    for line in lines:
-        if not line.startswith(b"cpu"):
-            break  # the cpu lines come first
-        fields = line.split()
-        if fields[0] not in wanted or len(fields) < 9:
-            continue
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[1:9])
-        ticks += user + nice + system + irq + softirq + steal
-        found = True
+    try:
+        with open("/proc/stat", "rb") as stat:
+            # The cpu lines come first; stop there, before the long interrupt counts.
+            for line in stat:
+                if not line.startswith(b"cpu"):
+                    break
+                fields = line.split()
+                if fields[0] not in wanted or len(fields) < 9:
+                    continue
+                user, nice, system, _idle, _iowait, irq, softirq, steal = (
+                    int(f) for f in fields[1:9]
+                )
+                ticks += user + nice + system + irq + softirq + steal
+                found = True
+    except OSError:
+        return None
     return ticks / os.sysconf("SC_CLK_TCK") if found else None
 
 
@@ -134,12 +136,11 @@ class CpuShare:
     ) -> None:
         if processes < 1:
             raise ValueError(f"CpuShare processes must be >= 1, got {processes!r}")
+        cpus = usable_cpus()
         if read_machine is None:
-            cpus = usable_cpus()
             read_machine = functools.partial(machine_busy_s, cpus)
-            cores = len(cpus) if cores is None else cores
         self._processes = processes
-        self._cores = cores if cores is not None else (os.cpu_count() or 1)
+        self._cores = len(cpus) if cores is None else cores
         self._clock = clock
         self._read_machine = read_machine
         self._read_own = read_own
