@@ -35,7 +35,7 @@ def queue_up(turns: Turns, order: list[str], name: str, *, first: bool = False) 
 
 
 def test_an_idle_turn_is_taken_at_once_and_given_back() -> None:
-    turns = Turns(lease_s=1.0)
+    turns = Turns(lease_s=1.0, max_wait_s=60.0)
     token = turns.acquire()
     assert turns._holder is token
     turns.release(token)
@@ -44,7 +44,7 @@ def test_an_idle_turn_is_taken_at_once_and_given_back() -> None:
 
 
 def test_turns_are_handed_over_in_arrival_order() -> None:
-    turns = Turns(lease_s=10.0)
+    turns = Turns(lease_s=10.0, max_wait_s=60.0)
     held = turns.acquire()
     order: list[str] = []
     threads = [queue_up(turns, order, name) for name in ("a", "b", "c")]
@@ -59,7 +59,7 @@ def test_turns_are_handed_over_in_arrival_order() -> None:
 
 def test_a_holder_past_its_lease_lets_the_next_one_in_once() -> None:
     clock = Clock()
-    turns = Turns(lease_s=0.05, clock=clock)
+    turns = Turns(lease_s=0.05, max_wait_s=60.0, clock=clock)
     stuck = turns.acquire()
     order: list[str] = []
     first, second = queue_up(turns, order, "first"), queue_up(turns, order, "second")
@@ -77,7 +77,7 @@ def test_a_holder_past_its_lease_lets_the_next_one_in_once() -> None:
 
 def test_a_lease_counts_from_when_the_turn_was_taken_not_from_when_one_queued() -> None:
     clock = Clock()
-    turns = Turns(lease_s=0.2, clock=clock)
+    turns = Turns(lease_s=0.2, max_wait_s=60.0, clock=clock)
     holder = turns.acquire()
     order: list[str] = []
     thread = queue_up(turns, order, "waiter")
@@ -88,8 +88,49 @@ def test_a_lease_counts_from_when_the_turn_was_taken_not_from_when_one_queued() 
     assert turns.expired == 0
 
 
+def test_a_request_that_waited_its_longest_leaves_the_line_and_goes_on_without_a_turn() -> None:
+    """The worst input: a line that stands (overload). Waiting is bounded; the line
+    does not become a queue in front of admission control."""
+    clock = Clock()
+    turns = Turns(lease_s=10.0, max_wait_s=0.005, clock=clock)
+    holder = turns.acquire()
+    got: list[object | None] = []
+    waiter = threading.Thread(target=lambda: got.append(turns.acquire()))
+    waiter.start()
+    wait_until_waiting(turns, 1)
+    clock.now = 0.006  # past its longest wait; it sees so within its own timed wait
+    waiter.join(timeout=10)
+    assert got == [None]
+    assert turns.gave_up == 1
+    assert len(turns._line) == 0
+    assert turns._holder is holder  # the holder keeps its turn
+    turns.release(None)  # going on without a turn: nothing to give back
+    assert turns._holder is holder
+    turns.release(holder)
+    assert turns._holder is None
+    assert turns.acquire() is not None  # the line recovers: an idle turn is taken at once
+
+
+def test_a_turn_hold_without_a_turn_steps_outside_and_back_without_taking_one() -> None:
+    clock = Clock()
+    turns = Turns(lease_s=10.0, max_wait_s=0.005, clock=clock)
+    holder = turns.acquire()
+    holds: list[TurnHold] = []
+    thread = threading.Thread(target=lambda: holds.append(TurnHold(turns)))
+    thread.start()
+    wait_until_waiting(turns, 1)
+    clock.now = 1.0
+    thread.join(timeout=10)
+    (hold,) = holds
+    with hold.outside():
+        pass
+    assert turns._holder is holder  # it did not queue again for a turn it never had
+    hold.release()
+    assert turns._holder is holder
+
+
 def test_a_turn_hold_steps_outside_and_comes_back_first() -> None:
-    turns = Turns(lease_s=10.0)
+    turns = Turns(lease_s=10.0, max_wait_s=60.0)
     hold = TurnHold(turns)
     order: list[str] = []
     stepped_out = threading.Event()
@@ -117,7 +158,7 @@ def test_a_turn_hold_steps_outside_and_comes_back_first() -> None:
 
 
 def test_nested_outside_gives_back_nothing_twice() -> None:
-    turns = Turns(lease_s=10.0)
+    turns = Turns(lease_s=10.0, max_wait_s=60.0)
     hold = TurnHold(turns)
     with hold.outside(), hold.outside():
         assert turns._holder is None
@@ -126,9 +167,11 @@ def test_nested_outside_gives_back_nothing_twice() -> None:
     assert turns._holder is None
 
 
-def test_lease_must_be_positive() -> None:
+def test_lease_and_longest_wait_must_be_positive() -> None:
     with pytest.raises(ValueError, match="lease_s"):
         Turns(lease_s=0)
+    with pytest.raises(ValueError, match="max_wait_s"):
+        Turns(lease_s=1.0, max_wait_s=0)
 
 
 def test_apps_opt_in() -> None:

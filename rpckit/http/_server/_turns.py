@@ -26,6 +26,16 @@ others when the holder waits instead of computing:
   gets a turn too (the holder goes on without one), so a slow client or an
   unexpected wait delays the line at most that long.
 
+The line itself is bounded in time, not in length: a request that has waited
+``max_wait_s`` for its turn leaves the line and goes on without one. Turns
+order requests that would otherwise fight for the GIL; they must not become a
+queue of their own. Under overload (bench/overload's seed profile through the
+shim at 3x) an unbounded line grew to ~250 ms, in front of admission control:
+every request reached admission with its route's timeout nearly spent, most
+were served too late to count, 80-90% of the handlers' CPU was wasted and
+goodput fell to 3-48 req/s. With the bound, overload reaches the admission
+queue, where CoDel and the deadlines see it.
+
 Threads here wait on their own lock, handed over explicitly: no thread wakes
 to find the turn taken.
 """
@@ -40,6 +50,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = [
+    "MAX_LINE_WAIT_S",
     "OUTSIDE_TURN_ENVIRON_KEY",
     "QUICK_CALL_S",
     "RECEIVED_AT_ENVIRON_KEY",
@@ -72,6 +83,12 @@ OutsideTurn = Callable[[], contextlib.AbstractContextManager[Any]]
 #: bounds what its slow calls cost until then.
 QUICK_CALL_S = 0.001
 
+#: How long a request waits in line for a turn before it goes on without one.
+#: bench/shim's 32 busy connections on one core wait a few ms in line at most;
+#: a longer wait means the line has become a standing queue (overload), which
+#: belongs to admission control, not here.
+MAX_LINE_WAIT_S = 0.005
+
 #: Weight of the newest sample in a call's run-time average.
 _QUICK_ALPHA = 0.2
 
@@ -90,30 +107,44 @@ class _Waiter:
 
 
 class Turns:
-    """Turns handed out in arrival order, one holder at a time, with a lease (module docstring)."""
+    """Turns handed out in arrival order, one holder at a time, with a lease and a bounded
+    wait in line (module docstring)."""
 
-    def __init__(self, *, lease_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        lease_s: float,
+        max_wait_s: float = MAX_LINE_WAIT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not lease_s > 0:
             raise ValueError(f"Turns lease_s must be > 0, got {lease_s!r}")
+        if not max_wait_s > 0:
+            raise ValueError(f"Turns max_wait_s must be > 0, got {max_wait_s!r}")
         self.lease_s = lease_s
+        self.max_wait_s = max_wait_s
         self._clock = clock
         self._mutex = threading.Lock()
         self._holder: object | None = None  # the current holder's token
         self._since = 0.0  # when it got the turn
         self._line: collections.deque[_Waiter] = collections.deque()
         self.expired = 0  # leases that ran out (holders that kept the turn too long)
+        self.gave_up = 0  # requests that waited max_wait_s in line and went on without a turn
 
-    def acquire(self, *, first: bool = False) -> object:
-        """Wait for a turn; returns the token to :meth:`release` it with.
+    def acquire(self, *, first: bool = False) -> object | None:
+        """Wait for a turn; returns the token to :meth:`release` it with, or None if the
+        wait reached ``max_wait_s`` (go on without a turn; releasing None does nothing).
 
         ``first``: go to the head of the line, for a request coming back from
         outside its turn (it had waited its turn already).
         """
         with self._mutex:
+            now = self._clock()
             if self._holder is None:
                 token = object()
-                self._holder, self._since = token, self._clock()
+                self._holder, self._since = token, now
                 return token
+            give_up_at = now + self.max_wait_s
             waiter = _Waiter()
             if first:
                 self._line.appendleft(waiter)
@@ -124,13 +155,19 @@ class Turns:
                 with self._mutex:
                     if self._holder is waiter:
                         return waiter
-                    wait_s = self._since + self.lease_s - self._clock()
-                    if wait_s <= 0:  # the holder outstayed its lease: the line moves on
+                    now = self._clock()
+                    lease_left = self._since + self.lease_s - now
+                    if lease_left <= 0:  # the holder outstayed its lease: the line moves on
                         self.expired += 1
                         self._hand_over()
                         if self._holder is waiter:
                             return waiter
-                        wait_s = self.lease_s
+                        lease_left = self.lease_s
+                    if now >= give_up_at:  # a standing line: leave it, go on without a turn
+                        self._line.remove(waiter)
+                        self.gave_up += 1
+                        return None
+                    wait_s = min(lease_left, give_up_at - now)
                 if waiter.lock.acquire(timeout=wait_s):
                     return waiter  # handed over (only a hand-over releases this lock)
         except BaseException:  # interrupted while waiting: leave the line, pass the turn on
@@ -141,8 +178,11 @@ class Turns:
                     self._line.remove(waiter)
             raise
 
-    def release(self, token: object) -> None:
-        """Give the turn back (or nothing, if its lease ran out and it was handed on)."""
+    def release(self, token: object | None) -> None:
+        """Give the turn back (or nothing, if its lease ran out and it was handed on, or if
+        ``token`` is None: no turn was had)."""
+        if token is None:
+            return
         with self._mutex:
             if self._holder is token:
                 self._hand_over()
@@ -180,7 +220,7 @@ class TurnHold:
         """Run the body without the turn (it may block); then wait for a turn at the head
         of the line (this request had waited its turn once already)."""
         token, self._token = self._token, None
-        if token is None:  # already outside (nested): nothing to give back
+        if token is None:  # no turn held (nested, or it went without one): nothing to give back
             yield
             return
         self._turns.release(token)
