@@ -321,17 +321,24 @@ class AdmissionExecutor(concurrent.futures.Executor):
         """Admit in-process work (the HTTP shim's calls) as a call with ``facts``.
 
         Same queue, policy, limit and threads as gRPC calls. ``fn`` runs on a
-        handler thread; when admission rejects it, it runs on the side pool with
-        a verdict (:func:`current_verdict`) that rpckit's handler wrapper
-        answers without calling the handler. RuntimeError after shutdown.
+        handler thread; when admission rejects it, it runs with a verdict
+        (:func:`current_verdict`) that rpckit's handler wrapper answers without
+        calling the handler: refused on arrival, in this thread before this
+        returns (its caller waits for the answer anyway, and under overload --
+        when refusals come by the hundred a second -- two thread hand-offs per
+        refusal cost the CPU the admitted calls need); refused later, after
+        waiting, on the side pool. RuntimeError after shutdown.
         """
-        done = _FutureDone()
-        self._admit(_Work(fn, (), {}, done, facts), self._clock())
-        return done.future
+        work = _Work(fn, (), {}, _FutureDone(), facts)
+        own = self._admit(work, self._clock(), keep_own=True)
+        if own is not None:
+            self._reject(own, here=True)
+        return cast("_FutureDone", work.done).future
 
-    def _admit(self, work: _Work, now: float) -> None:
+    def _admit(self, work: _Work, now: float, *, keep_own: bool = False) -> Rejection[_Work] | None:
         """Start ``work`` on an idle thread if there is room and nothing waits; else offer
-        it to the admission queue (queued, or refused)."""
+        it to the admission queue (queued, or refused). ``keep_own``: ``work``'s own
+        refusal, if any, is returned for the caller to answer instead of being answered."""
         facts = work.facts
         with self._lock:
             if self._shutdown:
@@ -347,7 +354,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 handler.direct = (work, self._start(facts, now))
                 queue.note_started(now)
                 handler.wake.release()
-                return
+                return None
             ticket = Ticket(
                 item=work,
                 method=facts.method,
@@ -361,7 +368,13 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 self._sweep_wake.notify()
                 self._probe_wake.notify()
         self._spawn(spawn)
+        own = None
+        if keep_own:
+            own = next((r for r in rejections if r.ticket.item is work), None)
+            if own is not None:
+                rejections = [r for r in rejections if r is not own]
         self._reject_all(rejections)
+        return own
 
     def run_now(self, fn: Callable[[], Any], facts: CallFacts) -> bool:
         """Run in-process work in the calling thread if admission would start it at once.
@@ -697,18 +710,35 @@ class AdmissionExecutor(concurrent.futures.Executor):
             return
         load = self.load_pair()
         for rejection in rejections:
-            work = rejection.ticket.item
-            if self._on_reject is not None:
-                self._on_reject(work.facts, rejection)
-            code, details = rejection_status(rejection)
-            trailers = ((PUSHBACK_METADATA_KEY, str(rejection.pushback_ms)), load)
-            if abort_queued(work.args, code, details, trailers):
-                work.done.finish()
-                continue
-            try:
-                self._side_pool.submit(self._run, work, rejection)
-            except RuntimeError:  # side pool already shut down: the server is gone
-                work.done.finish()
+            self._reject(rejection, load=load)
+
+    def _reject(
+        self,
+        rejection: Rejection[_Work],
+        *,
+        here: bool = False,
+        load: tuple[str, bytes] | None = None,
+    ) -> None:
+        """Answer a refused call: grpcio aborts a queued gRPC call itself; other work runs
+        with the verdict, in this thread (``here``) or on the side pool."""
+        work = rejection.ticket.item
+        if self._on_reject is not None:
+            self._on_reject(work.facts, rejection)
+        code, details = rejection_status(rejection)
+        trailers = (
+            (PUSHBACK_METADATA_KEY, str(rejection.pushback_ms)),
+            self.load_pair() if load is None else load,
+        )
+        if abort_queued(work.args, code, details, trailers):
+            work.done.finish()
+            return
+        if here:
+            self._run(work, rejection)
+            return
+        try:
+            self._side_pool.submit(self._run, work, rejection)
+        except RuntimeError:  # side pool already shut down: the server is gone
+            work.done.finish()
 
     @staticmethod
     def _run(work: _Work, verdict: Verdict) -> None:

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from rpckit.server._admission import AdmissionConfig, Criticality
-from rpckit.server._executor import AdmissionExecutor, CallFacts
+from rpckit.server._admission import AdmissionConfig, Criticality, Reason, Rejection
+from rpckit.server._executor import AdmissionExecutor, CallFacts, current_verdict
 
 METHOD = "/pkg.Service/Method"
 
@@ -156,3 +156,24 @@ def test_counts_even_when_the_work_raises(executor: AdmissionExecutor) -> None:
         executor.run_now(boom, facts())
     assert executor.load_report().in_flight == 0
     assert executor.run_now(lambda: None, facts()) is True
+
+
+def test_a_call_refused_on_arrival_is_answered_in_the_callers_thread(
+    executor: AdmissionExecutor, clock: Clock
+) -> None:
+    """The worst input: a refusal storm (overload through the HTTP shim). A call refused on
+    arrival costs no thread hand-off: its verdict is answered before submit_call returns."""
+    seen: list[tuple[str, Rejection[object] | None]] = []
+
+    def work() -> None:
+        seen.append((threading.current_thread().name, current_verdict()))
+
+    future = executor.submit_call(work, facts(deadline=clock() - 1.0))
+    assert future.done()
+    ((thread, verdict),) = seen
+    assert thread == threading.current_thread().name
+    assert verdict is not None
+    assert verdict.reason is Reason.DEADLINE_GONE
+    assert current_verdict() is None  # not left behind in the caller's thread
+    done = executor.submit_call(lambda: None, facts())  # the executor goes on serving
+    done.result(timeout=10)
