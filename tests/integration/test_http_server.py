@@ -171,11 +171,13 @@ class TurnAware:
         self.release = threading.Event()
         self.entered = threading.Event()
         self.saw_key: list[bool] = []
+        self.paths: list[str] = []
 
     def __call__(self, environ: Environ, start_response: Any) -> list[bytes]:
         outside = environ.get(OUTSIDE_TURN_ENVIRON_KEY)
         self.saw_key.append(outside is not None)
         path = environ["PATH_INFO"]
+        self.paths.append(path)
         if path == "/slow":
             assert outside is not None
             with outside():
@@ -227,6 +229,32 @@ def test_a_request_that_waits_does_not_hold_up_the_others(path: str) -> None:
         waiting.join(timeout=20)
     assert status == 200
     assert took < (0.15 if path == "/slow" else 2.0)
+
+
+def test_a_standing_line_of_turns_is_refused_503_unparsed_and_the_server_serves_on() -> None:
+    """The worst input for turns: a line that never drains (here a holder stuck in its
+    turn; under overload, a front end short of CPU). Requests leaving it get a fast 503
+    with Retry-After instead of piling onto the GIL; once the line moves, all is served."""
+    app = TurnAware()
+    options = {"turn_lease_s": 30.0, "turn_max_wait_s": 0.001, "turn_standing_s": 0.0}
+    with serving(app, threads=4, **options) as (host, port):
+        stuck = threading.Thread(target=fetch, args=(host, port, "/stuck"))
+        stuck.start()
+        assert app.entered.wait(timeout=10)
+        connection = http.client.HTTPConnection(host, port, timeout=20)
+        connection.request("POST", "/quick", body=b'{"a": 1}')
+        reply = connection.getresponse()
+        body = reply.read()
+        connection.close()
+        app.release.set()
+        stuck.join(timeout=20)
+        status, _ = fetch(host, port, "/after")
+    assert reply.status == 503
+    assert reply.getheader("Retry-After") == "1"
+    assert reply.will_close
+    assert body == b"server overloaded: try again shortly\n"
+    assert status == 200
+    assert "/quick" not in app.paths  # refused before the app saw it
 
 
 def test_a_client_that_connects_and_waits_does_not_hold_up_the_others() -> None:

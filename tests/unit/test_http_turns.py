@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rpckit.http._server._turns import QuickCalls, TurnHold, Turns, yields_turns
+from rpckit.http._server._turns import REFUSED, QuickCalls, TurnHold, Turns, yields_turns
 
 
 def wait_until_waiting(turns: Turns, count: int) -> None:
@@ -111,6 +111,56 @@ def test_a_request_that_waited_its_longest_leaves_the_line_and_goes_on_without_a
     assert turns.acquire() is not None  # the line recovers: an idle turn is taken at once
 
 
+def leave_line(turns: Turns, clock: Clock, at: float, *, first: bool = False) -> object | None:
+    """What a request that queues at ``at`` and waits ``max_wait_s`` in line gets."""
+    clock.now = at
+    got: list[object | None] = []
+    thread = threading.Thread(target=lambda: got.append(turns.acquire(first=first)))
+    thread.start()
+    wait_until_waiting(turns, 1)
+    clock.now = at + turns.max_wait_s
+    thread.join(timeout=10)
+    assert len(got) == 1
+    return got[0]
+
+
+def test_a_stall_lets_waiters_go_on_a_standing_line_refuses_them_and_it_recovers() -> None:
+    """Worst inputs: a short stall (nobody may be refused for it) and overload (the line
+    never drains: refusing is what keeps the process's threads off the GIL)."""
+    clock = Clock()
+    turns = Turns(lease_s=60.0, max_wait_s=0.005, standing_s=0.1, clock=clock)
+    holder = turns.acquire()  # a holder that keeps the turn: the line cannot move
+    assert leave_line(turns, clock, 0.0) is None  # a stall: on without a turn
+    assert leave_line(turns, clock, 0.05) is None  # still within standing_s of the first
+    # Requests kept leaving, no gap of standing_s: the line stands, newcomers are refused ...
+    assert leave_line(turns, clock, 0.1) is REFUSED
+    assert leave_line(turns, clock, 0.15) is REFUSED
+    # ... but never one coming back with its answer.
+    assert leave_line(turns, clock, 0.2, first=True) is None
+    assert (turns.gave_up, turns.refused) == (3, 2)
+    # Nobody had to leave for standing_s: the next stall is a new one, and nobody is refused.
+    assert leave_line(turns, clock, 0.4) is None
+    assert leave_line(turns, clock, 0.45) is None
+    turns.release(holder)
+    assert turns._holder is None
+
+
+def test_a_refused_turn_hold_holds_nothing() -> None:
+    clock = Clock()
+    turns = Turns(lease_s=60.0, max_wait_s=0.005, standing_s=0.0, clock=clock)
+    holder = turns.acquire()
+    holds: list[TurnHold] = []
+    thread = threading.Thread(target=lambda: holds.append(TurnHold(turns)))
+    thread.start()
+    wait_until_waiting(turns, 1)
+    clock.now = 1.0
+    thread.join(timeout=10)
+    (hold,) = holds
+    assert hold.refused
+    hold.release()
+    assert turns._holder is holder
+
+
 def test_a_turn_hold_without_a_turn_steps_outside_and_back_without_taking_one() -> None:
     clock = Clock()
     turns = Turns(lease_s=10.0, max_wait_s=0.005, clock=clock)
@@ -172,6 +222,8 @@ def test_lease_and_longest_wait_must_be_positive() -> None:
         Turns(lease_s=0)
     with pytest.raises(ValueError, match="max_wait_s"):
         Turns(lease_s=1.0, max_wait_s=0)
+    with pytest.raises(ValueError, match="standing_s"):
+        Turns(lease_s=1.0, standing_s=-1)
 
 
 def test_apps_opt_in() -> None:

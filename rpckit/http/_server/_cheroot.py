@@ -23,7 +23,8 @@ on pays a new TCP connection. :class:`TunedWsgiServer` changes three things:
   selector; the limit is the caller's (``keep_alive_connections``);
 * **turns** (optional, :mod:`rpckit.http._server._turns`): each request is read,
   answered and written in a turn, handed out in arrival order; the environ
-  carries the way to step outside it;
+  carries the way to step outside it; a request refused from a standing line
+  is answered 503 with ``Retry-After`` before it is parsed;
 * **heads gathered, limits checked** (:mod:`rpckit.core._http_limits`): on
   plain TCP a request's head is read from whatever the socket has, without
   blocking; an incomplete head goes back to the selector (its bytes kept on
@@ -62,6 +63,9 @@ from rpckit.http._server._turns import (
 __all__ = ["TunedWsgiServer"]
 
 _log = logging.getLogger("rpckit.http")
+
+#: The answer to a request refused from a standing line of turns, before it is parsed.
+OVERLOADED = HeadRefused("503 Service Unavailable", "server overloaded: try again shortly")
 
 
 class _HeadHoldingWriter(makefile.StreamWriter):
@@ -212,11 +216,15 @@ class _Connection(server.HTTPConnection):
             # A slow client (one that connects, then waits): served as cheroot
             # would, without a turn -- a turn waiting on a socket holds up the line.
             return cast(Any, super()).communicate()
-        self.turn = turns.hold()
+        turn = turns.hold()
+        if turn.refused:  # the line stands: the front end is short of CPU (see _turns)
+            self._refuse(OVERLOADED)
+            return False
+        self.turn = turn
         try:
             return cast(Any, super()).communicate()
         finally:
-            self.turn.release()
+            turn.release()
             self.turn = None
 
     def _gather_head(self, limits: HttpLimits) -> bool | None:
@@ -279,10 +287,11 @@ class _Connection(server.HTTPConnection):
 
     def _refuse(self, refused: HeadRefused) -> None:
         """Answer ``refused`` (the connection is closed after it)."""
-        _log.debug("refused a request head: %s (%s)", refused.status, refused.reason)
+        _log.debug("refused a request: %s (%s)", refused.status, refused.reason)
         body = f"{refused.reason}\n".encode("ascii")
+        retry = "Retry-After: 1\r\n" if refused is OVERLOADED else ""
         head = (
-            f"HTTP/1.1 {refused.status}\r\nContent-Type: text/plain\r\n"
+            f"HTTP/1.1 {refused.status}\r\nContent-Type: text/plain\r\n{retry}"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         ).encode("ascii")
         with contextlib.suppress(OSError):  # the client left: nothing to tell it

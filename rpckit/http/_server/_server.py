@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from rpckit.core._http_limits import HttpLimits
-from rpckit.http._server._turns import Turns, yields_turns
+from rpckit.http._server._turns import MAX_LINE_WAIT_S, STANDING_LINE_S, Turns, yields_turns
 from rpckit.server._config import TlsConfig
 from rpckit.server._errors import ConfigError
 from rpckit.server._tls import CertificateReloader
@@ -79,6 +79,8 @@ class HttpServer:
     for the next request (0: hand it back to the selector at once, as stock
     cheroot does). ``turn_lease_s``: the lease of the turns an app that
     :func:`~rpckit.http._server._turns.yields_turns` is served with; None: no turns.
+    ``turn_max_wait_s``, ``turn_standing_s``: the longest wait in line for a turn, and how
+    long requests must have been leaving the line before the next are refused 503 (``Turns``).
     ``limits``: what a request may send (:class:`~rpckit.core._http_limits.HttpLimits`;
     default: gunicorn's header limits, a 64 KiB head, 10 s to send it, 10 MiB bodies).
     ``tls``: serve HTTPS with these certificate files (a ``client_ca`` requires client
@@ -96,6 +98,8 @@ class HttpServer:
         reuse_port: bool = False,
         linger_s: float = DEFAULT_LINGER_S,
         turn_lease_s: float | None = DEFAULT_TURN_LEASE_S,
+        turn_max_wait_s: float = MAX_LINE_WAIT_S,
+        turn_standing_s: float = STANDING_LINE_S,
         limits: HttpLimits | None = None,
         tls: TlsConfig | None = None,
     ) -> None:
@@ -120,7 +124,7 @@ class HttpServer:
             max_lingering=threads - max(1, threads // 4) if linger_s > 0 else 0,
             keep_alive_connections=KEEP_ALIVE_CONNECTIONS,
             turns=(
-                Turns(lease_s=turn_lease_s)
+                Turns(lease_s=turn_lease_s, max_wait_s=turn_max_wait_s, standing_s=turn_standing_s)
                 if turn_lease_s is not None and yields_turns(app)
                 else None
             ),

@@ -27,14 +27,29 @@ others when the holder waits instead of computing:
   unexpected wait delays the line at most that long.
 
 The line itself is bounded in time, not in length: a request that has waited
-``max_wait_s`` for its turn leaves the line and goes on without one. Turns
-order requests that would otherwise fight for the GIL; they must not become a
-queue of their own. Under overload (bench/overload's seed profile through the
-shim at 3x) an unbounded line grew to ~250 ms, in front of admission control:
-every request reached admission with its route's timeout nearly spent, most
-were served too late to count, 80-90% of the handlers' CPU was wasted and
-goodput fell to 3-48 req/s. With the bound, overload reaches the admission
-queue, where CoDel and the deadlines see it.
+``max_wait_s`` for its turn leaves the line. Turns order requests that would
+otherwise fight for the GIL; they must not become a queue of their own. Under
+overload (bench/overload's seed profile through the shim at 3x) an unbounded
+line grew to ~250 ms, in front of admission control: every request reached
+admission with its route's timeout nearly spent, most were served too late to
+count, 80-90% of the handlers' CPU was wasted and goodput fell to 3-56 req/s.
+
+What a request that leaves the line does depends on the line (CoDel's idea:
+a queue that does not drain within an interval is a standing one):
+
+* after a short stall (a slow holder, a collection, a busy neighbour) it goes on
+  without a turn: it can still be served in time, and refusing it would refuse
+  a call the server could serve;
+* once requests have been leaving the line for ``standing_s``, with no gap that
+  long between two of them, the server's front end itself is short of CPU.
+  A request leaving the line is then *refused* (503 with
+  ``Retry-After``, before it is parsed), not let loose: every request that goes
+  on without a turn is one more thread fighting for the GIL, so letting them
+  all loose slows every request in the process (bench/overload at 3x: requests
+  waited 60-150 ms for the GIL to leave the line, admission's predictions
+  erred short, and runs swung between 100 and 25 req/s). Refusals stop once no
+  request has had to leave the line for ``standing_s``. A request coming back
+  from outside its turn with its answer is never refused.
 
 Threads here wait on their own lock, handed over explicitly: no thread wakes
 to find the turn taken.
@@ -44,16 +59,19 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
     "MAX_LINE_WAIT_S",
     "OUTSIDE_TURN_ENVIRON_KEY",
     "QUICK_CALL_S",
     "RECEIVED_AT_ENVIRON_KEY",
+    "REFUSED",
+    "STANDING_LINE_S",
     "OutsideTurn",
     "QuickCalls",
     "TurnHold",
@@ -89,6 +107,13 @@ QUICK_CALL_S = 0.001
 #: belongs to admission control, not here.
 MAX_LINE_WAIT_S = 0.005
 
+#: How long requests must have been leaving the line (no gap this long between two) before
+#: the next ones are refused instead of let loose; also the gap that ends it (CoDel's interval).
+STANDING_LINE_S = 0.1
+
+#: What :meth:`Turns.acquire` returns to a request refused from a standing line.
+REFUSED: Final = object()
+
 #: Weight of the newest sample in a call's run-time average.
 _QUICK_ALPHA = 0.2
 
@@ -115,28 +140,37 @@ class Turns:
         *,
         lease_s: float,
         max_wait_s: float = MAX_LINE_WAIT_S,
+        standing_s: float = STANDING_LINE_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not lease_s > 0:
-            raise ValueError(f"Turns lease_s must be > 0, got {lease_s!r}")
-        if not max_wait_s > 0:
-            raise ValueError(f"Turns max_wait_s must be > 0, got {max_wait_s!r}")
+        for name, value in (("lease_s", lease_s), ("max_wait_s", max_wait_s)):
+            if not value > 0:
+                raise ValueError(f"Turns {name} must be > 0, got {value!r}")
+        if not standing_s >= 0:
+            raise ValueError(f"Turns standing_s must be >= 0, got {standing_s!r}")
         self.lease_s = lease_s
         self.max_wait_s = max_wait_s
+        self.standing_s = standing_s
         self._clock = clock
         self._mutex = threading.Lock()
         self._holder: object | None = None  # the current holder's token
         self._since = 0.0  # when it got the turn
         self._line: collections.deque[_Waiter] = collections.deque()
+        # Since when requests have been leaving the line without a gap of standing_s, and
+        # when the last one did.
+        self._stalled_since = -math.inf
+        self._last_left = -math.inf
         self.expired = 0  # leases that ran out (holders that kept the turn too long)
-        self.gave_up = 0  # requests that waited max_wait_s in line and went on without a turn
+        self.gave_up = 0  # requests that left the line after a stall and went on without a turn
+        self.refused = 0  # requests that left a standing line and were refused
 
     def acquire(self, *, first: bool = False) -> object | None:
-        """Wait for a turn; returns the token to :meth:`release` it with, or None if the
-        wait reached ``max_wait_s`` (go on without a turn; releasing None does nothing).
+        """Wait for a turn; returns the token to :meth:`release` it with; None if the
+        wait reached ``max_wait_s`` after a stall (go on without a turn; releasing None
+        does nothing); :data:`REFUSED` if it did in a standing line (module docstring).
 
         ``first``: go to the head of the line, for a request coming back from
-        outside its turn (it had waited its turn already).
+        outside its turn (it had waited its turn already; never refused).
         """
         with self._mutex:
             now = self._clock()
@@ -163,10 +197,9 @@ class Turns:
                         if self._holder is waiter:
                             return waiter
                         lease_left = self.lease_s
-                    if now >= give_up_at:  # a standing line: leave it, go on without a turn
+                    if now >= give_up_at:
                         self._line.remove(waiter)
-                        self.gave_up += 1
-                        return None
+                        return self._left_line(now, first=first)
                     wait_s = min(lease_left, give_up_at - now)
                 if waiter.lock.acquire(timeout=wait_s):
                     return waiter  # handed over (only a hand-over releases this lock)
@@ -187,6 +220,18 @@ class Turns:
             if self._holder is token:
                 self._hand_over()
 
+    def _left_line(self, now: float, *, first: bool) -> object | None:
+        """A request waited ``max_wait_s``: let it go on without a turn, or refuse it if
+        the line has stood for ``standing_s`` (mutex held)."""
+        if now - self._last_left > self.standing_s:
+            self._stalled_since = now  # a new stall: nobody had to leave for a while
+        self._last_left = now
+        if not first and now - self._stalled_since >= self.standing_s:
+            self.refused += 1
+            return REFUSED
+        self.gave_up += 1
+        return None
+
     def _hand_over(self) -> None:
         """The next in line holds the turn now (mutex held)."""
         if self._line:
@@ -202,13 +247,19 @@ class Turns:
 
 
 class TurnHold:
-    """One request's turn: taken now, given back by :meth:`release`; :meth:`outside` steps out."""
+    """One request's turn: taken now, given back by :meth:`release`; :meth:`outside` steps out.
 
-    __slots__ = ("_token", "_turns")
+    ``refused``: the line stood and this request is to be answered 503 at once, unread
+    (it holds no turn).
+    """
+
+    __slots__ = ("_token", "_turns", "refused")
 
     def __init__(self, turns: Turns) -> None:
         self._turns = turns
-        self._token: object | None = turns.acquire()
+        token = turns.acquire()
+        self.refused = token is REFUSED
+        self._token: object | None = None if self.refused else token
 
     def release(self) -> None:
         token, self._token = self._token, None
