@@ -9,7 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from rpckit.http._server._turns import REFUSED, QuickCalls, TurnHold, Turns, yields_turns
+from rpckit.http._server._turns import (
+    REFUSED,
+    QuickCalls,
+    TurnHold,
+    Turns,
+    _Waiter,
+    yields_turns,
+)
 
 
 def wait_until_waiting(turns: Turns, count: int) -> None:
@@ -143,6 +150,23 @@ def test_a_stall_lets_waiters_go_on_a_standing_line_refuses_them_and_it_recovers
     assert leave_line(turns, clock, 0.45) is None
     turns.release(holder)
     assert turns._holder is None
+
+
+def test_a_waiter_handed_a_turn_whose_lease_ran_out_before_it_woke_goes_on() -> None:
+    """The race a starved thread meets (bench/shim, 32 connections on one core): handed the
+    turn, then passed over when its lease ran out, it then reaches its longest wait."""
+    clock = Clock()
+    turns = Turns(lease_s=0.02, max_wait_s=0.005, clock=clock)
+    turns.acquire()
+    starved, next_one = _Waiter(), _Waiter()
+    turns._line.extend([starved, next_one])
+    turns._hand_over()  # the holder leaves: the starved waiter holds the turn ...
+    clock.now = 0.05
+    turns._hand_over()  # ... its lease runs out before it wakes: the next holds it
+    with turns._mutex:
+        assert turns._left_line(starved, clock.now, first=False) is starved
+    assert turns._holder is next_one
+    assert list(turns._line) == []
 
 
 def test_a_refused_turn_hold_holds_nothing() -> None:
