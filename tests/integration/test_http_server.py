@@ -231,7 +231,9 @@ def test_a_request_that_waits_does_not_hold_up_the_others(path: str) -> None:
     assert took < (0.15 if path == "/slow" else 2.0)
 
 
-def test_a_standing_line_of_turns_is_refused_503_unparsed_and_the_server_serves_on() -> None:
+def test_a_standing_line_of_turns_is_refused_503_unparsed_and_the_server_serves_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The worst input for turns: a line that never drains (here a holder stuck in its
     turn; under overload, a front end short of CPU). Requests leaving it get a fast 503
     with Retry-After instead of piling onto the GIL; once the line moves, all is served."""
@@ -255,6 +257,8 @@ def test_a_standing_line_of_turns_is_refused_503_unparsed_and_the_server_serves_
     assert body == b"server overloaded: try again shortly\n"
     assert status == 200
     assert "/quick" not in app.paths  # refused before the app saw it
+    warnings = [r for r in caplog.records if "HTTP front end short of CPU" in r.getMessage()]
+    assert len(warnings) == 1  # the operator hears of it (once per interval)
 
 
 def test_a_client_that_connects_and_waits_does_not_hold_up_the_others() -> None:

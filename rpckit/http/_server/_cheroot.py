@@ -59,6 +59,7 @@ from rpckit.http._server._turns import (
     TurnHold,
     Turns,
 )
+from rpckit.server._bad_input import LOG_INTERVAL_S, LogInterval
 
 __all__ = ["TunedWsgiServer"]
 
@@ -219,6 +220,7 @@ class _Connection(server.HTTPConnection):
         turn = turns.hold()
         if turn.refused:  # the line stands: the front end is short of CPU (see _turns)
             self._refuse(OVERLOADED)
+            self.server.note_refused_overloaded()
             return False
         self.turn = turn
         try:
@@ -355,6 +357,21 @@ class TunedWsgiServer(wsgi.Server):
         self._lingering = 0
         self._linger_lock = threading.Lock()
         self._date = (0, b"")
+        self._overload_log = LogInterval(LOG_INTERVAL_S)
+        self._overload_lock = threading.Lock()
+
+    def note_refused_overloaded(self) -> None:
+        """Log a request refused from a standing line of turns, at most once per interval."""
+        with self._overload_lock:
+            held = self._overload_log.admit(time.monotonic())
+        if held is not None:
+            _log.warning(
+                "HTTP front end short of CPU: its requests kept waiting over %g ms for their "
+                "turn, so new ones are answered 503 with Retry-After before they are read "
+                "(%d more since the last such line); add processes (--workers) or capacity",
+                self.turns.max_wait_s * 1000 if self.turns is not None else 0,
+                held,
+            )
 
     def http_date(self) -> bytes:
         """The ``Date`` header value (RFC 9110 IMF-fixdate), formatted once a second."""
