@@ -573,16 +573,17 @@ class Shim:
         per-call hook if any, after the app's response hooks (``Dialect``)."""
         with contextlib.ExitStack() as contexts:
             hooks = self._flask
+            flask_context = None
             if hooks is not None and self.dialect.flask_request_context:
-                contexts.enter_context(hooks.request_context(environ))
+                flask_context = contexts.enter_context(hooks.request_context(environ))
             if self.config.call_context is not None:
                 contexts.enter_context(self.config.call_context(environ))
             answer = self._answer(environ, match, settings, body=body)
             if hooks is not None and self.dialect.flask_response_hooks:
-                if not self.dialect.flask_request_context:
-                    contexts.enter_context(hooks.request_context(environ))
+                if flask_context is None:
+                    flask_context = contexts.enter_context(hooks.request_context(environ))
                 status, headers, data = hooks.process_response(
-                    answer.status, answer.headers, answer.body
+                    flask_context, answer.status, answer.headers, answer.body
                 )
                 answer = _Answer(status, headers, data)
             return answer
