@@ -72,7 +72,8 @@ class HttpLimits:
 
 @dataclasses.dataclass(frozen=True)
 class HeadRefused:
-    """Answer ``status`` and close: the head is over a limit."""
+    """Answer ``status`` and close: the head is over a limit (or, from the embedded server,
+    the request is refused unread because its front end is short of CPU)."""
 
     status: str
     reason: str

@@ -169,17 +169,23 @@ def test_a_waiter_handed_a_turn_whose_lease_ran_out_before_it_woke_goes_on() -> 
     assert list(turns._line) == []
 
 
-def test_a_refused_turn_hold_holds_nothing() -> None:
-    clock = Clock()
-    turns = Turns(lease_s=60.0, max_wait_s=0.005, standing_s=0.0, clock=clock)
-    holder = turns.acquire()
+def hold_after_its_longest_wait(turns: Turns, clock: Clock) -> TurnHold:
+    """A request's TurnHold, taken while another holds the turn, once it waited its longest."""
     holds: list[TurnHold] = []
     thread = threading.Thread(target=lambda: holds.append(TurnHold(turns)))
     thread.start()
     wait_until_waiting(turns, 1)
-    clock.now = 1.0
+    clock.now += 1.0
     thread.join(timeout=10)
     (hold,) = holds
+    return hold
+
+
+def test_a_refused_turn_hold_holds_nothing() -> None:
+    clock = Clock()
+    turns = Turns(lease_s=60.0, max_wait_s=0.005, standing_s=0.0, clock=clock)
+    holder = turns.acquire()
+    hold = hold_after_its_longest_wait(turns, clock)
     assert hold.refused
     hold.release()
     assert turns._holder is holder
@@ -189,13 +195,8 @@ def test_a_turn_hold_without_a_turn_steps_outside_and_back_without_taking_one() 
     clock = Clock()
     turns = Turns(lease_s=10.0, max_wait_s=0.005, clock=clock)
     holder = turns.acquire()
-    holds: list[TurnHold] = []
-    thread = threading.Thread(target=lambda: holds.append(TurnHold(turns)))
-    thread.start()
-    wait_until_waiting(turns, 1)
-    clock.now = 1.0
-    thread.join(timeout=10)
-    (hold,) = holds
+    hold = hold_after_its_longest_wait(turns, clock)
+    assert not hold.refused  # the first to leave the line: a stall, not a standing line
     with hold.outside():
         pass
     assert turns._holder is holder  # it did not queue again for a turn it never had
