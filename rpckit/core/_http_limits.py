@@ -73,10 +73,12 @@ class HttpLimits:
 @dataclasses.dataclass(frozen=True)
 class HeadRefused:
     """Answer ``status`` and close: the head is over a limit (or, from the embedded server,
-    the request is refused unread because its front end is short of CPU)."""
+    the request is refused unread because its front end is short of CPU). ``retry_after_s``:
+    a ``Retry-After`` header for the client, if any."""
 
     status: str
     reason: str
+    retry_after_s: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,7 @@ Flask is never imported here: the app object brings its own classes.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,10 +49,10 @@ class FlaskHooks:
         entering :meth:`request_context` gave). ``Content-Length`` is left to the caller:
         hooks may change the body."""
         if self._changes_nothing(context, headers):
-            return status, [(k, v) for k, v in headers if k.lower() != "content-length"], body
+            return status, _without_content_length(headers), body
         response = self._app.response_class(body, status=status, headers=headers)
         response = self._app.process_response(response)
-        kept = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
+        kept = _without_content_length(response.headers.items())
         return int(response.status_code), kept, bytes(response.get_data())
 
     def _changes_nothing(self, context: Any, headers: list[tuple[str, str]]) -> bool:
@@ -74,3 +75,7 @@ class FlaskHooks:
         ):
             return False
         return any(name.lower() == "content-type" for name, _ in headers)
+
+
+def _without_content_length(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in headers if k.lower() != "content-length"]

@@ -305,7 +305,9 @@ class AdmissionExecutor(concurrent.futures.Executor):
         if pool is not None:
             return pool.submit(fn, *args, **kwargs)
         done = _Done()
-        self._admit(_Work(fn, args, kwargs, done, facts), now)
+        own = self._admit(_Work(fn, args, kwargs, done, facts), now)
+        if own is not None:
+            self._reject(own)
         return cast("concurrent.futures.Future[None]", done)
 
     def route(self, method: str, pool: concurrent.futures.Executor) -> None:
@@ -330,15 +332,16 @@ class AdmissionExecutor(concurrent.futures.Executor):
         waiting, on the side pool. RuntimeError after shutdown.
         """
         work = _Work(fn, (), {}, _FutureDone(), facts)
-        own = self._admit(work, self._clock(), keep_own=True)
+        own = self._admit(work, self._clock())
         if own is not None:
             self._reject(own, here=True)
         return cast("_FutureDone", work.done).future
 
-    def _admit(self, work: _Work, now: float, *, keep_own: bool = False) -> Rejection[_Work] | None:
+    def _admit(self, work: _Work, now: float) -> Rejection[_Work] | None:
         """Start ``work`` on an idle thread if there is room and nothing waits; else offer
-        it to the admission queue (queued, or refused). ``keep_own``: ``work``'s own
-        refusal, if any, is returned for the caller to answer instead of being answered."""
+        it to the admission queue (queued, or refused). ``work``'s own refusal, if any, is
+        returned for the caller to answer (:meth:`_reject`); calls the offer dropped to
+        make room are answered here."""
         facts = work.facts
         with self._lock:
             if self._shutdown:
@@ -368,12 +371,10 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 self._sweep_wake.notify()
                 self._probe_wake.notify()
         self._spawn(spawn)
-        own = None
-        if keep_own:
-            own = next((r for r in rejections if r.ticket.item is work), None)
-            if own is not None:
-                rejections = [r for r in rejections if r is not own]
-        self._reject_all(rejections)
+        if not rejections:  # the usual case: queued
+            return None
+        own = next((r for r in rejections if r.ticket.item is work), None)
+        self._reject_all([r for r in rejections if r is not own])
         return own
 
     def run_now(self, fn: Callable[[], Any], facts: CallFacts) -> bool:
@@ -706,29 +707,17 @@ class AdmissionExecutor(concurrent.futures.Executor):
     # -- refusals
 
     def _reject_all(self, rejections: list[Rejection[_Work]]) -> None:
-        if not rejections:
-            return
-        load = self.load_pair()
         for rejection in rejections:
-            self._reject(rejection, load=load)
+            self._reject(rejection)
 
-    def _reject(
-        self,
-        rejection: Rejection[_Work],
-        *,
-        here: bool = False,
-        load: tuple[str, bytes] | None = None,
-    ) -> None:
+    def _reject(self, rejection: Rejection[_Work], *, here: bool = False) -> None:
         """Answer a refused call: grpcio aborts a queued gRPC call itself; other work runs
         with the verdict, in this thread (``here``) or on the side pool."""
         work = rejection.ticket.item
         if self._on_reject is not None:
             self._on_reject(work.facts, rejection)
         code, details = rejection_status(rejection)
-        trailers = (
-            (PUSHBACK_METADATA_KEY, str(rejection.pushback_ms)),
-            self.load_pair() if load is None else load,
-        )
+        trailers = ((PUSHBACK_METADATA_KEY, str(rejection.pushback_ms)), self.load_pair())
         if abort_queued(work.args, code, details, trailers):
             work.done.finish()
             return

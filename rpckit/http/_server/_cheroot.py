@@ -66,7 +66,9 @@ __all__ = ["TunedWsgiServer"]
 _log = logging.getLogger("rpckit.http")
 
 #: The answer to a request refused from a standing line of turns, before it is parsed.
-OVERLOADED = HeadRefused("503 Service Unavailable", "server overloaded: try again shortly")
+OVERLOADED = HeadRefused(
+    "503 Service Unavailable", "server overloaded: try again shortly", retry_after_s=1
+)
 
 
 class _HeadHoldingWriter(makefile.StreamWriter):
@@ -291,7 +293,7 @@ class _Connection(server.HTTPConnection):
         """Answer ``refused`` (the connection is closed after it)."""
         _log.debug("refused a request: %s (%s)", refused.status, refused.reason)
         body = f"{refused.reason}\n".encode("ascii")
-        retry = "Retry-After: 1\r\n" if refused is OVERLOADED else ""
+        retry = "" if refused.retry_after_s is None else f"Retry-After: {refused.retry_after_s}\r\n"
         head = (
             f"HTTP/1.1 {refused.status}\r\nContent-Type: text/plain\r\n{retry}"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
