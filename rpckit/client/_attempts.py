@@ -43,6 +43,7 @@ from rpckit.client._config import BalancedChannelConfig
 from rpckit.client._feedback import Feedback, Outcome, Shape, classify, observe, plan_retry
 from rpckit.client._retry import AdaptiveThrottle, RetryBudget
 from rpckit.core._deadline import NO_DEADLINE_S, outbound_timeout
+from rpckit.core._wire import PREVIOUS_ATTEMPTS_METADATA_KEY
 from rpckit.v1 import load_pb2
 
 __all__ = [
@@ -323,7 +324,11 @@ class AttemptEngine:
         """Send one attempt: ``how`` is ``"with_call"``, ``"future"`` or ``"call"`` (a stream)."""
         inner = lease.callable(plan.method)
         start = inner if how == "call" else getattr(inner, how)
-        return start(request, timeout=plan.time_left(self._clock()), **options.grpc_kwargs())
+        kwargs = options.grpc_kwargs()
+        if plan.attempts > 1:  # a retry says so, as gRPC's own retries do
+            retried = (PREVIOUS_ATTEMPTS_METADATA_KEY, str(plan.attempts - 1))
+            kwargs["metadata"] = (*(options.metadata or ()), retried)
+        return start(request, timeout=plan.time_left(self._clock()), **kwargs)
 
     def ended(self, plan: Plan, lease: Lease, inner: Any, *, ok: bool = False) -> Outcome:
         """Classify an ended attempt and feed back (``inner``: its call or error; None: none)."""

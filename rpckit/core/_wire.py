@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "CRITICALITY_METADATA_KEY",
     "LOAD_METADATA_KEY",
+    "PREVIOUS_ATTEMPTS_METADATA_KEY",
     "PUSHBACK_METADATA_KEY",
     "REJECTION_DETAILS_PREFIX",
     "STATUS_DETAILS_METADATA_KEY",
@@ -23,6 +24,11 @@ CRITICALITY_METADATA_KEY = "rpckit-criticality"
 
 LOAD_METADATA_KEY = "rpckit-load-bin"
 """Trailer holding the server's serialized ``rpckit.v1.LoadReport``, on every response."""
+
+PREVIOUS_ATTEMPTS_METADATA_KEY = "grpc-previous-rpc-attempts"
+"""gRPC's header on a retried attempt (proposal A6): how many attempts of the call came
+before it. The balanced client sends it as gRPC's own retries do; a server counts the
+load its clients offer from first attempts only (retries amplify it)."""
 
 PUSHBACK_METADATA_KEY = "grpc-retry-pushback-ms"
 """gRPC's server pushback trailer (proposal A6): milliseconds to wait before a retry.

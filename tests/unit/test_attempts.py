@@ -221,28 +221,37 @@ class FakeMulticallable:
         self._backend = backend
         self._method = method
 
-    def _attempt(self, request: Any, timeout: float | None, *, streaming: bool) -> FakeCall:
+    def _attempt(
+        self, request: Any, timeout: float | None, metadata: Any, *, streaming: bool
+    ) -> FakeCall:
         backend = self._backend
         if self._method.kind in ("stream_unary", "stream_stream"):
             request = list(request)  # read the request stream, as grpc would
         backend.attempts.append((self._method.kind, request, timeout))
+        backend.metadata.append(tuple(metadata or ()))
         if backend.refuse_send is not None:
             raise backend.refuse_send
         step = backend.script.pop(0) if backend.script else Step()
         backend.clock.now += step.elapsed
         return FakeCall(backend, step, streaming=streaming)
 
-    def with_call(self, request: Any, timeout: float | None = None, **_: Any) -> Any:
-        call = self._attempt(request, timeout, streaming=False)
+    def with_call(
+        self, request: Any, timeout: float | None = None, metadata: Any = None, **_: Any
+    ) -> Any:
+        call = self._attempt(request, timeout, metadata, streaming=False)
         if call.code() is not OK:
             raise call
         return call.result(), call
 
-    def future(self, request: Any, timeout: float | None = None, **_: Any) -> FakeCall:
-        return self._attempt(request, timeout, streaming=False)
+    def future(
+        self, request: Any, timeout: float | None = None, metadata: Any = None, **_: Any
+    ) -> FakeCall:
+        return self._attempt(request, timeout, metadata, streaming=False)
 
-    def __call__(self, request: Any, timeout: float | None = None, **_: Any) -> FakeCall:
-        return self._attempt(request, timeout, streaming=True)
+    def __call__(
+        self, request: Any, timeout: float | None = None, metadata: Any = None, **_: Any
+    ) -> FakeCall:
+        return self._attempt(request, timeout, metadata, streaming=True)
 
 
 class FakeBackend:
@@ -253,6 +262,7 @@ class FakeBackend:
         self.clock = clock
         self.script = list(script)
         self.attempts: list[tuple[str, Any, float | None]] = []
+        self.metadata: list[tuple[Any, ...]] = []  # each attempt's request metadata
         self.refuse_send: Exception | None = None  # grpcio raising instead of sending
 
     def callable(self, method: Method) -> FakeMulticallable:
@@ -447,6 +457,20 @@ def test_a_connect_failure_is_retried_on_another_backend(name: str) -> None:
     assert (failed.outlier_success, failed.throttle_accepted) == (False, False)
     assert failed.latency is Latency.ABANDON  # a fast failure never looks fast
     assert (answered.outlier_success, pid) == (True, 99)
+
+
+def test_a_retry_tells_the_server_how_many_attempts_came_before() -> None:
+    """grpc-previous-rpc-attempts (gRPC proposal A6): a server counts the load its clients
+    offer from first attempts; the caller's own metadata goes with every attempt."""
+    r = rig({"a": [connect_failure()], "b": [connect_failure()], "c": [Step()]})
+    call = UnaryUnary(r.engine, method("unary_unary"))
+    assert call(b"req", metadata=(("x-team", "pets"),)) == "response@c"
+    sent = [r.backends.backends[a].metadata[0] for a in r.order]
+    assert sent == [
+        (("x-team", "pets"),),
+        (("x-team", "pets"), ("grpc-previous-rpc-attempts", "1")),
+        (("x-team", "pets"), ("grpc-previous-rpc-attempts", "2")),
+    ]
 
 
 @pytest.mark.parametrize("name", RETRYING)
