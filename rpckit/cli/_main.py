@@ -121,9 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--queue-limit",
         type=int,
-        default=1024,
-        help="calls allowed to wait for a CPU slot before new ones are rejected (each queued "
-        "call waits no longer than its deadline allows; this bounds memory)",
+        default=256,
+        help="calls allowed to wait for a CPU slot before new ones are rejected",
     )
     serve.add_argument(
         "--drain",

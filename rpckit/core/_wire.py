@@ -27,8 +27,8 @@ LOAD_METADATA_KEY = "rpckit-load-bin"
 
 PREVIOUS_ATTEMPTS_METADATA_KEY = "grpc-previous-rpc-attempts"
 """gRPC's header on a retried attempt (proposal A6): how many attempts of the call came
-before it. The balanced client sends it as gRPC's own retries do; a server counts the
-load its clients offer from first attempts only (retries amplify it)."""
+before it. The balanced client sends it as gRPC's own retries do, so a server or a proxy
+can tell the load clients offer (first attempts) from what retries add to it."""
 
 PUSHBACK_METADATA_KEY = "grpc-retry-pushback-ms"
 """gRPC's server pushback trailer (proposal A6): milliseconds to wait before a retry.

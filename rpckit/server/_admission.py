@@ -16,14 +16,7 @@ rules (docs/architecture.md, "Admission"):
   finish. That estimate is a windowed minimum: it forgets what it has not
   seen again for ``service_window_s``, and while it refuses every call of a
   method, one call per ``deadline_probe_s`` runs anyway to measure again. No
-  burst of slow calls can lock a method out. A call about to start while others
-  wait is also dropped if its time left is below its method's *recent mean*
-  service time (``late_start_guard``): it would likely finish late, on CPU the
-  calls behind it need.
-* **Measured turns** (``_Flow``). While calls are queued every slot is busy, so
-  the time between two starts is the rate the server really runs at; wait
-  predictions take it (recent, or in a burst the best of ``service_window_s``)
-  over one worker's share of the hold time.
+  burst of slow calls can lock a method out.
 * **A call's own deadline bounds its wait while no queue stands.** It may
   wait until its deadline leaves the method's fastest service time, capped at
   ``max_wait_s`` (and never less than ``codel_interval_s``).
@@ -41,11 +34,9 @@ rules (docs/architecture.md, "Admission"):
   its allowance is refused on arrival (``admit_within_allowance``): a refusal's
   latency is the wait before it. Long allowances keep a margin for predictions
   that err short: a quarter of it while no queue stands and for a call whose
-  deadline bounds its wait (``admit_wait_fraction``). Such a call meets a *burst*
-  while the queue has been busy for less than a few of its allowances
-  (``burst_allowances``) or is draining (``draining_ratio``): then it is refused
-  only if it surely cannot finish in time, predicted at the best rate the server
-  ran at recently, with room for its method's service time (``burst_service_margin``).
+  deadline bounds its wait (``admit_wait_fraction``), three quarters for the
+  latter while the queue has been busy for less than that allowance, a burst it
+  may drain in time (``burst_wait_fraction``).
 * **A deadline bounds the wait in a standing queue too** (``deadline_bounds_wait``).
   A queue at high load is rarely idle for 100 ms, so standing alone does not
   tell a busy server from an overloaded one. A call with a deadline keeps its
@@ -153,8 +144,7 @@ class Reason(enum.Enum):
     DEADLINE_GONE = "deadline_gone"
     """The call's deadline had passed."""
     DEADLINE_SHORT = "deadline_short"
-    """The time left was below the method's fastest recent service time; or, for a call
-    about to start while others wait, below its recent mean (``late_start_guard``)."""
+    """The time left was below the method's fastest recent service time."""
     PREEMPTED = "preempted"
     """The queue was full and a call of higher criticality took this one's place."""
 
@@ -176,7 +166,7 @@ _REASON_MESSAGES = {
     Reason.CODEL: "server overloaded: the call could not start within its allowed wait",
     Reason.PREEMPTED: "server overloaded: call shed for more critical traffic",
     Reason.DEADLINE_GONE: "deadline expired before the call could start",
-    Reason.DEADLINE_SHORT: "deadline too short for this method's recent service time",
+    Reason.DEADLINE_SHORT: "deadline too short for this method's fastest recent service time",
 }
 
 
@@ -188,12 +178,10 @@ class AdmissionConfig:
     """CPU slots the queue feeds (the executor adapts how many are open at once,
     ``set_workers``); used to predict waits and drain time (pushback)."""
 
-    queue_limit: int = 1024
-    """Hard bound on queued (not running) calls: a bound on memory (a queued call is a
-    small closure; its request is still in grpc). The wait is bounded by each call's
-    deadline and by CoDel, not by this: bench/soak's burst (2.4x capacity for 1 s
-    against 2 s deadlines) queues ~400 calls per backend, every one served in time;
-    256 refused 28-89 of them QUEUE_FULL in two runs."""
+    queue_limit: int = 256
+    """Hard bound on queued (not running) calls. CoDel does the real shedding;
+    this only bounds memory and the worst burst: 256 calls of 10 ms on 8
+    workers drain in 320 ms, within a typical client deadline."""
 
     codel_target_s: float = 0.005
     """CoDel target, the floor of the allowed wait in a standing queue.
@@ -242,66 +230,29 @@ class AdmissionConfig:
     is what lets a client retry elsewhere while its deadline still allows."""
 
     admit_wait_fraction: float = 0.25
-    """While no queue stands, admit a newcomer only if its predicted wait is within this fraction
-    of its allowance; the same for a call whose deadline bounds its wait when the queue
-    stands as overload (not a burst: ``burst_allowances``). Predictions err short under
-    load: service times grow with the number of handlers sharing the GIL and the CPU, and a
-    call admitted on a wrong prediction is dropped only after waiting its whole allowance
-    (100 ms or more while the queue is not standing), a refusal as slow as it gets; at 0.25
-    there are next to none (measurements: bench/README.md, "Measurements behind the
-    defaults"). In a standing queue the whole target is used: a wrong prediction there costs
-    at most the target (5 ms) before the call is dropped, while a quarter of it refused a
-    closed loop of 16 trivial calls that waited ~2 ms each (bench/overhead)."""
+    """While no queue stands, admit a newcomer only if its predicted wait is within
+    this fraction of its allowance; the same for a call whose deadline bounds its wait
+    once the queue has been busy for longer than that allowance (before that,
+    ``burst_wait_fraction``). Predictions err short under load: service
+    times grow with the number of handlers sharing the GIL and the CPU, and a
+    call admitted on a wrong prediction is dropped only after waiting its whole
+    allowance (100 ms or more while the queue is not standing), a refusal as slow
+    as it gets; at 0.25 there are next to none (measurements: bench/README.md,
+    "Measurements behind the defaults"). In a standing queue the whole target is
+    used: a wrong prediction there costs at most the target (5 ms) before the call
+    is dropped, while a quarter of it refused a closed loop of 16 trivial calls
+    that waited ~2 ms each (bench/overhead)."""
 
-    burst_allowances: float = 4.0
-    """For a call whose deadline bounds its wait (``deadline_bounds_wait``): a queue busy
-    (not idle) for less than this many of the call's allowances is taken for a burst's
-    backlog, and so is one that drains (``draining_ratio``); the call is then admitted
-    unless it surely cannot finish in time (``burst_service_margin``). A queue busy for
-    longer is overload that outlasts the calls: there a deep queue only makes every call
-    late, and admission keeps it shallow (``admit_wait_fraction``; bench/overload at 3x:
-    admitting three quarters deep throughout put the p50 at 190 ms of 250 and cost 14% of
-    the goodput). Four: a burst's backlog (up to one allowance of work) drains at the
-    server's spare rate, one fifth of it at 80% load, so in four allowances; and the
-    burst itself lasts a while on a shared machine, whose senders fall behind while it
-    comes (bench/soak: 2.4x capacity for 1 s, calls arriving for ~2 s, 2 s deadlines).
-    Held to a quarter after one allowance, or to three quarters throughout, that soak
-    refused hundreds of calls which, with no refusal on arrival at all, were all served
-    in time in each of five runs: a refused call comes back as a retry, later, with less
-    time and on a busier backend. The queue's age is CoDel's own clock, the time since
+    burst_wait_fraction: float = 0.75
+    """For a call whose deadline bounds its wait (``deadline_bounds_wait``): while the
+    queue has been busy (not idle) for less than the call's allowance, admit it if its
+    predicted wait is within this fraction of that allowance, not ``admit_wait_fraction``.
+    A queue younger than a caller's budget may be a burst the server drains within it
+    (bench/soak's: 1.4 s of work queued against 2 s deadlines, served only this deep);
+    one busy for longer is overload that outlasts the calls, and there a deep queue only
+    makes every call late (bench/overload at 3x: 0.75 throughout put the p50 at 190 ms of
+    250 and cost 14% of the goodput). The queue's age is CoDel's own clock, the time since
     it was last idle, on the caller's time scale instead of 100 ms."""
-
-    burst_service_margin: float = 2.0
-    """In a burst (``burst_allowances``), a deadline-bounded newcomer is refused on arrival
-    only if its predicted wait, at the best rate measured within ``service_window_s``
-    (the burst's own arrivals slow the server while they come, its backlog is served at
-    the usual rate after), leaves less than this many of its method's mean service times
-    before its deadline -- or if it is over three quarters of its allowance, whichever
-    admits more. A call that starts with less is likely to finish late, its work thrown
-    away: with 250 ms deadlines and 25 ms calls (bench/overload's seed profile) three
-    quarters of the allowance is the depth; with 2 s deadlines and 11 ms calls
-    (bench/soak) nearly all of it is usable."""
-
-    draining_ratio: float = 1.05
-    """A queue busy for more than ``burst_allowances`` is still a burst's backlog, not
-    overload, while calls start at least this many times as fast as they arrive (first
-    attempts only: a client's retries amplify load, they are not more of it; both
-    counted over ``recent_window_s``). A backlog drains only as fast as the server
-    outruns the calls that keep coming (at 80% load, one fifth of its capacity), so it
-    can stand for many seconds while every call in it is served in time. Under
-    overload calls arrive faster than they start, so this never holds; 1.05 keeps a
-    queue at exactly full load (the two rates equal, give or take noise) on the
-    shallow rule."""
-
-    late_start_guard: bool = True
-    """A call about to start from the queue while others still wait is dropped
-    (``DEADLINE_SHORT``) if its time left is below its method's recent mean service time
-    (``recent_window_s``): it would likely finish after its caller gave up, and the CPU
-    it would take is what the calls behind it need to finish in time. Only the fastest
-    service time bounds a call that nobody waits behind (it may still make it, at no
-    one's cost). Without this, admitting a burst three quarters deep into its callers'
-    budgets for four of them (``burst_allowances``) threw away 4-5% of the handler CPU at
-    bench/overload's 2x (250 ms deadlines, 25 ms calls); with it, 0.4-0.7%."""
 
     recent_window_s: float = 0.5
     """Wait predictions (and pushback) take a turn's length from the calls of the method that
@@ -375,24 +326,14 @@ class AdmissionConfig:
             low=0.0,
             strict=True,
         )
-        check_number("AdmissionConfig", "draining_ratio", self.draining_ratio, low=1.0, strict=True)
-        check_number(
-            "AdmissionConfig", "burst_allowances", self.burst_allowances, low=0.0, strict=False
-        )
-        check_number(
-            "AdmissionConfig",
-            "burst_service_margin",
-            self.burst_service_margin,
-            low=0.0,
-            strict=False,
-        )
-        fraction = self.admit_wait_fraction
-        check_number("AdmissionConfig", "admit_wait_fraction", fraction, low=0.0, strict=True)
-        if fraction > 1.0:
-            raise ValueError(
-                "AdmissionConfig.admit_wait_fraction must be <= 1 (a call predicted to outwait "
-                f"its allowance would be dropped after waiting), got {fraction!r}"
-            )
+        for name in ("admit_wait_fraction", "burst_wait_fraction"):
+            fraction = getattr(self, name)
+            check_number("AdmissionConfig", name, fraction, low=0.0, strict=True)
+            if fraction > 1.0:
+                raise ValueError(
+                    f"AdmissionConfig.{name} must be <= 1 (a call predicted to outwait its "
+                    f"allowance would be dropped after waiting), got {fraction!r}"
+                )
         if self.sheddable_target_factor > 1.0:
             raise ValueError(
                 "AdmissionConfig.sheddable_target_factor must be <= 1 (sheddable calls may not "
@@ -414,7 +355,6 @@ class Ticket(Generic[T]):
     enqueued_at: float
     deadline: float | None = None
     criticality: Criticality = Criticality.DEFAULT
-    retry: bool = False  # a client's retry: not an arrival of offered load (draining_ratio)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -502,114 +442,6 @@ class _RecentMean:
         return total / count if count >= _RECENT_MIN_SAMPLES else None
 
 
-# A burst admits at least this deep into a call's allowance, whatever its service time.
-_BURST_FLOOR = 0.75
-_FLOW_MIN_STARTS = 8  # fewer calls started within a window (or bucket): no measured rate
-_ARRIVALS, _STARTS, _QUEUED_S, _TAKEN = 1, 2, 3, 4  # fields of a _Flow bucket after its index
-
-
-class _Flow:
-    """How fast calls came and started, measured: the rate behind every wait prediction.
-
-    Per bucket (as in :class:`_RecentMean`): ``arrivals`` (every first attempt offered or
-    started at once; a client's retries amplify offered load, they are not more of it),
-    ``starts`` (every call started), and while calls were queued, for how long
-    (``queued_s``) and how many were taken from the queue meanwhile (``taken``).
-
-    While calls are queued every CPU slot is busy (a freed one takes the next call at
-    once), so ``queued_s / taken`` is the time between two starts at the rate the server
-    really runs: its measured *turn*, with no model of why (hold times, the limit, the
-    GIL, a neighbour's share of the CPU). :meth:`turn` is over ``recent_window_s``;
-    :meth:`best_turn` the shortest of any one-fifth of ``long_window_s`` (the
-    ``service_window_s``) that ran enough calls, so it forgets a rate it has not seen again
-    within that window. The owner calls :meth:`tick` at every event and sets ``queued``
-    (calls wait from this event on) after every change.
-    """
-
-    __slots__ = ("_long", "_long_s", "_recent", "_recent_s", "_since", "queued")
-
-    def __init__(self, recent_window_s: float, long_window_s: float) -> None:
-        self._recent_s = recent_window_s
-        self._long_s = long_window_s
-        # [index, arrivals, starts, queued_s, taken], oldest first
-        self._recent: deque[list[float]] = deque()
-        self._long: deque[list[float]] = deque()
-        self._since = 0.0
-        self.queued = False
-
-    def tick(self, now: float) -> list[float]:
-        """Account the queued time since the last event; the recent bucket for ``now``."""
-        if self.queued and now > self._since:
-            _add_queued(self._recent, self._since, now, self._recent_s)
-            _add_queued(self._long, self._since, now, self._long_s)
-        self._since = now
-        return _bucket(self._recent, now, self._recent_s)
-
-    def took(self, now: float, recent: list[float]) -> None:
-        """A call was taken from the queue (``recent``: :meth:`tick`'s bucket for ``now``)."""
-        recent[_STARTS] += 1.0
-        recent[_TAKEN] += 1.0
-        _bucket(self._long, now, self._long_s)[_TAKEN] += 1.0
-
-    def _sums(self, now: float) -> list[float]:
-        oldest = math.floor(now * _RECENT_BUCKETS / self._recent_s) - _RECENT_BUCKETS
-        sums = [0.0] * 5
-        for bucket in self._recent:
-            if bucket[0] >= oldest:
-                for i in range(1, 5):
-                    sums[i] += bucket[i]
-        return sums
-
-    def turn(self, now: float) -> float | None:
-        """Seconds between two starts while calls were queued, within ``recent_window_s``;
-        None with too few taken."""
-        sums = self._sums(now)
-        taken = sums[_TAKEN]
-        return sums[_QUEUED_S] / taken if taken >= _FLOW_MIN_STARTS else None
-
-    def best_turn(self, now: float) -> float | None:
-        """The shortest turn of any bucket of the long window that took enough calls."""
-        oldest = math.floor(now * _RECENT_BUCKETS / self._long_s) - _RECENT_BUCKETS
-        best: float | None = None
-        for bucket in self._long:
-            taken = bucket[_TAKEN]
-            if bucket[0] >= oldest and taken >= _FLOW_MIN_STARTS:
-                turn = bucket[_QUEUED_S] / taken
-                if best is None or turn < best:
-                    best = turn
-        return best
-
-    def draining(self, now: float, ratio: float) -> bool:
-        """Did calls start at least ``ratio`` times as fast as they arrived, recently?"""
-        sums = self._sums(now)
-        starts = sums[_STARTS]
-        return starts >= _FLOW_MIN_STARTS and starts >= ratio * sums[_ARRIVALS]
-
-
-def _add_queued(buckets: deque[list[float]], since: float, now: float, window_s: float) -> None:
-    """Add the queued time from ``since`` to ``now`` to the buckets it fell in (what is older
-    than the buckets kept is left out)."""
-    width = window_s / _RECENT_BUCKETS
-    start = max(since, now - (_RECENT_BUCKETS + 1) * width)
-    while start < now:
-        index = math.floor(start / width)
-        end = min(now, max((index + 1) * width, start + width * 1e-6))
-        _bucket(buckets, start, window_s)[_QUEUED_S] += end - start
-        start = end
-
-
-def _bucket(buckets: deque[list[float]], now: float, window_s: float) -> list[float]:
-    """The bucket of ``buckets`` (one-fifth of ``window_s`` each) for ``now``, made if new."""
-    index = float(math.floor(now * _RECENT_BUCKETS / window_s))
-    if buckets and buckets[-1][0] >= index:
-        return buckets[-1]
-    bucket = [index, 0.0, 0.0, 0.0, 0.0]
-    buckets.append(bucket)
-    if len(buckets) > _RECENT_BUCKETS + 1:
-        buckets.popleft()
-    return bucket
-
-
 class _ServiceTime:
     """What one method's calls recently took.
 
@@ -672,11 +504,6 @@ class _ServiceTime:
 
     def hold_estimate(self) -> float | None:
         return self.wall_estimate() if self.hold is None else self.hold.estimate
-
-    def recent_wall(self, now: float, config: AdmissionConfig) -> float | None:
-        """The mean wall time of the calls that ended within ``recent_window_s``; None
-        while fewer than four did."""
-        return self._recent_wall.mean(now, config.recent_window_s)
 
     def predicted_hold(self, now: float, config: AdmissionConfig) -> float | None:
         recent = self._recent_wall if self.hold is None else self._recent_hold
@@ -745,7 +572,6 @@ class AdmissionQueue(Generic[T]):
         # Min-heaps of (deadline, seq, entry) per method, for the deadline sweep.
         self._deadlines: dict[str, list[tuple[float, int, _Entry[T]]]] = {}
         self._service: dict[str, _ServiceTime] = {}
-        self._flow = _Flow(self._config.recent_window_s, self._config.service_window_s)
         self._last_empty: float | None = None
         self._last_shed = -math.inf  # last CODEL or QUEUE_FULL rejection
         self._removed_since_compact = 0
@@ -781,9 +607,6 @@ class AdmissionQueue(Generic[T]):
             raise TypeError(f"Ticket.criticality must be a Criticality, got {ticket.criticality!r}")
         if ticket in self._live:
             raise ValueError("ticket is already queued")
-        flow = self._flow.tick(now)
-        if not ticket.retry:
-            flow[_ARRIVALS] += 1.0
         dropped: _Dropped[T] = []
         reason = self._deadline_check(ticket.method, ticket.deadline, now)
         if isinstance(reason, Reason):
@@ -822,7 +645,6 @@ class AdmissionQueue(Generic[T]):
         left to :meth:`expire`, which keeps ``take`` O(1).
         """
         standing = self.standing(now)
-        flow = self._flow.tick(now)
         dropped: _Dropped[T] = []
         chosen: Ticket[T] | None = None
         while chosen is None and self._live:
@@ -830,11 +652,8 @@ class AdmissionQueue(Generic[T]):
             entry = self._pop_next(level, standing=standing)
             self._remove(entry)
             reason = self._doom_reason(entry, now)
-            if reason is None and self._live and self._likely_late(entry, now):
-                reason = Reason.DEADLINE_SHORT
             if reason is None:
                 chosen = entry.ticket
-                self._flow.took(now, flow)
             elif reason is Reason.CODEL:
                 self._shed(dropped, entry.ticket, reason, now)
             else:
@@ -848,7 +667,6 @@ class AdmissionQueue(Generic[T]):
         Cheap to call often: it returns at once while no queued call can be due.
         """
         dropped: _Dropped[T] = []
-        self._flow.tick(now)
         self._sweep_if_due(now, dropped)
         self._after_change(now)
         return self._rejections(dropped, now)
@@ -866,13 +684,8 @@ class AdmissionQueue(Generic[T]):
             # due earlier than the sweep planned for.
             self._sweep_due = min(self._sweep_due, self._deadline_due(heap[0][2].ticket, now))
 
-    def note_started(self, now: float, *, retry: bool = False) -> None:
-        """A call started at once without being queued (a slot and a thread were free);
-        ``retry``: a client's retry (not counted as offered load)."""
-        flow = self._flow.tick(now)
-        if not retry:
-            flow[_ARRIVALS] += 1.0
-        flow[_STARTS] += 1.0
+    def note_started(self, now: float) -> None:
+        """A call started at once without being queued (a slot and a thread were free)."""
         if self._idle(now):
             self._last_empty = now
 
@@ -1072,37 +885,16 @@ class AdmissionQueue(Generic[T]):
         allowance = self._allowance(ticket, level, now, standing)
         # In a standing queue a wrong prediction costs a call without a deadline at most the
         # short target before it is dropped; only long allowances need the margin
-        # (admit_wait_fraction). A deadline-bounded call in a burst is refused only if it
-        # surely cannot finish (burst_allowances, burst_service_margin).
+        # (admit_wait_fraction), deeper while the queue is younger than the allowance (a
+        # burst, burst_wait_fraction).
         config = self._config
-        flow = self._flow
         if not self._bounded(ticket):
-            limit = (1.0 if standing else config.admit_wait_fraction) * allowance
-        elif self._busy_for(now) < config.burst_allowances * allowance or flow.draining(
-            now, config.draining_ratio
-        ):
-            best = flow.best_turn(now)
-            wall = stats.recent_wall(now, config) or stats.wall_estimate() or 0.0
-            # Never stricter than three quarters of the allowance (short deadlines).
-            limit = max(_BURST_FLOOR * allowance, allowance - config.burst_service_margin * wall)
-            return turns * (hold / workers if best is None else best) > limit
+            fraction = 1.0 if standing else config.admit_wait_fraction
+        elif self._busy_for(now) < allowance:
+            fraction = config.burst_wait_fraction
         else:
-            limit = config.admit_wait_fraction * allowance
-        # A turn: as measured while calls were queued (_Flow), else one worker's share of
-        # the method's hold time.
-        turn = flow.turn(now)
-        return turns * (hold / workers if turn is None else turn) > limit
-
-    def _likely_late(self, entry: _Entry[T], now: float) -> bool:
-        """Would the call start with less time left than its method's recent mean service
-        time (``late_start_guard``)? Never for a probe, a call without a deadline, or a
-        method with too few calls ended within the window (no evidence)."""
-        ticket = entry.ticket
-        if ticket.deadline is None or entry.probe or not self._config.late_start_guard:
-            return False
-        stats = self._service.get(ticket.method)
-        wall = None if stats is None else stats.recent_wall(now, self._config)
-        return wall is not None and ticket.deadline - now < wall
+            fraction = config.admit_wait_fraction
+        return turns * hold / workers > fraction * allowance
 
     def _doom_reason(self, entry: _Entry[T], now: float) -> Reason | None:
         ticket = entry.ticket
@@ -1272,7 +1064,6 @@ class AdmissionQueue(Generic[T]):
         self._removed_since_compact += 1
 
     def _after_change(self, now: float) -> None:
-        self._flow.queued = bool(self._live)
         if self._idle(now):
             self._last_empty = now
         if self._removed_since_compact >= self._config.queue_limit:

@@ -56,7 +56,6 @@ from rpckit.core._deadline import NO_DEADLINE_S
 from rpckit.core._load import encode_load
 from rpckit.core._wire import (
     CRITICALITY_METADATA_KEY,
-    PREVIOUS_ATTEMPTS_METADATA_KEY,
     PUSHBACK_METADATA_KEY,
     REJECTION_DETAILS_PREFIX,
 )
@@ -104,7 +103,6 @@ class CallFacts:
     method: str
     deadline: float | None  # monotonic
     criticality: Criticality
-    retry: bool = False  # a client's retry of the call (grpc-previous-rpc-attempts)
 
 
 def facts_from_submit(args: tuple[Any, ...], now_mono: float, now_wall: float) -> CallFacts:
@@ -115,16 +113,13 @@ def facts_from_submit(args: tuple[Any, ...], now_mono: float, now_wall: float) -
     remaining = call.deadline_wall - now_wall
     deadline = None if remaining > NO_DEADLINE_S else now_mono + remaining
     criticality = Criticality.DEFAULT
-    retry = False
     for key, value in call.metadata:
         if key == CRITICALITY_METADATA_KEY:
             try:
                 criticality = parse_criticality(value if isinstance(value, str) else None)
             except ValueError:
                 _log.info("ignoring bad %s metadata %r on %s", key, value, call.method)
-        elif key == PREVIOUS_ATTEMPTS_METADATA_KEY:
-            retry = value != "0"  # any other value: some attempt came before
-    return CallFacts(method=call.method, deadline=deadline, criticality=criticality, retry=retry)
+    return CallFacts(method=call.method, deadline=deadline, criticality=criticality)
 
 
 class _Done:
@@ -360,7 +355,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
             ):
                 handler = self._idle.pop()
                 handler.direct = (work, self._start(facts, now))
-                queue.note_started(now, retry=facts.retry)
+                queue.note_started(now)
                 handler.wake.release()
                 return None
             ticket = Ticket(
@@ -369,7 +364,6 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 enqueued_at=now,
                 deadline=facts.deadline,
                 criticality=facts.criticality,
-                retry=facts.retry,
             )
             rejections = queue.offer(ticket, now, running=self._in_flight)
             spawn = self._dispatch()
@@ -405,7 +399,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 return False
             record = self._start(facts, now)
             self._in_flight_here += 1
-            self._queue.note_started(now, retry=facts.retry)
+            self._queue.note_started(now)
         try:
             if self._on_start is not None:
                 self._on_start(facts, 0.0)

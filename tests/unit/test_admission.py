@@ -29,16 +29,11 @@ SHED, DEFAULT, CRIT = Criticality.SHEDDABLE, Criticality.DEFAULT, Criticality.CR
 
 # The model below predates refusing on arrival: it checks queueing, CoDel drops and order,
 # with a service-time target of 1x and no wait bound at offer. That rule has its own tests.
-# Nor does it know the late-start guard (its own test below).
-UNBOUNDED_WAIT: dict[str, Any] = {
-    "target_service_multiple": 1.0,
-    "admit_within_allowance": False,
-    "late_start_guard": False,
-}
+UNBOUNDED_WAIT: dict[str, Any] = {"target_service_multiple": 1.0, "admit_within_allowance": False}
 
 # The prediction examples use one admission fraction, a quarter, for every queue age:
-# the deeper one for a burst (burst_allowances) has its own test.
-QUARTER: dict[str, Any] = {"burst_allowances": 0.0}
+# the deeper one for a young queue (burst_wait_fraction) has its own test.
+QUARTER: dict[str, Any] = {"burst_wait_fraction": 0.25}
 
 # While no queue stands, a call without a deadline may wait max_wait_s (10 s by default). The
 # CoDel examples bound that at the interval (the rule before deadline-bound waits) so a queue
@@ -116,7 +111,7 @@ def test_config_defaults_follow_fail_at_scale() -> None:
     config = AdmissionConfig()
     assert (config.codel_target_s, config.codel_interval_s) == (0.005, 0.100)
     assert config.workers == 8
-    assert config.queue_limit == 1024
+    assert config.queue_limit == 256
     assert AdmissionQueue().config == config
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.workers = 2  # type: ignore[misc]
@@ -1000,7 +995,6 @@ configs = st.builds(
     target_service_multiple=st.sampled_from([0.0, 1.0, 2.0]),
     sheddable_target_factor=st.sampled_from([0.5, 1.0]),
     admit_within_allowance=st.just(False),
-    late_start_guard=st.just(False),  # its own test: test_a_call_likely_to_finish_late_...
     deadline_bounds_wait=st.booleans(),
     max_wait_s=st.sampled_from([0.05, 0.2, 10.0]),  # below, above and far above the interval
     service_window_s=st.sampled_from([0.05, 0.5, 5.0]),  # runs last up to ~4 s
@@ -1421,14 +1415,11 @@ def test_property_refused_on_arrival_only_when_no_worker_is_free_for_it(
     turn_s = service_s if hold_s is None else hold_s  # a turn is a slot's hold time
     busy_for = now if queued else 0.0  # the queue has not been idle since 0
     if deadline is None:  # CoDel: the whole (short) target in a standing queue
-        limit = (1.0 if q.standing(now) else 0.25) * allowance
-    elif busy_for < 4 * allowance:  # a young queue may be a burst: room for 2 service times
-        limit = max(0.75 * allowance, allowance - 2 * service_s)
-    else:
-        limit = 0.25 * allowance
+        fraction = 1.0 if q.standing(now) else 0.25
+    else:  # a young queue may be a burst: deeper
+        fraction = 0.75 if busy_for < allowance else 0.25
     refused = q.offer(new, now, running=running) != []
-    # No call was taken yet, so there is no measured turn: one worker's share of the hold.
-    assert refused == (turns > 0 and turns * turn_s / workers > limit)
+    assert refused == (turns > 0 and turns * turn_s / workers > fraction * allowance)
 
 
 def test_no_bound_before_the_first_service_sample() -> None:
@@ -1437,9 +1428,8 @@ def test_no_bound_before_the_first_service_sample() -> None:
 
 
 def test_a_queue_younger_than_a_callers_budget_admits_deeper() -> None:
-    """burst_allowances: a queue busy for less than four of a call's allowances may be a
-    burst drained in time (bench/soak): admitted while it leaves two mean service times
-    (burst_service_margin); one busy for longer is overload, and only a quarter."""
+    """burst_wait_fraction: a queue busy for less than a call's allowance may be a burst
+    drained in time (bench/soak); one busy for longer is overload, and only a quarter."""
     q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1))
     q.record_service_time("m", 0.010, now=0.0)  # a turn: 10 ms on the one worker
 
@@ -1451,112 +1441,13 @@ def test_a_queue_younger_than_a_callers_budget_admits_deeper() -> None:
         raise AssertionError("never refused")
 
     assert q.offer(ticket("anchor", 0.0, deadline=100.0), 0.0, running=1) == []  # busy from 0
-    # A young queue: 1 s budgets (0.99 s allowance, 10 ms fastest) less two 10 ms service
-    # times is 97 turns, the anchor's included.
-    assert depth(0.0, 1.0) == 96
-    assert reasons(q.expire(1.2)) == {f"n0.0-{i}": Reason.DEADLINE_GONE for i in range(96)}
-    # Busy for 3.9 s, under four 1 s budgets: still a burst.
-    assert depth(3.9, 1.0) == 96
-    assert reasons(q.expire(5.0)) == {f"n3.9-{i}": Reason.DEADLINE_GONE for i in range(96)}
-    # The anchor kept it busy for 5 s, longer than four of a 1 s caller's allowances, and no
-    # call started (not draining): overload, a quarter, 24 turns.
-    assert depth(5.0, 1.0) == 23
-    # A caller with a 2 s budget still meets a queue younger than four of those.
-    assert q.offer(ticket("two", 5.0, deadline=7.0), 5.0, running=1) == []
+    # A young queue: 1 s budgets (0.99 s allowance, 10 ms fastest), 0.75 of it is 74 turns,
+    # the anchor's included.
+    assert depth(0.0, 1.0) == 73
+    assert reasons(q.expire(1.2)) == {f"n0.0-{i}": Reason.DEADLINE_GONE for i in range(73)}
+    # The anchor kept it busy for 1.2 s, longer than a 1 s caller's budget: a quarter, 24.
+    assert depth(1.2, 1.0) == 23
+    # A caller with a 2 s budget still meets a queue younger than that: 0.75 of 1.99 s.
+    assert q.offer(ticket("two", 1.2, deadline=3.2), 1.2, running=1) == []
     # A call without a deadline follows CoDel in the standing queue: 5 ms, refused.
-    assert reasons(q.offer(ticket("open", 5.0), 5.0, running=1)) == {"open": Reason.CODEL}
-
-
-def test_a_turn_is_measured_while_calls_queue_and_forgotten_after_the_window() -> None:
-    """While calls queue every slot is busy, so the time between two starts is the turn the
-    server really runs at: predictions take it over the model (hold / workers) and forget
-    it with the recent window."""
-    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1, burst_allowances=0.0))
-    q.record_service_time("m", 0.010, now=0.0)
-    q.record_hold_time("m", 0.010, now=0.0)  # the model: a 10 ms turn
-    for i in range(20):
-        assert q.offer(ticket(f"q{i}", 0.0, deadline=10.0), 0.0, running=1) == []
-    now = 0.0
-    for _ in range(10):  # the server takes one every 2 ms: five times the model's pace
-        now += 0.002
-        taken, _ = q.take(now)
-        assert taken is not None
-    # 200 ms deadline: a quarter of its 190 ms allowance is 47.5 ms. Eleven turns ahead
-    # (ten queued, one running) take 22 ms measured; the model said 110 ms.
-    assert q.offer(ticket("new", now, deadline=now + 0.2), now, running=1) == []
-    # Nothing started for a second: the measurement is gone, the model (12 x 10 ms) refuses.
-    later = now + 1.0
-    refused = q.offer(ticket("later", later, deadline=later + 0.2), later, running=1)
-    assert reasons(refused) == {"later": Reason.CODEL}
-
-
-def _backlog_admits(arrivals_per_start: int, *, retry: bool) -> bool:
-    """A backlog of 80 calls stands for a second (no burst by age: burst_allowances 0); then
-    40 start 10 ms apart, each with ``arrivals_per_start`` newcomers (queued or refused,
-    each one arrived). Is a call with a 1 s
-    deadline admitted after? A quarter of its allowance (248 ms) admits 24 turns; a burst's
-    rule (all but two 10 ms service times) 97 at the measured 10 ms."""
-    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1, burst_allowances=0.0))
-    q.record_service_time("m", 0.010, now=0.0)
-    for i in range(80):
-        assert q.offer(ticket(f"b{i}", 0.0, deadline=30.0), 0.0, running=1) == []
-    now = 1.0
-    for k in range(40):
-        now = 1.0 + 0.010 * k
-        taken, _ = q.take(now)
-        assert taken is not None
-        for j in range(arrivals_per_start):
-            q.offer(Ticket(f"a{k}-{j}", "m", now, now + 30.0, retry=retry), now, running=1)
-    return q.offer(ticket("new", now, deadline=now + 1.0), now, running=1) == []
-
-
-def test_a_draining_backlog_is_a_burst_and_a_clients_retries_are_not_offered_load() -> None:
-    """draining_ratio: a backlog that shrinks (calls start faster than they arrive) is a
-    burst's, served in time, not overload; its worst input, load that keeps pace with the
-    starts, is overload and keeps the shallow rule. Retries (grpc-previous-rpc-attempts)
-    amplify the load clients offer: they do not count as arrivals."""
-    assert _backlog_admits(0, retry=False)  # 41 turns ahead, draining: admitted
-    assert not _backlog_admits(1, retry=False)  # as many arrive as start: refused
-    assert _backlog_admits(1, retry=True)  # the same calls as retries: draining, admitted
-
-
-def _item(taken: Ticket[str] | None) -> str | None:
-    return None if taken is None else taken.item
-
-
-def test_a_call_likely_to_finish_late_is_not_started_while_others_wait() -> None:
-    """late_start_guard: a call whose time left is below its method's recent mean service
-    time is dropped at take while others wait (its CPU is theirs); alone it still runs
-    (it may make it, at no one's cost); and a slow spell's mean is forgotten with the
-    recent window, so the guard cannot lock a method out (its worst input)."""
-    config = AdmissionConfig(workers=1, admit_within_allowance=False)
-    q: AdmissionQueue[str] = AdmissionQueue(config)
-    for at in (0.0, 0.001, 0.002, 0.003):
-        q.record_service_time("m", 0.050, now=at)  # 50 ms calls; the fastest is 50 ms too
-    q.record_service_time("m", 0.010, now=0.004)  # one fast call: fastest 10 ms, mean 42 ms
-    for name, deadline in (("late", 0.030), ("fine", 0.200), ("last", 0.030)):
-        assert q.offer(ticket(name, 0.0, deadline=deadline), 0.0, running=1) == []
-    # "late" has 30 ms left: above the fastest (10 ms), below the mean (42 ms), and two
-    # others wait behind it: dropped, and "fine" runs.
-    taken, dropped = q.take(0.0)
-    assert _item(taken) == "fine"
-    assert reasons(dropped) == {"late": Reason.DEADLINE_SHORT}
-    assert dropped[0].reason.message == "deadline too short for this method's recent service time"
-    # "last" has the same 30 ms but nobody waits behind it: it runs.
-    taken, dropped = q.take(0.0)
-    assert (_item(taken), dropped) == ("last", [])
-    # A slow spell: calls of 1 s. Within the window a 300 ms call would be dropped...
-    for at in (1.0, 1.001, 1.002, 1.003):
-        q.record_service_time("m", 1.0, now=at)
-    for name in ("a", "b"):
-        assert q.offer(ticket(name, 1.004, deadline=1.304), 1.004, running=1) == []
-    taken, dropped = q.take(1.004)
-    assert (_item(taken), reasons(dropped)) == (
-        "b",
-        {"a": Reason.DEADLINE_SHORT},
-    )
-    # ... and once the spell's calls left the window (no evidence), the same call starts.
-    for name in ("c", "d"):
-        assert q.offer(ticket(name, 2.0, deadline=2.3), 2.0, running=1) == []
-    taken, dropped = q.take(2.0)
-    assert (_item(taken), dropped) == ("c", [])
+    assert reasons(q.offer(ticket("open", 1.2), 1.2, running=1)) == {"open": Reason.CODEL}
