@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 
 from rpckit.core._auth import AuthCode, AuthPolicy, AuthResult, Caller, Deny, bearer_token
-from rpckit.server._bad_input import LOG_INTERVAL_S, LogInterval
+from rpckit.server._bad_input import LOG_INTERVAL_S, SharedLogInterval
 from rpckit.server._grpc_internals import abort_queued, read_call, read_peer
 
 __all__ = ["AuthGate", "RefusalLog", "caller_of", "take_denial"]
@@ -87,15 +87,11 @@ class RefusalLog:
 
     def __init__(self, log: logging.Logger, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._log = log
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._denied = LogInterval(LOG_INTERVAL_S)
-        self._failed = LogInterval(LOG_INTERVAL_S)
+        self._denied = SharedLogInterval(LOG_INTERVAL_S, clock=clock)
+        self._failed = SharedLogInterval(LOG_INTERVAL_S, clock=clock)
 
     def __call__(self, what: str, peer: str, deny: Deny, error: BaseException | None) -> None:
-        now = self._clock()
-        with self._lock:
-            held = (self._failed if error is not None else self._denied).admit(now)
+        held = (self._failed if error is not None else self._denied).admit()
         if held is None:
             return
         more = f" ({held} more since the last report)" if held else ""

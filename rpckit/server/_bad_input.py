@@ -31,6 +31,7 @@ __all__ = [
     "LogInterval",
     "MalformedRequests",
     "ParseGuard",
+    "SharedLogInterval",
     "Unparsed",
     "describe_parse_error",
     "malformed_message",
@@ -108,6 +109,21 @@ class LogInterval:
         return held
 
 
+class SharedLogInterval:
+    """:class:`LogInterval` for many threads, on a clock: :meth:`admit` as there, now."""
+
+    def __init__(
+        self, interval_s: float = LOG_INTERVAL_S, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._interval = LogInterval(interval_s)
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def admit(self) -> int | None:
+        with self._lock:
+            return self._interval.admit(self._clock())
+
+
 class MalformedRequests:
     """A server's malformed requests: counted by ``count(method)``, logged once per interval."""
 
@@ -121,15 +137,12 @@ class MalformedRequests:
     ) -> None:
         self._log = log
         self._count = count
-        self._clock = clock
-        self._interval = LogInterval(interval_s)
-        self._lock = threading.Lock()
+        self._interval = SharedLogInterval(interval_s, clock=clock)
 
     def __call__(self, method: str, error: str) -> None:
         if self._count is not None:
             self._count(method)
-        with self._lock:
-            held = self._interval.admit(self._clock())
+        held = self._interval.admit()
         if held is None:
             return
         more = f" ({held} more since the last report)" if held else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 from google.protobuf import struct_pb2
@@ -11,6 +12,7 @@ from rpckit.server._bad_input import (
     LogInterval,
     MalformedRequests,
     ParseGuard,
+    SharedLogInterval,
     Unparsed,
     describe_parse_error,
     malformed_message,
@@ -46,6 +48,27 @@ def test_the_log_interval_lets_one_line_through_per_interval_and_counts_the_rest
     assert interval.admit(500.0) == 1
     with pytest.raises(ValueError, match="interval_s"):
         LogInterval(-1.0)
+
+
+def test_a_shared_log_interval_lets_one_of_many_threads_through_and_counts_the_rest() -> None:
+    now = [100.0]
+    shared = SharedLogInterval(60.0, clock=lambda: now[0])
+    results: list[int | None] = []
+    lock = threading.Lock()
+
+    def report() -> None:
+        held = shared.admit()
+        with lock:
+            results.append(held)
+
+    threads = [threading.Thread(target=report) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sorted(results, key=lambda held: held is None) == [0] + [None] * 15
+    now[0] += 60.0  # the next interval: one line, with the 15 held back
+    assert shared.admit() == 15
 
 
 def test_malformed_requests_are_counted_every_time_and_logged_once_per_interval(

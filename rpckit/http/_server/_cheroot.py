@@ -59,7 +59,7 @@ from rpckit.http._server._turns import (
     TurnHold,
     Turns,
 )
-from rpckit.server._bad_input import LOG_INTERVAL_S, LogInterval
+from rpckit.server._bad_input import SharedLogInterval
 
 __all__ = ["TunedWsgiServer"]
 
@@ -359,13 +359,11 @@ class TunedWsgiServer(wsgi.Server):
         self._lingering = 0
         self._linger_lock = threading.Lock()
         self._date = (0, b"")
-        self._overload_log = LogInterval(LOG_INTERVAL_S)
-        self._overload_lock = threading.Lock()
+        self._overload_log = SharedLogInterval()
 
     def note_refused_overloaded(self) -> None:
         """Log a request refused from a standing line of turns, at most once per interval."""
-        with self._overload_lock:
-            held = self._overload_log.admit(time.monotonic())
+        held = self._overload_log.admit()
         if held is not None:
             _log.warning(
                 "HTTP front end short of CPU: its requests kept waiting over %g ms for their "
