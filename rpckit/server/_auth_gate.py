@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 
 from rpckit.core._auth import AuthCode, AuthPolicy, AuthResult, Caller, Deny, bearer_token
-from rpckit.server._bad_input import LOG_INTERVAL_S, SharedLogInterval
+from rpckit.server._bad_input import SharedLogInterval
 from rpckit.server._grpc_internals import abort_queued, read_call, read_peer
 
 __all__ = ["AuthGate", "RefusalLog", "caller_of", "take_denial"]
@@ -87,8 +87,8 @@ class RefusalLog:
 
     def __init__(self, log: logging.Logger, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._log = log
-        self._denied = SharedLogInterval(LOG_INTERVAL_S, clock=clock)
-        self._failed = SharedLogInterval(LOG_INTERVAL_S, clock=clock)
+        self._denied = SharedLogInterval(clock=clock)
+        self._failed = SharedLogInterval(clock=clock)
 
     def __call__(self, what: str, peer: str, deny: Deny, error: BaseException | None) -> None:
         held = (self._failed if error is not None else self._denied).admit()
