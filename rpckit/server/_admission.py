@@ -1054,6 +1054,10 @@ class AdmissionQueue(Generic[T]):
     def _remove(self, entry: _Entry[T]) -> None:
         ticket = entry.ticket
         entry.live = False
+        if entry.probe:
+            # The sweep's next due time may be the probe's deadline, which held up its
+            # method's deadline heap (_sweep_deadlines): look again at the next sweep.
+            self._sweep_due = -math.inf
         del self._live[ticket]
         self._live_per_level[ticket.criticality] -= 1
         remaining = self._queued_per_method[ticket.method] - 1

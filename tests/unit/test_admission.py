@@ -504,6 +504,21 @@ def test_a_probe_that_has_to_queue_still_runs() -> None:
     assert (t and t.item, dropped) == ("probe", [])
 
 
+def test_a_call_whose_deadline_turns_short_behind_a_probe_is_swept_once_the_probe_ran() -> None:
+    """A probe atop its method's deadline heap holds up the sweep until its deadline is gone;
+    once the probe leaves (taken to run), the next sweep looks at the calls behind it
+    again, not only when the probe's deadline would have passed. Found by the model test."""
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1))
+    q.record_service_time("m", 0.030, now=0.0)
+    assert q.offer(ticket("fits", 0.0, deadline=0.030), 0.0, running=1) == []  # 30 ms left
+    assert q.offer(ticket("probe", 0.0, deadline=0.015, crit=Criticality.CRITICAL), 0.0) == []
+    assert q.expire(0.0) == []
+    t, dropped = q.take(0.0)
+    assert (t and t.item, dropped) == ("probe", [])
+    # 1 ms later "fits" has 29 ms left, below the fastest 30 ms: it cannot finish.
+    assert reasons(q.expire(0.001)) == {"fits": Reason.DEADLINE_SHORT}
+
+
 SLOW_S, ORDINARY_S = 0.8, 0.025  # the issue's downstream hiccup; an ordinary call
 
 
@@ -1066,6 +1081,22 @@ class Model:
         deadline_ok = t.deadline is None or (t.deadline > now and long_enough)
         return deadline_ok and now <= t.enqueued_at + self.allow[t]
 
+    def behind_a_probe(self, t: Ticket[int], now: float) -> bool:
+        """A call whose deadline is only too short, behind a queued probe of its method
+        with an earlier deadline: the sweep stops at the probe (``_sweep_deadlines``) and
+        the call is dropped when take() reaches it."""
+        return (
+            t.deadline is not None
+            and t.deadline > now
+            and now <= t.enqueued_at + self.allow[t]
+            and any(
+                p in self.queued
+                and p.method == t.method
+                and (p.deadline or 0.0, p.item) < (t.deadline, t.item)
+                for p in self.probe_tickets
+            )
+        )
+
     def leave(self, t: Ticket[int], how: str) -> None:
         assert t.item not in self.outcome, f"ticket {t.item} left twice"
         self.outcome[t.item] = how
@@ -1109,7 +1140,7 @@ class Model:
             elif op[0] == "expire":
                 self.reject_all(q.expire(now), now)
                 for t in self.queued:  # the sweep left only runnable calls
-                    assert self.runnable(t, now)
+                    assert self.runnable(t, now) or self.behind_a_probe(t, now)
             elif op[0] == "start":
                 q.note_started(now)  # idle now if nothing is queued or was shed lately
             else:
@@ -1139,17 +1170,21 @@ class Model:
         self.offered += 1
         was_full = len(self.queued) >= self.config.queue_limit
         before = list(self.queued)
-        self.allow[t] = self.allowance(t, now, standing)
         fastest = self.fastest(method, now)
         rejected = self.q.offer(t, now)
-        self.queued[t] = t.item
-        self.reject_all(rejected, now)
+        gone = {r.ticket for r in rejected}
         shed_for_room = any(
             r.ticket is not t and r.reason in (Reason.CODEL, Reason.PREEMPTED) for r in rejected
         )
         idle = not shed_for_room and now - self.last_shed > self.config.codel_interval_s
-        if idle and not any(o in self.queued for o in before):
-            self.last_empty = now  # idle before the newcomer, or emptied to make room for it
+        # Idle before the newcomer, or emptied to make room for it (its calls' deadlines
+        # gone): either way the newcomer finds no queue standing, and its allowance is set so.
+        emptied = idle and all(o in gone for o in before)
+        self.allow[t] = self.allowance(t, now, standing and not emptied)
+        self.queued[t] = t.item
+        self.reject_all(rejected, now)
+        if emptied:
+            self.last_empty = now
         by_reason = {r.ticket.item: r.reason for r in rejected}
         if deadline is not None and deadline <= now:
             assert by_reason == {t.item: Reason.DEADLINE_GONE}
