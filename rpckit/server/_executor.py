@@ -365,9 +365,13 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 deadline=facts.deadline,
                 criticality=facts.criticality,
             )
+            was_empty = not queue.depth
             rejections = queue.offer(ticket, now, running=self._in_flight)
             spawn = self._dispatch()
-            if queue.depth:
+            if was_empty and queue.depth:
+                # The sweeper and the probe wait for a queue only while there is none;
+                # once one stands they look every few ms of their own accord, and waking
+                # them per queued call cost context switches (bench/overhead).
                 self._sweep_wake.notify()
                 self._probe_wake.notify()
         self._spawn(spawn)
