@@ -14,6 +14,7 @@ from typing import Any
 from rpckit.core._auth import AuthPolicy
 from rpckit.core._validate import check_fields, check_int, check_number
 from rpckit.observe._tracing import Tracing
+from rpckit.server._switch import SwitchConfig
 
 __all__ = ["ConfigError", "ServerConfig", "TlsConfig"]
 
@@ -117,6 +118,11 @@ class ServerConfig:
         call_log: one INFO record per call on ``rpckit.server.calls`` (method, status,
             peer, duration, trace and span ids; ``rpckit.server._call_log``), e.g. for
             :class:`rpckit.observe.JsonFormatter`. Off by default.
+        gil_switch: set Python's GIL switch interval by call: short (0.2 ms) while calls
+            hold the CPU for milliseconds, so grpc's dispatch thread gets the GIL soon,
+            long (5 ms) while every call is light (``rpckit.server._switch``). The
+            interval is process-wide: for a server that owns its process, as ``rpckit
+            serve`` does by default. None (the default here): leave it alone.
         interceptors: ``grpc.ServerInterceptor`` objects around every handler, health
             and reflection included (inside any that a patched ``grpc.server`` adds,
             as OpenTelemetry's instrumentation does). rpckit keeps working under any
@@ -149,6 +155,7 @@ class ServerConfig:
     metrics_dir: str | None = None
     tracing: Tracing | None = None
     call_log: bool = False
+    gil_switch: SwitchConfig | None = None
     interceptors: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:

@@ -70,6 +70,7 @@ from rpckit.server._admission import (
 from rpckit.server._concurrency import ConcurrencyConfig, ConcurrencyLimit, counted_lag
 from rpckit.server._cpu import CpuShare
 from rpckit.server._grpc_internals import abort_queued, read_call
+from rpckit.server._switch import SwitchConfig, SwitchInterval
 from rpckit.v1 import load_pb2
 
 __all__ = ["AdmissionExecutor", "CallFacts", "Verdict", "current_verdict"]
@@ -238,6 +239,8 @@ class AdmissionExecutor(concurrent.futures.Executor):
         handler_nice: int = 0,
         idle_timeout_s: float = 30.0,
         processes: int = 1,
+        switch: SwitchConfig | None = None,
+        set_switch_interval: Callable[[float], None] = sys.setswitchinterval,
     ) -> None:
         """``threads``: the most handler threads, made on demand and ended after
         ``idle_timeout_s`` idle, and the most calls running at once.
@@ -245,7 +248,9 @@ class AdmissionExecutor(concurrent.futures.Executor):
         (:mod:`rpckit.server._concurrency`), starting at ``START_LIMIT``; ``None`` runs up
         to ``threads``. ``handler_nice``: lower the handler threads' CPU priority
         by this much (Linux; see ``ServerConfig.handler_nice``). ``processes``: how many
-        processes serve the port (``ServerConfig.processes``), for :mod:`rpckit.server._cpu`."""
+        processes serve the port (``ServerConfig.processes``), for :mod:`rpckit.server._cpu`.
+        ``switch``: set the GIL switch interval by :mod:`rpckit.server._switch`'s rule,
+        through ``set_switch_interval`` (process-wide: for a server that owns its process)."""
         self._threads = threads
         self._processes = processes
         self._handler_nice = handler_nice
@@ -281,6 +286,10 @@ class AdmissionExecutor(concurrent.futures.Executor):
         self._on_reject = on_reject
         self._on_start = on_start
         self._load_cache: tuple[float, tuple[str, bytes]] = (-1.0, ("", b""))
+        self._switch = None if switch is None else SwitchInterval(switch, clock())
+        self._set_switch_interval = set_switch_interval
+        if self._switch is not None:
+            set_switch_interval(self._switch.interval)
         self._routes: dict[str, concurrent.futures.Executor] = {}
         self._sweeper = threading.Thread(
             target=self._sweep_loop, name="rpckit-sweeper", daemon=True
@@ -404,6 +413,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
             record = self._start(facts, now)
             self._in_flight_here += 1
             self._queue.note_started(now)
+        cpu_before = time.thread_time() if self._switch is not None else 0.0
         try:
             if self._on_start is not None:
                 self._on_start(facts, 0.0)
@@ -411,9 +421,11 @@ class AdmissionExecutor(concurrent.futures.Executor):
         finally:
             with self._lock:
                 self._in_flight_here -= 1
-                self._finish(record)
+                switch_to = self._finish(record, cpu_before)
                 spawn = self._dispatch()
             self._spawn(spawn)
+            if switch_to is not None:
+                self._apply_switch(switch_to)
         return True
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -492,11 +504,29 @@ class AdmissionExecutor(concurrent.futures.Executor):
             self._probe_wake.notify()
         return _Running(facts, now)
 
-    def _finish(self, record: _Running) -> None:
+    def _apply_switch(self, change: tuple[float, str]) -> None:
+        """Set the GIL switch interval ``_switch`` chose, for the reason given (the lock
+        is not held)."""
+        interval, why = change
+        self._set_switch_interval(interval)
+        _log.debug("GIL switch interval now %.1f ms: %s", interval * 1000, why)
+
+    def _finish(self, record: _Running, cpu_before: float) -> tuple[float, str] | None:
+        """The call ``record`` ended; its thread's CPU clock read ``cpu_before`` when it
+        started (when the switch interval is adapted). The new switch interval, if any."""
         ended = self._clock()
         self._in_flight -= 1
         self._busy_s += ended - record.started
         self._queue.record_service_time(record.facts.method, ended - record.started, ended)
+        if self._switch is None:
+            return None
+        cpu_s = time.thread_time() - cpu_before
+        interval = self._switch.observe(cpu_s, ended)
+        if interval is None:
+            return None
+        if interval == self._switch.config.long_s:
+            return interval, "no call held the GIL for long lately"
+        return interval, f"a call of {record.facts.method} used {cpu_s * 1000:.1f} ms of CPU"
 
     # -- threads
 
@@ -554,11 +584,14 @@ class AdmissionExecutor(concurrent.futures.Executor):
             work, record = started
             if self._on_start is not None:
                 self._on_start(work.facts, waited)
+            cpu_before = time.thread_time() if self._switch is not None else 0.0
             try:
                 self._run(work, None)
             finally:
                 with self._lock:
-                    self._finish(record)
+                    switch_to = self._finish(record, cpu_before)
+                if switch_to is not None:
+                    self._apply_switch(switch_to)
 
     def _next(
         self, handler: _Handler, *, looking: bool

@@ -141,6 +141,7 @@ class Server:
             concurrency=ConcurrencyConfig() if self.config.adaptive_concurrency else None,
             handler_nice=self.config.handler_nice,
             processes=self.config.processes,
+            switch=self.config.gil_switch,
         )
         self.metrics = (
             ServerMetrics(

@@ -1,0 +1,160 @@
+"""The GIL switch interval rule (rpckit.server._switch), driven by synthetic calls."""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import random
+import time
+
+import pytest
+
+from rpckit.cli._main import _parser, _switch_ms
+from rpckit.server._admission import AdmissionConfig, Criticality
+from rpckit.server._executor import AdmissionExecutor, CallFacts
+from rpckit.server._switch import SwitchConfig, SwitchInterval
+
+CONFIG = SwitchConfig()  # 0.2 ms / 5 ms, heavy from 2 ms of CPU, held 2 s
+SHORT, LONG = CONFIG.short_s, CONFIG.long_s
+LIGHT_CPU = 0.0004  # a trivial call with grpcio's own work
+HEAVY_CPU = 0.005  # bench/overload's seed handler
+
+
+def run_calls(
+    rule: SwitchInterval, cpu_s: float, start: float, seconds: float, rate: float
+) -> list[float]:
+    """Calls of ``cpu_s`` ending ``rate`` a second from ``start``: every change of interval."""
+    changes = []
+    for i in range(int(seconds * rate)):
+        changed = rule.observe(cpu_s, start + i / rate)
+        if changed is not None:
+            changes.append(changed)
+    return changes
+
+
+def test_a_new_server_starts_short_and_goes_long_once_only_light_calls_came_for_the_hold() -> None:
+    rule = SwitchInterval(CONFIG, now=100.0)
+    assert rule.interval == SHORT
+    assert rule.observe(LIGHT_CPU, 100.0 + CONFIG.hold_s - 0.01) is None  # still within the hold
+    assert rule.observe(LIGHT_CPU, 100.0 + CONFIG.hold_s) == LONG
+    assert rule.interval == LONG
+    assert rule.observe(LIGHT_CPU, 200.0) is None  # unchanged: nothing to apply
+
+
+def test_one_heavy_call_brings_the_short_interval_back_at_once_and_for_the_whole_hold() -> None:
+    rule = SwitchInterval(CONFIG, now=0.0)
+    run_calls(rule, LIGHT_CPU, 0.0, 3.0, 1000)
+    assert rule.interval == LONG
+    assert rule.observe(HEAVY_CPU, 3.0) == SHORT
+    assert run_calls(rule, LIGHT_CPU, 3.0, CONFIG.hold_s - 0.01, 1000) == []  # held short
+    assert rule.observe(LIGHT_CPU, 3.0 + CONFIG.hold_s) == LONG  # and then it recovers
+
+
+def test_rare_heavy_calls_among_light_ones_keep_it_short_throughout() -> None:
+    """The worst input for the long interval: one heavy call a second among a thousand
+    light ones. Every heavy call may hold the GIL for milliseconds, so it stays short."""
+    rule = SwitchInterval(CONFIG, now=0.0)
+    rng = random.Random(7)
+    for second in range(30):
+        for i in range(1000):
+            cpu = HEAVY_CPU if i == rng.randrange(1000) or i == 500 else LIGHT_CPU
+            rule.observe(cpu, second + i / 1000)
+            assert rule.interval == SHORT
+
+
+def test_a_slow_spell_of_heavy_calls_then_light_ones_recovers_within_the_hold() -> None:
+    rule = SwitchInterval(CONFIG, now=0.0)
+    assert run_calls(rule, LIGHT_CPU, 0.0, 5.0, 500) == [LONG]
+    assert run_calls(rule, HEAVY_CPU, 5.0, 20.0, 200) == [SHORT]
+    changes = run_calls(rule, LIGHT_CPU, 25.0, 5.0, 500)
+    assert changes == [LONG]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("short_s", 0.0), ("long_s", -1.0), ("heavy_cpu_s", float("nan")), ("hold_s", 0.0)],
+)
+def test_a_bad_config_names_the_field(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        SwitchConfig(**{field: value})
+
+
+def test_long_below_short_is_refused() -> None:
+    with pytest.raises(ValueError, match="long_s"):
+        SwitchConfig(short_s=0.005, long_s=0.001)
+
+
+# -- the executor applies the rule to the calls it runs (no sockets; a fake clock)
+
+
+def burn_cpu(seconds: float) -> None:
+    """Use ``seconds`` of this thread's CPU (the rule reads the thread's CPU clock)."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
+def test_the_executor_sets_the_interval_by_the_cpu_of_the_calls_it_runs() -> None:
+    now = [0.0]
+    applied: list[float] = []
+    side = concurrent.futures.ThreadPoolExecutor(1)
+    executor = AdmissionExecutor(
+        threads=2,
+        side_pool=side,
+        admission=AdmissionConfig(workers=2),
+        clock=lambda: now[0],
+        switch=CONFIG,
+        set_switch_interval=applied.append,
+    )
+    facts = CallFacts(method="/pkg.S/M", deadline=None, criticality=Criticality.DEFAULT)
+
+    def call(cpu_s: float, on_thread: bool) -> None:
+        if on_thread:  # a handler thread, as a gRPC call
+            executor.submit_call(lambda: burn_cpu(cpu_s), facts).result(timeout=30)
+        else:  # the caller's own thread, as the HTTP port runs a call it can start at once
+            assert executor.run_now(lambda: burn_cpu(cpu_s), facts)
+
+    try:
+        assert applied == [SHORT]  # from the start
+        for on_thread in (True, False):
+            now[0] += CONFIG.hold_s + 1.0
+            call(0.0, on_thread)
+            assert applied[-1] == LONG  # only light calls for the hold
+            call(CONFIG.heavy_cpu_s * 1.5, on_thread)
+            assert applied[-1] == SHORT  # a heavy one
+        assert applied == [SHORT, LONG, SHORT, LONG, SHORT]
+    finally:
+        executor.shutdown(wait=True)
+        side.shutdown(wait=True)
+
+
+def test_without_the_rule_the_executor_leaves_the_interval_alone() -> None:
+    applied: list[float] = []
+    side = concurrent.futures.ThreadPoolExecutor(1)
+    executor = AdmissionExecutor(
+        threads=1,
+        side_pool=side,
+        admission=AdmissionConfig(workers=1),
+        set_switch_interval=applied.append,
+    )
+    facts = CallFacts(method="/pkg.S/M", deadline=None, criticality=Criticality.DEFAULT)
+    try:
+        executor.submit_call(lambda: burn_cpu(0.003), facts).result(timeout=30)
+        assert applied == []
+    finally:
+        executor.shutdown(wait=True)
+        side.shutdown(wait=True)
+
+
+def test_the_cli_takes_auto_or_milliseconds_and_names_a_bad_value() -> None:
+    assert _switch_ms("auto") is None
+    assert _switch_ms("0.2") == 0.2
+    for bad in ("0", "-1", "nan", "inf", "fast"):
+        with pytest.raises(argparse.ArgumentTypeError, match=repr(bad)):
+            _switch_ms(bad)
+
+
+def test_rpckit_serve_adapts_the_interval_unless_given_one() -> None:
+    auto = _parser().parse_args(["serve", "pkg.mod:factory"])
+    fixed = _parser().parse_args(["serve", "pkg.mod:factory", "--gil-switch-ms", "1"])
+    assert (auto.gil_switch_ms, fixed.gil_switch_ms) == (None, 1.0)
