@@ -118,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
         "thread needs the GIL for every event; with handlers burning CPU a 5 ms interval "
         "starves it and calls queue inside grpc, out of admission control's sight "
         "(bench/overload: 0.2 ms keeps that backlog to a few ms), while for light calls "
-        "0.2 ms costs context switches (bench/overhead: 5 ms served 10-17%% more). auto: "
+        "0.2 ms costs context switches (bench/overhead: 5 ms served 9-16%% more). auto: "
         "0.2 ms while a call used 2 ms of CPU or more in the last 2 s, else 5 ms "
         "(rpckit.server._switch); a number: that interval throughout, e.g. 0.2",
     )

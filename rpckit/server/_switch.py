@@ -10,7 +10,7 @@ capacity gap": 5 ms cost a third of the seed profile's goodput).
 The short interval has a price when no handler holds the GIL for long: every thread
 waiting for the GIL wakes each interval to ask for it, and a thread that holds it is
 made to drop it mid-work, so calls of a fraction of a millisecond pay in context
-switches (bench/overhead: the 5 ms interval served 10-17% more trivial calls).
+switches (bench/overhead, alternating runs: 9-16% more trivial calls at 5 ms).
 Then the long interval costs nothing the short one protects: no call holds the GIL
 longer than its own CPU time, which is short.
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import random
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -94,27 +96,41 @@ def burn_cpu(seconds: float) -> None:
         pass
 
 
-def test_the_executor_sets_the_interval_by_the_cpu_of_the_calls_it_runs() -> None:
-    now = [0.0]
-    applied: list[float] = []
+FACTS = CallFacts(method="/pkg.S/M", deadline=None, criticality=Criticality.DEFAULT)
+
+
+@contextlib.contextmanager
+def running_executor(
+    applied: list[float], switch: SwitchConfig | None, clock: Callable[[], float] = time.monotonic
+) -> Iterator[AdmissionExecutor]:
+    """An executor that records the intervals it sets in ``applied`` instead of setting them."""
     side = concurrent.futures.ThreadPoolExecutor(1)
     executor = AdmissionExecutor(
         threads=2,
         side_pool=side,
         admission=AdmissionConfig(workers=2),
-        clock=lambda: now[0],
-        switch=CONFIG,
+        clock=clock,
+        switch=switch,
         set_switch_interval=applied.append,
     )
-    facts = CallFacts(method="/pkg.S/M", deadline=None, criticality=Criticality.DEFAULT)
-
-    def call(cpu_s: float, on_thread: bool) -> None:
-        if on_thread:  # a handler thread, as a gRPC call
-            executor.submit_call(lambda: burn_cpu(cpu_s), facts).result(timeout=30)
-        else:  # the caller's own thread, as the HTTP port runs a call it can start at once
-            assert executor.run_now(lambda: burn_cpu(cpu_s), facts)
-
     try:
+        yield executor
+    finally:
+        executor.shutdown(wait=True)
+        side.shutdown(wait=True)
+
+
+def test_the_executor_sets_the_interval_by_the_cpu_of_the_calls_it_runs() -> None:
+    now = [0.0]
+    applied: list[float] = []
+    with running_executor(applied, CONFIG, clock=lambda: now[0]) as executor:
+
+        def call(cpu_s: float, on_thread: bool) -> None:
+            if on_thread:  # a handler thread, as a gRPC call
+                executor.submit_call(lambda: burn_cpu(cpu_s), FACTS).result(timeout=30)
+            else:  # the caller's own thread, as the HTTP port runs a call it can start at once
+                assert executor.run_now(lambda: burn_cpu(cpu_s), FACTS)
+
         assert applied == [SHORT]  # from the start
         for on_thread in (True, False):
             now[0] += CONFIG.hold_s + 1.0
@@ -123,27 +139,14 @@ def test_the_executor_sets_the_interval_by_the_cpu_of_the_calls_it_runs() -> Non
             call(CONFIG.heavy_cpu_s * 1.5, on_thread)
             assert applied[-1] == SHORT  # a heavy one
         assert applied == [SHORT, LONG, SHORT, LONG, SHORT]
-    finally:
-        executor.shutdown(wait=True)
-        side.shutdown(wait=True)
 
 
 def test_without_the_rule_the_executor_leaves_the_interval_alone() -> None:
     applied: list[float] = []
-    side = concurrent.futures.ThreadPoolExecutor(1)
-    executor = AdmissionExecutor(
-        threads=1,
-        side_pool=side,
-        admission=AdmissionConfig(workers=1),
-        set_switch_interval=applied.append,
-    )
-    facts = CallFacts(method="/pkg.S/M", deadline=None, criticality=Criticality.DEFAULT)
-    try:
-        executor.submit_call(lambda: burn_cpu(0.003), facts).result(timeout=30)
-        assert applied == []
-    finally:
-        executor.shutdown(wait=True)
-        side.shutdown(wait=True)
+    with running_executor(applied, None) as executor:
+        executor.submit_call(lambda: burn_cpu(0.003), FACTS).result(timeout=30)
+        assert executor.run_now(lambda: burn_cpu(0.003), FACTS)
+    assert applied == []
 
 
 def test_the_cli_takes_auto_or_milliseconds_and_names_a_bad_value() -> None:
