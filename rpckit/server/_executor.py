@@ -419,9 +419,10 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 self._on_start(facts, 0.0)
             fn()
         finally:
+            cpu_s = time.thread_time() - cpu_before if self._switch is not None else 0.0
             with self._lock:
                 self._in_flight_here -= 1
-                switch_to = self._finish(record, cpu_before)
+                switch_to = self._finish(record, cpu_s)
                 spawn = self._dispatch()
             self._spawn(spawn)
             if switch_to is not None:
@@ -511,16 +512,15 @@ class AdmissionExecutor(concurrent.futures.Executor):
         self._set_switch_interval(interval)
         _log.debug("GIL switch interval now %.1f ms: %s", interval * 1000, why)
 
-    def _finish(self, record: _Running, cpu_before: float) -> tuple[float, str] | None:
-        """The call ``record`` ended; its thread's CPU clock read ``cpu_before`` when it
-        started (when the switch interval is adapted). The new switch interval, if any."""
+    def _finish(self, record: _Running, cpu_s: float) -> tuple[float, str] | None:
+        """The call ``record`` ended, having used ``cpu_s`` of its thread's CPU (read only
+        when the switch interval is adapted). The new switch interval, if any."""
         ended = self._clock()
         self._in_flight -= 1
         self._busy_s += ended - record.started
         self._queue.record_service_time(record.facts.method, ended - record.started, ended)
         if self._switch is None:
             return None
-        cpu_s = time.thread_time() - cpu_before
         interval = self._switch.observe(cpu_s, ended)
         if interval is None:
             return None
@@ -588,8 +588,9 @@ class AdmissionExecutor(concurrent.futures.Executor):
             try:
                 self._run(work, None)
             finally:
+                cpu_s = time.thread_time() - cpu_before if self._switch is not None else 0.0
                 with self._lock:
-                    switch_to = self._finish(record, cpu_before)
+                    switch_to = self._finish(record, cpu_s)
                 if switch_to is not None:
                     self._apply_switch(switch_to)
 
