@@ -3,7 +3,7 @@
 - ``gunicorn``: Flask under ``gunicorn -k gevent -w cores+1`` (HTTP/JSON), the baseline;
 - ``grpc-plain``: ``grpc.server(ThreadPoolExecutor(32))``, one process;
 - ``rpckit``: ``rpckit serve bench.overload.service:servicers --grpc 127.0.0.1:0`` with
-  `rpckit_workers_argv` (``--workers auto``: cores+1 processes, gunicorn's count);
+  `rpckit_workers_argv` (``--workers auto``: two processes per core);
 - ``rpckit-http``: the same handler through the legacy HTTP shim, ``rpckit serve ... --http``
   (`bench.overload.http_app`), driven by the same HTTP/JSON client as gunicorn;
 - ``rpckit-default``: ``rpckit serve`` with its default process count (the burst profile's
@@ -116,7 +116,7 @@ def grpc_plain_spec(threads: int = 32) -> SystemSpec:
 def rpckit_workers_argv() -> tuple[str, ...]:
     """How bench/overload runs rpckit's processes: the one place to change.
 
-    ``--workers auto``: usable cores + 1, gunicorn's count, chosen by rpckit as a user's
+    ``--workers auto``: two processes per usable core, chosen by rpckit as a user's
     deployment would; the runner counts the processes it started.
     """
     return ("--workers", "auto")
@@ -166,7 +166,7 @@ def rpckit_http_spec(workers_argv: Sequence[str], extra_args: Sequence[str] = ()
 
 
 def default_gunicorn_workers() -> int:
-    """Usable cores + 1, the issue's gunicorn deployment (and what ``--workers auto`` runs)."""
+    """Usable cores + 1, the issue's gunicorn deployment (gunicorn's guidance for its workers)."""
     return len(os.sched_getaffinity(0)) + 1
 
 

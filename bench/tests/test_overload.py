@@ -89,7 +89,7 @@ def test_plans_are_bounded_and_quick_fits_three_minutes() -> None:
 
 def test_rpckit_runs_as_cores_plus_one_processes_from_one_place() -> None:
     workers = systems.rpckit_workers_argv()
-    assert workers == ("--workers", "auto")  # usable cores + 1, as gunicorn's -w
+    assert workers == ("--workers", "auto")  # two per usable core
     specs = systems.overload_systems(("--threads", "6"))
     for name in ("rpckit", "rpckit-http"):
         argv = specs[name].argv

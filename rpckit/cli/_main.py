@@ -106,8 +106,10 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N|auto",
         help="processes sharing the port (SO_REUSEPORT); the app is imported once, then "
-        "forked. auto: the cores this process may use, plus one (as gunicorn's guidance): "
-        "one Python process runs Python on one core at a time",
+        "forked. auto: two per core this process may use (one Python process runs Python on "
+        "one core at a time, and its dispatch thread waits behind its own handlers; with two "
+        "a core, each runs few calls at once: bench/README.md, 'Processes and the switch "
+        "interval'), e.g. --workers auto",
     )
     serve.add_argument(
         "--gil-switch-ms",
@@ -115,12 +117,13 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="MS|auto",
         help="Python's GIL switch interval (Python's default: 5). grpcio's single dispatch "
-        "thread needs the GIL for every event; with handlers burning CPU a 5 ms interval "
-        "starves it and calls queue inside grpc, out of admission control's sight "
-        "(bench/overload: 0.2 ms keeps that backlog to a few ms), while for light calls "
-        "0.2 ms costs context switches (bench/overhead: 5 ms served 9-16%% more). auto: "
-        "0.2 ms while a call used 2 ms of CPU or more in the last 2 s, else 5 ms "
-        "(rpckit.server._switch); a number: that interval throughout, e.g. 0.2",
+        "thread needs the GIL for every event; in one process with handlers burning CPU a "
+        "5 ms interval starves it and calls queue inside grpc, out of admission control's "
+        "sight, while 0.2 ms makes the handlers hand the GIL to each other every 0.2 ms "
+        "(the seed call: 77 context switches against 27, ~1 ms more CPU). auto: with one "
+        "process, 0.2 ms while a call used 2 ms of CPU or more in the last 2 s, else 5 ms "
+        "(rpckit.server._switch); with --workers 2 or more, 5 ms (each process runs few "
+        "calls at once); a number: that interval throughout, e.g. 0.2",
     )
     serve.add_argument(
         "--queue-limit",
@@ -352,8 +355,34 @@ def _add_lockdown_flags(serve: argparse.ArgumentParser) -> None:
 
 
 def auto_workers() -> int:
-    """``--workers auto``: the cores this process may run on, plus one."""
-    return len(usable_cpus()) + 1
+    """``--workers auto``: two processes per core this process may run on.
+
+    Measured on the seed, I/O-heavy and HTTP profiles of bench/overload against three
+    and five processes on two cores (bench/README.md, "Processes and the switch
+    interval"): gunicorn's cores + 1 suits its single-threaded gevent workers, but a
+    threaded rpckit process's dispatch thread waits for the GIL behind its own
+    handlers, so more processes that each run fewer calls serve more.
+    """
+    return 2 * len(usable_cpus())
+
+
+def gil_switch(switch_ms: float | None, workers: int) -> tuple[float | None, SwitchConfig | None]:
+    """The GIL switch interval ``rpckit serve`` sets up front (seconds, None: leave it) and
+    the by-call rule its servers follow (None: none), for ``--gil-switch-ms`` (None: auto).
+
+    Auto with one process: the rule (0.2 ms while calls burn CPU, else Python's 5 ms).
+    Auto with several: 5 ms throughout. A short interval serves the dispatch thread
+    when one process's handlers hold its GIL most of the time; spread over several
+    processes each runs few calls at once, and 0.2 ms then mostly makes a process's
+    CPU-bound handlers take the GIL from each other: a seed call (5 ms of CPU) took
+    77 context switches against 27 and ~1 ms more CPU, and the seed profile at 3x
+    served 105-111 req/s against 185-210 at 5 ms (bench/README.md).
+    """
+    if switch_ms is not None:
+        return switch_ms / 1000, None
+    if workers > 1:
+        return SwitchConfig().long_s, None
+    return None, SwitchConfig()
 
 
 def _workers(text: str) -> int:
@@ -548,6 +577,9 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if args.http_tls is not None and args.http is None:
         raise ConfigError("--http-tls-cert needs --http HOST:PORT")
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    switch_s, switch_rule = gil_switch(args.gil_switch_ms, args.workers)
     try:
         config = ServerConfig(
             threads=args.threads,
@@ -564,14 +596,12 @@ def _serve(args: argparse.Namespace) -> int:
             metrics_address=args.metrics,
             call_log=args.call_log,
             tracing=_tracing() if args.trace else None,
-            gil_switch=SwitchConfig() if args.gil_switch_ms is None else None,
+            gil_switch=switch_rule,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    if args.gil_switch_ms is not None:  # else each server process sets it as its calls go
-        sys.setswitchinterval(args.gil_switch_ms / 1000)
+    if switch_s is not None:  # else each server process sets it as its calls go
+        sys.setswitchinterval(switch_s)
     _limit_malloc_arenas(MALLOC_ARENAS)  # before any thread starts; forked workers inherit it
     if args.workers > 1:
         return _serve_workers(args, config)

@@ -113,9 +113,9 @@ def test_sigterm_drains_both_workers(serve: Serve) -> None:
         assert f"[{pid}] stopped" in log
 
 
-def test_workers_auto_runs_one_per_core_plus_one(serve: Serve) -> None:
+def test_workers_auto_runs_two_per_core(serve: Serve) -> None:
     server = serve(PROBE, "--workers", "auto", "--drain", "0")
-    expected = len(os.sched_getaffinity(0)) + 1
+    expected = 2 * len(os.sched_getaffinity(0))
     assert server.announcement["workers"] == expected
     assert len(server.announcement["pids"]) == expected
     assert server.terminate() == 0

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from rpckit.cli._main import _parser, _switch_ms
+from rpckit.cli._main import _parser, _switch_ms, gil_switch
 from rpckit.server._admission import AdmissionConfig, Criticality
 from rpckit.server._executor import AdmissionExecutor, CallFacts
 from rpckit.server._switch import SwitchConfig, SwitchInterval
@@ -161,3 +161,12 @@ def test_rpckit_serve_adapts_the_interval_unless_given_one() -> None:
     auto = _parser().parse_args(["serve", "pkg.mod:factory"])
     fixed = _parser().parse_args(["serve", "pkg.mod:factory", "--gil-switch-ms", "1"])
     assert (auto.gil_switch_ms, fixed.gil_switch_ms) == (None, 1.0)
+
+
+def test_auto_is_the_rule_in_one_process_and_pythons_interval_across_several() -> None:
+    assert gil_switch(None, 1) == (None, SwitchConfig())
+    for workers in (2, 4, 9):
+        assert gil_switch(None, workers) == (0.005, None)
+    # A number given is that interval, with any number of processes, and no rule.
+    assert gil_switch(0.2, 1) == (0.0002, None)
+    assert gil_switch(1.0, 4) == (0.001, None)
