@@ -120,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         "thread needs the GIL for every event; in one process with handlers burning CPU a "
         "5 ms interval starves it and calls queue inside grpc, out of admission control's "
         "sight, while 0.2 ms makes the handlers hand the GIL to each other every 0.2 ms "
-        "(the seed call: 77 context switches against 27, ~1 ms more CPU). auto: with one "
+        "(a seed call: 77 context switches against 29 at 5 ms, ~1 ms more CPU). auto: in one "
         "process, 0.2 ms while a call used 2 ms of CPU or more in the last 2 s, else 5 ms "
         "(rpckit.server._switch); with --workers 2 or more, 5 ms (each process runs few "
         "calls at once); a number: that interval throughout, e.g. 0.2",
@@ -375,8 +375,9 @@ def gil_switch(switch_ms: float | None, workers: int) -> tuple[float | None, Swi
     when one process's handlers hold its GIL most of the time; spread over several
     processes each runs few calls at once, and 0.2 ms then mostly makes a process's
     CPU-bound handlers take the GIL from each other: a seed call (5 ms of CPU) took
-    77 context switches against 27 and ~1 ms more CPU, and the seed profile at 3x
-    served 105-111 req/s against 185-210 at 5 ms (bench/README.md).
+    77 context switches against plain grpcio's 27 and ~1.2 ms more CPU, and at 3x of
+    the seed profile five and six processes served 105-111 req/s at 0.2 ms, four to
+    six 150-210 at 5 ms (bench/README.md, "Processes and the switch interval").
     """
     if switch_ms is not None:
         return switch_ms / 1000, None
