@@ -8,6 +8,8 @@ It implements inventory.v1.Inventory; the SKU says what to do:
 * ``deadline``    -- answer with the remaining deadline (ms) in ``quantity``;
 * ``gc-frozen``   -- answer with how many objects ``gc.freeze()`` put out of the
   collector's reach (``gc.get_freeze_count()``) in ``quantity``;
+* ``switch-us``   -- answer with the process's GIL switch interval (microseconds) in
+  ``quantity``;
 * ``relay:ADDR``  -- call ``deadline`` on ADDR through rpckit.connect and return
   its answer, with this hop's own remaining deadline (ms) in ``price_cents``.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import sys
 import threading
 import time
 
@@ -64,6 +67,8 @@ class Probe(inventory_pb2_grpc.InventoryServicer):
             )
         if sku == "gc-frozen":
             return inventory_pb2.Item(sku=sku, quantity=gc.get_freeze_count())
+        if sku == "switch-us":
+            return inventory_pb2.Item(sku=sku, quantity=round(sys.getswitchinterval() * 1e6))
         if sku.startswith("relay:"):
             own = rpckit.time_remaining()
             with rpckit.connect(sku.split(":", 1)[1]) as channel:

@@ -121,6 +121,25 @@ def test_workers_auto_runs_two_per_core(serve: Serve) -> None:
     assert server.terminate() == 0
 
 
+def test_workers_run_at_pythons_switch_interval_unless_given_one(serve: Serve) -> None:
+    # Several processes each run few calls: 5 ms, not the single process's rule by call.
+    server = serve(PROBE, "--workers", "2", "--drain", "0")
+    intervals = _answers(server.address, "switch-us")
+    assert set(intervals) == set(_announced(server))
+    assert set(intervals.values()) == {5000}, intervals
+    assert server.terminate() == 0
+    server = serve(PROBE, "--workers", "2", "--gil-switch-ms", "1", "--drain", "0")
+    assert set(_answers(server.address, "switch-us").values()) == {1000}
+    assert server.terminate() == 0
+
+
+def test_one_process_starts_at_the_short_interval_of_its_rule(serve: Serve) -> None:
+    # No call has ended yet when the first one reads it: short, from the start.
+    server = serve(PROBE, "--drain", "0")
+    assert set(_answers(server.address, "switch-us", connections=1).values()) == {200}
+    assert server.terminate() == 0
+
+
 def test_announcement_line_names_workers(serve: Serve) -> None:
     server = serve(PROBE, "--workers", "2", "--drain", "0")
     assert server.announcement["workers"] == 2
