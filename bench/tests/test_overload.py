@@ -87,7 +87,7 @@ def test_plans_are_bounded_and_quick_fits_three_minutes() -> None:
 # ---------------------------------------------------------------- systems
 
 
-def test_rpckit_runs_as_cores_plus_one_processes_from_one_place() -> None:
+def test_rpckit_runs_as_two_processes_per_core_from_one_place() -> None:
     workers = systems.rpckit_workers_argv()
     assert workers == ("--workers", "auto")  # two per usable core
     specs = systems.overload_systems(("--threads", "6"))
