@@ -227,6 +227,26 @@ def capacity_from_ramp(levels: Sequence[StepSummary]) -> float:
     return max((level.goodput_rps for level in levels), default=0.0)
 
 
+def sustained_capacity(levels: Sequence[StepSummary], *, p99_ms: float) -> float:
+    """The best goodput of a ramp level that kept up with its p99 within ``p99_ms``.
+
+    A short level over capacity can still keep up when its deadline is long: the excess
+    queues, and a 3 s level at 1.3x ends with ~0.9 s of work queued, inside a 2 s deadline.
+    Its goodput is the rate the queue was filled at, not one the system sustains; its p99
+    (the wait at the level's end) shows it. 0 when no level qualifies.
+    """
+    if not p99_ms > 0:
+        raise ValueError(f"p99_ms must be > 0, got {p99_ms!r}")
+    return max(
+        (
+            level.goodput_rps
+            for level in levels
+            if keeps_up(level) and level.good_p99_ms is not None and level.good_p99_ms <= p99_ms
+        ),
+        default=0.0,
+    )
+
+
 # ---------------------------------------------------------------- bursts
 
 

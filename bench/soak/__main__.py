@@ -38,11 +38,11 @@ from bench.harness.loadgen import LoadGenerator, poisson_schedule
 from bench.harness.report import publish
 from bench.harness.stats import (
     RequestRecord,
-    capacity_from_ramp,
     keeps_up,
     ramp_done,
     ramp_rates,
     summarize,
+    sustained_capacity,
 )
 from bench.soak import results
 from bench.soak.client import SoakClientSpec
@@ -230,8 +230,9 @@ class Backends:
 
 
 def measure_capacity(generator: LoadGenerator, plan: SoakPlan, *, seed: int) -> dict[str, Any]:
-    """Best goodput of an open-loop ramp through the balanced client (stops after two levels
-    in a row that did not keep up)."""
+    """Best goodput of an open-loop ramp through the balanced client, among the levels served
+    with their p99 within ``plan.ramp_p99_s`` (stops after two levels in a row that did not
+    keep up)."""
     rates = ramp_rates(
         start_rps=plan.ramp_start_rps, factor=plan.ramp_factor, max_levels=plan.ramp_max_levels
     )
@@ -255,7 +256,14 @@ def measure_capacity(generator: LoadGenerator, plan: SoakPlan, *, seed: int) -> 
         time.sleep(0.5)  # let queues empty between levels
         if ramp_done(levels):
             break
-    return {"rps": capacity_from_ramp(levels), "source": "ramp", "ramp": ramp}
+    p99_ms = 1000.0 * plan.ramp_p99_s
+    rps = sustained_capacity(levels, p99_ms=p99_ms)
+    if rps <= 0:
+        raise SystemExit(
+            f"no level of the capacity ramp kept up with its p99 within {p99_ms:g} ms (see the "
+            "ramp above): the machine may be busy; try again, or give --capacity"
+        )
+    return {"rps": rps, "source": "ramp", "p99_ms": p99_ms, "ramp": ramp}
 
 
 def run_prelude(

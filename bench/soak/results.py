@@ -347,7 +347,7 @@ def render_markdown(run: Mapping[str, Any]) -> str:
         lines.append("")
     lines += [
         f"Capacity: **{format_cell(ramp.get('rps'), digits=0)} req/s** "
-        f"({ramp.get('source', '-')}); "
+        f"({_capacity_source(ramp)}); "
         f"the soak offers {plan['load']:.0%} of it, **{format_cell(run.get('rate_rps'), digits=0)} "
         f"req/s**, for {plan['duration_s']:g} s, {plan['burst_factor']:g}x from "
         f"{run['burst'][0]:g} s to {run['burst'][1]:g} s; restarts (SIGTERM: drain, exit, start "
@@ -477,3 +477,12 @@ def render_markdown(run: Mapping[str, Any]) -> str:
     if run.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in run["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _capacity_source(capacity: Mapping[str, Any]) -> str:
+    """Where the capacity came from: the ramp (with its p99 bound) or ``--capacity``."""
+    source = str(capacity.get("source", "-"))
+    p99_ms = capacity.get("p99_ms")
+    if source == "ramp" and p99_ms is not None:
+        return f"the best ramp level that kept up with p99 within {p99_ms:g} ms"
+    return source

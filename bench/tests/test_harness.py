@@ -47,6 +47,7 @@ from bench.harness.stats import (
     ramp_rates,
     summarize,
     summarize_burst,
+    sustained_capacity,
 )
 from bench.overload.handler import WorkAccounting, do_work, read_stats_dir
 from bench.overload.systems import gunicorn_ready
@@ -303,8 +304,10 @@ def test_handler_totals_sum_and_subtract() -> None:
     assert HandlerTotals().wasted_fraction is None
 
 
-def summary_of(sent: int, good: int, window: float = 1.0) -> StepSummary:
-    records = [record(0.0, 0.01, OK if i < good else DEADLINE) for i in range(sent)]
+def summary_of(
+    sent: int, good: int, window: float = 1.0, *, latency_s: float = 0.01
+) -> StepSummary:
+    records = [record(0.0, latency_s, OK if i < good else DEADLINE) for i in range(sent)]
     return summarize(records, window_start_s=0, window_end_s=window)
 
 
@@ -316,6 +319,23 @@ def test_ramp_rates_grow_geometrically_and_capacity_is_the_best_goodput() -> Non
     assert [keeps_up(level) for level in levels] == [True, True, False]
     assert capacity_from_ramp(levels) == pytest.approx(180)
     assert capacity_from_ramp([]) == 0.0
+
+
+def test_sustained_capacity_skips_levels_that_kept_up_only_by_queueing() -> None:
+    # The soak's worst ramp: a level over capacity keeps up into a long deadline, its p99
+    # the queue it built (about 1 s); the best goodput alone would take it for capacity.
+    levels = [
+        summary_of(100, 100, latency_s=0.02),
+        summary_of(150, 150, latency_s=0.2),
+        summary_of(225, 224, latency_s=1.0),
+        summary_of(300, 180, latency_s=1.9),
+    ]
+    assert capacity_from_ramp(levels) == pytest.approx(224)
+    assert sustained_capacity(levels, p99_ms=250) == pytest.approx(150)
+    assert sustained_capacity(levels, p99_ms=1000) == pytest.approx(224)
+    assert sustained_capacity(levels[2:], p99_ms=250) == 0.0  # none qualifies: the caller says so
+    with pytest.raises(ValueError, match="p99_ms"):
+        sustained_capacity(levels, p99_ms=0)
 
 
 def test_a_ramp_stops_after_two_misses_in_a_row_only() -> None:
