@@ -20,7 +20,9 @@ but refuses a burst of calls that only wait on a downstream, CPU idle.
   event -- minus the time the probe waited for a *core*, which other processes
   cause and fewer calls here would not cure. CPU-bound handlers thus run a few
   at a time and the dispatch thread keeps up; handlers that wait on I/O leave
-  the GIL free, and the limit grows fast (slow start) to hundreds.
+  the GIL free, and the limit grows fast (slow start) to hundreds. It never falls
+  below the calls in flight that keep this process's share of the cores computing
+  (:mod:`rpckit.server._compute`): what fewer calls can cure is too many *computing*.
 
 Calls beyond the limit wait in :class:`~rpckit.server._admission.AdmissionQueue`
 (pure policy: deadline budgets, CoDel, adaptive LIFO, criticality, a bound). A
@@ -67,8 +69,9 @@ from rpckit.server._admission import (
     Ticket,
     parse_criticality,
 )
+from rpckit.server._compute import ComputeConfig, ComputeShare
 from rpckit.server._concurrency import ConcurrencyConfig, ConcurrencyLimit, counted_lag
-from rpckit.server._cpu import CpuShare
+from rpckit.server._cpu import CpuShare, usable_cpus
 from rpckit.server._grpc_internals import abort_queued, read_call
 from rpckit.server._switch import SwitchConfig, SwitchInterval
 from rpckit.v1 import load_pb2
@@ -241,6 +244,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
         processes: int = 1,
         switch: SwitchConfig | None = None,
         set_switch_interval: Callable[[float], None] = sys.setswitchinterval,
+        compute: ComputeConfig | None = None,
     ) -> None:
         """``threads``: the most handler threads, made on demand and ended after
         ``idle_timeout_s`` idle, and the most calls running at once.
@@ -250,7 +254,8 @@ class AdmissionExecutor(concurrent.futures.Executor):
         by this much (Linux; see ``ServerConfig.handler_nice``). ``processes``: how many
         processes serve the port (``ServerConfig.processes``), for :mod:`rpckit.server._cpu`.
         ``switch``: set the GIL switch interval by :mod:`rpckit.server._switch`'s rule,
-        through ``set_switch_interval`` (process-wide: for a server that owns its process)."""
+        through ``set_switch_interval`` (process-wide: for a server that owns its process).
+        ``compute``: how the limit's floor is estimated (:mod:`rpckit.server._compute`)."""
         self._threads = threads
         self._processes = processes
         self._handler_nice = handler_nice
@@ -262,6 +267,11 @@ class AdmissionExecutor(concurrent.futures.Executor):
             if concurrency is None
             else ConcurrencyLimit(threads, clock(), concurrency, start=START_LIMIT)
         )
+        # How many calls in flight keep this process's share of the cores computing: the
+        # limit's floor (`_compute`). The share: the usable cores over the processes, at
+        # most one (a process computes Python on one core at a time, the GIL's).
+        self._compute = ComputeShare(compute)
+        self._core_share = min(1.0, len(usable_cpus()) / max(1, processes))
         self._running_limit = threads if self._limit is None else self._limit.limit
         self._queue: AdmissionQueue[_Work] = AdmissionQueue(
             dataclasses.replace(admission, workers=self._running_limit)
@@ -413,13 +423,13 @@ class AdmissionExecutor(concurrent.futures.Executor):
             record = self._start(facts, now)
             self._in_flight_here += 1
             self._queue.note_started(now)
-        cpu_before = time.thread_time() if self._switch is not None else 0.0
+        cpu_before = time.thread_time()
         try:
             if self._on_start is not None:
                 self._on_start(facts, 0.0)
             fn()
         finally:
-            cpu_s = time.thread_time() - cpu_before if self._switch is not None else 0.0
+            cpu_s = time.thread_time() - cpu_before
             with self._lock:
                 self._in_flight_here -= 1
                 switch_to = self._finish(record, cpu_s)
@@ -513,12 +523,14 @@ class AdmissionExecutor(concurrent.futures.Executor):
         _log.debug("GIL switch interval now %.1f ms: %s", interval * 1000, why)
 
     def _finish(self, record: _Running, cpu_s: float) -> tuple[float, str] | None:
-        """The call ``record`` ended, having used ``cpu_s`` of its thread's CPU (read only
-        when the switch interval is adapted). The new switch interval, if any."""
+        """The call ``record`` ended, having used ``cpu_s`` of its thread's CPU. The new
+        switch interval, if any."""
         ended = self._clock()
         self._in_flight -= 1
         self._busy_s += ended - record.started
-        self._queue.record_service_time(record.facts.method, ended - record.started, ended)
+        method = record.facts.method
+        self._queue.record_service_time(method, ended - record.started, ended)
+        self._compute.observe(cpu_s, self._queue.fastest_service(method, ended), ended)
         if self._switch is None:
             return None
         interval = self._switch.observe(cpu_s, ended)
@@ -584,11 +596,11 @@ class AdmissionExecutor(concurrent.futures.Executor):
             work, record = started
             if self._on_start is not None:
                 self._on_start(work.facts, waited)
-            cpu_before = time.thread_time() if self._switch is not None else 0.0
+            cpu_before = time.thread_time()
             try:
                 self._run(work, None)
             finally:
-                cpu_s = time.thread_time() - cpu_before if self._switch is not None else 0.0
+                cpu_s = time.thread_time() - cpu_before
                 with self._lock:
                     switch_to = self._finish(record, cpu_s)
                 if switch_to is not None:
@@ -726,7 +738,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
                     handlers_cpu_share=cpu_share,
                 )
                 busy = self._in_flight - self._in_flight_here
-                if limit.observe(
+                changed = limit.observe(
                     max(0.0, late),
                     saturated=saturated,
                     now=now,
@@ -735,11 +747,22 @@ class AdmissionExecutor(concurrent.futures.Executor):
                     handlers_cpu_now=cpu_now,
                     # Next to nothing here wants the GIL: the lateness is the host's.
                     quiet=busy <= 1 and not standing and not self._queue.depth,
-                ):
-                    self._running_limit = limit.limit
-                    self._queue.set_workers(limit.limit)
+                )
+                floor = self._compute.floor(self._core_share, self._threads)
+                cap = max(limit.limit, floor)
+                if changed or cap != self._running_limit:
+                    self._running_limit = cap
+                    self._queue.set_workers(cap)
                     spawn = self._dispatch()
-                    _log.debug("running limit now %d of %d", limit.limit, self._threads)
+                    _log.debug(
+                        "running limit now %d of %d threads (%d by the lag, %d to keep "
+                        "%.2f cores computing)",
+                        cap,
+                        self._threads,
+                        limit.limit,
+                        floor,
+                        self._core_share,
+                    )
             self._spawn(spawn)
 
     # -- refusals

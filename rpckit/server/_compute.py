@@ -1,0 +1,112 @@
+"""How many calls in flight keep a core computing: the floor of the concurrency limit.
+
+The concurrency limit (:mod:`rpckit.server._concurrency`) caps the calls in flight, and
+its signal -- how late a sleeping thread gets the GIL back -- also rises with a wait for
+a core that other processes cause. On a crowded host it can drive the limit to its floor
+of two calls while the calls are mostly asleep on a downstream: a method of 1 ms of CPU
+and 10 ms of waiting then runs two calls at once, ~180 a second, with the cores partly
+idle, and the queue stands. bench/soak met exactly that: three single-process backends
+beside their load generator on two cores held their limits at 2-3 and served ~160 calls a
+second each for 20 s after a burst, refusing thousands (docs/architecture.md, "Executor").
+
+What running fewer calls can cure is too many calls *computing*. So the limit never falls
+below the calls in flight that keep this process's share of the cores computing: its share
+(usable cores over processes, at most one -- a process computes Python on one core at a
+time, the GIL's) times how many calls in flight make one computing call. That is
+1 / (the share of a run that computes): a call's thread CPU time over its method's
+*fastest* recent run (what a run takes uncontended, so contention from the calls around it
+does not make a call look asleep; a thread's CPU time leaves out its waits for the GIL and
+for a core). A CPU-bound method: one call per core share, the old floor of two or less.
+The seed profile (5 ms of a 25 ms run, four processes on two cores): ceil(0.5 x 4.6) = 3.
+bench/soak's method (1.3 ms of 11.5): 9.
+
+The estimate is a time-decayed mean over the calls that ended (``half_life_s``), capped at
+``max_calls_per_slot``. Its worst input is calls turning CPU-bound after a sleepy spell (a
+cache warms, a downstream answers at once): the floor then lets up to
+``max_calls_per_slot`` x the core share compute at once until their runs end and are
+counted -- a second of CPU-bound calls brings it back to them. Pure: the caller passes
+each call's times and ``now``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from rpckit.core._validate import check_fields, check_number
+
+__all__ = ["ComputeConfig", "ComputeShare"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ComputeConfig:
+    """Parameters of :class:`ComputeShare`; validated on construction."""
+
+    half_life_s: float = 1.0
+    """Each ended call weighs 1 and fades by half every half-life: a change of what
+    the calls do is half seen within a second, whatever the call rate."""
+
+    max_calls_per_slot: float = 16.0
+    """At most this many calls in flight per computing call. Calls that only sleep
+    (a share near 0) get their room from the limit's own doubling for idle handlers;
+    the cap bounds the worst input above."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_number("ComputeConfig", "half_life_s", self.half_life_s, low=0.0, strict=True)
+        check_number(
+            "ComputeConfig", "max_calls_per_slot", self.max_calls_per_slot, low=1.0, strict=False
+        )
+
+
+class ComputeShare:
+    """The decayed mean share of a run that computes, over the calls that ended."""
+
+    __slots__ = ("_config", "_updated_at", "_weight", "_weighted_sum")
+
+    def __init__(self, config: ComputeConfig | None = None) -> None:
+        self._config = config if config is not None else ComputeConfig()
+        self._weighted_sum = 0.0
+        self._weight = 0.0
+        self._updated_at = -math.inf
+
+    @property
+    def share(self) -> float:
+        """The mean share (0..1); 1.0 before any call ended (as if every call computed
+        throughout)."""
+        if self._weight <= 0.0:
+            return 1.0
+        return self._weighted_sum / self._weight
+
+    def observe(self, cpu_s: float, fastest_wall_s: float | None, now: float) -> None:
+        """A call ended having used ``cpu_s`` of its thread's CPU; its method's fastest
+        recent run took ``fastest_wall_s`` (``None``: unknown, the call counts as computing
+        throughout)."""
+        if not math.isfinite(cpu_s) or cpu_s < 0.0:
+            raise ValueError(f"cpu_s must be a finite number >= 0, got {cpu_s!r}")
+        if fastest_wall_s is None or fastest_wall_s <= 0.0:
+            share = 1.0
+        else:
+            share = min(1.0, cpu_s / fastest_wall_s)
+        elapsed = now - self._updated_at
+        if elapsed > 0.0:
+            decay = 0.5 ** (elapsed / self._config.half_life_s)
+            self._weighted_sum *= decay
+            self._weight *= decay
+            self._updated_at = now
+        self._weighted_sum += share
+        self._weight += 1.0
+
+    def calls_per_slot(self) -> float:
+        """Calls in flight that make one computing call: 1 / share, 1..``max_calls_per_slot``."""
+        most = self._config.max_calls_per_slot
+        share = self.share
+        return most if share * most <= 1.0 else 1.0 / share
+
+    def floor(self, core_share: float, threads: int) -> int:
+        """The most calls in flight that keep no more than ``core_share`` cores computing
+        (rounded down; at least 1, at most ``threads``)."""
+        if not core_share > 0.0:
+            raise ValueError(f"core_share must be > 0, got {core_share!r}")
+        wanted = math.floor(core_share * self.calls_per_slot() + 1e-9)
+        return max(1, min(threads, wanted))
