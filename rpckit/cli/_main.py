@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--queue-limit",
         type=int,
-        default=256,
+        default=1024,
         help="calls allowed to wait for a CPU slot before new ones are rejected",
     )
     serve.add_argument(

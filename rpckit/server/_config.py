@@ -132,7 +132,7 @@ class ServerConfig:
     threads: int = 256
     adaptive_concurrency: bool = True
     handler_nice: int = 10
-    queue_limit: int = 256
+    queue_limit: int = 1024
     side_threads: int = 2
     drain_s: float = 2.0
     grace_s: float = 10.0

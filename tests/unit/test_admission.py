@@ -111,7 +111,7 @@ def test_config_defaults_follow_fail_at_scale() -> None:
     config = AdmissionConfig()
     assert (config.codel_target_s, config.codel_interval_s) == (0.005, 0.100)
     assert config.workers == 8
-    assert config.queue_limit == 256
+    assert config.queue_limit == 1024
     assert AdmissionQueue().config == config
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.workers = 2  # type: ignore[misc]
@@ -1464,8 +1464,9 @@ def test_no_bound_before_the_first_service_sample() -> None:
 
 def test_a_queue_younger_than_a_callers_budget_admits_deeper() -> None:
     """burst_wait_fraction: a queue busy for less than a call's allowance may be a burst
-    drained in time (bench/soak); one busy for longer is overload, and only a quarter."""
-    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1))
+    drained in time; one busy for longer is overload, and only a quarter. (Budgets of 100
+    runs are patient by default: patient_runs has its own tests.)"""
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1, patient_runs=0.0))
     q.record_service_time("m", 0.010, now=0.0)  # a turn: 10 ms on the one worker
 
     def depth(now: float, deadline_in: float) -> int:
@@ -1486,3 +1487,84 @@ def test_a_queue_younger_than_a_callers_budget_admits_deeper() -> None:
     assert q.offer(ticket("two", 1.2, deadline=3.2), 1.2, running=1) == []
     # A call without a deadline follows CoDel in the standing queue: 5 ms, refused.
     assert reasons(q.offer(ticket("open", 1.2), 1.2, running=1)) == {"open": Reason.CODEL}
+
+
+NOW_TURN = (0.010 + 8 * 0.040) / 9  # the recent window's mean: the fastest run and eight slow
+
+
+def test_a_patient_call_is_refused_only_if_late_even_at_the_fastest_rate() -> None:
+    """patient_runs: a budget of at least 50 fastest runs. bench/soak's burst: the calls
+    running now take 40 ms each (their senders took the cores), the method's fastest run is
+    10 ms; the backlog is served at the fastest rate once the burst has passed."""
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1))
+    q.record_service_time("m", 0.010, now=0.0)  # the fastest run
+    for i in range(8):
+        q.record_service_time("m", 0.040, now=0.1 + i * 0.01)  # the turns of now
+
+    def depth(now: float, deadline_in: float) -> int:
+        for i in range(1000):
+            newcomer = ticket(f"n{deadline_in}-{i}", now, deadline=now + deadline_in)
+            if q.offer(newcomer, now, running=1):
+                return i
+        raise AssertionError("never refused")
+
+    # 2 s budgets (1.99 s allowance: 199 fastest runs) are patient: 199 turns of 10 ms, the
+    # running call's included, so 199 queue behind it -- not 0.75 x 1.99 s of 40 ms turns.
+    assert depth(0.2, 2.0) == 199
+    # 0.4 s budgets hold 39 fastest runs: impatient, the turns of now (0.75 x 0.39 s / 40 ms).
+    q2: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1))
+    q2.record_service_time("m", 0.010, now=0.0)
+    for i in range(8):
+        q2.record_service_time("m", 0.040, now=0.1 + i * 0.01)
+    admitted = 0
+    while not q2.offer(ticket(f"i{admitted}", 0.2, deadline=0.6), 0.2, running=1):
+        admitted += 1
+    assert admitted == math.floor(0.75 * 0.39 / NOW_TURN)  # 7: the young queue's 0.75
+    # patient_runs=0 turns the rule off: the 2 s budgets get the turns of now too.
+    q3: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1, patient_runs=0.0))
+    q3.record_service_time("m", 0.010, now=0.0)
+    for i in range(8):
+        q3.record_service_time("m", 0.040, now=0.1 + i * 0.01)
+    admitted = 0
+    while not q3.offer(ticket(f"o{admitted}", 0.2, deadline=2.2), 0.2, running=1):
+        admitted += 1
+    assert admitted == math.floor(0.75 * 1.99 / NOW_TURN)  # 40
+
+
+def test_patient_calls_admitted_too_hopefully_are_dropped_before_they_run() -> None:
+    """The patience rule's worst input: overload that outlasts the calls (400 arrivals a
+    second, 50 served). Admitted on the fastest rate, a patient call the server cannot reach
+    in time is dropped without running once its deadline leaves less than its fastest run;
+    the rest are refused on arrival, the queue stays within its bound, every call is
+    accounted for, and the calls that run start with time for a fastest run."""
+    config = AdmissionConfig(workers=1, queue_limit=300)
+    q: AdmissionQueue[str] = AdmissionQueue(config)
+    q.record_service_time("m", 0.010, now=0.0)
+    ran = 0
+    dropped: list[Reason] = []  # after waiting
+    refused: list[Reason] = []  # on arrival
+    started_with: list[tuple[float, float]] = []  # (time left, the fastest run then)
+    for step in range(2000):  # 10 s: two calls arrive per 5 ms; one 20 ms run per 20 ms
+        now = step * 0.005
+        for k in range(2):
+            rejections = q.offer(ticket(f"c{step}-{k}", now, deadline=now + 2.0), now, running=1)
+            refused += [r.reason for r in rejections]
+        if step % 4 == 0:
+            chosen, drops = q.take(now)
+            dropped += [r.reason for r in drops]
+            if chosen is not None:
+                ran += 1
+                fastest = q.fastest_service("m", now)
+                assert chosen.deadline is not None
+                assert fastest is not None
+                started_with.append((chosen.deadline - now, fastest))
+                q.record_service_time("m", 0.020, now)
+        dropped += [r.reason for r in q.expire(now)]
+        assert q.depth <= config.queue_limit
+    assert ran == 500
+    assert ran + len(dropped) + len(refused) + q.depth == 4000
+    assert all(left >= fastest for left, fastest in started_with)
+    assert dropped
+    assert set(dropped) <= {Reason.DEADLINE_SHORT, Reason.DEADLINE_GONE}
+    assert refused
+    assert set(refused) <= {Reason.CODEL, Reason.QUEUE_FULL}
