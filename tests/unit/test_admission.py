@@ -1492,43 +1492,37 @@ def test_a_queue_younger_than_a_callers_budget_admits_deeper() -> None:
 NOW_TURN = (0.010 + 8 * 0.040) / 9  # the recent window's mean: the fastest run and eight slow
 
 
+def burst_taught(**config: Any) -> AdmissionQueue[str]:
+    """A queue that saw one 10 ms run (the fastest), then eight of 40 ms (the turns of now)."""
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1, **config))
+    q.record_service_time("m", 0.010, now=0.0)
+    for i in range(8):
+        q.record_service_time("m", 0.040, now=0.1 + i * 0.01)
+    return q
+
+
+def admitted_behind_one(q: AdmissionQueue[str], now: float, deadline_in: float) -> int:
+    """How many newcomers at ``now`` queue behind the one running call before one is refused."""
+    for i in range(1000):
+        if q.offer(
+            ticket(f"n{now}-{deadline_in}-{i}", now, deadline=now + deadline_in), now, running=1
+        ):
+            return i
+    raise AssertionError("never refused")
+
+
 def test_a_patient_call_is_refused_only_if_late_even_at_the_fastest_rate() -> None:
     """patient_runs: a budget of at least 50 fastest runs. bench/soak's burst: the calls
     running now take 40 ms each (their senders took the cores), the method's fastest run is
     10 ms; the backlog is served at the fastest rate once the burst has passed."""
-    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1))
-    q.record_service_time("m", 0.010, now=0.0)  # the fastest run
-    for i in range(8):
-        q.record_service_time("m", 0.040, now=0.1 + i * 0.01)  # the turns of now
-
-    def depth(now: float, deadline_in: float) -> int:
-        for i in range(1000):
-            newcomer = ticket(f"n{deadline_in}-{i}", now, deadline=now + deadline_in)
-            if q.offer(newcomer, now, running=1):
-                return i
-        raise AssertionError("never refused")
-
     # 2 s budgets (1.99 s allowance: 199 fastest runs) are patient: 199 turns of 10 ms, the
     # running call's included, so 199 queue behind it -- not 0.75 x 1.99 s of 40 ms turns.
-    assert depth(0.2, 2.0) == 199
-    # 0.4 s budgets hold 39 fastest runs: impatient, the turns of now (0.75 x 0.39 s / 40 ms).
-    q2: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1))
-    q2.record_service_time("m", 0.010, now=0.0)
-    for i in range(8):
-        q2.record_service_time("m", 0.040, now=0.1 + i * 0.01)
-    admitted = 0
-    while not q2.offer(ticket(f"i{admitted}", 0.2, deadline=0.6), 0.2, running=1):
-        admitted += 1
-    assert admitted == math.floor(0.75 * 0.39 / NOW_TURN)  # 7: the young queue's 0.75
-    # patient_runs=0 turns the rule off: the 2 s budgets get the turns of now too.
-    q3: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(workers=1, patient_runs=0.0))
-    q3.record_service_time("m", 0.010, now=0.0)
-    for i in range(8):
-        q3.record_service_time("m", 0.040, now=0.1 + i * 0.01)
-    admitted = 0
-    while not q3.offer(ticket(f"o{admitted}", 0.2, deadline=2.2), 0.2, running=1):
-        admitted += 1
-    assert admitted == math.floor(0.75 * 1.99 / NOW_TURN)  # 40
+    assert admitted_behind_one(burst_taught(), 0.2, 2.0) == 199
+    # 0.4 s budgets hold 39 fastest runs: impatient, the turns of now and the young queue's 0.75.
+    assert admitted_behind_one(burst_taught(), 0.2, 0.4) == math.floor(0.75 * 0.39 / NOW_TURN)
+    # patient_runs=0 turns the rule off: the 2 s budgets get the turns of now too (40).
+    off = burst_taught(patient_runs=0.0)
+    assert admitted_behind_one(off, 0.2, 2.0) == math.floor(0.75 * 1.99 / NOW_TURN)
 
 
 def test_patient_calls_admitted_too_hopefully_are_dropped_before_they_run() -> None:
