@@ -188,8 +188,9 @@ class AdmissionConfig:
     """Hard bound on queued (not running) calls. CoDel and the deadline rules do the real
     shedding; this bounds memory and the worst burst. Patient callers (``patient_runs``)
     may queue up to their deadline's worth of short calls: bench/soak's backends held
-    ~400 each after a 1 s burst of 11 ms calls with 2 s deadlines, and 256 refused 215
-    calls of a burst they served in time with 1,024 (a few KiB a queued call)."""
+    300-400 each after a 1 s burst of 11 ms calls with 2 s deadlines; a bound of 256
+    refused 215 calls of one run's burst, 1,024 none in four. A queued call holds grpcio's
+    call state and the request bytes received so far (its read waits for a thread)."""
 
     codel_target_s: float = 0.005
     """CoDel target, the floor of the allowed wait in a standing queue.

@@ -16,9 +16,10 @@ time, the GIL's) times how many calls in flight make one computing call. That is
 1 / (the share of a run that computes): a call's thread CPU time over its method's
 *fastest* recent run (what a run takes uncontended, so contention from the calls around it
 does not make a call look asleep; a thread's CPU time leaves out its waits for the GIL and
-for a core). A CPU-bound method: one call per core share, the old floor of two or less.
-The seed profile (5 ms of a 25 ms run, four processes on two cores): ceil(0.5 x 4.6) = 3.
-bench/soak's method (1.3 ms of 11.5): 9.
+for a core), rounded down: no more than the share computes. A CPU-bound method: one
+call, below the limit's own floor of two. The seed profile (5 ms of a 25 ms run, four
+processes on two cores): 0.5 x 4.6 -> 2, as before. bench/soak's method (1.3 ms of 11.5,
+one process): 8.
 
 The estimate is a time-decayed mean over the calls that ended (``half_life_s``), capped at
 ``max_calls_per_slot``. Its worst input is calls turning CPU-bound after a sleepy spell (a
