@@ -16,7 +16,7 @@ from rpckit.server._admission import AdmissionConfig, Criticality
 from rpckit.server._concurrency import ConcurrencyConfig
 from rpckit.server._executor import AdmissionExecutor, CallFacts, current_verdict
 
-WAVE = 24
+WAVE = 80  # more than the threads: every wave meets the limit and leaves a queue
 PHASE_S = 40.0  # generous: each phase ends as soon as its condition holds
 
 
