@@ -237,13 +237,12 @@ def sustained_capacity(levels: Sequence[StepSummary], *, p99_ms: float) -> float
     """
     if not p99_ms > 0:
         raise ValueError(f"p99_ms must be > 0, got {p99_ms!r}")
-    return max(
-        (
-            level.goodput_rps
+    return capacity_from_ramp(
+        [
+            level
             for level in levels
             if keeps_up(level) and level.good_p99_ms is not None and level.good_p99_ms <= p99_ms
-        ),
-        default=0.0,
+        ]
     )
 
 

@@ -738,7 +738,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
                     handlers_cpu_share=cpu_share,
                 )
                 busy = self._in_flight - self._in_flight_here
-                changed = limit.observe(
+                limit.observe(
                     max(0.0, late),
                     saturated=saturated,
                     now=now,
@@ -750,7 +750,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 )
                 floor = self._compute.floor(self._core_share, self._threads)
                 cap = max(limit.limit, floor)
-                if changed or cap != self._running_limit:
+                if cap != self._running_limit:
                     self._running_limit = cap
                     self._queue.set_workers(cap)
                     spawn = self._dispatch()
