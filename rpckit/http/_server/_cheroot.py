@@ -30,7 +30,11 @@ on pays a new TCP connection. :class:`TunedWsgiServer` changes three things:
   blocking; an incomplete head goes back to the selector (its bytes kept on
   the connection) instead of holding a request thread, so a hundred clients
   sending a byte a second cost no thread between their bytes; a head over a
-  limit is answered 414/431 at once and a head slower than the timeout 408.
+  limit is answered 414/431 at once and a head slower than the timeout 408;
+* **arrival stamps** (:mod:`rpckit.http._server._arrival`): a request's age counts
+  from when the kernel received its bytes, however long they waited unread (accept
+  queue, a busy selector), and a request whose client closed before it was read is
+  dropped unserved.
 
 The hooks are cheroot's extension points -- ``ConnectionClass``,
 ``RequestHandlerClass``, ``gateway``, ``put_conn`` -- plus the worker's
@@ -53,6 +57,12 @@ from typing import Any, cast
 from cheroot import errors, makefile, server, wsgi
 
 from rpckit.core._http_limits import HeadRefused, HttpLimits, body_to_gather, check_head
+from rpckit.http._server._arrival import (
+    arrival_on_monotonic,
+    enable_receive_stamps,
+    peer_closed,
+    recv_stamped,
+)
 from rpckit.http._server._turns import (
     OUTSIDE_TURN_ENVIRON_KEY,
     RECEIVED_AT_ENVIRON_KEY,
@@ -273,6 +283,9 @@ class _Connection(server.HTTPConnection):
         while True:
             verdict = check_head(data, limits) if data else None
             if isinstance(verdict, int) and len(data) >= verdict + body_to_gather(data[:verdict]):
+                if peer_closed(sock):
+                    self.server.note_client_gone()
+                    return False
                 self.head_buffer, self.head_pending = b"", False
                 cast(Any, self.rfile)._read_buf = data  # cheroot parses it from here
                 return None
@@ -280,14 +293,25 @@ class _Connection(server.HTTPConnection):
                 self._refuse(verdict)
                 return False
             try:
-                chunk = sock.recv(65536)
+                chunk, stamp = recv_stamped(sock, 65536)
             except (BlockingIOError, InterruptedError):
                 return data
             except OSError:
                 return False
             if not chunk:
                 return False  # the peer closed before a whole head
+            if stamp is not None and not data and not self.head_pending:
+                self._arrived(stamp)
             data += chunk
+
+    def _arrived(self, stamp_wall: float) -> None:
+        """A new request's first bytes carry the kernel's receive stamp: its client's wait
+        began then, maybe well before a thread read it (see :mod:`._arrival`)."""
+        arrived = arrival_on_monotonic(
+            stamp_wall, now_wall=time.time(), now_monotonic=time.monotonic()
+        )
+        if self.received_at is None or arrived < self.received_at:
+            self.received_at = arrived
 
     def _refuse(self, refused: HeadRefused) -> None:
         """Answer ``refused`` (the connection is closed after it)."""
@@ -360,6 +384,26 @@ class TunedWsgiServer(wsgi.Server):
         self._linger_lock = threading.Lock()
         self._date = (0, b"")
         self._overload_log = SharedLogInterval()
+        self._gone_log = SharedLogInterval()
+
+    def prepare(self) -> None:
+        """Bind and listen; the connections accepted carry the kernel's receive stamps."""
+        super().prepare()
+        if self.socket is not None:
+            enable_receive_stamps(self.socket)
+
+    def note_client_gone(self) -> None:
+        """Log a request dropped unread because its client had closed, at most once per
+        interval."""
+        held = self._gone_log.admit()
+        if held is not None:
+            _log.warning(
+                "HTTP clients closed their connections before their requests were read "
+                "(%d more since the last such line): the requests waited unseen (accept "
+                "queue, busy threads) past their clients' patience and were dropped unserved; "
+                "add processes (--workers) or capacity",
+                held,
+            )
 
     def note_refused_overloaded(self) -> None:
         """Log a request refused from a standing line of turns, at most once per interval."""
