@@ -17,6 +17,7 @@ import grpc
 
 from examples.inventory._gen.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from rpckit.http import HttpServer, RouteOptions, Shim
+from rpckit.http._server._arrival import enable_receive_stamps, recv_stamped
 from rpckit.http._server._turns import RECEIVED_AT_ENVIRON_KEY
 
 #: How long requests wait unseen, bound but not yet read, in these tests.
@@ -40,14 +41,42 @@ class AgeApp:
 
 
 @contextmanager
+def kernel_stamping_on() -> Iterator[None]:
+    """Hold the kernel's receive stamping on for the block.
+
+    Linux turns stamping on for the whole host lazily, a moment after the first socket asks
+    (and off when the last one closes): segments received in that moment carry no stamp,
+    and the server counts those requests from when it read them, as without stamps. A test
+    that sends at once after the server's socket asked would race that moment, so a socket
+    of its own asks first and the block starts once a segment came back stamped.
+    """
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        assert enable_receive_stamps(listener)
+        with socket.create_connection(listener.getsockname(), timeout=10) as client:
+            accepted, _ = listener.accept()
+            with accepted:
+                for _ in range(1000):
+                    client.sendall(b"x")
+                    _data, stamp = recv_stamped(accepted, 16)
+                    if stamp is not None:
+                        break
+                    time.sleep(0.001)  # polls the kernel's state: nothing announces it
+                else:
+                    raise AssertionError("the kernel never stamped a received segment")
+                yield
+
+
+@contextmanager
 def bound_not_reading(app: Any) -> Iterator[tuple[HttpServer, tuple[str, int]]]:
-    """An embedded server that listens but has not started reading (``start`` is the test's)."""
-    server = HttpServer(app, "127.0.0.1:0", threads=4)
-    host, port = server.bind().rsplit(":", 1)
-    try:
-        yield server, (host, int(port))
-    finally:
-        server.stop()
+    """An embedded server that listens but has not started reading (``start`` is the test's),
+    with the kernel's stamping already on (:func:`kernel_stamping_on`)."""
+    with kernel_stamping_on():
+        server = HttpServer(app, "127.0.0.1:0", threads=4)
+        host, port = server.bind().rsplit(":", 1)
+        try:
+            yield server, (host, int(port))
+        finally:
+            server.stop()
 
 
 def send_and_wait_unseen(address: tuple[str, int], data: bytes) -> tuple[socket.socket, float]:

@@ -21,6 +21,11 @@ client that gave up and closed -- and so that one would look fresh just when
 it is dead: :func:`peer_closed` finds those, and the server drops them unserved
 (nginx's "499 client closed request"). The price: a client that half-closes
 its connection after sending a request, expecting an answer, gets none.
+
+Linux turns stamping on for the whole host lazily, a moment after the first
+socket asks (and off once the last such socket closes): segments received in
+that moment carry no stamp, and their requests count from when they were read,
+as without stamps.
 """
 
 from __future__ import annotations
