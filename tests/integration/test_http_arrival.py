@@ -86,6 +86,23 @@ def send_and_wait_unseen(address: tuple[str, int], data: bytes) -> tuple[socket.
     return client, time.monotonic()
 
 
+def unseen_for(sent_at: float) -> None:
+    """Let ``UNSEEN_S`` pass since ``sent_at`` with nothing reading: the wait is the input."""
+    deadline = sent_at + UNSEEN_S
+    while time.monotonic() < deadline:
+        time.sleep(deadline - time.monotonic())
+
+
+def get(address: tuple[str, int], path: str) -> int:
+    """One GET on a new connection; its status."""
+    connection = http.client.HTTPConnection(*address, timeout=10)
+    connection.request("GET", path)
+    reply = connection.getresponse()
+    reply.read()
+    connection.close()
+    return reply.status
+
+
 def read_reply(client: socket.socket) -> bytes:
     reply = b""
     while b"\r\n\r\n" not in reply or not reply.split(b"\r\n\r\n", 1)[1]:
@@ -101,9 +118,7 @@ def test_a_request_that_waited_unseen_is_as_old_as_its_bytes() -> None:
     with bound_not_reading(app) as (server, address):
         client, sent_at = send_and_wait_unseen(address, REQUEST)
         with client:
-            deadline = sent_at + UNSEEN_S
-            while time.monotonic() < deadline:  # the wait is the input: nothing reads meanwhile
-                time.sleep(deadline - time.monotonic())
+            unseen_for(sent_at)
             server.start()
             reply = read_reply(client)
             seen_after_ms = (time.monotonic() - sent_at) * 1000
@@ -134,12 +149,8 @@ def test_a_request_whose_client_left_unread_is_dropped_and_the_server_serves_on(
         client, _ = send_and_wait_unseen(address, REQUEST.replace(b"/age", b"/gone"))
         client.close()  # it gave up before any thread read its request
         server.start()
-        connection = http.client.HTTPConnection(*address, timeout=10)
-        connection.request("GET", "/next")
-        reply = connection.getresponse()
-        reply.read()
-        connection.close()
-    assert reply.status == 200
+        status = get(address, "/next")
+    assert status == 200
     assert app.paths == ["/next"]  # the abandoned request never reached the app
 
 
@@ -166,17 +177,11 @@ def test_the_route_timeout_counts_the_unseen_wait_so_a_spent_request_does_no_wor
             address, b"GET /items/late HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         )
         with spent:
-            deadline = sent_at + UNSEEN_S
-            while time.monotonic() < deadline:
-                time.sleep(deadline - time.monotonic())
+            unseen_for(sent_at)
             server.start()
             reply = read_reply(spent)
         assert reply.startswith(b"HTTP/1.1 504 "), reply[:80]
         assert servicer.calls == 0
-        connection = http.client.HTTPConnection(*address, timeout=10)
-        connection.request("GET", "/items/fresh")
-        fresh = connection.getresponse()
-        fresh.read()
-        connection.close()
-    assert fresh.status == 200
+        status = get(address, "/items/fresh")
+    assert status == 200
     assert servicer.calls == 1
