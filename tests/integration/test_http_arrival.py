@@ -79,7 +79,7 @@ def bound_not_reading(app: Any) -> Iterator[tuple[HttpServer, tuple[str, int]]]:
             server.stop()
 
 
-def send_and_wait_unseen(address: tuple[str, int], data: bytes) -> tuple[socket.socket, float]:
+def send_unread(address: tuple[str, int], data: bytes) -> tuple[socket.socket, float]:
     """Connect and send ``data``; returns the socket and when the send was done."""
     client = socket.create_connection(address, timeout=10)
     client.sendall(data)
@@ -116,7 +116,7 @@ def read_reply(client: socket.socket) -> bytes:
 def test_a_request_that_waited_unseen_is_as_old_as_its_bytes() -> None:
     app = AgeApp()
     with bound_not_reading(app) as (server, address):
-        client, sent_at = send_and_wait_unseen(address, REQUEST)
+        client, sent_at = send_unread(address, REQUEST)
         with client:
             unseen_for(sent_at)
             server.start()
@@ -146,7 +146,7 @@ def test_a_kept_alive_connection_stamps_each_request_when_it_came() -> None:
 def test_a_request_whose_client_left_unread_is_dropped_and_the_server_serves_on() -> None:
     app = AgeApp()
     with bound_not_reading(app) as (server, address):
-        client, _ = send_and_wait_unseen(address, REQUEST.replace(b"/age", b"/gone"))
+        client, _ = send_unread(address, REQUEST.replace(b"/age", b"/gone"))
         client.close()  # it gave up before any thread read its request
         server.start()
         status = get(address, "/next")
@@ -173,7 +173,7 @@ def test_the_route_timeout_counts_the_unseen_wait_so_a_spent_request_does_no_wor
     servicer = Counting()
     shim = Shim([servicer], routes={"inventory.v1.Inventory.GetItem": RouteOptions(timeout_s=0.2)})
     with bound_not_reading(shim) as (server, address):
-        spent, sent_at = send_and_wait_unseen(
+        spent, sent_at = send_unread(
             address, b"GET /items/late HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         )
         with spent:
