@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from rpckit.http import HttpLimits, HttpServer
-from rpckit.http._server._turns import OUTSIDE_TURN_ENVIRON_KEY
+from rpckit.http._server._turns import OUTSIDE_TURN_ENVIRON_KEY, Turns
+from tests.turns_driver import Clock, leave_line, wait_until_waiting
 
 Environ = dict[str, Any]
 
@@ -259,6 +260,76 @@ def test_a_standing_line_of_turns_is_refused_503_unparsed_and_the_server_serves_
     assert "/quick" not in app.paths  # refused before the app saw it
     warnings = [r for r in caplog.records if "HTTP front end short of CPU" in r.getMessage()]
     assert len(warnings) == 1  # the operator hears of it (once per interval)
+
+
+def test_while_a_standing_line_waits_a_new_request_is_answered_503_at_the_front_door(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Under overload the line of turns stands and every request in it is refused after
+    its longest wait; a newcomer is answered at once by the selector, before a request
+    thread or the app sees it. The line here is driven by a clock the test moves (no
+    timing races); the sockets and threads are real. Once the line has gone, all is served."""
+    app = TurnAware()
+    clock = Clock()
+    turns = Turns(lease_s=60.0, max_wait_s=0.005, standing_s=0.1, clock=clock)
+    server = HttpServer(app, "127.0.0.1:0", threads=4)
+    server._server.turns = turns
+    host, port = server.start().rsplit(":", 1)
+    try:
+        holder = turns.acquire()  # the line cannot move
+        for at in (0.0, 0.05, 0.1):  # requests kept leaving it: it stands
+            leave_line(turns, clock, at)
+        in_line = threading.Thread(target=lambda: turns.release(turns.acquire()))
+        in_line.start()
+        wait_until_waiting(turns, 1)
+        assert turns.turning_away()
+        connection = http.client.HTTPConnection(host, int(port), timeout=20)
+        connection.request("POST", "/door", body=b'{"a": 1}')
+        reply = connection.getresponse()
+        body = reply.read()
+        connection.close()
+        turns.release(holder)
+        in_line.join(timeout=10)
+        status, _ = fetch(host, int(port), "/after")
+    finally:
+        server.stop()
+    assert reply.status == 503
+    assert reply.getheader("Retry-After") == "1"
+    assert reply.will_close
+    assert body == b"server overloaded: try again shortly\n"
+    assert status == 200
+    assert app.paths == ["/after"]  # the refused request never reached the app
+    warnings = [r for r in caplog.records if "HTTP front end short of CPU" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_one_wake_of_the_selector_accepts_every_connection_waiting() -> None:
+    """The worst input for the accept queue: a burst of new connections (under overload,
+    clients that gave up reconnect) arriving while the selector waits for the GIL. cheroot
+    accepts one per pass; here one readable event takes them all, each with its request,
+    in order. The selector loop is not started: the test plays its part once."""
+    server = HttpServer(hello, "127.0.0.1:0", threads=4)
+    host, port = server.bind().rsplit(":", 1)
+    clients = [socket.create_connection((host, int(port)), timeout=20) for _ in range(5)]
+    try:
+        for index, client in enumerate(clients):  # all wait in the kernel's accept queue
+            client.sendall(f"GET /c{index} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        engine: Any = server._server  # (cheroot's stubs do not declare _connections)
+        listening = engine.socket
+        last = engine._connections._from_server_socket(listening)
+        assert last is not None
+        engine.process_conn(last)  # what the loop does with the one returned
+        assert listening.gettimeout() == 1.0  # cheroot's own, back after the extra accepts
+        replies = []
+        for client in clients:
+            reply = http.client.HTTPResponse(client)
+            reply.begin()
+            replies.append((reply.status, reply.read()))
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+    assert replies == [(200, f"/c{index}".encode()) for index in range(5)]
 
 
 def test_a_client_that_connects_and_waits_does_not_hold_up_the_others() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -17,13 +16,7 @@ from rpckit.http._server._turns import (
     _Waiter,
     yields_turns,
 )
-
-
-def wait_until_waiting(turns: Turns, count: int) -> None:
-    give_up = time.monotonic() + 10
-    while len(turns._line) != count:
-        assert time.monotonic() < give_up, "the thread never queued"
-        time.sleep(0.001)
+from tests.turns_driver import Clock, leave_line, wait_until_waiting
 
 
 def queue_up(turns: Turns, order: list[str], name: str, *, first: bool = False) -> threading.Thread:
@@ -118,19 +111,6 @@ def test_a_request_that_waited_its_longest_leaves_the_line_and_goes_on_without_a
     assert turns.acquire() is not None  # the line recovers: an idle turn is taken at once
 
 
-def leave_line(turns: Turns, clock: Clock, at: float, *, first: bool = False) -> object | None:
-    """What a request that queues at ``at`` and waits ``max_wait_s`` in line gets."""
-    clock.now = at
-    got: list[object | None] = []
-    thread = threading.Thread(target=lambda: got.append(turns.acquire(first=first)))
-    thread.start()
-    wait_until_waiting(turns, 1)
-    clock.now = at + turns.max_wait_s
-    thread.join(timeout=10)
-    assert len(got) == 1
-    return got[0]
-
-
 def test_a_stall_lets_waiters_go_on_a_standing_line_refuses_them_and_it_recovers() -> None:
     """Worst inputs: a short stall (nobody may be refused for it) and overload (the line
     never drains: refusing is what keeps the process's threads off the GIL)."""
@@ -150,6 +130,38 @@ def test_a_stall_lets_waiters_go_on_a_standing_line_refuses_them_and_it_recovers
     assert leave_line(turns, clock, 0.45) is None
     turns.release(holder)
     assert turns._holder is None
+
+
+def test_the_door_turns_newcomers_away_only_while_a_standing_line_has_someone_in_it() -> None:
+    """Worst inputs for the front door (``turning_away``): a stall (nobody may be turned
+    away for it), a standing line that has just emptied (a newcomer would get a turn at
+    once), and the end of the overload (the door opens again)."""
+    clock = Clock()
+    turns = Turns(lease_s=60.0, max_wait_s=0.005, standing_s=0.1, clock=clock)
+    holder = turns.acquire()
+    order: list[str] = []
+    assert leave_line(turns, clock, 0.0) is None  # a stall begins
+    clock.now = 0.01
+    in_line = queue_up(turns, order, "during the stall")
+    assert not turns.turning_away()  # someone waits, but the line has not stood
+    turns.release(holder)
+    in_line.join(timeout=10)
+    holder = turns.acquire()
+    assert leave_line(turns, clock, 0.05) is None
+    assert leave_line(turns, clock, 0.1) is REFUSED  # the line stands
+    assert not turns.turning_away()  # ... but nobody is in it: a newcomer gets a turn at once
+    in_line = queue_up(turns, order, "while it stands")
+    assert turns.turning_away()
+    turns.release(holder)
+    in_line.join(timeout=10)
+    assert not turns.turning_away()  # the line emptied
+    holder = turns.acquire()
+    clock.now = 0.3  # nobody had to leave the line for standing_s: the overload is over
+    in_line = queue_up(turns, order, "after")
+    assert not turns.turning_away()
+    turns.release(holder)
+    in_line.join(timeout=10)
+    assert order == ["during the stall", "while it stands", "after"]
 
 
 def test_a_waiter_handed_a_turn_whose_lease_ran_out_before_it_woke_goes_on() -> None:
@@ -257,16 +269,6 @@ def test_apps_opt_in() -> None:
 
     assert yields_turns(Yielding())
     assert not yields_turns(object())
-
-
-class Clock:
-    """A monotonic clock that moves only when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_quick_calls_run_inside_slow_and_unknown_ones_outside() -> None:

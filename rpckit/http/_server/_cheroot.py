@@ -34,7 +34,13 @@ on pays a new TCP connection. :class:`TunedWsgiServer` changes three things:
 * **arrival stamps** (:mod:`rpckit.http._server._arrival`): a request's age counts
   from when the kernel received its bytes, however long they waited unread (accept
   queue, a busy selector), and a request whose client closed before it was read is
-  dropped unserved.
+  dropped unserved;
+* **every waiting connection accepted** (:class:`_Accepting`): one wake of the selector
+  accepts all the connections in the kernel's queue (up to :data:`ACCEPTS_PER_WAKE`),
+  not one;
+* **a front door**: while the line of turns stands, the selector answers a request
+  that has come 503 itself (``_Connection.turned_away``), before a request thread
+  picks it up only to refuse it after its wait in line.
 
 The hooks are cheroot's extension points -- ``ConnectionClass``,
 ``RequestHandlerClass``, ``gateway``, ``put_conn`` -- plus the worker's
@@ -54,7 +60,7 @@ import threading
 import time
 from typing import Any, cast
 
-from cheroot import errors, makefile, server, wsgi
+from cheroot import connections, errors, makefile, server, wsgi
 
 from rpckit.core._http_limits import HeadRefused, HttpLimits, body_to_gather, check_head
 from rpckit.http._server._arrival import (
@@ -74,6 +80,10 @@ from rpckit.server._bad_input import SharedLogInterval
 __all__ = ["TunedWsgiServer"]
 
 _log = logging.getLogger("rpckit.http")
+
+#: The most connections the selector accepts each time it finds the listening socket
+#: readable (:class:`_Accepting`); nginx's ``multi_accept`` takes them all.
+ACCEPTS_PER_WAKE = 64
 
 #: The answer to a request refused from a standing line of turns, before it is parsed.
 OVERLOADED = HeadRefused(
@@ -313,17 +323,53 @@ class _Connection(server.HTTPConnection):
         if self.received_at is None or arrived < self.received_at:
             self.received_at = arrived
 
+    def turned_away(self) -> bool:
+        """At the front door, while the line of turns stands: answer the request that has
+        come 503 now, from the selector thread, before it waits for a request thread and
+        a turn only to be refused (``Turns.turning_away``). True: answered, or its client
+        had left -- close it. False: nothing has come yet (a new connection before its
+        request; TLS, whose handshake comes first): serve it as usual.
+
+        What the socket has is read first, without blocking: closing a socket with
+        unread bytes resets the connection, and the reset can overtake the answer.
+        The selector never waits here: a client that does not read its answer loses it.
+        """
+        if type(self.rfile) is not _LineReader:
+            return False
+        sock = self.socket
+        timeout = sock.gettimeout()
+        sock.settimeout(0.0)
+        try:
+            try:
+                if not sock.recv(65536):
+                    return True  # the client left
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                return True
+            _log.debug("refused a request: %s (%s)", OVERLOADED.status, OVERLOADED.reason)
+            with contextlib.suppress(OSError):  # the client left, or does not read
+                sock.send(_refusal(OVERLOADED))
+            return True
+        finally:
+            sock.settimeout(timeout)
+
     def _refuse(self, refused: HeadRefused) -> None:
         """Answer ``refused`` (the connection is closed after it)."""
         _log.debug("refused a request: %s (%s)", refused.status, refused.reason)
-        body = f"{refused.reason}\n".encode("ascii")
-        retry = "" if refused.retry_after_s is None else f"Retry-After: {refused.retry_after_s}\r\n"
-        head = (
-            f"HTTP/1.1 {refused.status}\r\nContent-Type: text/plain\r\n{retry}"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        ).encode("ascii")
         with contextlib.suppress(OSError):  # the client left: nothing to tell it
-            self.wfile.write(head + body)
+            self.wfile.write(_refusal(refused))
+
+
+def _refusal(refused: HeadRefused) -> bytes:
+    """The whole answer to a refused request (its connection is closed after it)."""
+    body = f"{refused.reason}\n".encode("ascii")
+    retry = "" if refused.retry_after_s is None else f"Retry-After: {refused.retry_after_s}\r\n"
+    head = (
+        f"HTTP/1.1 {refused.status}\r\nContent-Type: text/plain\r\n{retry}"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
 
 
 class _Gateway(wsgi.Gateway_10):
@@ -348,6 +394,39 @@ def _wait_readable(sock: Any, timeout_s: float) -> bool:
         return bool(poller.poll(timeout_s * 1000))
     readable, _, _ = select.select([sock], [], [], timeout_s)
     return bool(readable)
+
+
+class _Accepting(connections.ConnectionManager):
+    """cheroot's selector loop, accepting up to :data:`ACCEPTS_PER_WAKE` waiting connections
+    each time the listening socket is readable instead of one.
+
+    Stock cheroot accepts one connection per pass of its loop, and a pass waits for the
+    GIL, which the request and handler threads hold most of the time under load. Clients
+    that connect faster than that wait in the kernel's accept queue, unseen by anything
+    that could refuse them: bench/overload's seed profile through the shim at 3x (clients
+    that give up at 250 ms reconnect, ~150 new connections a second per process) had new
+    connections' first bytes 100-190 ms old (p50) when the selector saw them, against
+    10-50 ms for kept-alive ones. Plain TCP only: a TLS handshake runs in the selector
+    thread, and more of them per pass would hold up its other connections.
+    """
+
+    def _from_server_socket(self, server_socket: Any) -> Any:
+        accept = cast(Any, super())._from_server_socket  # (not in cheroot's stubs)
+        conn = accept(server_socket)
+        if conn is None:
+            return None
+        timeout = server_socket.gettimeout()
+        server_socket.settimeout(0.0)  # the rest only if already waiting
+        try:
+            for _ in range(ACCEPTS_PER_WAKE - 1):
+                more = accept(server_socket)
+                if more is None:
+                    break
+                self.server.process_conn(conn)  # in the order they were accepted
+                conn = more
+        finally:
+            server_socket.settimeout(timeout)
+        return conn  # the caller hands the last one over
 
 
 class TunedWsgiServer(wsgi.Server):
@@ -387,10 +466,16 @@ class TunedWsgiServer(wsgi.Server):
         self._gone_log = SharedLogInterval()
 
     def prepare(self) -> None:
-        """Bind and listen; the connections accepted carry the kernel's receive stamps."""
+        """Bind and listen; the connections accepted carry the kernel's receive stamps, and
+        the selector accepts every connection waiting when it wakes (:class:`_Accepting`)."""
         super().prepare()
         if self.socket is not None:
             enable_receive_stamps(self.socket)
+            if self.ssl_adapter is None:
+                state = cast(Any, self)  # (cheroot's stubs do not declare _connections)
+                one_at_a_time = state._connections
+                state._connections = _Accepting(self)
+                one_at_a_time.close()
 
     def note_client_gone(self) -> None:
         """Log a request dropped unread because its client had closed, at most once per
@@ -428,8 +513,15 @@ class TunedWsgiServer(wsgi.Server):
 
     def process_conn(self, conn: Any) -> None:
         """cheroot's selector hands over a connection that connected or turned readable:
-        from now on its client waits on us (see :data:`RECEIVED_AT_ENVIRON_KEY`)."""
+        from now on its client waits on us (see :data:`RECEIVED_AT_ENVIRON_KEY`). While
+        the line of turns stands, a request that has come is answered 503 here, at the
+        front door (:meth:`_Connection.turned_away`)."""
         conn.waiting_since = time.monotonic()
+        turns = self.turns
+        if turns is not None and turns.turning_away() and conn.turned_away():
+            self.note_refused_overloaded()
+            conn.close()
+            return
         super().process_conn(conn)
 
     def put_conn(self, conn: Any) -> None:

@@ -219,6 +219,24 @@ class Turns:
             if self._holder is token:
                 self._hand_over()
 
+    def turning_away(self) -> bool:
+        """Would a request arriving now be refused from the line (module docstring)?
+
+        True while the line stands -- requests have been leaving it for ``standing_s``
+        with no gap that long, the last within ``standing_s`` -- and someone is waiting in
+        it: a newcomer would queue behind them and leave refused. The server's front
+        door asks before handing a new request to a thread, so such a request is
+        answered at once instead of after its wait (an empty line turns nobody away: a
+        newcomer would get a turn at once). Read without the mutex: a stale answer
+        misjudges one request.
+        """
+        now = self._clock()
+        return (
+            bool(self._line)
+            and now - self._last_left <= self.standing_s
+            and now - self._stalled_since >= self.standing_s
+        )
+
     def _left_line(self, waiter: _Waiter, now: float, *, first: bool) -> object | None:
         """``waiter`` waited ``max_wait_s``: it leaves the line and goes on without a turn,
         or is refused if the line has stood for ``standing_s`` (mutex held)."""
