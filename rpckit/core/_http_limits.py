@@ -41,6 +41,7 @@ __all__ = [
     "HttpLimits",
     "body_to_gather",
     "check_head",
+    "whole_request",
 ]
 
 #: Bodies up to this size, announced by Content-Length, are read before the app runs.
@@ -164,3 +165,38 @@ def body_to_gather(head: bytes) -> int:
     if length is None or length > GATHERED_BODY_BYTES:
         return 0
     return length
+
+
+def whole_request(data: bytes, limits: HttpLimits) -> int | None:
+    """The length of the request at the start of ``data`` if all of it is there and its
+    connection may carry the next one; None otherwise.
+
+    All of it: the head, and its body -- none, or exactly Content-Length bytes (chunked
+    bodies and ``Expect: 100-continue`` do not count: their ends are not known here).
+    May carry the next: HTTP/1.1 without ``Connection: close``. A server that refuses such
+    a request unread may answer it and keep the connection; any other must be closed after
+    its answer (the client's unread bytes would be taken for the next request).
+    """
+    end = check_head(data, limits)
+    if not isinstance(end, int):
+        return None
+    request_line, _, fields = data[:end].lstrip(b"\r\n").partition(b"\n")
+    if not request_line.rstrip(b"\r").endswith(b" HTTP/1.1"):
+        return None
+    length: int | None = None
+    for line in fields.split(b"\n"):
+        name, colon, value = line.partition(b":")
+        if not colon:
+            continue
+        name = name.strip().lower()
+        if name in (b"transfer-encoding", b"expect"):
+            return None
+        if name == b"connection" and b"close" in value.lower():
+            return None
+        if name == b"content-length":
+            text = value.strip()
+            if length is not None or not text.isdigit():
+                return None
+            length = int(text)
+    total = end + (length or 0)
+    return total if len(data) >= total else None

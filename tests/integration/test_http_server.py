@@ -237,7 +237,9 @@ def test_a_standing_line_of_turns_is_refused_503_unparsed_and_the_server_serves_
 ) -> None:
     """The worst input for turns: a line that never drains (here a holder stuck in its
     turn; under overload, a front end short of CPU). Requests leaving it get a fast 503
-    with Retry-After instead of piling onto the GIL; once the line moves, all is served."""
+    with Retry-After instead of piling onto the GIL; once the line moves, all is served.
+    A whole request's connection stays open for the client's next one; a client that
+    asked to close gets its connection closed."""
     app = TurnAware()
     options = {"turn_lease_s": 30.0, "turn_max_wait_s": 0.001, "turn_standing_s": 0.0}
     with serving(app, threads=4, **options) as (host, port):
@@ -248,16 +250,22 @@ def test_a_standing_line_of_turns_is_refused_503_unparsed_and_the_server_serves_
         connection.request("POST", "/quick", body=b'{"a": 1}')
         reply = connection.getresponse()
         body = reply.read()
-        connection.close()
+        closing = http.client.HTTPConnection(host, port, timeout=20)
+        closing.request("GET", "/closing", headers={"Connection": "close"})
+        closed = closing.getresponse()
+        closed.read()
+        closing.close()
         app.release.set()
         stuck.join(timeout=20)
-        status, _ = fetch(host, port, "/after")
+        again = get(connection, "/again")  # the same connection, once the line moved
+        connection.close()
     assert reply.status == 503
     assert reply.getheader("Retry-After") == "1"
-    assert reply.will_close
+    assert not reply.will_close
     assert body == b"server overloaded: try again shortly\n"
-    assert status == 200
-    assert "/quick" not in app.paths  # refused before the app saw it
+    assert (closed.status, closed.will_close) == (503, True)
+    assert again.status == 200
+    assert app.paths == ["/stuck", "/again"]  # the refused never reached the app
     warnings = [r for r in caplog.records if "HTTP front end short of CPU" in r.getMessage()]
     assert len(warnings) == 1  # the operator hears of it (once per interval)
 
@@ -287,17 +295,18 @@ def test_while_a_standing_line_waits_a_new_request_is_answered_503_at_the_front_
         connection.request("POST", "/door", body=b'{"a": 1}')
         reply = connection.getresponse()
         body = reply.read()
-        connection.close()
         turns.release(holder)
         in_line.join(timeout=10)
-        status, _ = fetch(host, int(port), "/after")
+        clock.now = 1.0  # nobody left the line for standing_s: the door opens
+        after = get(connection, "/after")  # the same connection: kept for the next request
+        connection.close()
     finally:
         server.stop()
     assert reply.status == 503
     assert reply.getheader("Retry-After") == "1"
-    assert reply.will_close
+    assert not reply.will_close
     assert body == b"server overloaded: try again shortly\n"
-    assert status == 200
+    assert after.status == 200
     assert app.paths == ["/after"]  # the refused request never reached the app
     warnings = [r for r in caplog.records if "HTTP front end short of CPU" in r.getMessage()]
     assert len(warnings) == 1

@@ -14,6 +14,7 @@ from rpckit.core._http_limits import (
     HttpLimits,
     body_to_gather,
     check_head,
+    whole_request,
 )
 
 LIMITS = HttpLimits()
@@ -115,3 +116,33 @@ def test_small_bodies_with_a_length_are_gathered_with_the_head(
     fields: list[bytes], gathered: int
 ) -> None:
     assert body_to_gather(_head(b"POST / HTTP/1.1", [b"Host: x", *fields])) == gathered
+
+
+def test_a_whole_request_that_may_keep_its_connection_is_measured() -> None:
+    get = _head(b"GET / HTTP/1.1", [b"Host: x"])
+    assert whole_request(get, LIMITS) == len(get)
+    post = _head(b"POST /a HTTP/1.1", [b"Host: x", b"Content-Length: 4"])
+    assert whole_request(post + b"body", LIMITS) == len(post) + 4
+    assert whole_request(post + b"body" + get, LIMITS) == len(post) + 4  # the next one waits
+    assert whole_request(b"\r\n" + get, LIMITS) == 2 + len(get)  # empty lines first
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _head(b"POST /a HTTP/1.1", [b"Content-Length: 4"]) + b"bo",  # body not all there
+        _head(b"POST /a HTTP/1.1", [b"Transfer-Encoding: chunked"]) + b"4\r\nbody\r\n0\r\n\r\n",
+        _head(b"POST /a HTTP/1.1", [b"Content-Length: 4", b"Expect: 100-continue"]),
+        _head(b"GET / HTTP/1.1", [b"Connection: close"]),
+        _head(b"GET / HTTP/1.1", [b"connection: keep-alive, CLOSE"]),
+        _head(b"GET / HTTP/1.0", [b"Connection: keep-alive"]),  # 1.0: close, to be safe
+        _head(b"POST /a HTTP/1.1", [b"Content-Length: 4", b"Content-Length: 4"]) + b"body",
+        _head(b"POST /a HTTP/1.1", [b"Content-Length: +4"]) + b"body",
+        _head(b"GET / HTTP/1.1", [b"Host: x"])[:-2],  # head not complete
+        b"GET / HTTP/1.1\r\n" + b"X: " + b"y" * 9000 + b"\r\n\r\n",  # over a limit
+    ],
+)
+def test_requests_whose_end_or_connection_is_in_doubt_are_not_whole(data: bytes) -> None:
+    """The worst inputs: a body whose end is not known from the head, a client that asked
+    to close, an old protocol, a smuggling-shaped length, a head cut short or too large."""
+    assert whole_request(data, LIMITS) is None

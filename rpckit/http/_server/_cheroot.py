@@ -58,11 +58,17 @@ import logging
 import select
 import threading
 import time
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from cheroot import connections, errors, makefile, server, wsgi
 
-from rpckit.core._http_limits import HeadRefused, HttpLimits, body_to_gather, check_head
+from rpckit.core._http_limits import (
+    HeadRefused,
+    HttpLimits,
+    body_to_gather,
+    check_head,
+    whole_request,
+)
 from rpckit.http._server._arrival import (
     arrival_on_monotonic,
     enable_receive_stamps,
@@ -241,9 +247,8 @@ class _Connection(server.HTTPConnection):
             return cast(Any, super()).communicate()
         turn = turns.hold()
         if turn.refused:  # the line stands: the front end is short of CPU (see _turns)
-            self._refuse(OVERLOADED)
             self.server.note_refused_overloaded()
-            return False
+            return self._refuse_overloaded()
         self.turn = turn
         try:
             return cast(Any, super()).communicate()
@@ -323,36 +328,63 @@ class _Connection(server.HTTPConnection):
         if self.received_at is None or arrived < self.received_at:
             self.received_at = arrived
 
-    def turned_away(self) -> bool:
+    def turned_away(self) -> Literal["keep", "close"] | None:
         """At the front door, while the line of turns stands: answer the request that has
         come 503 now, from the selector thread, before it waits for a request thread and
-        a turn only to be refused (``Turns.turning_away``). True: answered, or its client
-        had left -- close it. False: nothing has come yet (a new connection before its
-        request; TLS, whose handshake comes first): serve it as usual.
+        a turn only to be refused (``Turns.turning_away``). None: nothing has come yet (a
+        new connection before its request; TLS, whose handshake comes first): serve it as
+        usual. ``"keep"``: answered, and the connection may carry the client's next
+        request (:func:`~rpckit.core._http_limits.whole_request`: a client that reconnects
+        after each refusal costs an accept and a handshake on both sides, and waits in the
+        accept queue). ``"close"``: answered (or the client had left): close it.
 
         What the socket has is read first, without blocking: closing a socket with
         unread bytes resets the connection, and the reset can overtake the answer.
         The selector never waits here: a client that does not read its answer loses it.
         """
-        if type(self.rfile) is not _LineReader:
-            return False
+        limits: HttpLimits | None = getattr(self.server, "limits", None)
+        if type(self.rfile) is not _LineReader or limits is None:
+            return None
         sock = self.socket
         timeout = sock.gettimeout()
         sock.settimeout(0.0)
         try:
             try:
-                if not sock.recv(65536):
-                    return True  # the client left
+                chunk = sock.recv(65536)
             except (BlockingIOError, InterruptedError):
-                return False
+                return None
             except OSError:
-                return True
+                return "close"
+            if not chunk:
+                return "close"  # the client left
+            data, self.head_buffer, self.head_pending = self.head_buffer + chunk, b"", False
+            keep = whole_request(data, limits) == len(data)
             _log.debug("refused a request: %s (%s)", OVERLOADED.status, OVERLOADED.reason)
-            with contextlib.suppress(OSError):  # the client left, or does not read
-                sock.send(_refusal(OVERLOADED))
-            return True
+            try:
+                sock.send(_refusal(OVERLOADED, close=not keep))
+            except OSError:  # the client left, or does not read
+                return "close"
+            return "keep" if keep else "close"
         finally:
             sock.settimeout(timeout)
+
+    def _refuse_overloaded(self) -> bool:
+        """Answer the request just gathered 503 (refused from a standing line of turns);
+        True if the connection may carry the next request (as :meth:`turned_away`)."""
+        limits: HttpLimits | None = getattr(self.server, "limits", None)
+        if type(self.rfile) is _LineReader and limits is not None:
+            rfile: Any = self.rfile  # (_pyio's buffer, as _gather_head reads it)
+            data = rfile._read_buf[rfile._read_pos :]
+            if whole_request(data, limits) == len(data):
+                rfile._read_buf, rfile._read_pos = b"", 0  # the request, answered unread
+                _log.debug("refused a request: %s (%s)", OVERLOADED.status, OVERLOADED.reason)
+                try:
+                    self.wfile.write(_refusal(OVERLOADED, close=False))
+                except OSError:
+                    return False
+                return True
+        self._refuse(OVERLOADED)
+        return False
 
     def _refuse(self, refused: HeadRefused) -> None:
         """Answer ``refused`` (the connection is closed after it)."""
@@ -361,13 +393,14 @@ class _Connection(server.HTTPConnection):
             self.wfile.write(_refusal(refused))
 
 
-def _refusal(refused: HeadRefused) -> bytes:
-    """The whole answer to a refused request (its connection is closed after it)."""
+def _refusal(refused: HeadRefused, *, close: bool = True) -> bytes:
+    """The whole answer to a refused request; ``close``: its connection is closed after it."""
     body = f"{refused.reason}\n".encode("ascii")
     retry = "" if refused.retry_after_s is None else f"Retry-After: {refused.retry_after_s}\r\n"
+    connection = "Connection: close\r\n" if close else ""
     head = (
         f"HTTP/1.1 {refused.status}\r\nContent-Type: text/plain\r\n{retry}"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {len(body)}\r\n{connection}\r\n"
     )
     return head.encode("ascii") + body
 
@@ -518,10 +551,15 @@ class TunedWsgiServer(wsgi.Server):
         front door (:meth:`_Connection.turned_away`)."""
         conn.waiting_since = time.monotonic()
         turns = self.turns
-        if turns is not None and turns.turning_away() and conn.turned_away():
-            self.note_refused_overloaded()
-            conn.close()
-            return
+        if turns is not None and turns.turning_away():
+            answered = conn.turned_away()
+            if answered is not None:
+                self.note_refused_overloaded()
+                if answered == "keep":
+                    cast(Any, self)._connections.put(conn)  # its next request, via the selector
+                else:
+                    conn.close()
+                return
         super().process_conn(conn)
 
     def put_conn(self, conn: Any) -> None:
