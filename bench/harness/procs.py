@@ -73,6 +73,38 @@ def parse_pss_kib(smaps_rollup: str) -> int:
     return int(match.group(1))
 
 
+@dataclasses.dataclass(frozen=True)
+class HostTicks:
+    """The host's CPU time so far, all CPUs (/proc/stat's ``cpu`` line), in clock ticks."""
+
+    total: int
+    steal: int
+
+    def steal_share(self, later: HostTicks) -> float | None:
+        """The share of the CPU time from this reading to ``later`` that the hypervisor
+        gave to other guests (steal); None if no time passed."""
+        total = later.total - self.total
+        return None if total <= 0 else (later.steal - self.steal) / total
+
+
+def parse_host_ticks(proc_stat: str) -> HostTicks:
+    """The ``cpu`` line of /proc/stat: user nice system idle iowait irq softirq steal ...
+    (guest time is already counted in user and nice). ValueError if there is none."""
+    for line in proc_stat.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            ticks = [int(value) for value in fields[1:9]]
+            ticks += [0] * (8 - len(ticks))  # kernels before steal time had fewer fields
+            return HostTicks(total=sum(ticks), steal=ticks[7])
+    raise ValueError("no cpu line in /proc/stat")
+
+
+def host_ticks() -> HostTicks | None:
+    """The host's CPU time so far (None where /proc/stat cannot be read)."""
+    text = _read("/proc/stat")
+    return None if text is None else parse_host_ticks(text)
+
+
 def parse_rss_kib(status: str) -> int:
     """The ``VmRSS:`` line of /proc/PID/status, in KiB."""
     match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)

@@ -354,6 +354,7 @@ STEP_HEADERS = [
     "tree CPU s",
     "load-gen CPU s",
     "send lag p99 ms",
+    "host steal %",
     "health SERVING / max",
 ]
 
@@ -376,6 +377,7 @@ def _step_row(label: str, step: Mapping[str, Any]) -> list[Cell]:
         step["tree_cpu_s"],
         step.get("sender_cpu_s"),
         summary["send_lag_p99_ms"],
+        step.get("host_steal_pct"),
         _health_cell(step.get("health")),
     ]
 
@@ -572,7 +574,9 @@ def render_markdown(run: Mapping[str, Any]) -> str:
         "sender counts against them; refusal latency from the actual send (time to refusal). "
         "Timeouts = calls the client gave up on at its deadline. Wasted CPU = handler CPU spent "
         "on calls that finished after their deadline, as a share of all handler CPU. Tree CPU = "
-        "all CPU of the server's processes during the step and its drain.\n",
+        "all CPU of the server's processes during the step and its drain. Host steal = the "
+        "share of the host's CPU time the hypervisor gave to other guests during the step "
+        "(/proc/stat): where it is high, the step measured the host, not the system.\n",
     ]
     for entry in run.get("profiles", {}).values():
         if entry.get("kind") == "burst":

@@ -47,6 +47,10 @@ from bench.overload.profiles import BurstProfile, LoadProfile, Plan, burst_sched
 MEMORY_CHANNELS_PER_SENDER = 8
 # A step whose senders fired later than this (p99) gets a note in the report.
 LAG_NOTE_MS = 10.0
+# A step during which the hypervisor took more than this share of the host's CPU time for
+# other guests (steal, /proc/stat) gets a note: on this project's shared 2-core machines it
+# reached ~20% at times, and steps then swung between holding and collapsing.
+STEAL_NOTE_FRACTION = 0.05
 # The capacity ramp starts at this share of what the cores would carry at the profile's
 # nominal cost per call (well below capacity, so a cold server's first level keeps up).
 RAMP_START = 0.25
@@ -287,6 +291,7 @@ class OverloadBenchmark:
         """One measured step with its handler CPU accounting and the server's CPU."""
         handler_before = HandlerTotals.sum_of(read_stats_dir(running.stats_dir))
         cpu_before = procs.tree_cpu_seconds(running.process.pid)
+        host_before = procs.host_ticks()
         summary, sender_cpu_s, health = self.fire(
             running,
             profile,
@@ -295,9 +300,21 @@ class OverloadBenchmark:
             warmup_s=self.plan.warmup_s,
             seed=seed,
         )
+        host_after = procs.host_ticks()
         quiesced = self.quiesce(running.process)
         handler = HandlerTotals.sum_of(read_stats_dir(running.stats_dir)) - handler_before
         name = running.spec.name
+        steal = (
+            None
+            if host_before is None or host_after is None
+            else host_before.steal_share(host_after)
+        )
+        if steal is not None and steal > STEAL_NOTE_FRACTION:
+            self.notes.append(
+                f"{profile.name}, {name} {multiple:g}x: the hypervisor gave {steal:.0%} of the "
+                "host's CPU time to other guests (steal) during the step: its numbers are "
+                "low for a reason outside the systems compared"
+            )
         lag = summary.send_lag_p99_ms
         if lag is not None and lag > LAG_NOTE_MS:
             self.notes.append(
@@ -317,6 +334,7 @@ class OverloadBenchmark:
             "wasted_fraction": handler.wasted_fraction,
             "tree_cpu_s": round(procs.tree_cpu_seconds(running.process.pid) - cpu_before, 3),
             "sender_cpu_s": round(sender_cpu_s, 3),
+            "host_steal_pct": None if steal is None else round(100 * steal, 1),
             "quiesced": quiesced,
             "health": None if health is None else health.as_json(),
         }

@@ -27,8 +27,10 @@ from bench.harness.loadgen import (
 from bench.harness.neighbour import spin
 from bench.harness.procs import (
     descendants,
+    host_ticks,
     json_line_address,
     json_line_http_address,
+    parse_host_ticks,
     parse_proc_stat,
     parse_pss_kib,
 )
@@ -367,6 +369,22 @@ def test_pss_comes_from_the_rollup() -> None:
     assert parse_pss_kib(rollup) == 369
     with pytest.raises(ValueError, match="Pss"):
         parse_pss_kib("Rss: 1 kB\n")
+
+
+def test_host_steal_is_the_share_of_the_cpu_time_between_two_readings() -> None:
+    before = parse_host_ticks("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 50 0 25 400 5 0 2 18 0 0\n")
+    after = parse_host_ticks("cpu  300 0 100 1100 10 0 5 85 0 0\n")
+    assert (before.total, before.steal) == (1000, 35)
+    assert before.steal_share(after) == pytest.approx(50 / 600)
+    assert before.steal_share(before) is None  # no time passed
+    old_kernel = parse_host_ticks("cpu 10 0 5 80\n")  # before steal time was counted
+    assert (old_kernel.total, old_kernel.steal) == (95, 0)
+    with pytest.raises(ValueError, match="cpu line"):
+        parse_host_ticks("intr 1 2 3\n")
+    live = host_ticks()  # this machine's own /proc/stat parses
+    assert live is not None
+    assert live.total > 0
+    assert live.steal >= 0
 
 
 def test_descendants_walks_the_whole_tree_only() -> None:
