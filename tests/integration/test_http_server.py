@@ -4,6 +4,7 @@ keep-alive clients, turns in arrival order with a way out for code that blocks, 
 
 from __future__ import annotations
 
+import errno
 import http.client
 import socket
 import threading
@@ -339,6 +340,57 @@ def test_one_wake_of_the_selector_accepts_every_connection_waiting() -> None:
             client.close()
         server.stop()
     assert replies == [(200, f"/c{index}".encode()) for index in range(5)]
+
+
+class OutOfDescriptorsAfterOne:
+    """A listening socket whose accepts after the first fail as at the descriptor limit."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.accepted = 0
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self.accepted:
+            raise OSError(errno.EMFILE, "Too many open files")
+        self.accepted += 1
+        return self.real.accept()
+
+    def gettimeout(self) -> float | None:
+        return self.real.gettimeout()
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.real.settimeout(timeout)
+
+
+def test_an_accept_that_fails_after_the_first_loses_no_connection() -> None:
+    """The worst input for accepting many at once: the kernel refusing a further accept
+    (out of descriptors) with a connection already in hand. That one is served; the one
+    left waiting is accepted on a later pass."""
+    server = HttpServer(hello, "127.0.0.1:0", threads=4)
+    host, port = server.bind().rsplit(":", 1)
+    clients = [socket.create_connection((host, int(port)), timeout=20) for _ in range(2)]
+    try:
+        for index, client in enumerate(clients):
+            client.sendall(f"GET /c{index} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        engine: Any = server._server
+        failing = OutOfDescriptorsAfterOne(engine.socket)
+        first = engine._connections._from_server_socket(failing)
+        assert first is not None
+        assert failing.accepted == 1
+        engine.process_conn(first)
+        second = engine._connections._from_server_socket(engine.socket)  # a later pass
+        assert second is not None
+        engine.process_conn(second)
+        replies = []
+        for client in clients:
+            reply = http.client.HTTPResponse(client)
+            reply.begin()
+            replies.append((reply.status, reply.read()))
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+    assert replies == [(200, b"/c0"), (200, b"/c1")]
 
 
 def test_a_client_that_connects_and_waits_does_not_hold_up_the_others() -> None:

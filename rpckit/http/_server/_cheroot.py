@@ -457,6 +457,10 @@ class _Accepting(connections.ConnectionManager):
                     break
                 self.server.process_conn(conn)  # in the order they were accepted
                 conn = more
+        except OSError:
+            # An error cheroot raises (out of descriptors, say): the connection in hand is
+            # still served; the next pass's first accept meets the error and cheroot logs it.
+            pass
         finally:
             server_socket.settimeout(timeout)
         return conn  # the caller hands the last one over
