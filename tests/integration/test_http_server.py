@@ -313,32 +313,45 @@ def test_while_a_standing_line_waits_a_new_request_is_answered_503_at_the_front_
     assert len(warnings) == 1
 
 
+@contextmanager
+def waiting_to_be_accepted(count: int) -> Iterator[tuple[Any, list[socket.socket]]]:
+    """A bound server whose selector loop is not started (a test plays its part), and
+    ``count`` clients whose requests (GET /c0, /c1, ...) wait in the kernel's accept queue.
+    Yields cheroot's server (its stubs do not declare what the tests reach) and the clients."""
+    server = HttpServer(hello, "127.0.0.1:0", threads=4)
+    host, port = server.bind().rsplit(":", 1)
+    clients = [socket.create_connection((host, int(port)), timeout=20) for _ in range(count)]
+    try:
+        for index, client in enumerate(clients):
+            client.sendall(f"GET /c{index} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        yield server._server, clients
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+
+
+def replies_of(clients: list[socket.socket]) -> list[tuple[int, bytes]]:
+    replies = []
+    for client in clients:
+        reply = http.client.HTTPResponse(client)
+        reply.begin()
+        replies.append((reply.status, reply.read()))
+    return replies
+
+
 def test_one_wake_of_the_selector_accepts_every_connection_waiting() -> None:
     """The worst input for the accept queue: a burst of new connections (under overload,
     clients that gave up reconnect) arriving while the selector waits for the GIL. cheroot
     accepts one per pass; here one readable event takes them all, each with its request,
-    in order. The selector loop is not started: the test plays its part once."""
-    server = HttpServer(hello, "127.0.0.1:0", threads=4)
-    host, port = server.bind().rsplit(":", 1)
-    clients = [socket.create_connection((host, int(port)), timeout=20) for _ in range(5)]
-    try:
-        for index, client in enumerate(clients):  # all wait in the kernel's accept queue
-            client.sendall(f"GET /c{index} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        engine: Any = server._server  # (cheroot's stubs do not declare _connections)
+    in order."""
+    with waiting_to_be_accepted(5) as (engine, clients):
         listening = engine.socket
         last = engine._connections._from_server_socket(listening)
         assert last is not None
         engine.process_conn(last)  # what the loop does with the one returned
         assert listening.gettimeout() == 1.0  # cheroot's own, back after the extra accepts
-        replies = []
-        for client in clients:
-            reply = http.client.HTTPResponse(client)
-            reply.begin()
-            replies.append((reply.status, reply.read()))
-    finally:
-        for client in clients:
-            client.close()
-        server.stop()
+        replies = replies_of(clients)
     assert replies == [(200, f"/c{index}".encode()) for index in range(5)]
 
 
@@ -366,13 +379,7 @@ def test_an_accept_that_fails_after_the_first_loses_no_connection() -> None:
     """The worst input for accepting many at once: the kernel refusing a further accept
     (out of descriptors) with a connection already in hand. That one is served; the one
     left waiting is accepted on a later pass."""
-    server = HttpServer(hello, "127.0.0.1:0", threads=4)
-    host, port = server.bind().rsplit(":", 1)
-    clients = [socket.create_connection((host, int(port)), timeout=20) for _ in range(2)]
-    try:
-        for index, client in enumerate(clients):
-            client.sendall(f"GET /c{index} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        engine: Any = server._server
+    with waiting_to_be_accepted(2) as (engine, clients):
         failing = OutOfDescriptorsAfterOne(engine.socket)
         first = engine._connections._from_server_socket(failing)
         assert first is not None
@@ -381,15 +388,7 @@ def test_an_accept_that_fails_after_the_first_loses_no_connection() -> None:
         second = engine._connections._from_server_socket(engine.socket)  # a later pass
         assert second is not None
         engine.process_conn(second)
-        replies = []
-        for client in clients:
-            reply = http.client.HTTPResponse(client)
-            reply.begin()
-            replies.append((reply.status, reply.read()))
-    finally:
-        for client in clients:
-            client.close()
-        server.stop()
+        replies = replies_of(clients)
     assert replies == [(200, b"/c0"), (200, b"/c1")]
 
 
