@@ -726,6 +726,7 @@ def _http_server(args: argparse.Namespace, server: Any, config: ServerConfig) ->
         grace_s=config.grace_s,
         reuse_port=config.so_reuseport,
         tls=args.http_tls,
+        on_unread=None if server.metrics is None else server.metrics.http_refused_unread,
     )
     try:
         http.bind()

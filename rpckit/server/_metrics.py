@@ -12,6 +12,7 @@ go-grpc-prometheus where one exists:
 | ``rpckit_queue_wait_seconds`` | histogram | ``grpc_method`` |
 | ``rpckit_shed_total`` | counter | ``grpc_method``, ``reason`` |
 | ``rpckit_malformed_requests_total`` | counter | ``grpc_method`` |
+| ``rpckit_http_refused_unread_total`` | counter | ``reason`` |
 | ``rpckit_queue_depth``, ``rpckit_in_flight``, ``rpckit_concurrency_limit`` | gauge | |
 | ``rpckit_utilization``, ``rpckit_codel_load`` | gauge | |
 
@@ -103,6 +104,13 @@ class ServerMetrics:
             "Requests that did not parse (answered INVALID_ARGUMENT), by method.",
             ["grpc_method"], registry=self.registry,
         )  # fmt: skip
+        self._http_unread = prom.Counter(
+            "rpckit_http_refused_unread_total",
+            "HTTP requests answered before they were parsed (their route unknown): 503 "
+            "because the HTTP front end was short of CPU (overloaded), or dropped because "
+            "their client had closed (client_gone).",
+            ["reason"], registry=self.registry,
+        )  # fmt: skip
         self._auth_denied = prom.Counter(
             "rpckit_auth_denied_total",
             "Calls refused by the auth policy before admission, by method and status code.",
@@ -166,6 +174,10 @@ class ServerMetrics:
 
     def malformed(self, method: str) -> None:
         self._malformed.labels(method).inc()
+
+    def http_refused_unread(self, reason: str) -> None:
+        """An HTTP request answered before it was parsed (``HttpServer``'s ``on_unread``)."""
+        self._http_unread.labels(reason).inc()
 
     def auth_denied(self, method: str, code: str) -> None:
         """A call the auth policy refused: counted here and as handled with ``code``."""

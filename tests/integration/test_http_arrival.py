@@ -9,7 +9,7 @@ import http.client
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -67,11 +67,13 @@ def kernel_stamping_on() -> Iterator[None]:
 
 
 @contextmanager
-def bound_not_reading(app: Any) -> Iterator[tuple[HttpServer, tuple[str, int]]]:
+def bound_not_reading(
+    app: Any, *, on_unread: Callable[[str], None] | None = None
+) -> Iterator[tuple[HttpServer, tuple[str, int]]]:
     """An embedded server that listens but has not started reading (``start`` is the test's),
     with the kernel's stamping already on (:func:`kernel_stamping_on`)."""
     with kernel_stamping_on():
-        server = HttpServer(app, "127.0.0.1:0", threads=4)
+        server = HttpServer(app, "127.0.0.1:0", threads=4, on_unread=on_unread)
         host, port = server.bind().rsplit(":", 1)
         try:
             yield server, (host, int(port))
@@ -145,13 +147,15 @@ def test_a_kept_alive_connection_stamps_each_request_when_it_came() -> None:
 
 def test_a_request_whose_client_left_unread_is_dropped_and_the_server_serves_on() -> None:
     app = AgeApp()
-    with bound_not_reading(app) as (server, address):
+    unread: list[str] = []
+    with bound_not_reading(app, on_unread=unread.append) as (server, address):
         client, _ = send_unread(address, REQUEST.replace(b"/age", b"/gone"))
         client.close()  # it gave up before any thread read its request
         server.start()
         status = get(address, "/next")
     assert status == 200
     assert app.paths == ["/next"]  # the abandoned request never reached the app
+    assert unread == ["client_gone"]  # counted (rpckit serve --metrics)
 
 
 class Counting(inventory_pb2_grpc.InventoryServicer):

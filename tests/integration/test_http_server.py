@@ -242,8 +242,9 @@ def test_a_standing_line_of_turns_is_refused_503_unparsed_and_the_server_serves_
     A whole request's connection stays open for the client's next one; a client that
     asked to close gets its connection closed."""
     app = TurnAware()
+    unread: list[str] = []
     options = {"turn_lease_s": 30.0, "turn_max_wait_s": 0.001, "turn_standing_s": 0.0}
-    with serving(app, threads=4, **options) as (host, port):
+    with serving(app, threads=4, on_unread=unread.append, **options) as (host, port):
         stuck = threading.Thread(target=fetch, args=(host, port, "/stuck"))
         stuck.start()
         assert app.entered.wait(timeout=10)
@@ -267,6 +268,7 @@ def test_a_standing_line_of_turns_is_refused_503_unparsed_and_the_server_serves_
     assert (closed.status, closed.will_close) == (503, True)
     assert again.status == 200
     assert app.paths == ["/stuck", "/again"]  # the refused never reached the app
+    assert unread == ["overloaded", "overloaded"]  # counted (rpckit serve --metrics)
     warnings = [r for r in caplog.records if "HTTP front end short of CPU" in r.getMessage()]
     assert len(warnings) == 1  # the operator hears of it (once per interval)
 
@@ -281,7 +283,8 @@ def test_while_a_standing_line_waits_a_new_request_is_answered_503_at_the_front_
     app = TurnAware()
     clock = Clock()
     turns = Turns(lease_s=60.0, max_wait_s=0.005, standing_s=0.1, clock=clock)
-    server = HttpServer(app, "127.0.0.1:0", threads=4)
+    unread: list[str] = []
+    server = HttpServer(app, "127.0.0.1:0", threads=4, on_unread=unread.append)
     server._server.turns = turns
     host, port = server.start().rsplit(":", 1)
     try:
@@ -309,6 +312,7 @@ def test_while_a_standing_line_waits_a_new_request_is_answered_503_at_the_front_
     assert body == b"server overloaded: try again shortly\n"
     assert after.status == 200
     assert app.paths == ["/after"]  # the refused request never reached the app
+    assert unread == ["overloaded"]
     warnings = [r for r in caplog.records if "HTTP front end short of CPU" in r.getMessage()]
     assert len(warnings) == 1
 

@@ -7,11 +7,14 @@ import urllib.request
 
 import grpc
 import pytest
+from prometheus_client import generate_latest
 
 import rpckit
 from examples.inventory._gen.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from examples.inventory.service import Inventory
+from rpckit.server._metrics import ServerMetrics
 from rpckit.testing import running
+from rpckit.v1 import load_pb2
 
 GET = "/inventory.v1.Inventory/GetItem"
 
@@ -60,3 +63,14 @@ def test_metrics_are_off_by_default() -> None:
     with running([Inventory()]) as live:
         assert live.server.metrics is None
         assert live.server.metrics_address is None
+
+
+def test_http_requests_answered_unparsed_are_counted_by_reason() -> None:
+    """The embedded HTTP server's refusals before parsing (no route, so no method label)
+    reach the scrape as ``rpckit_http_refused_unread_total``."""
+    metrics = ServerMetrics(load=load_pb2.LoadReport)
+    for reason in ("overloaded", "overloaded", "client_gone"):
+        metrics.http_refused_unread(reason)
+    text = generate_latest(metrics.registry).decode()
+    assert _sample(text, "rpckit_http_refused_unread_total", reason="overloaded") == 2
+    assert _sample(text, "rpckit_http_refused_unread_total", reason="client_gone") == 1

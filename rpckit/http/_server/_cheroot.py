@@ -58,6 +58,7 @@ import logging
 import select
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Literal, cast
 
 from cheroot import connections, errors, makefile, server, wsgi
@@ -90,6 +91,10 @@ _log = logging.getLogger("rpckit.http")
 #: The most connections the selector accepts each time it finds the listening socket
 #: readable (:class:`_Accepting`); nginx's ``multi_accept`` takes them all.
 ACCEPTS_PER_WAKE = 64
+
+#: Why a request was answered before it was parsed (``TunedWsgiServer``'s ``on_unread``).
+UNREAD_OVERLOADED = "overloaded"
+UNREAD_CLIENT_GONE = "client_gone"
 
 #: The answer to a request refused from a standing line of turns, before it is parsed.
 OVERLOADED = HeadRefused(
@@ -482,6 +487,7 @@ class TunedWsgiServer(wsgi.Server):
         keep_alive_connections: int,
         turns: Turns | None,
         limits: HttpLimits | None = None,
+        on_unread: Callable[[str], None] | None = None,
         **options: Any,
     ) -> None:
         super().__init__(bind_addr, wsgi_app, numthreads=numthreads, **options)
@@ -501,6 +507,7 @@ class TunedWsgiServer(wsgi.Server):
         self._date = (0, b"")
         self._overload_log = SharedLogInterval()
         self._gone_log = SharedLogInterval()
+        self._on_unread = on_unread
 
     def prepare(self) -> None:
         """Bind and listen; the connections accepted carry the kernel's receive stamps, and
@@ -515,8 +522,10 @@ class TunedWsgiServer(wsgi.Server):
                 one_at_a_time.close()
 
     def note_client_gone(self) -> None:
-        """Log a request dropped unread because its client had closed, at most once per
-        interval."""
+        """Count a request dropped unread because its client had closed (``on_unread``) and
+        log it, at most once per interval."""
+        if self._on_unread is not None:
+            self._on_unread(UNREAD_CLIENT_GONE)
         held = self._gone_log.admit()
         if held is not None:
             _log.warning(
@@ -528,7 +537,10 @@ class TunedWsgiServer(wsgi.Server):
             )
 
     def note_refused_overloaded(self) -> None:
-        """Log a request refused from a standing line of turns, at most once per interval."""
+        """Count a request refused unparsed for overload (``on_unread``; from a standing line
+        of turns or at the front door) and log it, at most once per interval."""
+        if self._on_unread is not None:
+            self._on_unread(UNREAD_OVERLOADED)
         held = self._overload_log.admit()
         if held is not None:
             _log.warning(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -86,6 +87,10 @@ class HttpServer:
     ``tls``: serve HTTPS with these certificate files (a ``client_ca`` requires client
     certificates), reloaded on :meth:`reload_tls` (SIGHUP) and when the files change
     (:class:`~rpckit.server._config.TlsConfig`); new connections get the new ones.
+    ``on_unread``: called with a reason for each request answered before it was parsed:
+    ``"overloaded"`` (503 from a standing line of turns, or at the front door) or
+    ``"client_gone"`` (dropped: its client had closed); ``rpckit serve`` counts them in
+    ``rpckit_http_refused_unread_total``.
     """
 
     def __init__(
@@ -102,6 +107,7 @@ class HttpServer:
         turn_standing_s: float = STANDING_LINE_S,
         limits: HttpLimits | None = None,
         tls: TlsConfig | None = None,
+        on_unread: Callable[[str], None] | None = None,
     ) -> None:
         try:
             from rpckit.http._server._cheroot import TunedWsgiServer
@@ -129,6 +135,7 @@ class HttpServer:
                 else None
             ),
             limits=limits or HttpLimits(),
+            on_unread=on_unread,
             server_name="rpckit",
             shutdown_timeout=math.ceil(grace_s),
             request_queue_size=128,
