@@ -49,7 +49,10 @@ a queue that does not drain within an interval is a standing one):
   waited 60-150 ms for the GIL to leave the line, admission's predictions
   erred short, and runs swung between 100 and 25 req/s). Refusals stop once no
   request has had to leave the line for ``standing_s``. A request coming back
-  from outside its turn with its answer is never refused.
+  from outside its turn with its answer is never refused. While the line stands
+  with someone in it, a newcomer would leave it refused too: the server's front
+  door asks :meth:`Turns.turning_away` and answers such a request before any
+  request thread picks it up.
 
 Threads here wait on their own lock, handed over explicitly: no thread wakes
 to find the turn taken.
