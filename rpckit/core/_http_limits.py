@@ -30,6 +30,7 @@ socket timeout, 10 s without a byte, bounds each wait).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 from rpckit.core._validate import check_int
 
@@ -144,27 +145,37 @@ def _line_length(data: bytes, start: int, end: int) -> int:
     return end - start
 
 
-def body_to_gather(head: bytes) -> int:
-    """How many body bytes to read with ``head`` before the app runs: its Content-Length
-    when that is one plain number up to :data:`GATHERED_BODY_BYTES`, else 0 (chunked,
-    ``Expect: 100-continue`` -- the client waits for an answer first -- malformed, or large:
-    the app reads those as they come)."""
-    length: int | None = None
+def _fields(head: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Each header field of ``head`` after its first line: (lower-cased name, raw value)."""
     for line in head.split(b"\n")[1:]:
         name, colon, value = line.partition(b":")
-        if not colon:
-            continue
-        name = name.strip().lower()
+        if colon:
+            yield name.strip().lower(), value
+
+
+def _body_length(head: bytes) -> int | None:
+    """The body's length by the head: its Content-Length when that is one plain number, 0
+    without one; None when the head does not tell where the body ends (chunked, ``Expect:
+    100-continue`` -- the client waits for an answer first -- or a length given twice or
+    not a plain number: cheroot answers those)."""
+    length: int | None = None
+    for name, value in _fields(head):
         if name in (b"transfer-encoding", b"expect"):
-            return 0
+            return None
         if name == b"content-length":
             text = value.strip()
             if length is not None or not text.isdigit():
-                return 0  # twice, or not a number: cheroot answers it
+                return None
             length = int(text)
-    if length is None or length > GATHERED_BODY_BYTES:
-        return 0
-    return length
+    return length or 0
+
+
+def body_to_gather(head: bytes) -> int:
+    """How many body bytes to read with ``head`` before the app runs: its Content-Length
+    when that is one plain number up to :data:`GATHERED_BODY_BYTES`, else 0 (chunked,
+    ``Expect: 100-continue``, malformed, or large: the app reads those as they come)."""
+    length = _body_length(head)
+    return 0 if length is None or length > GATHERED_BODY_BYTES else length
 
 
 def whole_request(data: bytes, limits: HttpLimits) -> int | None:
@@ -180,23 +191,13 @@ def whole_request(data: bytes, limits: HttpLimits) -> int | None:
     end = check_head(data, limits)
     if not isinstance(end, int):
         return None
-    request_line, _, fields = data[:end].lstrip(b"\r\n").partition(b"\n")
-    if not request_line.rstrip(b"\r").endswith(b" HTTP/1.1"):
+    head = data[:end].lstrip(b"\r\n")
+    if not head.partition(b"\n")[0].rstrip(b"\r").endswith(b" HTTP/1.1"):
         return None
-    length: int | None = None
-    for line in fields.split(b"\n"):
-        name, colon, value = line.partition(b":")
-        if not colon:
-            continue
-        name = name.strip().lower()
-        if name in (b"transfer-encoding", b"expect"):
-            return None
-        if name == b"connection" and b"close" in value.lower():
-            return None
-        if name == b"content-length":
-            text = value.strip()
-            if length is not None or not text.isdigit():
-                return None
-            length = int(text)
-    total = end + (length or 0)
+    if any(name == b"connection" and b"close" in value.lower() for name, value in _fields(head)):
+        return None
+    length = _body_length(head)
+    if length is None:
+        return None
+    total = end + length
     return total if len(data) >= total else None
