@@ -26,8 +26,13 @@ but refuses a burst of calls that only wait on a downstream, CPU idle.
 
 Calls beyond the limit wait in :class:`~rpckit.server._admission.AdmissionQueue`
 (pure policy: deadline budgets, CoDel, adaptive LIFO, criticality, a bound). A
-call that finds room and an idle thread with nothing queued goes straight to
-that thread. A refused call is answered with RESOURCE_EXHAUSTED (or
+call that finds room with nothing queued starts at once: it joins a line of started
+calls that handler threads take from, the next free thread first, and at most
+one sleeping thread is woken at a time for that line (each thread that takes a
+call and leaves others wakes the next). A thread of its own per call cost a
+wake-up and GIL hand-offs per call that a running thread taking the next call
+does not (bench/README.md, "One line of started calls").
+A refused call is answered with RESOURCE_EXHAUSTED (or
 DEADLINE_EXCEEDED), ``grpc-retry-pushback-ms`` and the load report, without
 reading its request or taking a handler thread (see :mod:`rpckit.server._grpc_internals`);
 should grpcio's internals ever differ, the call instead runs on a small side
@@ -42,6 +47,7 @@ but not when a server interceptor hid the behaviour's ``experimental_thread_pool
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import logging
@@ -212,14 +218,13 @@ class _Running:
 
 
 class _Handler:
-    """A handler thread's mailbox: the lock it sleeps on and the call handed to it."""
+    """A handler thread: the lock it sleeps on while idle."""
 
-    __slots__ = ("direct", "retired", "thread", "wake")
+    __slots__ = ("retired", "thread", "wake")
 
     def __init__(self) -> None:
         self.wake = threading.Lock()
         self.wake.acquire()
-        self.direct: tuple[_Work, _Running] | None = None  # a call started for it
         self.thread: threading.Thread | None = None
         self.retired = False
 
@@ -284,9 +289,10 @@ class AdmissionExecutor(concurrent.futures.Executor):
         self._probe_wake = threading.Condition(self._lock)
         self._handlers: list[_Handler] = []
         self._idle: list[_Handler] = []  # sleeping handler threads, most recent last
+        self._ready: collections.deque[tuple[_Work, _Running]] = collections.deque()
         self._alive = 0  # handler threads, idle ones included
         self._spawned = 0  # handler threads ever made (names them)
-        self._starting = 0  # handler threads woken or made for queued work, not yet looking
+        self._starting = 0  # handler threads woken or made for work, not yet looking
         self._in_flight = 0
         self._in_flight_here = 0  # of which run_now runs in their callers' threads
         self._busy_s = 0.0
@@ -357,44 +363,43 @@ class AdmissionExecutor(concurrent.futures.Executor):
         return cast("_FutureDone", work.done).future
 
     def _admit(self, work: _Work, now: float) -> Rejection[_Work] | None:
-        """Start ``work`` on an idle thread if there is room and nothing waits; else offer
-        it to the admission queue (queued, or refused). ``work``'s own refusal, if any, is
-        returned for the caller to answer (:meth:`_reject`); calls the offer dropped to
-        make room are answered here."""
+        """Start ``work`` if there is room and nothing waits (it joins the line of started
+        calls); else offer it to the admission queue (queued, or refused). ``work``'s own
+        refusal, if any, is returned for the caller to answer (:meth:`_reject`); calls the
+        offer dropped to make room are answered here."""
         facts = work.facts
+        rejections: list[Rejection[_Work]] = []
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot submit to an executor that was shut down")
             queue = self._queue
             if (
-                self._idle
-                and self._in_flight < self._running_limit
+                self._in_flight < self._running_limit
                 and not queue.depth
                 and queue.deadline_reason(facts.method, facts.deadline, now) is None
             ):
-                handler = self._idle.pop()
-                handler.direct = (work, self._start(facts, now))
+                self._ready.append((work, self._start(facts, now)))
                 queue.note_started(now)
-                handler.wake.release()
-                return None
-            ticket = Ticket(
-                item=work,
-                method=facts.method,
-                enqueued_at=now,
-                deadline=facts.deadline,
-                criticality=facts.criticality,
-            )
-            was_empty = not queue.depth
-            rejections = queue.offer(ticket, now, running=self._in_flight)
+            else:
+                ticket = Ticket(
+                    item=work,
+                    method=facts.method,
+                    enqueued_at=now,
+                    deadline=facts.deadline,
+                    criticality=facts.criticality,
+                )
+                was_empty = not queue.depth
+                rejections = queue.offer(ticket, now, running=self._in_flight)
+                if was_empty and queue.depth:
+                    # The sweeper and the probe wait for a queue only while there is
+                    # none; once one stands they look every few ms of their own accord,
+                    # and waking them per queued call cost context switches
+                    # (bench/overhead).
+                    self._sweep_wake.notify()
+                    self._probe_wake.notify()
             spawn = self._dispatch()
-            if was_empty and queue.depth:
-                # The sweeper and the probe wait for a queue only while there is none;
-                # once one stands they look every few ms of their own accord, and waking
-                # them per queued call cost context switches (bench/overhead).
-                self._sweep_wake.notify()
-                self._probe_wake.notify()
         self._spawn(spawn)
-        if not rejections:  # the usual case: queued
+        if not rejections:  # the usual case: started or queued
             return None
         own = next((r for r in rejections if r.ticket.item is work), None)
         self._reject_all([r for r in rejections if r is not own])
@@ -444,6 +449,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
             self._shutdown = True
             for handler in self._idle:
                 handler.wake.release()
+            self._starting += len(self._idle)
             self._idle.clear()
             self._sweep_wake.notify_all()
             self._probe_wake.notify_all()
@@ -543,9 +549,15 @@ class AdmissionExecutor(concurrent.futures.Executor):
     # -- threads
 
     def _dispatch(self) -> int:
-        """(Lock held.) Wake idle threads for queued calls there is room for; returns
-        threads to spawn."""
-        wanted = min(self._queue.depth, self._running_limit - self._in_flight) - self._starting
+        """(Lock held.) Wake idle threads for the work waiting for one -- one thread for
+        the line of started calls, however long (whoever takes a call and leaves others
+        wakes the next, as a running thread that finishes takes the next itself), and one
+        per queued call there is room for; returns threads to spawn."""
+        wanted = (
+            (1 if self._ready else 0)
+            + min(self._queue.depth, self._running_limit - self._in_flight)
+            - self._starting
+        )
         if wanted <= 0:
             return 0
         while wanted and self._idle:
@@ -576,17 +588,19 @@ class AdmissionExecutor(concurrent.futures.Executor):
         """A handler thread: run what it is handed or finds queued; sleep when idle; end
         after ``idle_timeout_s`` without work.
 
-        A thread is idle exactly while it is in ``_idle``; ``_admit`` hands a call
-        to an idle thread directly (``handler.direct``), ``_dispatch`` wakes one
-        to take from the queue (counted in ``_starting`` until it looks).
+        A thread is idle exactly while it is in ``_idle``; ``_dispatch`` wakes one
+        (counted in ``_starting`` until it looks) to take a started call from
+        ``_ready`` or a queued one from the admission queue.
         """
         if self._handler_nice:
             lower_thread_priority(self._handler_nice)
-        looking: bool | None = True  # made for queued work
+        looking: bool | None = True  # made for waiting work
         while looking is not None:
             with self._lock:
                 started, waited, drops = self._next(handler, looking=looking)
+                spawn = self._dispatch() if started is not None else 0
             looking = False
+            self._spawn(spawn)
             if drops:
                 self._reject_all(drops)
             if started is None:
@@ -609,15 +623,13 @@ class AdmissionExecutor(concurrent.futures.Executor):
     def _next(
         self, handler: _Handler, *, looking: bool
     ) -> tuple[tuple[_Work, _Running] | None, float, list[Rejection[_Work]]]:
-        """(Lock held.) The call handed to ``handler`` or taken from the queue, how long it
-        waited, and the calls dropped on the way; with no call and no drops the thread
-        is now idle (in ``_idle``), or retired at shutdown."""
-        started = handler.direct
-        if started is not None:
-            handler.direct = None
-            return started, 0.0, []
+        """(Lock held.) The next started call, or one taken from the queue, how long it
+        waited there, and the calls dropped on the way; with no call and no drops the
+        thread is now idle (in ``_idle``), or retired at shutdown."""
         if looking:
             self._starting -= 1
+        if self._ready:
+            return self._ready.popleft(), 0.0, []
         if self._queue.depth and self._in_flight < self._running_limit:
             now = self._clock()
             ticket, drops = self._queue.take(now)
@@ -632,19 +644,19 @@ class AdmissionExecutor(concurrent.futures.Executor):
         return None, 0.0, []
 
     def _sleep(self, handler: _Handler) -> bool | None:
-        """Sleep until woken (True: for queued work; False: with a call handed over) or
-        idle too long, or retired at shutdown (None: the thread ends)."""
+        """Sleep until woken to look for work (True) or idle too long, or retired at
+        shutdown (None: the thread ends)."""
         if handler.retired:
             return None  # by _next, at shutdown
         if handler.wake.acquire(timeout=self._idle_timeout_s):
-            return handler.direct is None
+            return True
         with self._lock:
             if handler in self._idle:  # nobody woke it: end
                 self._idle.remove(handler)
                 self._retire(handler)
                 return None
         handler.wake.acquire()  # woken just as it timed out: the release has happened
-        return handler.direct is None
+        return True
 
     def _handler_threads(self) -> list[threading.Thread]:
         """(Lock held.) The handler threads not retired: none of them has returned."""
