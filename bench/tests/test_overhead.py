@@ -201,3 +201,48 @@ def test_a_counter_without_a_directory_counts_in_memory_only(tmp_path: Path) -> 
     counter.close()
     assert counter.calls == 1
     assert read_counts(tmp_path) == []
+
+
+# -- bench.overhead.handoff
+
+
+def test_handoff_summary_takes_each_systems_median_round() -> None:
+    from bench.overhead.handoff import Reading, per_call, table
+
+    readings = [
+        Reading(system="rpckit", calls=1000, seconds=0.1, cpu_s=0.06, switches=900),
+        Reading(system="rpckit", calls=1000, seconds=0.2, cpu_s=0.10, switches=1100),
+        Reading(system="rpckit", calls=1000, seconds=0.4, cpu_s=0.20, switches=4000),
+        Reading(system="thread-pool", calls=2000, seconds=0.1, cpu_s=0.05, switches=600),
+    ]
+    summary = per_call(readings)
+    assert summary["rpckit"] == {
+        "calls_per_s": 5000.0,
+        "cpu_us_per_call": pytest.approx(100.0),
+        "switches_per_call": 1.1,
+        "rounds": 3,
+    }
+    assert summary["thread-pool"]["switches_per_call"] == 0.3
+    rendered = table(summary)
+    assert "| rpckit | 5000 | 100.0 | 1.10 | 3 |" in rendered
+    assert "| thread-pool | 20000 | 25.0 | 0.30 | 1 |" in rendered
+
+
+def test_handoff_summary_refuses_an_empty_round() -> None:
+    from bench.overhead.handoff import Reading, per_call
+
+    with pytest.raises(ValueError, match="needs calls and time"):
+        per_call([Reading(system="rpckit", calls=0, seconds=1.0, cpu_s=0.0, switches=0)])
+
+
+def test_handoff_counts_both_kinds_of_switch_of_every_thread(tmp_path: Path) -> None:
+    from bench.overhead.handoff import context_switches
+
+    for tid, (voluntary, involuntary) in {"11": (5, 2), "12": (30, 7)}.items():
+        (tmp_path / tid).mkdir()
+        (tmp_path / tid / "status").write_text(
+            f"Name:\tpython\nvoluntary_ctxt_switches:\t{voluntary}\n"
+            f"nonvoluntary_ctxt_switches:\t{involuntary}\n"
+        )
+    (tmp_path / "13").mkdir()  # a thread that ended between the listing and the read
+    assert context_switches(tmp_path) == 44

@@ -27,11 +27,14 @@ but refuses a burst of calls that only wait on a downstream, CPU idle.
 Calls beyond the limit wait in :class:`~rpckit.server._admission.AdmissionQueue`
 (pure policy: deadline budgets, CoDel, adaptive LIFO, criticality, a bound). A
 call that finds room with nothing queued starts at once: it joins a line of started
-calls that handler threads take from, the next free thread first, and at most
-one sleeping thread is woken at a time for that line (each thread that takes a
-call and leaves others wakes the next). A thread of its own per call cost a
-wake-up and GIL hand-offs per call that a running thread taking the next call
-does not (bench/README.md, "One line of started calls").
+calls that handler threads take from. A sleeping thread is woken (or one made)
+for each call in the line no thread is already on its way to, but a thread that
+finishes a call takes the next itself, before the one woken for it gets there: a
+thread handed each call as its own cost a wake-up and GIL hand-offs per call
+(bench/README.md, "One line of started calls"). Waking one thread at a time for
+the whole line was cheaper still, but a busy neighbour's share of the cores
+made each wake of the chain wait its turn: refusals beside a busy core rose
+from 2-3% to 9-10%.
 A refused call is answered with RESOURCE_EXHAUSTED (or
 DEADLINE_EXCEEDED), ``grpc-retry-pushback-ms`` and the load report, without
 reading its request or taking a handler thread (see :mod:`rpckit.server._grpc_internals`);
@@ -549,12 +552,11 @@ class AdmissionExecutor(concurrent.futures.Executor):
     # -- threads
 
     def _dispatch(self) -> int:
-        """(Lock held.) Wake idle threads for the work waiting for one -- one thread for
-        the line of started calls, however long (whoever takes a call and leaves others
-        wakes the next, as a running thread that finishes takes the next itself), and one
-        per queued call there is room for; returns threads to spawn."""
+        """(Lock held.) Wake idle threads for the work waiting for one -- each started
+        call in the line and each queued call there is room for -- less the threads
+        already on their way; returns threads to spawn."""
         wanted = (
-            (1 if self._ready else 0)
+            len(self._ready)
             + min(self._queue.depth, self._running_limit - self._in_flight)
             - self._starting
         )

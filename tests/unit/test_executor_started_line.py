@@ -1,10 +1,9 @@
 """AdmissionExecutor's line of started calls: calls that find room join one line that handler
-threads take from, and one sleeping thread is woken at a time for it.
+threads take from; a thread that finishes a call takes the next itself.
 
-The worst inputs for waking one thread at a time are a burst of calls that all block in their
-handlers (each needs a thread of its own, at once: a chain that waited for a running thread to
-finish would hold them until a timeout) and a stop while calls are still in the line (none may be
-lost). Real threads; every wait is bounded.
+The worst inputs are a burst of calls that all block in their handlers (each needs a thread of
+its own, at once: a call left for a running thread to finish would wait until a timeout) and a
+stop while calls are still in the line (none may be lost). Real threads; every wait is bounded.
 """
 
 from __future__ import annotations
