@@ -587,8 +587,8 @@ class AdmissionExecutor(concurrent.futures.Executor):
             handler.thread.start()
 
     def _work_loop(self, handler: _Handler) -> None:
-        """A handler thread: run what it is handed or finds queued; sleep when idle; end
-        after ``idle_timeout_s`` without work.
+        """A handler thread: run the next started call or one it finds queued; sleep
+        when idle; end after ``idle_timeout_s`` without work.
 
         A thread is idle exactly while it is in ``_idle``; ``_dispatch`` wakes one
         (counted in ``_starting`` until it looks) to take a started call from
