@@ -30,7 +30,7 @@ socket timeout, 10 s without a byte, bounds each wait).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from rpckit.core._validate import check_int
 
@@ -153,13 +153,13 @@ def _fields(head: bytes) -> Iterator[tuple[bytes, bytes]]:
             yield name.strip().lower(), value
 
 
-def _body_length(head: bytes) -> int | None:
-    """The body's length by the head: its Content-Length when that is one plain number, 0
-    without one; None when the head does not tell where the body ends (chunked, ``Expect:
-    100-continue`` -- the client waits for an answer first -- or a length given twice or
-    not a plain number: cheroot answers those)."""
+def _body_length(fields: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """The body's length by the head's ``fields`` (:func:`_fields`): its Content-Length when
+    that is one plain number, 0 without one; None when the head does not tell where the body
+    ends (chunked, ``Expect: 100-continue`` -- the client waits for an answer first -- or a
+    length given twice or not a plain number: cheroot answers those)."""
     length: int | None = None
-    for name, value in _fields(head):
+    for name, value in fields:
         if name in (b"transfer-encoding", b"expect"):
             return None
         if name == b"content-length":
@@ -174,7 +174,7 @@ def body_to_gather(head: bytes) -> int:
     """How many body bytes to read with ``head`` before the app runs: its Content-Length
     when that is one plain number up to :data:`GATHERED_BODY_BYTES`, else 0 (chunked,
     ``Expect: 100-continue``, malformed, or large: the app reads those as they come)."""
-    length = _body_length(head)
+    length = _body_length(_fields(head))
     return 0 if length is None or length > GATHERED_BODY_BYTES else length
 
 
@@ -194,9 +194,10 @@ def whole_request(data: bytes, limits: HttpLimits) -> int | None:
     head = data[:end].lstrip(b"\r\n")
     if not head.partition(b"\n")[0].rstrip(b"\r").endswith(b" HTTP/1.1"):
         return None
-    if any(name == b"connection" and b"close" in value.lower() for name, value in _fields(head)):
+    fields = list(_fields(head))
+    if any(name == b"connection" and b"close" in value.lower() for name, value in fields):
         return None
-    length = _body_length(head)
+    length = _body_length(fields)
     if length is None:
         return None
     total = end + length
