@@ -600,9 +600,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
         while looking is not None:
             with self._lock:
                 started, waited, drops = self._next(handler, looking=looking)
-                spawn = self._dispatch() if started is not None else 0
             looking = False
-            self._spawn(spawn)
             if drops:
                 self._reject_all(drops)
             if started is None:
