@@ -49,6 +49,13 @@ def get(
     return reply
 
 
+def answer_on(sock: socket.socket) -> http.client.HTTPResponse:
+    """The next answer on a raw client socket, its head read."""
+    reply = http.client.HTTPResponse(sock)
+    reply.begin()
+    return reply
+
+
 def test_one_keep_alive_connection_serves_many_requests() -> None:
     with serving(hello, threads=4) as (host, port):
         connection = http.client.HTTPConnection(host, port, timeout=10)
@@ -301,15 +308,13 @@ def test_while_a_standing_line_waits_a_new_request_is_answered_503_at_the_front_
         connection.sendall(
             b'POST /door HTTP/1.1\r\nHost: door\r\nContent-Length: 8\r\n\r\n{"a": 1}'
         )
-        reply = http.client.HTTPResponse(connection)
-        reply.begin()
+        reply = answer_on(connection)
         body = reply.read()
         turns.release(holder)
         in_line.join(timeout=10)
         clock.now = 1.0  # nobody left the line for standing_s: the door opens
         connection.sendall(b"GET /after HTTP/1.1\r\nHost: door\r\n\r\n")  # the same one
-        after = http.client.HTTPResponse(connection)
-        after.begin()
+        after = answer_on(connection)
         after.read()
         connection.close()
     finally:
@@ -344,12 +349,7 @@ def waiting_to_be_accepted(count: int) -> Iterator[tuple[Any, list[socket.socket
 
 
 def replies_of(clients: list[socket.socket]) -> list[tuple[int, bytes]]:
-    replies = []
-    for client in clients:
-        reply = http.client.HTTPResponse(client)
-        reply.begin()
-        replies.append((reply.status, reply.read()))
-    return replies
+    return [(reply.status, reply.read()) for reply in map(answer_on, clients)]
 
 
 def test_one_wake_of_the_selector_accepts_every_connection_waiting() -> None:
