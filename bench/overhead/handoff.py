@@ -89,47 +89,39 @@ def context_switches(task_dir: Path = Path("/proc/self/task")) -> int:
     return total
 
 
-def _round(system: str, executor: concurrent.futures.Executor, calls: int) -> Reading:
+#: Starts one call of a trivial function on the executor measured.
+Submit = Callable[[Callable[[], object]], object]
+
+
+def _round(system: str, submit: Submit, calls: int) -> Reading:
     room = threading.Semaphore(IN_FLIGHT)
-    submit: Callable[[], object]
-    if isinstance(executor, concurrent.futures.ThreadPoolExecutor):
 
-        def submit() -> object:
-            return executor.submit(room.release)
-    else:
-        assert isinstance(executor, AdmissionExecutor)
-        facts = CallFacts(method=METHOD, deadline=None, criticality=Criticality.DEFAULT)
-
-        def submit() -> object:
-            return executor.submit_call(room.release, facts)
+    def wait_for_room() -> None:
+        if not room.acquire(timeout=30.0):
+            raise RuntimeError(f"{system}: a call did not finish within 30 s")
 
     switches = context_switches()
     cpu = time.process_time()
     started = time.perf_counter()
     for _ in range(calls):
-        if not room.acquire(timeout=30.0):
-            raise RuntimeError(f"{system}: a call did not finish within 30 s")
-        submit()
+        wait_for_room()
+        submit(room.release)
     for _ in range(IN_FLIGHT):  # the last calls have finished
-        if not room.acquire(timeout=30.0):
-            raise RuntimeError(f"{system}: a call did not finish within 30 s")
-    seconds = time.perf_counter() - started
-    reading = Reading(
+        wait_for_room()
+    return Reading(
         system=system,
         calls=calls,
-        seconds=seconds,
+        seconds=time.perf_counter() - started,
         cpu_s=time.process_time() - cpu,
         switches=context_switches() - switches,
     )
-    for _ in range(IN_FLIGHT):
-        room.release()
-    return reading
 
 
-def _executor(system: str) -> tuple[concurrent.futures.Executor, Callable[[], None]]:
+def _executor(system: str) -> tuple[Submit, Callable[[], None]]:
+    """How to start a call on ``system``'s executor, and how to shut it down."""
     if system == "thread-pool":
         pool = concurrent.futures.ThreadPoolExecutor(IN_FLIGHT)
-        return pool, lambda: pool.shutdown(wait=True)
+        return pool.submit, lambda: pool.shutdown(wait=True)
     side = concurrent.futures.ThreadPoolExecutor(1)
     executor = AdmissionExecutor(
         threads=256,
@@ -139,12 +131,13 @@ def _executor(system: str) -> tuple[concurrent.futures.Executor, Callable[[], No
         switch=SwitchConfig(),
         set_switch_interval=lambda _interval: None,  # the process's interval stays
     )
+    facts = CallFacts(method=METHOD, deadline=None, criticality=Criticality.DEFAULT)
 
     def close() -> None:
         executor.shutdown(wait=True)
         side.shutdown(wait=True)
 
-    return executor, close
+    return lambda fn: executor.submit_call(fn, facts), close
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,10 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for index in range(args.rounds):
         order = SYSTEMS if index % 2 == 0 else tuple(reversed(SYSTEMS))
         for system in order:
-            executor, close = _executor(system)
+            submit, close = _executor(system)
             try:
-                _round(system, executor, min(args.calls, 2000))  # warm: threads made
-                reading = _round(system, executor, args.calls)
+                _round(system, submit, min(args.calls, 2000))  # warm: threads made
+                reading = _round(system, submit, args.calls)
             finally:
                 close()
             readings.append(reading)
