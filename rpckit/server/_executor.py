@@ -542,7 +542,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
         self._compute.observe(cpu_s, self._queue.fastest_service(method, ended), ended)
         if self._switch is None:
             return None
-        interval = self._switch.observe(cpu_s, ended)
+        interval = self._switch.observe(cpu_s, ended, method)
         if interval is None:
             return None
         if interval == self._switch.config.long_s:

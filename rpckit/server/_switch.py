@@ -15,14 +15,22 @@ Then the long interval costs nothing the short one protects: no call holds the G
 longer than its own CPU time, which is short.
 
 :class:`SwitchInterval` is the rule (docs/architecture.md, "GIL switch interval"):
-short while a call that used at least ``heavy_cpu_s`` of CPU ended within the last
-``hold_s``, and from the start (a server's first calls are unknown); long once ``hold_s``
-passed with only light calls. It is pure: the executor reports each call's thread CPU
-time and applies the interval it returns.
+short while a heavy call (at least ``heavy_cpu_s`` of CPU) *of a heavy method* ended
+within the last ``hold_s``, and from the start (a server's first calls are unknown);
+long once ``hold_s`` passed without one. A method is heavy while at least
+``heavy_share`` of its calls are (a time-decayed share, half-life ``hold_s``). A
+method's rare heavy call is not enough: a trivial call's thread now and then used 2-4.6
+ms of CPU (kernel time in the GIL's futexes under contention, a page fault, a
+collection), about once in 2,000 calls, and each such outlier held the short interval
+for 2 s: bench/overhead's single process spent much of its time at 0.2 ms, which cost
+it ~15% of its calls (bench/README.md, "Outliers held the short interval"). It is
+pure: the executor reports each call's method and thread CPU time and applies the
+interval it returns.
 
 Its worst input is a heavy call after a light spell: it runs under the long interval
 until it ends, as under Python's default (then the next event waits up to 5 ms for the
-GIL). How long a thread waits for the GIL does not tell a heavy call apart: with 5 ms
+GIL); so does a method's rare heavy call among its light ones (a cache miss), once in
+more than 20 calls. How long a thread waits for the GIL does not tell a heavy call apart: with 5 ms
 and 16 trivial calls at once, the executor's lag probe waited 2.5 ms at times.
 
 The estimate decays with time (a heavy call counts for ``hold_s``), and every call is
@@ -36,6 +44,9 @@ import dataclasses
 from rpckit.core._validate import check_fields, check_number
 
 __all__ = ["SwitchConfig", "SwitchInterval"]
+
+#: Methods whose heavy share is kept (the services' methods; a server has few).
+MAX_METHODS = 1024
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -54,13 +65,20 @@ class SwitchConfig:
     hold the GIL this long at a stretch."""
 
     hold_s: float = 2.0
-    """A heavy call keeps the short interval this long after it ended: a mix of rare
-    heavy calls among light ones stays short throughout."""
+    """A heavy call of a heavy method keeps the short interval this long after it ended:
+    a heavy method called rarely among light ones keeps it short throughout. Also the
+    half-life of each method's heavy share."""
+
+    heavy_share: float = 0.05
+    """A method is heavy while at least this share of its calls are: its outliers are
+    not (a trivial call's thread used 2-4.6 ms of CPU about once in 2,000 calls)."""
 
     def __post_init__(self) -> None:
         check_fields(self)
-        for name in ("short_s", "long_s", "heavy_cpu_s", "hold_s"):
+        for name in ("short_s", "long_s", "heavy_cpu_s", "hold_s", "heavy_share"):
             check_number("SwitchConfig", name, getattr(self, name), low=0.0, strict=True)
+        if self.heavy_share > 1.0:
+            raise ValueError(f"SwitchConfig.heavy_share must be <= 1, got {self.heavy_share!r}")
         if self.long_s < self.short_s:
             raise ValueError(
                 f"SwitchConfig.long_s ({self.long_s!r}) must be >= short_s ({self.short_s!r})"
@@ -70,18 +88,34 @@ class SwitchConfig:
 class SwitchInterval:
     """The GIL switch interval for the calls seen so far (see the module docstring)."""
 
-    __slots__ = ("_heavy_at", "config", "interval")
+    __slots__ = ("_heavy_at", "_methods", "config", "interval")
 
     def __init__(self, config: SwitchConfig, now: float) -> None:
         self.config = config
         self._heavy_at = now  # until measured, as if a heavy call had just ended
         self.interval = config.short_s
+        # method -> [decayed heavy calls, decayed calls, when last updated]
+        self._methods: dict[str, list[float]] = {}
 
-    def observe(self, cpu_s: float, now: float) -> float | None:
-        """One call ended at ``now`` having used ``cpu_s`` of its thread's CPU; the new
-        interval if it changed, else None."""
+    def observe(self, cpu_s: float, now: float, method: str = "") -> float | None:
+        """One call of ``method`` ended at ``now`` having used ``cpu_s`` of its thread's
+        CPU; the new interval if it changed, else None."""
         config = self.config
-        if cpu_s >= config.heavy_cpu_s:
+        heavy = cpu_s >= config.heavy_cpu_s
+        counts = self._methods.get(method)
+        if counts is None:
+            if len(self._methods) >= MAX_METHODS:
+                self._methods.clear()  # a bound, not a policy: methods are few
+            counts = self._methods[method] = [0.0, 0.0, now]
+        elapsed = now - counts[2]
+        if elapsed > 0.0:
+            decay = 0.5 ** (elapsed / config.hold_s)
+            counts[0] *= decay
+            counts[1] *= decay
+            counts[2] = now
+        counts[0] += heavy
+        counts[1] += 1.0
+        if heavy and counts[0] >= config.heavy_share * counts[1]:
             self._heavy_at = now
             wanted = config.short_s
         elif now - self._heavy_at >= config.hold_s:
