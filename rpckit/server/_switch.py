@@ -22,8 +22,8 @@ long once ``hold_s`` passed without one. A method is heavy while at least
 method's rare heavy call is not enough: a trivial call's thread now and then used 2-4.6
 ms of CPU (kernel time in the GIL's futexes under contention, a page fault, a
 collection), about once in 2,000 calls, and each such outlier held the short interval
-for 2 s: bench/overhead's single process spent much of its time at 0.2 ms, which cost
-it ~15% of its calls (bench/README.md, "Outliers held the short interval"). It is
+for 2 s: bench/overhead's single process spent ~40% of its run at 0.2 ms, where trivial
+calls run ~15% slower (bench/README.md, "Outliers held the short interval"). It is
 pure: the executor reports each call's method and thread CPU time and applies the
 interval it returns.
 
