@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
         "sight, while 0.2 ms makes the handlers hand the GIL to each other every 0.2 ms "
         "(a seed call: 77 context switches against 29 at 5 ms, ~1 ms more CPU). auto: in one "
         "process, 0.2 ms while a call used 2 ms of CPU or more in the last 2 s (of a method "
-        "whose calls do so at least 5% of the time: a light method's rare outlier does not "
+        "whose calls do so at least 5%% of the time: a light method's rare outlier does not "
         "count), else 5 ms "
         "(rpckit.server._switch); with --workers 2 or more, 5 ms (each process runs few "
         "calls at once); a number: that interval throughout, e.g. 0.2",
