@@ -93,6 +93,7 @@ from typing import Generic, TypeVar
 
 from rpckit.core._validate import check_fields, check_int, check_number
 from rpckit.core._wire import CRITICALITY_METADATA_KEY
+from rpckit.server._decay import DecayedMean
 
 __all__ = [
     "AdmissionConfig",
@@ -406,30 +407,6 @@ class _Entry(Generic[T]):
         self.probe = probe
 
 
-class _DecayedMean:
-    """Time-decayed mean (see ``service_half_life_s``): each sample weighs 1, and
-    old samples fade by half every half-life, whatever the call rate."""
-
-    __slots__ = ("estimate", "updated_at", "weight", "weighted_sum")
-
-    def __init__(self, seconds: float, now: float) -> None:
-        self.weighted_sum = seconds
-        self.weight = 1.0
-        self.estimate = seconds
-        self.updated_at = now
-
-    def add(self, seconds: float, now: float, half_life_s: float) -> None:
-        elapsed = now - self.updated_at
-        if elapsed > 0.0:
-            decay = 0.5 ** (elapsed / half_life_s)
-            self.weighted_sum *= decay
-            self.weight *= decay
-            self.updated_at = now
-        self.weighted_sum += seconds
-        self.weight += 1.0
-        self.estimate = self.weighted_sum / self.weight
-
-
 _FASTEST_BUCKETS = 5  # the fastest-service window is kept as this many buckets
 _RECENT_BUCKETS = 5  # the recent-hold window (recent_window_s) likewise
 _RECENT_MIN_SAMPLES = 4  # fewer calls ended within the window: use the decayed mean
@@ -491,8 +468,8 @@ class _ServiceTime:
     )
 
     def __init__(self) -> None:
-        self.wall: _DecayedMean | None = None
-        self.hold: _DecayedMean | None = None
+        self.wall: DecayedMean | None = None
+        self.hold: DecayedMean | None = None
         self._recent_wall = _RecentMean()
         self._recent_hold = _RecentMean()
         self._buckets: deque[tuple[int, float]] = deque()  # (bucket, min), oldest first
@@ -502,7 +479,7 @@ class _ServiceTime:
 
     def add_wall(self, seconds: float, now: float, config: AdmissionConfig) -> None:
         if self.wall is None:
-            self.wall = _DecayedMean(seconds, now)
+            self.wall = DecayedMean(seconds, now)
         else:
             self.wall.add(seconds, now, config.service_half_life_s)
         self._recent_wall.add(seconds, now, config.recent_window_s)
@@ -519,7 +496,7 @@ class _ServiceTime:
 
     def add_hold(self, seconds: float, now: float, config: AdmissionConfig) -> None:
         if self.hold is None:
-            self.hold = _DecayedMean(seconds, now)
+            self.hold = DecayedMean(seconds, now)
         else:
             self.hold.add(seconds, now, config.service_half_life_s)
         self._recent_hold.add(seconds, now, config.recent_window_s)

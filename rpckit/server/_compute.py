@@ -35,6 +35,7 @@ import dataclasses
 import math
 
 from rpckit.core._validate import check_fields, check_number
+from rpckit.server._decay import DecayedMean
 
 __all__ = ["ComputeConfig", "ComputeShare"]
 
@@ -63,21 +64,17 @@ class ComputeConfig:
 class ComputeShare:
     """The decayed mean share of a run that computes, over the calls that ended."""
 
-    __slots__ = ("_config", "_updated_at", "_weight", "_weighted_sum")
+    __slots__ = ("_config", "_mean")
 
     def __init__(self, config: ComputeConfig | None = None) -> None:
         self._config = config if config is not None else ComputeConfig()
-        self._weighted_sum = 0.0
-        self._weight = 0.0
-        self._updated_at = -math.inf
+        self._mean: DecayedMean | None = None
 
     @property
     def share(self) -> float:
         """The mean share (0..1); 1.0 before any call ended (as if every call computed
         throughout)."""
-        if self._weight <= 0.0:
-            return 1.0
-        return self._weighted_sum / self._weight
+        return 1.0 if self._mean is None else self._mean.estimate
 
     def observe(self, cpu_s: float, fastest_wall_s: float | None, now: float) -> None:
         """A call ended having used ``cpu_s`` of its thread's CPU; its method's fastest
@@ -89,14 +86,10 @@ class ComputeShare:
             share = 1.0
         else:
             share = min(1.0, cpu_s / fastest_wall_s)
-        elapsed = now - self._updated_at
-        if elapsed > 0.0:
-            decay = 0.5 ** (elapsed / self._config.half_life_s)
-            self._weighted_sum *= decay
-            self._weight *= decay
-            self._updated_at = now
-        self._weighted_sum += share
-        self._weight += 1.0
+        if self._mean is None:
+            self._mean = DecayedMean(share, now)
+        else:
+            self._mean.add(share, now, self._config.half_life_s)
 
     def calls_per_slot(self) -> float:
         """Calls in flight that make one computing call: 1 / share, 1..``max_calls_per_slot``."""

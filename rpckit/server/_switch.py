@@ -30,8 +30,9 @@ interval it returns.
 Its worst input is a heavy call after a light spell: it runs under the long interval
 until it ends, as under Python's default (then the next event waits up to 5 ms for the
 GIL); so does a method's rare heavy call among its light ones (a cache miss), once in
-more than 20 calls. How long a thread waits for the GIL does not tell a heavy call apart: with 5 ms
-and 16 trivial calls at once, the executor's lag probe waited 2.5 ms at times.
+more than 20 calls. How long a thread waits for the GIL does not tell a heavy call
+apart: with 5 ms and 16 trivial calls at once, the executor's lag probe waited 2.5 ms
+at times.
 
 The estimate decays with time (a heavy call counts for ``hold_s``), and every call is
 measured whatever the interval, so it cannot lock itself in either state.
@@ -42,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 
 from rpckit.core._validate import check_fields, check_number
+from rpckit.server._decay import DecayedMean
 
 __all__ = ["SwitchConfig", "SwitchInterval"]
 
@@ -94,28 +96,22 @@ class SwitchInterval:
         self.config = config
         self._heavy_at = now  # until measured, as if a heavy call had just ended
         self.interval = config.short_s
-        # method -> [decayed heavy calls, decayed calls, when last updated]
-        self._methods: dict[str, list[float]] = {}
+        # method -> the decayed share of its calls that were heavy
+        self._methods: dict[str, DecayedMean] = {}
 
     def observe(self, cpu_s: float, now: float, method: str = "") -> float | None:
         """One call of ``method`` ended at ``now`` having used ``cpu_s`` of its thread's
         CPU; the new interval if it changed, else None."""
         config = self.config
         heavy = cpu_s >= config.heavy_cpu_s
-        counts = self._methods.get(method)
-        if counts is None:
+        share = self._methods.get(method)
+        if share is None:
             if len(self._methods) >= MAX_METHODS:
                 self._methods.clear()  # a bound, not a policy: methods are few
-            counts = self._methods[method] = [0.0, 0.0, now]
-        elapsed = now - counts[2]
-        if elapsed > 0.0:
-            decay = 0.5 ** (elapsed / config.hold_s)
-            counts[0] *= decay
-            counts[1] *= decay
-            counts[2] = now
-        counts[0] += heavy
-        counts[1] += 1.0
-        if heavy and counts[0] >= config.heavy_share * counts[1]:
+            share = self._methods[method] = DecayedMean(float(heavy), now)
+        else:
+            share.add(float(heavy), now, config.hold_s)
+        if heavy and share.weighted_sum >= config.heavy_share * share.weight:
             self._heavy_at = now
             wanted = config.short_s
         elif now - self._heavy_at >= config.hold_s:
