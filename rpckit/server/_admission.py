@@ -68,7 +68,9 @@ calls, and the others for FIFO/LIFO),
 one CoDel heap (earliest expiry first: each call's enqueue time plus its
 allowance) and one deadline heap per method (earliest deadline first). A call removed
 through one structure is marked dead and skipped lazily by the others, and the
-structures are compacted after every ``queue_limit`` removals.
+structures are compacted after every ``queue_limit`` removals. A dead entry lets go of
+its ticket at once: the caller's item (for the executor, a gRPC call and its HTTP/2
+stream) is never held past its removal.
 
 * ``take`` looks only at the calls it would run (dropping doomed ones on the
   way): amortised O(1) plus O(1) per call dropped.
@@ -89,7 +91,7 @@ import enum
 import heapq
 import math
 from collections import deque
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from rpckit.core._validate import check_fields, check_int, check_number
 from rpckit.core._wire import CRITICALITY_METADATA_KEY
@@ -407,6 +409,9 @@ class _Entry(Generic[T]):
         self.probe = probe
 
 
+#: What a removed entry holds in place of its ticket (see ``AdmissionQueue._remove``).
+_RELEASED: Ticket[None] = Ticket(item=None, method="", enqueued_at=-math.inf)
+
 _FASTEST_BUCKETS = 5  # the fastest-service window is kept as this many buckets
 _RECENT_BUCKETS = 5  # the recent-hold window (recent_window_s) likewise
 _RECENT_MIN_SAMPLES = 4  # fewer calls ended within the window: use the decayed mean
@@ -652,14 +657,14 @@ class AdmissionQueue(Generic[T]):
         while chosen is None and self._live:
             level = next(c for c in _LEVELS_HIGH_TO_LOW if self._live_per_level[c])
             entry = self._pop_next(level, standing=standing)
-            self._remove(entry)
             reason = self._doom_reason(entry, now)
+            ticket = self._remove(entry)
             if reason is None:
-                chosen = entry.ticket
+                chosen = ticket
             elif reason is Reason.CODEL:
-                self._shed(dropped, entry.ticket, reason, now)
+                self._shed(dropped, ticket, reason, now)
             else:
-                dropped.append((entry.ticket, reason))
+                dropped.append((ticket, reason))
         self._after_change(now)
         return chosen, self._rejections(dropped, now)
 
@@ -681,6 +686,8 @@ class AdmissionQueue(Generic[T]):
             stats = self._service[method] = _ServiceTime()
         stats.add_wall(seconds, now, self._config)
         heap = self._deadlines.get(method)
+        while heap and not heap[0][2].live:
+            heapq.heappop(heap)
         if heap:
             # The method's deadline margin changed: its queued calls may now be
             # due earlier than the sweep planned for.
@@ -964,8 +971,7 @@ class AdmissionQueue(Generic[T]):
                         # gone: the calls behind it are checked at take() meanwhile.
                         due = min(due, deadline if entry.probe else deadline - margin)
                         break
-                    self._remove(entry)
-                    dropped.append((entry.ticket, reason))
+                    dropped.append((self._remove(entry), reason))
                 heapq.heappop(heap)
             if not heap:
                 del self._deadlines[method]
@@ -979,8 +985,7 @@ class AdmissionQueue(Generic[T]):
             if entry.live:
                 if now <= expires_at:
                     return expires_at
-                self._remove(entry)
-                self._shed(dropped, entry.ticket, Reason.CODEL, now)
+                self._shed(dropped, self._remove(entry), Reason.CODEL, now)
             heapq.heappop(heap)
         return math.inf
 
@@ -1000,9 +1005,7 @@ class AdmissionQueue(Generic[T]):
             if level >= newcomer:
                 return None
             if self._live_per_level[level]:
-                entry = self._pop_oldest(level)
-                self._remove(entry)
-                return entry.ticket
+                return self._remove(self._pop_oldest(level))
         return None
 
     def _pop_next(self, level: int, *, standing: bool) -> _Entry[T]:
@@ -1069,8 +1072,18 @@ class AdmissionQueue(Generic[T]):
             )
         self._sweep_due = min(self._sweep_due, due)
 
-    def _remove(self, entry: _Entry[T]) -> None:
+    def _remove(self, entry: _Entry[T]) -> Ticket[T]:
+        """Take ``entry`` out of the queue; its ticket, which the entry no longer holds.
+
+        A dead entry stays in the heaps and deques until popped or compacted (up to
+        ``queue_limit`` removals later); were it to hold the ticket, it would hold the
+        caller's item -- for the executor, a gRPC call, whose HTTP/2 stream stays open
+        until the call is freed: with one connection's streams capped at 1,000, a
+        client sending all its calls on one connection was refused streams
+        (REFUSED_STREAM) once ~1,000 calls had passed through a queue.
+        """
         ticket = entry.ticket
+        entry.ticket = cast("Ticket[T]", _RELEASED)
         entry.live = False
         if entry.probe:
             # The sweep's next due time may be the probe's deadline, which held up its
@@ -1084,6 +1097,7 @@ class AdmissionQueue(Generic[T]):
         else:
             del self._queued_per_method[ticket.method]
         self._removed_since_compact += 1
+        return ticket
 
     def _after_change(self, now: float) -> None:
         if self._idle(now):

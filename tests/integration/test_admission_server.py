@@ -178,3 +178,34 @@ def test_cpu_bound_handlers_lower_the_concurrency_limit() -> None:
 def test_fixed_threads_run_them_all() -> None:
     config = rpckit.ServerConfig(threads=8, drain_s=0, adaptive_concurrency=False)
     assert lowest_limit_under_cpu_load(config, calls=240) == 8
+
+
+def test_calls_queued_on_one_connection_do_not_use_up_its_streams() -> None:
+    """A client sends every call on one connection (grpcio's channel does) and calls keep
+    passing through the queue: each must free its HTTP/2 stream when it ends. The queue once
+    held dead entries, and through them the calls, until compacted: past the connection's
+    stream cap (1,000 by default; 16 here) new calls were refused with REFUSED_STREAM."""
+    config = rpckit.ServerConfig(
+        threads=1, adaptive_concurrency=False, max_concurrent_streams=16, drain_s=0
+    )
+    with running([Gate()], config=config) as live:
+        stub = inventory_pb2_grpc.InventoryStub(live.channel)
+        in_flight = threading.Semaphore(4)
+        outcomes: list[str] = []
+        depths: list[int] = []
+
+        def done(future: Any) -> None:
+            error = future.exception()
+            outcomes.append("OK" if error is None else f"{error.code().name}: {error.details()}")
+            report = rpckit.load_from_metadata(future.trailing_metadata())
+            depths.append(-1 if report is None else report.queue_depth)
+            in_flight.release()
+
+        for i in range(200):
+            assert in_flight.acquire(timeout=30)
+            future = stub.GetItem.future(inventory_pb2.GetItemRequest(sku=f"s{i}"), timeout=30)
+            future.add_done_callback(done)
+        for _ in range(4):
+            assert in_flight.acquire(timeout=30)
+    assert outcomes == ["OK"] * 200, sorted(set(outcomes))
+    assert max(depths) > 0  # calls did wait in the queue (one ran at a time)

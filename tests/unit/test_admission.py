@@ -7,6 +7,7 @@ import heapq
 import itertools
 import math
 import random
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -1569,3 +1570,61 @@ def test_patient_calls_admitted_too_hopefully_are_dropped_before_they_run() -> N
     assert set(dropped) <= {Reason.DEADLINE_SHORT, Reason.DEADLINE_GONE}
     assert refused
     assert set(refused) <= {Reason.CODEL, Reason.QUEUE_FULL}
+
+
+# ---------------------------------------------------------------- a ticket leaves, its item goes
+
+
+class Payload:
+    """A queued item a test can watch being freed (a weak reference)."""
+
+
+def _freed(refs: list[weakref.ref[Payload]]) -> int:
+    return sum(ref() is None for ref in refs)
+
+
+def _queue_with(
+    tickets: list[tuple[float, float | None, Criticality]], *, queue_limit: int = 64
+) -> tuple[AdmissionQueue[Payload], list[weakref.ref[Payload]]]:
+    q: AdmissionQueue[Payload] = AdmissionQueue(
+        AdmissionConfig(workers=1, queue_limit=queue_limit, max_wait_s=1.0)
+    )
+    refs = []
+    for at, deadline, crit in tickets:
+        item = Payload()
+        refs.append(weakref.ref(item))
+        assert q.offer(Ticket(item, "m", at, deadline, crit), at, running=1) == []
+    return q, refs
+
+
+def _holds_nothing_gone(q: AdmissionQueue[Payload], refs: list[weakref.ref[Payload]]) -> None:
+    """Every item that left is freed, though dead entries that held them remain stored."""
+    assert q._stored_entries() > q.depth  # not compacted: the entries are still there
+    assert _freed(refs) == len(refs) - q.depth
+
+
+@pytest.mark.parametrize("path", ["taken", "expired", "dropped at take", "preempted"])
+def test_the_queue_holds_no_item_once_its_ticket_has_left(path: str) -> None:
+    """The worst input: calls passing through the queue faster than its dead entries are
+    compacted (once per ``queue_limit`` removals). The executor's items hold gRPC calls, whose
+    HTTP/2 streams stay open, counted against the connection's cap, while anything holds them."""
+    if path == "taken":
+        q, refs = _queue_with([(0.001 * i, None, DEFAULT) for i in range(3)])
+        assert all(q.take(0.01)[0] is not None for _ in range(3))
+    elif path == "expired":  # a deadline gone, and a call that outwaited its allowance
+        q, refs = _queue_with([(1.0, 1.05, DEFAULT), (1.0, None, DEFAULT), (2.9, None, DEFAULT)])
+        assert {r.reason for r in q.expire(3.0)} == {Reason.DEADLINE_GONE, Reason.CODEL}
+    elif path == "dropped at take":
+        q, refs = _queue_with([(1.0, None, DEFAULT), (1.0, None, DEFAULT)])
+        chosen, dropped = q.take(2.6)
+        assert chosen is None
+        assert [r.reason for r in dropped] == [Reason.CODEL] * 2
+        del dropped
+    else:  # a full queue of sheddable calls makes room for a critical one
+        q, refs = _queue_with([(0.0, None, SHED), (0.0, None, SHED)], queue_limit=2)
+        critical = Payload()
+        refs.append(weakref.ref(critical))
+        rejections = q.offer(Ticket(critical, "m", 0.1, None, CRIT), 0.1, running=1)
+        assert [r.reason for r in rejections] == [Reason.PREEMPTED]
+        del rejections, critical
+    _holds_nothing_gone(q, refs)
