@@ -285,7 +285,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
             dataclasses.replace(admission, workers=self._running_limit)
         )
         # One lock. Idle handler threads sleep on locks of their own (_idle); the
-        # sweeper and the probe on conditions. Critical sections take the lock
+        # sweeper or the probe on a condition. Critical sections take the lock
         # itself: entering a Condition is a Python-level call, and these run per call.
         self._lock = threading.Lock()
         self._sweep_wake = threading.Condition(self._lock)
@@ -310,15 +310,16 @@ class AdmissionExecutor(concurrent.futures.Executor):
         if self._switch is not None:
             set_switch_interval(self._switch.interval)
         self._routes: dict[str, concurrent.futures.Executor] = {}
-        self._sweeper = threading.Thread(
-            target=self._sweep_loop, name="rpckit-sweeper", daemon=True
+        # One thread sweeps the queue: the lag probe where the limit adapts (it wakes every
+        # few milliseconds while calls run anyway), else a sweeper of its own. Two threads
+        # waking every 5 ms cost ~5% of a 2-core machine's CPU at bench/overload's 1x, and
+        # each wake preempts a handler (bench/README.md, "Who refuses at 1x").
+        self._housekeeper = (
+            threading.Thread(target=self._sweep_loop, name="rpckit-sweeper", daemon=True)
+            if self._limit is None
+            else threading.Thread(target=self._probe_loop, name="rpckit-lag-probe", daemon=True)
         )
-        self._probe = threading.Thread(
-            target=self._probe_loop, name="rpckit-lag-probe", daemon=True
-        )
-        self._sweeper.start()
-        if self._limit is not None:
-            self._probe.start()
+        self._housekeeper.start()
 
     # -- concurrent.futures.Executor
 
@@ -458,10 +459,8 @@ class AdmissionExecutor(concurrent.futures.Executor):
             self._probe_wake.notify_all()
             threads = [h.thread for h in self._handlers if h.thread is not None]
         if wait:
-            for thread in (*threads, self._sweeper):
+            for thread in (*threads, self._housekeeper):
                 thread.join()
-            if self._limit is not None:
-                self._probe.join()
 
     # -- load
 
@@ -668,7 +667,8 @@ class AdmissionExecutor(concurrent.futures.Executor):
         self._handlers.remove(handler)
 
     def _sweep_loop(self) -> None:
-        """While calls are queued, drop the doomed ones every ``SWEEP_INTERVAL_S``."""
+        """While calls are queued, drop the doomed ones every ``SWEEP_INTERVAL_S`` (where no
+        limit adapts: the lag probe sweeps otherwise)."""
         while True:
             with self._lock:
                 while not self._shutdown and self._queue.depth == 0:
@@ -697,6 +697,10 @@ class AdmissionExecutor(concurrent.futures.Executor):
         wait a neighbour causes is not cured by refusing calls.
         Calls run in their callers' threads (run_now) are outside the limit: no
         reason to measure for them alone.
+
+        After each sleep it also drops the queue's doomed calls, the sweeper's job where
+        no limit adapts: a queue is reason enough to run, and it runs on past shutdown
+        until the queue is empty (the handler threads drain it).
         """
         limit = self._limit
         assert limit is not None
@@ -714,7 +718,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 ):
                     self._probe_wake.wait()
                     rested = True
-                if self._shutdown:
+                if self._shutdown and not self._queue.depth:
                     meter.close()
                     own.close()
                     return
@@ -732,12 +736,14 @@ class AdmissionExecutor(concurrent.futures.Executor):
             # and only as far as the cores are short (`_cpu`).
             others = waited_for_a_core * (1.0 - machine.fraction())
             with self._lock:
+                drops = self._queue.expire(now) if self._queue.depth else []
                 # Demand beyond the limit: calls wait for room, or (in a standing
                 # queue, which admits only into free room) are refused for want of it.
                 saturated = self._in_flight >= self._running_limit and (
                     self._queue.depth > 0 or self._queue.standing(now)
                 )
                 threads = self._handler_threads() if meter.due(now, saturated=saturated) else []
+            self._reject_all(drops)
             # Read outside the lock: the dispatch thread admits calls meanwhile.
             cpu_now = meter.read(threads, now)
             cpu_share = meter.share
