@@ -699,7 +699,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
         reason to measure for them alone.
 
         After each sleep it also drops the queue's doomed calls, the sweeper's job where
-        no limit adapts: a queue is reason enough to run, and it runs on past shutdown
+        no limit adapts: a queue is reason enough to run, and past shutdown it only sweeps,
         until the queue is empty (the handler threads drain it).
         """
         limit = self._limit
@@ -744,6 +744,8 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 )
                 threads = self._handler_threads() if meter.due(now, saturated=saturated) else []
             self._reject_all(drops)
+            if self._shutdown:
+                continue  # only the sweep, as the sweeper did: no limit to adapt, no threads made
             # Read outside the lock: the dispatch thread admits calls meanwhile.
             cpu_now = meter.read(threads, now)
             cpu_share = meter.share
