@@ -333,12 +333,15 @@ class _Connection(server.HTTPConnection):
         if self.received_at is None or arrived < self.received_at:
             self.received_at = arrived
 
-    def turned_away(self) -> Literal["keep", "close"] | None:
+    def turned_away(self) -> Literal["keep", "close", "wait"] | None:
         """At the front door, while the line of turns stands: answer the request that has
         come 503 now, from the selector thread, before it waits for a request thread and
-        a turn only to be refused (``Turns.turning_away``). None: nothing has come yet (a
-        new connection before its request; TLS, whose handshake comes first): serve it as
-        usual. ``"keep"``: answered, and the connection may carry the client's next
+        a turn only to be refused (``Turns.turning_away``). ``"wait"``: nothing has come yet
+        (a new connection is handed over as soon as it is accepted, usually before its
+        request): back to the selector, to come to the door again when it does -- handed
+        to a request thread, it would wait in the line and be refused from it, slowly.
+        None: TLS, whose handshake comes first: serve it as usual.
+        ``"keep"``: answered, and the connection may carry the client's next
         request (:func:`~rpckit.core._http_limits.whole_request`: a client that reconnects
         after each refusal costs an accept and a handshake on both sides, and waits in the
         accept queue). ``"close"``: answered (or the client had left): close it.
@@ -357,7 +360,7 @@ class _Connection(server.HTTPConnection):
             try:
                 chunk = sock.recv(65536)
             except (BlockingIOError, InterruptedError):
-                return None
+                return "wait"
             except OSError:
                 return "close"
             if not chunk:
@@ -569,6 +572,9 @@ class TunedWsgiServer(wsgi.Server):
         turns = self.turns
         if turns is not None and turns.turning_away():
             answered = conn.turned_away()
+            if answered == "wait":  # its request, when it comes, via the selector
+                cast(Any, self)._connections.put(conn)
+                return
             if answered is not None:
                 self.note_refused_overloaded()
                 if answered == "keep":
