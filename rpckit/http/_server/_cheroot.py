@@ -40,7 +40,8 @@ on pays a new TCP connection. :class:`TunedWsgiServer` changes three things:
   not one;
 * **a front door**: while the line of turns stands, the selector answers a request
   that has come 503 itself (``_Connection.turned_away``), before a request thread
-  picks it up only to refuse it after its wait in line.
+  picks it up only to refuse it after its wait in line; a new connection whose
+  request has not come yet waits for it in the selector, not in a request thread.
 
 The hooks are cheroot's extension points -- ``ConnectionClass``,
 ``RequestHandlerClass``, ``gateway``, ``put_conn`` -- plus the worker's
