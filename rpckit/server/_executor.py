@@ -24,6 +24,10 @@ but refuses a burst of calls that only wait on a downstream, CPU idle.
   below the calls in flight that keep this process's share of the cores computing
   (:mod:`rpckit.server._compute`): what fewer calls can cure is too many *computing*.
 
+A call that starts at once has its request message's receive started in ``submit``
+(:func:`~rpckit.server._grpc_internals.receive_request_now`), so its handler thread does
+not sleep again waiting for the dispatch thread to deliver it.
+
 Calls beyond the limit wait in :class:`~rpckit.server._admission.AdmissionQueue`
 (pure policy: deadline budgets, CoDel, adaptive LIFO, criticality, a bound). A
 call that finds room with nothing queued starts at once: it joins a line of started
@@ -81,7 +85,7 @@ from rpckit.server._admission import (
 from rpckit.server._compute import ComputeConfig, ComputeShare
 from rpckit.server._concurrency import ConcurrencyConfig, ConcurrencyLimit, counted_lag
 from rpckit.server._cpu import CpuShare, usable_cpus
-from rpckit.server._grpc_internals import abort_queued, read_call
+from rpckit.server._grpc_internals import abort_queued, read_call, receive_request_now
 from rpckit.server._switch import SwitchConfig, SwitchInterval
 from rpckit.v1 import load_pb2
 
@@ -382,6 +386,10 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 and not queue.depth
                 and queue.deadline_reason(facts.method, facts.deadline, now) is None
             ):
+                # Its request is read now, not by the handler thread (see receive_request_now).
+                args = receive_request_now(work.args) if work.args else None
+                if args is not None:
+                    work.args = args
                 self._ready.append((work, self._start(facts, now)))
                 queue.note_started(now)
             else:

@@ -15,7 +15,12 @@ minor series, and the integration tests exercise each of them):
 4. ``server._state.interceptor_pipeline`` says whether server interceptors wrap
    the handlers (:func:`has_interceptors`);
 5. ``rpc_event.call.peer()`` and ``cygrpc.auth_context(call)`` give the peer and
-   its TLS identity before a handler runs (:func:`read_peer`, for the auth gate).
+   its TLS identity before a handler runs (:func:`read_peer`, for the auth gate);
+6. a call with one request message is submitted as ``(_unary_response_in_pool`` or
+   ``_stream_response_in_pool, rpc_event, state, behaviour, request_thunk, ...)``,
+   the thunk (the closure ``_unary_request`` makes) starting the message's receive and
+   waiting for grpcio's dispatch thread to deliver it (:func:`receive_request_now`
+   starts it at admission instead).
 
 A server interceptor (OpenTelemetry's, say) replaces rpckit's behaviour with
 its own function, so the attributes of 1 and 3 are gone. Then the method is
@@ -30,7 +35,7 @@ rejection through the handler wrapper, slower but correct.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import grpc
 
@@ -41,6 +46,7 @@ __all__ = [
     "has_interceptors",
     "read_call",
     "read_peer",
+    "receive_request_now",
 ]
 
 
@@ -148,3 +154,65 @@ def read_peer(args: tuple[Any, ...]) -> CallPeer | None:
         for k, v in context.items()
     }
     return CallPeer(text, decoded)
+
+
+def receive_request_now(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """Start receiving the request of a call with one request message; ``submit``'s
+    arguments with a thunk that only waits for it, or None (another call shape, a
+    call already ended, or grpcio's shapes differ: keep the original arguments).
+
+    grpcio starts the receive in the handler thread, which then sleeps until the
+    dispatch thread has processed the message and woken it: one more hand-off of the
+    GIL and a wake-up per call, behind a dispatch thread that may be busy. Started at
+    admission -- on the dispatch thread, inside ``submit`` -- the message is usually
+    there when a handler thread takes the call (bench/README.md, "The request read at
+    admission"). Only for calls that start at once: a queued call's message stays in
+    grpc core's flow-control window, not read into this process.
+    """
+    from grpc import _server as grpc_server
+    from grpc._cython import cygrpc  # type: ignore[attr-defined]
+
+    try:
+        run, rpc_event, state, behavior, thunk, deserializer, *rest = args
+        # grpcio's one-message thunk, not a request stream's (both are run by these pools).
+        one_message = (
+            getattr(thunk, "__code__", None) in grpc_server._unary_request.__code__.co_consts
+        )
+        call = rpc_event.call
+        receive_message = grpc_server._receive_message
+        token = grpc_server._RECEIVE_MESSAGE_TOKEN
+        operation = cygrpc.ReceiveMessageOperation(grpc_server._EMPTY_FLAGS)
+        active = grpc_server._is_rpc_state_active
+        closed, cancelled = grpc_server._CLOSED, grpc_server._CANCELLED
+    except (AttributeError, TypeError, ValueError):
+        return None
+    one_request = (grpc_server._unary_response_in_pool, grpc_server._stream_response_in_pool)
+    if not one_message or run not in one_request or not isinstance(state, grpc_server._RPCState):
+        return None
+    with state.condition:
+        if not active(state):
+            return None
+        call.start_server_batch((operation,), receive_message(state, call, deserializer))
+        cast(Any, state).due.add(token)  # grpcio types the field loosely
+
+    def received() -> Any:
+        """The request (None if the call ended without one), as grpcio's thunk returns it."""
+        with state.condition:
+            while True:
+                if state.request is not None:
+                    request = state.request
+                    state.request = None
+                    return request
+                if state.client is closed:
+                    method = rpc_event.call_details.method
+                    name = method.decode() if isinstance(method, bytes) else str(method)
+                    details = f'"{name}" requires exactly one request message.'
+                    grpc_server._abort(
+                        state, call, cygrpc.StatusCode.unimplemented, details.encode()
+                    )
+                    return None
+                if state.client is cancelled or not active(state):
+                    return None
+                state.condition.wait()
+
+    return (run, rpc_event, state, behavior, received, deserializer, *rest)

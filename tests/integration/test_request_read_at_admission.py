@@ -1,0 +1,115 @@
+"""A call that starts at once has its request read at admission (`receive_request_now`):
+its worst inputs on a real in-process server -- a unary call that sends no message, one
+whose message never comes before it is cancelled, one whose message comes late."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+import rpckit
+from examples.inventory._gen.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from rpckit.testing import running
+
+GET_ITEM = "/inventory.v1.Inventory/GetItem"
+
+
+class Counting(inventory_pb2_grpc.InventoryServicer):
+    """Answers GetItem at once and counts the calls its handler ran."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def GetItem(
+        self, request: inventory_pb2.GetItemRequest, context: grpc.ServicerContext
+    ) -> inventory_pb2.Item:
+        with self._lock:
+            self.calls += 1
+        return inventory_pb2.Item(sku=request.sku)
+
+    def WatchLowStock(
+        self, request: inventory_pb2.WatchLowStockRequest, context: grpc.ServicerContext
+    ) -> Iterator[inventory_pb2.Item]:
+        for i in range(request.threshold):
+            yield inventory_pb2.Item(sku=f"low-{i}")
+
+
+def _raw_get_item(channel: grpc.Channel) -> Any:
+    """GetItem called as if it took a request stream: the client decides how many
+    messages it sends (none, or one when it likes)."""
+    return channel.stream_unary(
+        GET_ITEM,
+        request_serializer=inventory_pb2.GetItemRequest.SerializeToString,
+        response_deserializer=inventory_pb2.Item.FromString,
+    )
+
+
+def _wait_until_in_flight(server: rpckit.Server, count: int) -> None:
+    give_up = time.monotonic() + 20
+    while server.load_report().in_flight != count:
+        assert time.monotonic() < give_up, f"never {count} calls in flight"
+        time.sleep(0.005)
+
+
+def test_a_unary_call_that_sends_no_message_is_answered_unimplemented() -> None:
+    servicer = Counting()
+    with running([servicer]) as live:
+        with pytest.raises(grpc.RpcError) as failed:
+            _raw_get_item(live.channel)(iter(()), timeout=10)
+        assert failed.value.code() is grpc.StatusCode.UNIMPLEMENTED
+        assert "requires exactly one request message" in (failed.value.details() or "")
+        stub = inventory_pb2_grpc.InventoryStub(live.channel)
+        assert stub.GetItem(inventory_pb2.GetItemRequest(sku="next"), timeout=10).sku == "next"
+    assert servicer.calls == 1
+
+
+def test_a_call_cancelled_before_its_message_runs_no_handler_and_frees_its_slot() -> None:
+    servicer = Counting()
+    release = threading.Event()
+
+    def never_sends() -> Iterator[inventory_pb2.GetItemRequest]:
+        release.wait(timeout=30)
+        return
+        yield  # a generator that ends without a message
+
+    config = rpckit.ServerConfig(threads=1, adaptive_concurrency=False, drain_s=0)
+    with running([servicer], config=config) as live:
+        waiting = _raw_get_item(live.channel).future(never_sends(), timeout=30)
+        _wait_until_in_flight(live.server, 1)  # started: holds the one slot, awaits its message
+        waiting.cancel()
+        release.set()
+        with pytest.raises(grpc.FutureCancelledError):
+            waiting.result(timeout=10)
+        _wait_until_in_flight(live.server, 0)
+        stub = inventory_pb2_grpc.InventoryStub(live.channel)
+        assert stub.GetItem(inventory_pb2.GetItemRequest(sku="after"), timeout=10).sku == "after"
+    assert servicer.calls == 1  # only "after": the cancelled call's handler never ran
+
+
+def test_a_message_that_comes_late_is_still_served() -> None:
+    servicer = Counting()
+    send = threading.Event()
+
+    def late() -> Iterator[inventory_pb2.GetItemRequest]:
+        send.wait(timeout=30)
+        yield inventory_pb2.GetItemRequest(sku="late")
+
+    with running([servicer]) as live:
+        pending = _raw_get_item(live.channel).future(late(), timeout=30)
+        _wait_until_in_flight(live.server, 1)  # admitted and reading before the message exists
+        send.set()
+        assert pending.result(timeout=10).sku == "late"
+    assert servicer.calls == 1
+
+
+def test_a_server_streaming_call_gets_its_one_request_too() -> None:
+    with running([Counting()]) as live:
+        stub = inventory_pb2_grpc.InventoryStub(live.channel)
+        items = stub.WatchLowStock(inventory_pb2.WatchLowStockRequest(threshold=3), timeout=10)
+        assert [item.sku for item in items] == ["low-0", "low-1", "low-2"]
