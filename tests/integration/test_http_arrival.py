@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import http.client
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import grpc
-
-from examples.inventory._gen.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from rpckit.http import HttpServer, RouteOptions, Shim
 from rpckit.http._server._arrival import enable_receive_stamps, recv_stamped
 from rpckit.http._server._turns import RECEIVED_AT_ENVIRON_KEY
+from tests.integration.counting import CountingInventory
 
 #: How long requests wait unseen, bound but not yet read, in these tests.
 UNSEEN_S = 0.3
@@ -158,23 +155,10 @@ def test_a_request_whose_client_left_unread_is_dropped_and_the_server_serves_on(
     assert unread == ["client_gone"]  # counted (rpckit serve --metrics)
 
 
-class Counting(inventory_pb2_grpc.InventoryServicer):
-    def __init__(self) -> None:
-        self.calls = 0
-        self.lock = threading.Lock()
-
-    def GetItem(
-        self, request: inventory_pb2.GetItemRequest, context: grpc.ServicerContext
-    ) -> inventory_pb2.Item:
-        with self.lock:
-            self.calls += 1
-        return inventory_pb2.Item(sku=request.sku, name="counted")
-
-
 def test_the_route_timeout_counts_the_unseen_wait_so_a_spent_request_does_no_work() -> None:
     """Worst input for the shim: an unchanged client whose request waited, unseen, longer than
     its route's timeout. It is answered 504 without running; a fresh one is served."""
-    servicer = Counting()
+    servicer = CountingInventory()
     shim = Shim([servicer], routes={"inventory.v1.Inventory.GetItem": RouteOptions(timeout_s=0.2)})
     with bound_not_reading(shim) as (server, address):
         spent, sent_at = send_unread(

@@ -15,29 +15,9 @@ import pytest
 import rpckit
 from examples.inventory._gen.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from rpckit.testing import running
+from tests.integration.counting import CountingInventory
 
 GET_ITEM = "/inventory.v1.Inventory/GetItem"
-
-
-class Counting(inventory_pb2_grpc.InventoryServicer):
-    """Answers GetItem at once and counts the calls its handler ran."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self._lock = threading.Lock()
-
-    def GetItem(
-        self, request: inventory_pb2.GetItemRequest, context: grpc.ServicerContext
-    ) -> inventory_pb2.Item:
-        with self._lock:
-            self.calls += 1
-        return inventory_pb2.Item(sku=request.sku)
-
-    def WatchLowStock(
-        self, request: inventory_pb2.WatchLowStockRequest, context: grpc.ServicerContext
-    ) -> Iterator[inventory_pb2.Item]:
-        for i in range(request.threshold):
-            yield inventory_pb2.Item(sku=f"low-{i}")
 
 
 def _raw_get_item(channel: grpc.Channel) -> Any:
@@ -58,7 +38,7 @@ def _wait_until_in_flight(server: rpckit.Server, count: int) -> None:
 
 
 def test_a_unary_call_that_sends_no_message_is_answered_unimplemented() -> None:
-    servicer = Counting()
+    servicer = CountingInventory()
     with running([servicer]) as live:
         with pytest.raises(grpc.RpcError) as failed:
             _raw_get_item(live.channel)(iter(()), timeout=10)
@@ -70,7 +50,7 @@ def test_a_unary_call_that_sends_no_message_is_answered_unimplemented() -> None:
 
 
 def test_a_call_cancelled_before_its_message_runs_no_handler_and_frees_its_slot() -> None:
-    servicer = Counting()
+    servicer = CountingInventory()
     release = threading.Event()
 
     def never_sends() -> Iterator[inventory_pb2.GetItemRequest]:
@@ -93,7 +73,7 @@ def test_a_call_cancelled_before_its_message_runs_no_handler_and_frees_its_slot(
 
 
 def test_a_message_that_comes_late_is_still_served() -> None:
-    servicer = Counting()
+    servicer = CountingInventory()
     send = threading.Event()
 
     def late() -> Iterator[inventory_pb2.GetItemRequest]:
@@ -109,7 +89,7 @@ def test_a_message_that_comes_late_is_still_served() -> None:
 
 
 def test_a_server_streaming_call_gets_its_one_request_too() -> None:
-    with running([Counting()]) as live:
+    with running([CountingInventory()]) as live:
         stub = inventory_pb2_grpc.InventoryStub(live.channel)
         items = stub.WatchLowStock(inventory_pb2.WatchLowStockRequest(threshold=3), timeout=10)
         assert [item.sku for item in items] == ["low-0", "low-1", "low-2"]
