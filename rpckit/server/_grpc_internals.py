@@ -34,6 +34,8 @@ rejection through the handler wrapper, slower but correct.
 
 from __future__ import annotations
 
+import functools
+import types
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
@@ -156,6 +158,20 @@ def read_peer(args: tuple[Any, ...]) -> CallPeer | None:
     return CallPeer(text, decoded)
 
 
+@functools.cache
+def _one_message_thunk_code() -> Any:
+    """The code object of the thunk grpcio's ``_unary_request`` returns, or None.
+
+    Found once: it is a constant of ``_unary_request``'s own code, the only nested
+    function there.
+    """
+    from grpc import _server as grpc_server
+
+    code = getattr(getattr(grpc_server, "_unary_request", None), "__code__", None)
+    nested = [c for c in getattr(code, "co_consts", ()) if isinstance(c, types.CodeType)]
+    return nested[0] if len(nested) == 1 else None
+
+
 def receive_request_now(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
     """Start receiving the request of a call with one request message; ``submit``'s
     arguments with a thunk that only waits for it, or None (another call shape, a
@@ -175,9 +191,8 @@ def receive_request_now(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
     try:
         run, rpc_event, state, behavior, thunk, deserializer, *rest = args
         # grpcio's one-message thunk, not a request stream's (both are run by these pools).
-        one_message = (
-            getattr(thunk, "__code__", None) in grpc_server._unary_request.__code__.co_consts
-        )
+        thunk_code = _one_message_thunk_code()
+        one_message = thunk_code is not None and getattr(thunk, "__code__", None) is thunk_code
         call = rpc_event.call
         receive_message = grpc_server._receive_message
         token = grpc_server._RECEIVE_MESSAGE_TOKEN

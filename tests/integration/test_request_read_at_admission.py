@@ -93,3 +93,15 @@ def test_a_server_streaming_call_gets_its_one_request_too() -> None:
         stub = inventory_pb2_grpc.InventoryStub(live.channel)
         items = stub.WatchLowStock(inventory_pb2.WatchLowStockRequest(threshold=3), timeout=10)
         assert [item.sku for item in items] == ["low-0", "low-1", "low-2"]
+
+
+def test_grpcios_one_message_thunk_is_recognised_and_no_other_function_is() -> None:
+    """If grpcio's shapes change, the read at admission falls back silently (the
+    tests above still pass on grpcio's own thunk); this one says so instead."""
+    from grpc import _server as grpc_server
+
+    from rpckit.server._grpc_internals import _one_message_thunk_code
+
+    thunk = grpc_server._unary_request(None, None, None)  # type: ignore[arg-type]
+    assert _one_message_thunk_code() is thunk.__code__
+    assert _one_message_thunk_code() is not (lambda: None).__code__
