@@ -384,7 +384,7 @@ class AdmissionExecutor(concurrent.futures.Executor):
             if (
                 self._in_flight < self._running_limit
                 and not queue.depth
-                and queue.deadline_reason(facts.method, facts.deadline, now) is None
+                and queue.deadline_reason(facts.method, facts.deadline, now, slot_free=True) is None
             ):
                 # Its request is read now, not by the handler thread (see receive_request_now).
                 args = receive_request_now(work.args) if work.args else None
@@ -434,7 +434,8 @@ class AdmissionExecutor(concurrent.futures.Executor):
                 self._shutdown
                 or self._queue.depth
                 or self._in_flight >= self._running_limit
-                or self._queue.deadline_reason(facts.method, facts.deadline, now) is not None
+                or self._queue.deadline_reason(facts.method, facts.deadline, now, slot_free=True)
+                is not None
             ):
                 return False
             record = self._start(facts, now)

@@ -94,8 +94,9 @@ def test_full_queue_rejects_at_once_with_pushback() -> None:
 
 def test_deadline_shorter_than_service_time_is_rejected_without_running() -> None:
     gate = Gate()
-    # One probe per 10 s, so the second short call below is not a probe of its own.
-    admission = rpckit.AdmissionConfig(deadline_probe_s=10.0)
+    # One probe per 10 s and no free-slot probes, so the second short call below is not
+    # a probe of its own.
+    admission = rpckit.AdmissionConfig(deadline_probe_s=10.0, deadline_probe_free_burst=0)
     with running([gate], admission=admission) as live:
         stub = inventory_pb2_grpc.InventoryStub(live.channel)
         for _ in range(2):  # teach the server that 'hold' takes ~0.5 s

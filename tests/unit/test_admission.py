@@ -473,6 +473,56 @@ def test_one_call_per_probe_interval_runs_while_the_estimate_refuses() -> None:
     assert q.deadline_reason("m", 1.6 + 0.25, 1.6) is short
 
 
+def test_calls_that_find_a_slot_free_probe_four_at_once_then_at_the_shorter_interval() -> None:
+    """After a burst of slow calls the estimate refuses ordinary ones until a probe ends.
+    Arrivals bunch: a call that finds a slot free may probe four times back to back, then
+    once per ``deadline_probe_free_s``; one that would wait still at ``deadline_probe_s``."""
+    config = AdmissionConfig(deadline_probe_s=0.05, deadline_probe_free_s=0.005)
+    q: AdmissionQueue[str] = AdmissionQueue(config)
+    q.record_service_time("m", 0.8, now=0.0)
+    short = Reason.DEADLINE_SHORT
+    at = [1.0, 1.0001, 1.0002, 1.0003, 1.0004, 1.0005, 1.0056, 1.006, 1.0107]
+    free = [q.deadline_reason("m", t + 0.25, t, slot_free=True) for t in at]
+    # The interval's own probe, four from the bucket, none left, one refilled, ...
+    assert free == [None, None, None, None, None, short, None, short, None]
+    busy = [q.deadline_reason("m", t + 0.25, t) for t in (1.02, 1.0608)]
+    assert busy == [short, None]
+
+
+def test_free_slot_probes_are_bounded_by_their_interval() -> None:
+    """Worst input: a method really slower than its callers' deadlines, called every
+    0.1 ms for a second while slots are free -- four calls, then one per 5 ms, run
+    (and the interval's own, one per 50 ms)."""
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(deadline_probe_free_s=0.005))
+    q.record_service_time("m", 0.8, now=0.0)
+    ran = sum(
+        q.deadline_reason("m", t + 0.25, t, slot_free=True) is None
+        for t in (1.0 + i * 1e-4 for i in range(10_000))
+    )
+    assert 200 <= ran <= 4 + 200 + 20 + 1
+
+
+def test_no_free_slot_probes_with_an_empty_bucket() -> None:
+    q: AdmissionQueue[str] = AdmissionQueue(AdmissionConfig(deadline_probe_free_burst=0))
+    q.record_service_time("m", 0.8, now=0.0)
+    verdicts = [q.deadline_reason("m", t + 0.25, t, slot_free=True) for t in (1.0, 1.01, 1.05)]
+    assert verdicts == [None, Reason.DEADLINE_SHORT, None]  # only the interval's probes
+    with pytest.raises(ValueError, match="deadline_probe_free_burst"):
+        AdmissionConfig(deadline_probe_free_burst=-1)
+
+
+def test_the_free_slot_interval_never_exceeds_the_probe_interval() -> None:
+    config = AdmissionConfig(deadline_probe_s=0.01, deadline_probe_free_s=1.0)
+    q: AdmissionQueue[str] = AdmissionQueue(config)
+    q.record_service_time("m", 0.8, now=0.0)
+    verdicts = [q.deadline_reason("m", t + 0.25, t, slot_free=True) for t in [1.0] * 6]
+    assert verdicts == [None] * 5 + [Reason.DEADLINE_SHORT]
+    assert q.deadline_reason("m", 1.0101 + 0.25, 1.0101, slot_free=True) is None  # interval's
+    # A token refilled after 10 ms (the probe interval), not after 1 s.
+    assert q.deadline_reason("m", 1.0102 + 0.25, 1.0102, slot_free=True) is None
+    assert q.deadline_reason("m", 1.0103 + 0.25, 1.0103, slot_free=True) is Reason.DEADLINE_SHORT
+
+
 def test_the_sweep_and_take_do_not_probe() -> None:
     """Calls already queued are dropped on the estimate, and spend no probe doing it."""
     q: AdmissionQueue[str] = AdmissionQueue()

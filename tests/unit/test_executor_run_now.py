@@ -49,7 +49,12 @@ def executor(clock: Clock) -> Iterator[AdmissionExecutor]:
     made = AdmissionExecutor(
         threads=1,
         side_pool=side,
-        admission=AdmissionConfig(workers=1, admit_within_allowance=False, deadline_probe_s=10.0),
+        admission=AdmissionConfig(
+            workers=1,
+            admit_within_allowance=False,
+            deadline_probe_s=10.0,
+            deadline_probe_free_burst=0,
+        ),
         clock=clock,
         on_start=lambda f, waited: started.append((f, waited)),
     )
