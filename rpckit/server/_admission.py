@@ -280,7 +280,20 @@ class AdmissionConfig:
     for runs of 25 ms, 10 runs) keeps the prediction by the turns of now: a queue that
     its budget barely covers is one the usual prediction's errors overrun. A patient call
     admitted on a prediction that was too hopeful waits until its deadline leaves less
-    than its fastest run and is dropped then, without running. 0 disables."""
+    than its fastest run and is dropped then, without running. 0 disables.
+
+    Such a drop ends the method's patience for ``patient_backoff_s``: the fastest run is
+    a minimum over every call of the method, so one cheap call of it (a cache hit, a
+    readiness check with an empty request) made its 25 ms calls look like 0.9 ms ones,
+    every such call patient, and the queue grew past what the deadlines allowed: a fresh
+    server offered 3x its capacity admitted calls that then timed out by the hundred a
+    second (bench/README.md, "Patience that the drops end")."""
+
+    patient_backoff_s: float = 1.0
+    """How long after a queued call of a method was dropped for its deadline (admitted on
+    a hope that failed) its calls are not patient (``patient_runs``); the usual
+    prediction then decides. It ends by itself: a method whose admitted calls stop being
+    dropped is patient again one such interval later."""
 
     recent_window_s: float = 0.5
     """Wait predictions (and pushback) take a turn's length from the calls of the method that
@@ -377,6 +390,9 @@ class AdmissionConfig:
             strict=True,
         )
         check_number("AdmissionConfig", "patient_runs", self.patient_runs, low=0.0, strict=False)
+        check_number(
+            "AdmissionConfig", "patient_backoff_s", self.patient_backoff_s, low=0.0, strict=False
+        )
         for name in ("admit_wait_fraction", "burst_wait_fraction"):
             fraction = getattr(self, name)
             check_number("AdmissionConfig", name, fraction, low=0.0, strict=True)
@@ -490,6 +506,7 @@ class _ServiceTime:
         "_cached_bucket",
         "_recent_hold",
         "_recent_wall",
+        "dropped_late_at",
         "free_probes",
         "free_probes_at",
         "hold",
@@ -510,6 +527,7 @@ class _ServiceTime:
         # deadline_probe_free_s), as of free_probes_at; full at the first look.
         self.free_probes = math.inf
         self.free_probes_at = -math.inf
+        self.dropped_late_at = -math.inf  # a queued call was last dropped for its deadline
 
     def free_probe_available(self, now: float, config: AdmissionConfig) -> bool:
         """Refill the free-slot probes to ``now``; is one left?"""
@@ -701,6 +719,7 @@ class AdmissionQueue(Generic[T]):
             elif reason is Reason.CODEL:
                 self._shed(dropped, ticket, reason, now)
             else:
+                self._dropped_late(ticket.method, now)
                 dropped.append((ticket, reason))
         self._after_change(now)
         return chosen, self._rejections(dropped, now)
@@ -961,13 +980,22 @@ class AdmissionQueue(Generic[T]):
     ) -> float | None:
         """The method's fastest recent run if the call's allowance holds ``patient_runs``
         of them (the call is patient), else None."""
-        runs = self._config.patient_runs
+        config = self._config
+        runs = config.patient_runs
         if runs <= 0.0 or not self._bounded(ticket):
             return None
+        if now - stats.dropped_late_at < config.patient_backoff_s:
+            return None  # hopes failed lately: no patience
         fastest = stats.fastest(now, self._config)
         if fastest is None or fastest <= 0.0 or allowance < runs * fastest:
             return None
         return fastest
+
+    def _dropped_late(self, method: str, now: float) -> None:
+        """A queued call of ``method`` was dropped for its deadline: see ``patient_backoff_s``."""
+        stats = self._service.get(method)
+        if stats is not None:
+            stats.dropped_late_at = now
 
     def _doom_reason(self, entry: _Entry[T], now: float) -> Reason | None:
         ticket = entry.ticket
@@ -1019,6 +1047,7 @@ class AdmissionQueue(Generic[T]):
                         # gone: the calls behind it are checked at take() meanwhile.
                         due = min(due, deadline if entry.probe else deadline - margin)
                         break
+                    self._dropped_late(method, now)
                     dropped.append((self._remove(entry), reason))
                 heapq.heappop(heap)
             if not heap:

@@ -1583,6 +1583,40 @@ def test_a_patient_call_is_refused_only_if_late_even_at_the_fastest_rate() -> No
     assert admitted_behind_one(off, 0.2, 2.0) == math.floor(0.75 * 1.99 / NOW_TURN)
 
 
+def late_drop_taught(**config: Any) -> AdmissionQueue[str]:
+    """:func:`burst_taught`, then a queued call of the method dropped for its deadline at 0.26."""
+    q = burst_taught(**config)
+    assert q.offer(ticket("late", 0.2, deadline=0.25), 0.2, running=0) == []
+    assert reasons(q.expire(0.26)) == {"late": Reason.DEADLINE_GONE}
+    return q
+
+
+def test_a_drop_for_its_deadline_ends_the_methods_patience_for_a_while() -> None:
+    """patient_backoff_s. The fastest run is a minimum over every call of the method: one
+    cheap call makes every call patient, and a fresh server offered 3x its capacity
+    admitted calls that timed out by the hundred a second. A queued call dropped for its
+    deadline is the evidence that hopes failed: for a second the usual prediction decides,
+    then the method is patient again."""
+    hopeful = admitted_behind_one(late_drop_taught(patient_backoff_s=0.0), 0.3, 2.0)
+    usual = admitted_behind_one(late_drop_taught(patient_runs=0.0), 0.3, 2.0)
+    assert usual < hopeful
+    assert admitted_behind_one(late_drop_taught(), 0.3, 2.0) == usual
+    # A second after the drop (at 0.26), with no drop since, it is patient again.
+    again = admitted_behind_one(late_drop_taught(patient_backoff_s=0.0), 1.3, 2.0)
+    assert admitted_behind_one(late_drop_taught(), 1.3, 2.0) == again
+    assert admitted_behind_one(late_drop_taught(patient_runs=0.0), 1.3, 2.0) < again
+
+
+def test_patience_is_not_ended_by_a_refusal_on_arrival() -> None:
+    """Only a queued call dropped for its deadline ends patience: a call refused on
+    arrival was never admitted on a hope."""
+    q = burst_taught()
+    gone = q.offer(ticket("gone", 0.2, deadline=0.1), 0.2, running=1)
+    assert reasons(gone) == {"gone": Reason.DEADLINE_GONE}
+    hopeful = admitted_behind_one(burst_taught(patient_backoff_s=0.0), 0.2, 2.0)
+    assert admitted_behind_one(q, 0.2, 2.0) == hopeful
+
+
 def test_patient_calls_admitted_too_hopefully_are_dropped_before_they_run() -> None:
     """The patience rule's worst input: overload that outlasts the calls (400 arrivals a
     second, 50 served). Admitted on the fastest rate, a patient call the server cannot reach
