@@ -18,8 +18,9 @@ time, the GIL's) times how many calls in flight make one computing call. That is
 does not make a call look asleep; a thread's CPU time leaves out its waits for the GIL and
 for a core), rounded down: no more than the share computes. A CPU-bound method: one
 call, below the limit's own floor of two. The seed profile (5 ms of a 25 ms run, four
-processes on two cores): 0.5 x 4.6 -> 2, as before. bench/soak's method (1.3 ms of 11.5,
-one process): 8.
+processes on two cores): 0.5 x 4.6 = 2.3 each, and what rounding leaves is shared out by
+worker index -- 3, 2, 2, 2 (see :meth:`ComputeShare.floor`). bench/soak's method (1.3 ms
+of 11.5, one process): 8.
 
 The estimate is a time-decayed mean over the calls that ended (``half_life_s``), capped at
 ``max_calls_per_slot``. Its worst input is calls turning CPU-bound after a sleepy spell (a
@@ -97,10 +98,25 @@ class ComputeShare:
         share = self.share
         return most if share * most <= 1.0 else 1.0 / share
 
-    def floor(self, core_share: float, threads: int) -> int:
+    def floor(self, core_share: float, threads: int, *, processes: int = 1, index: int = 0) -> int:
         """The most calls in flight that keep no more than ``core_share`` cores computing
-        (rounded down; at least 1, at most ``threads``)."""
+        (rounded down; at least 1, at most ``threads``) -- for process ``index`` of
+        ``processes`` that each have that share.
+
+        Rounding down in every process leaves up to a call per process unused: the seed
+        profile's 2.3 calls became 2 in each of four processes, 8 in flight where 9 keep
+        the cores no busier than their share, and at 3x its offered load the limit sat at
+        that floor with ~9% of the cores idle. So the processes share out what rounding
+        leaves: the first ``floor(processes x fraction)`` of them take one call more
+        (bench/README.md, "The floor's fractions"), and together they stay within the
+        cores."""
         if not core_share > 0.0:
             raise ValueError(f"core_share must be > 0, got {core_share!r}")
-        wanted = math.floor(core_share * self.calls_per_slot() + 1e-9)
+        if processes < 1 or index < 0:
+            raise ValueError(f"need processes >= 1 and index >= 0, got {processes}, {index}")
+        exact = core_share * self.calls_per_slot()
+        wanted = math.floor(exact + 1e-9)
+        left_over = math.floor(processes * (exact - wanted) + 1e-9)
+        if index % processes < left_over:
+            wanted += 1
         return max(1, min(threads, wanted))

@@ -777,7 +777,12 @@ class AdmissionExecutor(concurrent.futures.Executor):
                     # Next to nothing here wants the GIL: the lateness is the host's.
                     quiet=busy <= 1 and not standing and not self._queue.depth,
                 )
-                floor = self._compute.floor(self._core_share, self._threads)
+                floor = self._compute.floor(
+                    self._core_share,
+                    self._threads,
+                    processes=self._processes,
+                    index=self._worker_index,
+                )
                 cap = max(limit.limit, floor)
                 if cap != self._running_limit:
                     self._running_limit = cap

@@ -53,9 +53,41 @@ def test_a_method_that_mostly_waits_gets_a_core_share_of_computing_calls() -> No
     assert share.floor(1.0, threads=5) == 5  # never more than the threads
 
 
-def test_the_seed_profile_on_four_processes_keeps_the_old_floor_of_two() -> None:
+def test_the_seed_profile_on_four_processes_shares_out_what_rounding_leaves() -> None:
     share = fed(0.0055, 0.0255, calls=200)  # 5 ms CPU + 20 ms wait, grpcio's work included
-    assert share.floor(0.5, threads=64) == 2
+    assert share.floor(0.5, threads=64) == 2  # one process alone: rounded down
+    # 4.64 calls per computing call, half a core each: 2.32 per process, 9.27 in all. One
+    # of the four takes the call the others' rounding left: 9, not 8 (nor 12).
+    floors = [share.floor(0.5, threads=64, processes=4, index=i) for i in range(4)]
+    assert floors == [3, 2, 2, 2]
+    assert sum(floors) <= 4 * 0.5 * share.calls_per_slot()
+
+
+@pytest.mark.parametrize("processes", [1, 2, 3, 5, 8, 16])
+@pytest.mark.parametrize("cpu_ms", [0.3, 1.3, 2.0, 5.5, 9.0, 25.5])
+def test_the_processes_floors_together_never_exceed_the_cores_nor_miss_a_whole_call(
+    processes: int, cpu_ms: float
+) -> None:
+    """Worst inputs: fractions just under and over a whole call, many processes, and a
+    CPU-bound method (one call each, the floor's own minimum)."""
+    share = fed(cpu_ms / 1000, 0.0255, calls=200)
+    core_share = min(1.0, 2 / processes)  # two cores
+    exact = processes * core_share * share.calls_per_slot()
+    floors = [
+        share.floor(core_share, threads=256, processes=processes, index=i) for i in range(processes)
+    ]
+    assert all(f >= 1 for f in floors)
+    if min(floors) > 1 or exact >= processes:  # not held up by the one-call minimum
+        assert exact - 1 < sum(floors) <= exact + 1e-6
+    assert max(floors) - min(floors) <= 1
+
+
+def test_the_floor_rejects_impossible_process_counts() -> None:
+    share = fed(0.0055, 0.0255, calls=10)
+    with pytest.raises(ValueError, match="processes"):
+        share.floor(0.5, threads=64, processes=0)
+    with pytest.raises(ValueError, match="index"):
+        share.floor(0.5, threads=64, processes=4, index=-1)
 
 
 def test_contention_does_not_make_a_computing_call_look_asleep() -> None:
