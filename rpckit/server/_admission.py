@@ -319,15 +319,15 @@ class AdmissionConfig:
     """A call that finds a worker slot free (nothing queued, fewer calls running than
     the limit) may probe more often: ``deadline_probe_free_burst`` such probes back to
     back, then one per this interval (a token bucket per method; never slower than
-    ``deadline_probe_s``). Such a
-    probe takes no slot another call was waiting for. After a burst of slow calls of a
-    method (200 calls waiting 800 ms on a downstream), its fastest service time is
-    800 ms until a probe of an ordinary call ends, ~30 ms later; with
-    ``deadline_probe_s`` alone the calls that came meanwhile were refused (0.5-1.3% of
-    the next 6 s at 60 calls/s, bench/overload's burst profile). Worst input: a method
-    that really is slower than its callers' deadlines, called fast while slots are
-    free -- at most four calls and then one per this interval run to their deadlines,
-    and once such calls fill the free slots the interval is ``deadline_probe_s`` again."""
+    ``deadline_probe_s``). Such a probe takes no slot another call was waiting for.
+    After a burst of slow calls of a method (200 calls waiting 800 ms on a downstream),
+    its fastest service time is 800 ms until a probe of an ordinary call ends, ~30 ms
+    later; with ``deadline_probe_s`` alone the calls that came meanwhile were refused
+    (0.3-1.3% of the next 6 s at 60 calls/s, bench/overload's burst profile). Worst
+    input: a method that really is slower than its callers' deadlines, called fast
+    while slots are free -- at most four calls and then one per this interval run to
+    their deadlines, and once such calls fill the free slots the interval is
+    ``deadline_probe_s`` again."""
 
     deadline_probe_free_burst: int = 4
     """The free-slot probes' bucket (``deadline_probe_free_s``): arrivals bunch, and the
