@@ -293,7 +293,16 @@ class AdmissionConfig:
     """How long after a queued call of a method was dropped for its deadline (admitted on
     a hope that failed) its calls are not patient (``patient_runs``); the usual
     prediction then decides. It ends by itself: a method whose admitted calls stop being
-    dropped is patient again one such interval later."""
+    dropped is patient again one such interval later.
+
+    If patience fails again soon after it came back (within four backoffs of the last
+    failure), the backoff doubles, up to ``patient_backoff_max_s``; a failure after a
+    longer calm starts again from this. A method whose cheap calls keep its fastest run
+    low (bench/overload's seed beside an empty ``Do`` every 250 ms on eight connections)
+    had patience back every second and the queue blown up to ~50 calls each time."""
+
+    patient_backoff_max_s: float = 30.0
+    """The longest ``patient_backoff_s`` grows to while patience keeps failing."""
 
     recent_window_s: float = 0.5
     """Wait predictions (and pushback) take a turn's length from the calls of the method that
@@ -393,6 +402,11 @@ class AdmissionConfig:
         check_number(
             "AdmissionConfig", "patient_backoff_s", self.patient_backoff_s, low=0.0, strict=False
         )
+        if not self.patient_backoff_max_s >= self.patient_backoff_s:
+            raise ValueError(
+                f"AdmissionConfig.patient_backoff_max_s ({self.patient_backoff_max_s!r}) must "
+                f"be >= patient_backoff_s ({self.patient_backoff_s!r})"
+            )
         for name in ("admit_wait_fraction", "burst_wait_fraction"):
             fraction = getattr(self, name)
             check_number("AdmissionConfig", name, fraction, low=0.0, strict=True)
@@ -507,9 +521,11 @@ class _ServiceTime:
         "_recent_hold",
         "_recent_wall",
         "dropped_late_at",
+        "failed_at",
         "free_probes",
         "free_probes_at",
         "hold",
+        "patience_backoff_s",
         "probed_at",
         "wall",
     )
@@ -528,6 +544,8 @@ class _ServiceTime:
         self.free_probes = math.inf
         self.free_probes_at = -math.inf
         self.dropped_late_at = -math.inf  # a queued call was last dropped for its deadline
+        self.failed_at = -math.inf  # when patience last failed (a drop while it was on)
+        self.patience_backoff_s = 0.0  # set from the config at the first failure
 
     def free_probe_available(self, now: float, config: AdmissionConfig) -> bool:
         """Refill the free-slot probes to ``now``; is one left?"""
@@ -984,7 +1002,7 @@ class AdmissionQueue(Generic[T]):
         runs = config.patient_runs
         if runs <= 0.0 or not self._bounded(ticket):
             return None
-        if now - stats.dropped_late_at < config.patient_backoff_s:
+        if now - stats.dropped_late_at < stats.patience_backoff_s:
             return None  # hopes failed lately: no patience
         fastest = stats.fastest(now, self._config)
         if fastest is None or fastest <= 0.0 or allowance < runs * fastest:
@@ -994,8 +1012,19 @@ class AdmissionQueue(Generic[T]):
     def _dropped_late(self, method: str, now: float) -> None:
         """A queued call of ``method`` was dropped for its deadline: see ``patient_backoff_s``."""
         stats = self._service.get(method)
-        if stats is not None:
-            stats.dropped_late_at = now
+        if stats is None:
+            return
+        if now - stats.dropped_late_at >= stats.patience_backoff_s:
+            # Patience was on: it failed again. Soon after the last time: back off longer.
+            config = self._config
+            if now - stats.failed_at < 4.0 * stats.patience_backoff_s:
+                stats.patience_backoff_s = min(
+                    config.patient_backoff_max_s, 2.0 * stats.patience_backoff_s
+                )
+            else:
+                stats.patience_backoff_s = config.patient_backoff_s
+            stats.failed_at = now
+        stats.dropped_late_at = now
 
     def _doom_reason(self, entry: _Entry[T], now: float) -> Reason | None:
         ticket = entry.ticket

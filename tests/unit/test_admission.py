@@ -1607,6 +1607,38 @@ def test_a_drop_for_its_deadline_ends_the_methods_patience_for_a_while() -> None
     assert admitted_behind_one(late_drop_taught(patient_runs=0.0), 1.3, 2.0) < again
 
 
+def drop_late_at(q: AdmissionQueue[str], at: float) -> None:
+    """A call of ``m`` queued at ``at`` and dropped for its deadline 60 ms later."""
+    assert q.offer(ticket(f"late{at}", at, deadline=at + 0.05), at, running=0) == []
+    assert reasons(q.expire(at + 0.06)) == {f"late{at}": Reason.DEADLINE_GONE}
+
+
+def test_patience_that_keeps_failing_backs_off_longer_and_a_calm_resets_it() -> None:
+    """patient_backoff_s doubles while patience fails again soon after it came back (a
+    method whose cheap calls keep its fastest run low), up to patient_backoff_max_s; a
+    failure after a long calm starts from the base again. Drops while patience is off
+    (the rest of one failure's queue) do not count as new failures."""
+    q = burst_taught(patient_backoff_s=1.0, patient_backoff_max_s=4.0)
+    backoff = lambda: q._service["m"].patience_backoff_s  # noqa: E731
+    drop_late_at(q, 1.0)
+    assert backoff() == 1.0
+    drop_late_at(q, 1.5)  # patience still off: the same failure
+    assert backoff() == 1.0
+    drop_late_at(q, 2.7)  # patience came back at 2.56 and failed again
+    assert backoff() == 2.0
+    drop_late_at(q, 4.9)  # back at 4.76, failed again
+    assert backoff() == 4.0
+    drop_late_at(q, 9.0)  # back at 8.96, failed again: capped
+    assert backoff() == 4.0
+    drop_late_at(q, 40.0)  # after a calm of over four backoffs: from the base again
+    assert backoff() == 1.0
+
+
+def test_patient_backoff_max_must_cover_the_base() -> None:
+    with pytest.raises(ValueError, match="patient_backoff_max_s"):
+        AdmissionConfig(patient_backoff_s=2.0, patient_backoff_max_s=1.0)
+
+
 def test_patience_is_not_ended_by_a_refusal_on_arrival() -> None:
     """Only a queued call dropped for its deadline ends patience: a call refused on
     arrival was never admitted on a hope."""
