@@ -1619,7 +1619,10 @@ def test_patience_that_keeps_failing_backs_off_longer_and_a_calm_resets_it() -> 
     failure after a long calm starts from the base again. Drops while patience is off
     (the rest of one failure's queue) do not count as new failures."""
     q = burst_taught(patient_backoff_s=1.0, patient_backoff_max_s=4.0)
-    backoff = lambda: q._service["m"].patience_backoff_s  # noqa: E731
+
+    def backoff() -> float:
+        return q._service["m"].patience_backoff_s
+
     drop_late_at(q, 1.0)
     assert backoff() == 1.0
     drop_late_at(q, 1.5)  # patience still off: the same failure
