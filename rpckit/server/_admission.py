@@ -620,8 +620,10 @@ _LEVELS_LOW_TO_HIGH = tuple(sorted(Criticality))
 
 _Dropped = list[tuple[Ticket[T], Reason]]
 
-# _deadline_check's answer for a call the estimate would refuse that may run as the probe.
+# _deadline_check's answers for a call the estimate would refuse that may run as the probe:
+# the interval's own (deadline_probe_s), or one from the free-slot bucket.
 _PROBE = object()
+_FREE_PROBE = object()
 
 
 class AdmissionQueue(Generic[T]):
@@ -916,18 +918,18 @@ class AdmissionQueue(Generic[T]):
         estimate is measured again.
         """
         reason = self._deadline_check(method, deadline, now, slot_free=slot_free)
-        if reason is _PROBE:
-            self._probed(method, now, slot_free=slot_free)
+        if reason is _PROBE or reason is _FREE_PROBE:
+            self._probed(method, now, from_bucket=reason is _FREE_PROBE)
             return None
-        return reason  # type: ignore[return-value]  # not _PROBE
+        return reason  # type: ignore[return-value]  # not a probe
 
     def _deadline_check(
         self, method: str, deadline: float | None, now: float, *, slot_free: bool = False
     ) -> Reason | object | None:
-        """The deadline rules for a newcomer: a Reason, None, or ``_PROBE`` -- too short
-        by the estimate, but no probe ran for ``deadline_probe_s`` or (``slot_free``) a
-        free-slot probe is left (the caller decides whether this call becomes it, and
-        says so with ``_probed``)."""
+        """The deadline rules for a newcomer: a Reason, None, ``_PROBE`` -- too short by
+        the estimate, but no probe ran for ``deadline_probe_s`` -- or ``_FREE_PROBE``
+        (``slot_free``: a free-slot probe is left). The caller decides whether this call
+        becomes it, and says so with ``_probed``."""
         reason = self._deadline_reason(method, deadline, now)
         if reason is Reason.DEADLINE_SHORT:
             stats = self._service[method]
@@ -935,13 +937,13 @@ class AdmissionQueue(Generic[T]):
             if now - stats.probed_at >= config.deadline_probe_s:
                 return _PROBE
             if slot_free and stats.free_probe_available(now, config):
-                return _PROBE
+                return _FREE_PROBE
         return reason
 
-    def _probed(self, method: str, now: float, *, slot_free: bool = False) -> None:
+    def _probed(self, method: str, now: float, *, from_bucket: bool = False) -> None:
         stats = self._service[method]
-        if slot_free and now - stats.probed_at < self._config.deadline_probe_s:
-            stats.free_probes -= 1.0  # a free-slot probe (see _deadline_check)
+        if from_bucket:
+            stats.free_probes -= 1.0
         stats.probed_at = now
 
     def _deadline_reason(self, method: str, deadline: float | None, now: float) -> Reason | None:
@@ -1004,7 +1006,7 @@ class AdmissionQueue(Generic[T]):
             return None
         if now - stats.dropped_late_at < stats.patience_backoff_s:
             return None  # hopes failed lately: no patience
-        fastest = stats.fastest(now, self._config)
+        fastest = stats.fastest(now, config)
         if fastest is None or fastest <= 0.0 or allowance < runs * fastest:
             return None
         return fastest
