@@ -82,8 +82,13 @@ def read_call(args: tuple[Any, ...]) -> SubmittedCall | None:
             None,
         )
     if method is None:
-        method = raw.decode() if isinstance(raw, bytes) else str(raw)
+        method = _method_name(raw)
     return SubmittedCall(method, deadline, metadata)
+
+
+def _method_name(raw: object) -> str:
+    """grpcio's ``call_details.method`` (bytes) as text."""
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def abort_queued(
@@ -219,8 +224,7 @@ def receive_request_now(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
                     state.request = None
                     return request
                 if state.client is closed:
-                    method = rpc_event.call_details.method
-                    name = method.decode() if isinstance(method, bytes) else str(method)
+                    name = _method_name(rpc_event.call_details.method)
                     details = f'"{name}" requires exactly one request message.'
                     grpc_server._abort(
                         state, call, cygrpc.StatusCode.unimplemented, details.encode()
